@@ -1,0 +1,448 @@
+//! The detection engine: an I/O-free state machine. Feed it register updates and readings in
+//! any order; it advances on event time (per meter) and returns alerts. No clock, no files,
+//! no Kafka: the same inputs give the same alerts, with the same ids, wherever it runs.
+
+use crate::episode::{round, Episode, Finding, Target};
+use crate::meter::{Admit, ClosedHour, MeterState, HOUR, OPEN_RING};
+use gridwatch_core::{
+    Alert, AlertKind, CustomerClass, DetectorConfig, MeterRecord, Reading, RegistryUpdate, Role,
+    SiteStatus,
+};
+use rustc_hash::FxHashMap;
+use serde_json::{json, Map, Value};
+
+/// Counters of what the engine has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub readings: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub alerts: u64,
+}
+
+struct Slot {
+    reg: Option<MeterRecord>,
+    st: MeterState,
+}
+
+pub struct Engine {
+    cfg: DetectorConfig,
+    index: FxHashMap<Box<str>, u32>,
+    slots: Vec<Slot>,
+    ids: Vec<Box<str>>,
+    stats: Stats,
+}
+
+/// Typical always-on and mean demand of a household, for the excess at residences without
+/// history of their own.
+const HOUSEHOLD_FLOOR_KW: f64 = 0.3;
+const HOUSEHOLD_KW: f64 = 0.6;
+
+impl Engine {
+    /// An engine with these thresholds. Fails when the allowed lateness exceeds what the
+    /// per-meter ring can hold.
+    pub fn new(cfg: DetectorConfig) -> Result<Engine, String> {
+        let max_lateness = (OPEN_RING as i64 - 2) * HOUR;
+        if !(0..=max_lateness).contains(&cfg.allowed_lateness_s) {
+            return Err(format!(
+                "detector.allowed_lateness_s must be between 0 and {max_lateness}, got {}",
+                cfg.allowed_lateness_s
+            ));
+        }
+        if !(1..=24).contains(&cfg.mining_fast_hours) {
+            return Err("detector.mining_fast_hours must be between 1 and 24".into());
+        }
+        Ok(Engine {
+            cfg,
+            index: FxHashMap::default(),
+            slots: Vec::new(),
+            ids: Vec::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Meters tracked (registered or seen).
+    pub fn meters(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot_of(&mut self, meter_id: &str) -> usize {
+        if let Some(&i) = self.index.get(meter_id) {
+            return i as usize;
+        }
+        let i = self.slots.len();
+        self.index.insert(meter_id.into(), i as u32);
+        self.ids.push(meter_id.into());
+        self.slots.push(Slot {
+            reg: None,
+            st: MeterState::new(),
+        });
+        i
+    }
+
+    /// Applies a register change. A meter that gains a register row resolves its
+    /// `unregistered_meter` episode; a site that becomes active resolves
+    /// `disconnected_consumption`.
+    pub fn apply_registry(&mut self, update: RegistryUpdate, out: &mut Vec<Alert>) {
+        let (meter_id, reg) = match update {
+            RegistryUpdate::Upsert(r) => (r.meter_id.clone(), Some(r)),
+            RegistryUpdate::Delete { meter_id } => (meter_id, None),
+        };
+        let i = self.slot_of(&meter_id);
+        let slot = &mut self.slots[i];
+        slot.reg = reg;
+        let at = slot.st.max_ts();
+        let mut closing = Vec::new();
+        if slot.reg.is_some() {
+            closing.push((
+                AlertKind::UnregisteredMeter,
+                "the meter was added to the register",
+            ));
+        }
+        if slot
+            .reg
+            .as_ref()
+            .is_some_and(|r| r.status == SiteStatus::Active)
+        {
+            closing.push((
+                AlertKind::DisconnectedConsumption,
+                "the site is active in the register",
+            ));
+        }
+        let before = out.len();
+        for (kind, reason) in closing {
+            if let Some(p) = slot.st.episodes.iter().position(|e| e.kind == kind) {
+                let mut ep = slot.st.episodes.swap_remove(p);
+                let t = Target {
+                    meter_id: &meter_id,
+                    reg: slot.reg.as_ref(),
+                    feeder_hint: None,
+                };
+                out.extend(ep.resolve(at, reason, &t));
+            }
+        }
+        self.stats.alerts += (out.len() - before) as u64;
+    }
+
+    /// Takes one validated reading; appends any alerts it raises to `out`.
+    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
+        let i = self.slot_of(&r.meter_id);
+        let before = out.len();
+        let cfg = &self.cfg;
+        let Slot { reg, st } = &mut self.slots[i];
+        let t = Target {
+            meter_id: &r.meter_id,
+            reg: reg.as_ref(),
+            feeder_hint: r.feeder_id.as_deref(),
+        };
+
+        if let Some(h) = st.must_close_before(r.ts) {
+            st.skip_empty_to(h);
+            while let Some(closed) = st.pop_closed(i64::MIN, h) {
+                on_closed_hour(cfg, st, closed, &t, out);
+            }
+        }
+        match st.admit(r.ts, r.interval_s, r.kwh) {
+            Admit::Duplicate => self.stats.duplicates += 1,
+            Admit::Late => self.stats.late += 1,
+            Admit::Accepted => {
+                self.stats.readings += 1;
+                on_accepted(cfg, st, r, &t, out);
+                let watermark = st.max_ts() - cfg.allowed_lateness_s;
+                while let Some(closed) = st.pop_closed(watermark, i64::MIN) {
+                    on_closed_hour(cfg, st, closed, &t, out);
+                }
+            }
+        }
+        self.stats.alerts += (out.len() - before) as u64;
+    }
+
+    /// The meter ids the engine tracks, in first-seen order.
+    pub fn meter_ids(&self) -> impl Iterator<Item = &str> {
+        self.ids.iter().map(|s| &**s)
+    }
+}
+
+fn episode<'a>(
+    st: &'a mut MeterState,
+    kind: AlertKind,
+    target: &str,
+    start: i64,
+) -> &'a mut Episode {
+    match st.episodes.iter().position(|e| e.kind == kind) {
+        Some(p) => &mut st.episodes[p],
+        None => {
+            st.episodes.push(Episode::new(kind, target, start));
+            st.episodes.last_mut().expect("just pushed")
+        }
+    }
+}
+
+/// Per-reading detectors: those that must answer within an hour of event time.
+fn on_accepted(
+    cfg: &DetectorConfig,
+    st: &mut MeterState,
+    r: &Reading,
+    t: &Target<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let kw = r.mean_kw();
+    let target = Episode::target_id(t).to_string();
+    match t.reg {
+        None => {
+            let ep = episode(st, AlertKind::UnregisteredMeter, &target, r.start());
+            let kwh_so_far = ep.excess_kwh + r.kwh;
+            let score = (0.6 + 0.4 * (kw / 20.0).min(1.0)).min(1.0);
+            let f = Finding {
+                score,
+                est_excess_kw: kw,
+                excess_kwh: r.kwh,
+                evidence: evidence([
+                    ("mean_kw", round(kw, 2)),
+                    ("kwh_since_first_seen", round(kwh_so_far, 2)),
+                ]),
+                summary: format!(
+                    "Meter {} is not in the register; {:.1} kWh since {}",
+                    r.meter_id,
+                    kwh_so_far,
+                    gridwatch_core::time::format_rfc3339(ep.start)
+                ),
+            };
+            out.extend(ep.activate(f, r.ts, r.ts, true, cfg.update_interval_s, t));
+        }
+        Some(reg) if reg.status != SiteStatus::Active && r.kwh > 0.0 => {
+            let ep = episode(st, AlertKind::DisconnectedConsumption, &target, r.start());
+            let total = ep.excess_kwh + r.kwh;
+            let f = Finding {
+                score: (0.7 + 0.3 * (total / 10.0).min(1.0)).min(1.0),
+                est_excess_kw: kw,
+                excess_kwh: r.kwh,
+                evidence: evidence([
+                    ("mean_kw", round(kw, 2)),
+                    ("kwh_since_first", round(total, 2)),
+                ])
+                .with("register_status", reg.status.as_str()),
+                summary: format!(
+                    "{:.1} kWh consumed since {} on a {} site ({} kW now)",
+                    total,
+                    gridwatch_core::time::format_rfc3339(ep.start),
+                    reg.status,
+                    fmt_kw(kw)
+                ),
+            };
+            let ready = total >= cfg.disconnected_min_kwh;
+            out.extend(ep.activate(f, r.ts, r.ts, ready, cfg.update_interval_s, t));
+        }
+        Some(_) => {}
+    }
+}
+
+/// Hourly detectors, run as each hour closes on the meter's watermark.
+fn on_closed_hour(
+    cfg: &DetectorConfig,
+    st: &mut MeterState,
+    hour: Option<ClosedHour>,
+    t: &Target<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let Some(hour) = hour else { return };
+    let target = Episode::target_id(t).to_string();
+    let customer = t.reg.filter(|r| r.role == Role::Customer);
+    if let Some(reg) = customer {
+        capacity(cfg, st, reg, hour, &target, t, out);
+        mining(cfg, st, reg, hour, &target, t, out);
+    }
+    if st.episodes.is_empty() {
+        st.learn_baseline(hour.end, hour.kw);
+    }
+    // Episodes whose condition has been quiet long enough resolve.
+    let mut k = 0;
+    while k < st.episodes.len() {
+        if hour.end - st.episodes[k].last_active >= cfg.resolve_after_s {
+            let mut ep = st.episodes.swap_remove(k);
+            let reason = format!("no {} for {} h", ep.kind, cfg.resolve_after_s / HOUR);
+            out.extend(ep.resolve(hour.end, &reason, t));
+        } else {
+            k += 1;
+        }
+    }
+}
+
+fn capacity(
+    cfg: &DetectorConfig,
+    st: &mut MeterState,
+    reg: &MeterRecord,
+    hour: ClosedHour,
+    target: &str,
+    t: &Target<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let Some(permit) = reg.permitted_kw.filter(|p| *p > 0.0) else {
+        return;
+    };
+    if hour.kw <= permit * (1.0 + cfg.capacity_tolerance) {
+        st.over_hours = 0;
+        return;
+    }
+    st.over_hours += 1;
+    let start = hour.end - i64::from(st.over_hours) * HOUR;
+    let ratio = hour.kw / permit;
+    let excess = hour.kw - permit;
+    let f = Finding {
+        score: (0.4 + 0.5 * (ratio - 1.0)).clamp(0.4, 1.0),
+        est_excess_kw: excess,
+        excess_kwh: excess,
+        evidence: evidence([
+            ("mean_kw", round(hour.kw, 2)),
+            ("permitted_kw", permit),
+            ("ratio_to_permit", round(ratio, 2)),
+            ("hours_over", f64::from(st.over_hours)),
+        ]),
+        summary: format!(
+            "Demand {} kW, {:.1}× the permitted {} kW, for {} h at a {} site",
+            fmt_kw(hour.kw),
+            ratio,
+            fmt_kw(permit),
+            st.over_hours,
+            class_name(reg)
+        ),
+    };
+    let ready = i64::from(st.over_hours) * HOUR >= cfg.capacity_min_duration_s;
+    let ep = episode(st, AlertKind::CapacityExceeded, target, start);
+    out.extend(ep.activate(f, hour.end, hour.end, ready, cfg.update_interval_s, t));
+}
+
+/// A mining rig is a large load that never switches off: the site's demand floor (its lowest
+/// hour) rises to the rigs' power and stays there, around the clock. Judged against the
+/// site's class, permit, licence and its own history.
+fn mining(
+    cfg: &DetectorConfig,
+    st: &mut MeterState,
+    reg: &MeterRecord,
+    hour: ClosedHour,
+    target: &str,
+    t: &Target<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let residential = reg.customer_class == Some(CustomerClass::Residential);
+    let min_kw = if residential {
+        cfg.mining_min_kw_residential
+    } else {
+        cfg.mining_min_kw_other
+    };
+    let tolerance = 1.0 + cfg.capacity_tolerance;
+    let learned = st.baseline_hours >= 48;
+    let unlicensed_class = residential || reg.customer_class == Some(CustomerClass::Mining);
+    let day = st.window(hour.end, 24);
+    let fast = st.window(hour.end, cfg.mining_fast_hours);
+    // Around the clock: the 24-hour floor carries most of the load.
+    let always_on =
+        day.filter(|w| w.min_kw >= min_kw && w.min_kw >= cfg.mining_floor_share * w.mean_kw);
+    // A farm far beyond any household or permit is named within hours.
+    let blatant = fast.filter(|w| {
+        w.min_kw >= cfg.mining_fast_kw
+            && (residential || reg.permitted_kw.is_some_and(|p| w.min_kw > p * tolerance))
+    });
+    let Some(w) = always_on.or(blatant) else {
+        return;
+    };
+    let within_permit = reg.permitted_kw.is_none_or(|p| w.mean_kw <= p * tolerance);
+    if reg.licensed_mining && within_permit {
+        return;
+    }
+    let floor_before = st.baseline_floor_kw;
+    let stepped = learned && w.min_kw - floor_before >= min_kw.max(floor_before);
+    if !(unlicensed_class || !within_permit || stepped) {
+        return;
+    }
+    // The added load: the rise of the floor, or of the typical hour where the window still
+    // holds the hour the rigs came on.
+    let (floor_typical, mean_typical) = if learned {
+        (floor_before, st.baseline_kw)
+    } else if residential {
+        (HOUSEHOLD_FLOOR_KW, HOUSEHOLD_KW)
+    } else {
+        let p = reg.permitted_kw.map_or(0.0, |p| p.min(w.min_kw));
+        (p, p)
+    };
+    let median = st.median_kw(hour.end, w.hours);
+    let excess = (w.min_kw - floor_typical)
+        .max(median - mean_typical)
+        .max(0.0);
+    let load_factor = w.mean_kw / w.max_kw;
+    let score = (0.6
+        + 0.15 * ((load_factor - 0.5) / 0.5).clamp(0.0, 1.0)
+        + 0.15 * (excess / 50.0).min(1.0)
+        + if always_on.is_some() { 0.1 } else { 0.0 })
+    .min(1.0);
+    let mut ev = evidence([
+        ("load_factor", round(load_factor, 3)),
+        ("mean_kw", round(w.mean_kw, 2)),
+        ("floor_kw", round(w.min_kw, 2)),
+        ("hours", f64::from(w.hours)),
+        ("baseline_floor_kw", round(floor_before, 2)),
+    ]);
+    if let Some((night, day)) = always_on.and_then(|_| st.night_day_kw(reg.lon)) {
+        ev.insert("night_day_ratio".into(), json!(round(night / day, 2)));
+    }
+    ev.insert(
+        "permitted_kw".into(),
+        reg.permitted_kw.map_or(Value::Null, |p| json!(p)),
+    );
+    ev.insert("customer_class".into(), json!(class_name(reg)));
+    let permit = reg.permitted_kw.map_or("no permit limit".to_string(), |p| {
+        format!("permitted {} kW", fmt_kw(p))
+    });
+    let f = Finding {
+        score,
+        est_excess_kw: excess,
+        excess_kwh: excess,
+        evidence: ev,
+        summary: format!(
+            "Constant {} kW load around the clock for {} h (mean {} kW, load factor {:.2}) at a {} site, {}",
+            fmt_kw(w.min_kw),
+            w.hours,
+            fmt_kw(w.mean_kw),
+            load_factor,
+            class_name(reg),
+            permit
+        ),
+    };
+    let start = hour.end - i64::from(w.hours) * HOUR;
+    let ep = episode(st, AlertKind::MiningSignature, target, start);
+    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+}
+
+fn class_name(reg: &MeterRecord) -> &'static str {
+    reg.customer_class.map_or("unclassified", |c| c.as_str())
+}
+
+fn fmt_kw(kw: f64) -> String {
+    if kw >= 10.0 {
+        format!("{kw:.0}")
+    } else {
+        format!("{kw:.1}")
+    }
+}
+
+fn evidence<const N: usize>(pairs: [(&str, f64); N]) -> Map<String, Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect()
+}
+
+trait With {
+    fn with(self, k: &str, v: &str) -> Self;
+}
+
+impl With for Map<String, Value> {
+    fn with(mut self, k: &str, v: &str) -> Self {
+        self.insert(k.into(), json!(v));
+        self
+    }
+}

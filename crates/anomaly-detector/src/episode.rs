@@ -1,0 +1,169 @@
+//! The alert lifecycle of one (target, kind) episode: one `open`, rate-limited `update`s,
+//! one `resolved`.
+
+use gridwatch_core::{alert_id, Alert, AlertKind, AlertStatus, MeterRecord, Severity};
+use serde_json::{Map, Value};
+
+/// What a detector says about its condition at one point in event time.
+pub(crate) struct Finding {
+    pub score: f64,
+    pub est_excess_kw: f64,
+    /// Energy judged unauthorized during the step that produced this finding.
+    pub excess_kwh: f64,
+    pub evidence: Map<String, Value>,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Episode {
+    pub kind: AlertKind,
+    pub id: String,
+    pub start: i64,
+    pub last_active: i64,
+    pub last_emit: i64,
+    pub emitted_kw: f64,
+    pub emitted_kwh: f64,
+    pub emitted_severity: Severity,
+    pub excess_kwh: f64,
+    pub opened: bool,
+    pub last: Option<LastFinding>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LastFinding {
+    pub score: f64,
+    pub est_excess_kw: f64,
+    pub evidence: Map<String, Value>,
+    pub summary: String,
+}
+
+/// Who an alert is about, and where.
+pub(crate) struct Target<'a> {
+    pub meter_id: &'a str,
+    pub reg: Option<&'a MeterRecord>,
+    pub feeder_hint: Option<&'a str>,
+}
+
+impl Target<'_> {
+    fn id(&self) -> &str {
+        self.reg.map_or(self.meter_id, |r| r.site_id.as_str())
+    }
+}
+
+impl Episode {
+    pub fn new(kind: AlertKind, target_id: &str, start: i64) -> Episode {
+        Episode {
+            kind,
+            id: alert_id(target_id, kind, start),
+            start,
+            last_active: start,
+            last_emit: i64::MIN,
+            emitted_kw: 0.0,
+            emitted_kwh: 0.0,
+            emitted_severity: Severity::Low,
+            excess_kwh: 0.0,
+            opened: false,
+            last: None,
+        }
+    }
+
+    pub fn target_id<'a>(t: &'a Target<'a>) -> &'a str {
+        t.id()
+    }
+
+    /// Records an active finding at event time `at`; returns the alert to emit, if any.
+    /// `open_ready` says whether the condition is strong enough to open the episode.
+    pub fn activate(
+        &mut self,
+        f: Finding,
+        at: i64,
+        window_end: i64,
+        open_ready: bool,
+        update_interval_s: i64,
+        t: &Target<'_>,
+    ) -> Option<Alert> {
+        self.last_active = at;
+        self.excess_kwh += f.excess_kwh;
+        let sev = Severity::from_score(f.score);
+        let status = if !self.opened {
+            if !open_ready {
+                self.remember(f);
+                return None;
+            }
+            self.opened = true;
+            AlertStatus::Open
+        } else {
+            let due = at - self.last_emit >= update_interval_s;
+            let changed = sev != self.emitted_severity
+                || (f.est_excess_kw - self.emitted_kw).abs() > 0.2 * self.emitted_kw.abs().max(1.0)
+                || self.excess_kwh > 2.0 * self.emitted_kwh.max(1.0);
+            if !(due && changed) {
+                self.remember(f);
+                return None;
+            }
+            AlertStatus::Update
+        };
+        self.last_emit = at;
+        self.emitted_kw = f.est_excess_kw;
+        self.emitted_kwh = self.excess_kwh;
+        self.emitted_severity = sev;
+        self.remember(f);
+        Some(self.alert(status, at, window_end, t))
+    }
+
+    fn remember(&mut self, f: Finding) {
+        self.last = Some(LastFinding {
+            score: f.score,
+            est_excess_kw: f.est_excess_kw,
+            evidence: f.evidence,
+            summary: f.summary,
+        });
+    }
+
+    /// The `resolved` message, if the episode was ever opened.
+    pub fn resolve(&mut self, at: i64, reason: &str, t: &Target<'_>) -> Option<Alert> {
+        if !self.opened {
+            return None;
+        }
+        let end = self.last_active;
+        let mut a = self.alert(AlertStatus::Resolved, at, end, t);
+        a.summary = format!("Resolved: {reason}. Was: {}", a.summary);
+        a.evidence.insert("resolution".into(), Value::from(reason));
+        Some(a)
+    }
+
+    fn alert(&self, status: AlertStatus, at: i64, window_end: i64, t: &Target<'_>) -> Alert {
+        let last = self
+            .last
+            .as_ref()
+            .expect("an episode emits only after a finding");
+        let reg = t.reg;
+        Alert {
+            alert_id: self.id.clone(),
+            kind: self.kind,
+            status,
+            severity: Severity::from_score(last.score),
+            score: round(last.score, 3),
+            site_id: reg.map(|r| r.site_id.clone()),
+            meter_id: Some(t.meter_id.to_string()),
+            feeder_id: reg
+                .map(|r| r.feeder_id.clone())
+                .or_else(|| t.feeder_hint.map(str::to_string)),
+            region: reg.and_then(|r| r.region.clone()),
+            lat: reg.and_then(|r| r.lat),
+            lon: reg.and_then(|r| r.lon),
+            detected_at: at,
+            window_start: self.start,
+            window_end,
+            est_excess_kw: round(last.est_excess_kw, 2),
+            est_excess_kwh: round(self.excess_kwh, 1),
+            evidence: last.evidence.clone(),
+            summary: last.summary.clone(),
+        }
+    }
+}
+
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}

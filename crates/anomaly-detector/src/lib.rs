@@ -1,0 +1,8 @@
+//! The anomaly detector: a pure, I/O-free detection core ([`engine`]) and the Kafka service
+//! around it ([`service`]). The embedded mode (`gridwatch run`) drives the same engine.
+
+pub mod engine;
+mod episode;
+mod meter;
+
+pub use engine::{Engine, Stats};

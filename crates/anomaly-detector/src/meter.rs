@@ -1,0 +1,274 @@
+//! Per-meter event-time state: a small ring of open hours (energy, coverage, duplicate masks),
+//! the last 24 closed hours by hour of day, and slow baselines of demand and of its floor.
+//! About 400 bytes per meter.
+
+use crate::episode::Episode;
+
+/// Open (not yet closed) hours held per meter; bounds the allowed lateness.
+pub(crate) const OPEN_RING: usize = 8;
+pub(crate) const HOUR: i64 = 3600;
+
+/// The hour a reading belongs to: readings are stamped with the END of their interval, so
+/// a reading at 01:00:00 belongs to the hour 00:00–01:00.
+pub(crate) fn hour_of(ts: i64) -> i64 {
+    (ts - 1).div_euclid(HOUR)
+}
+
+/// What happened to one reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Accepted,
+    Duplicate,
+    /// Its hour was already closed by the watermark.
+    Late,
+}
+
+/// A closed hour, ready for the hourly detectors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClosedHour {
+    /// End of the hour, epoch seconds.
+    pub end: i64,
+    /// Mean demand over the covered part of the hour (kW).
+    pub kw: f64,
+}
+
+/// Demand statistics over the last few closed hours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Window {
+    pub hours: u32,
+    pub min_kw: f64,
+    pub mean_kw: f64,
+    pub max_kw: f64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MeterState {
+    /// The first hour not yet closed; `i64::MIN` before any reading.
+    next_hour: i64,
+    max_ts: i64,
+    kwh: [f32; OPEN_RING],
+    covered: [u16; OPEN_RING],
+    seen: [u64; OPEN_RING],
+    /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
+    day_kw: [f32; 24],
+    day_mask: u32,
+    /// Slow moving averages of hourly demand and of the 24-hour floor (kW), learned only
+    /// while no episode is active.
+    pub baseline_kw: f64,
+    pub baseline_floor_kw: f64,
+    pub baseline_hours: u32,
+    /// Consecutive closed hours above the permit.
+    pub over_hours: u32,
+    pub episodes: Vec<Episode>,
+}
+
+impl MeterState {
+    pub fn new() -> Self {
+        MeterState {
+            next_hour: i64::MIN,
+            max_ts: i64::MIN,
+            kwh: [0.0; OPEN_RING],
+            covered: [0; OPEN_RING],
+            seen: [0; OPEN_RING],
+            day_kw: [0.0; 24],
+            day_mask: 0,
+            baseline_kw: 0.0,
+            baseline_floor_kw: 0.0,
+            baseline_hours: 0,
+            over_hours: 0,
+            episodes: Vec::new(),
+        }
+    }
+
+    pub fn max_ts(&self) -> i64 {
+        self.max_ts
+    }
+
+    /// True when the reading's hour lies beyond the open ring: the oldest open hours must be
+    /// closed (see [`MeterState::pop_before`]) before it can be admitted.
+    pub fn must_close_before(&self, ts: i64) -> Option<i64> {
+        let h = hour_of(ts);
+        (self.next_hour != i64::MIN && h >= self.next_hour + OPEN_RING as i64)
+            .then_some(h - OPEN_RING as i64 + 1)
+    }
+
+    /// Adds a reading to its hour, unless it duplicates one already counted or arrives after
+    /// its hour closed. The caller has made room with [`MeterState::must_close_before`].
+    pub fn admit(&mut self, ts: i64, interval_s: u32, kwh: f64) -> Admit {
+        let h = hour_of(ts);
+        if self.next_hour == i64::MIN {
+            self.next_hour = h;
+        }
+        if h < self.next_hour {
+            return Admit::Late;
+        }
+        debug_assert!(h < self.next_hour + OPEN_RING as i64);
+        let slot = h.rem_euclid(OPEN_RING as i64) as usize;
+        let bit = 1u64 << ((ts - 1).rem_euclid(HOUR) / 60);
+        if self.seen[slot] & bit != 0 {
+            return Admit::Duplicate;
+        }
+        self.seen[slot] |= bit;
+        self.kwh[slot] += kwh as f32;
+        self.covered[slot] = (u32::from(self.covered[slot]) + interval_s).min(3600) as u16;
+        self.max_ts = self.max_ts.max(ts);
+        Admit::Accepted
+    }
+
+    /// Closes the oldest open hour if it ends at or before `watermark`, or lies before hour
+    /// `before`. Returns it when it had readings; hours without readings return `Some(None)`.
+    pub fn pop_closed(&mut self, watermark: i64, before: i64) -> Option<Option<ClosedHour>> {
+        let h = self.next_hour;
+        if h == i64::MIN || ((h + 1) * HOUR > watermark && h >= before) {
+            return None;
+        }
+        let slot = h.rem_euclid(OPEN_RING as i64) as usize;
+        let covered = u32::from(self.covered[slot]);
+        let kwh = f64::from(self.kwh[slot]);
+        self.kwh[slot] = 0.0;
+        self.covered[slot] = 0;
+        self.seen[slot] = 0;
+        self.next_hour += 1;
+        let day_slot = h.rem_euclid(24) as u32;
+        if covered == 0 {
+            self.day_mask &= !(1 << day_slot);
+            return Some(None);
+        }
+        let kw = kwh * 3600.0 / f64::from(covered);
+        self.day_kw[day_slot as usize] = kw as f32;
+        self.day_mask |= 1 << day_slot;
+        Some(Some(ClosedHour {
+            end: (h + 1) * HOUR,
+            kw,
+        }))
+    }
+
+    /// Skips a long stretch of empty hours at once (they hold no data to evaluate).
+    pub fn skip_empty_to(&mut self, h: i64) {
+        if h - self.next_hour >= 24 && self.covered.iter().all(|&c| c == 0) {
+            self.day_mask = 0;
+            self.next_hour = h;
+        }
+    }
+
+    /// Demand over the `k` (≤ 24) closed hours ending at `end`, if at least five sixths of
+    /// them have readings.
+    pub fn window(&self, end: i64, k: u32) -> Option<Window> {
+        let last = end / HOUR - 1;
+        let (mut n, mut sum, mut lo, mut hi) = (0u32, 0.0, f64::INFINITY, 0.0f64);
+        for h in (last + 1 - i64::from(k.min(24)))..=last {
+            let slot = h.rem_euclid(24) as u32;
+            if h >= self.next_hour || self.day_mask & (1 << slot) == 0 {
+                continue;
+            }
+            let kw = f64::from(self.day_kw[slot as usize]);
+            n += 1;
+            sum += kw;
+            lo = lo.min(kw);
+            hi = hi.max(kw);
+        }
+        (n > 0 && n * 6 >= k * 5).then(|| Window {
+            hours: n,
+            min_kw: lo,
+            mean_kw: sum / f64::from(n),
+            max_kw: hi,
+        })
+    }
+
+    /// Median hourly demand over the `k` (≤ 24) closed hours ending at `end`.
+    pub fn median_kw(&self, end: i64, k: u32) -> f64 {
+        let last = end / HOUR - 1;
+        let mut v: Vec<f32> = ((last + 1 - i64::from(k.min(24)))..=last)
+            .filter(|&h| h < self.next_hour && self.day_mask & (1 << h.rem_euclid(24)) != 0)
+            .map(|h| self.day_kw[h.rem_euclid(24) as usize])
+            .collect();
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f32::total_cmp);
+        f64::from(v[v.len() / 2])
+    }
+
+    /// Folds an hour into the slow baselines (week-long moving averages).
+    pub fn learn_baseline(&mut self, end: i64, kw: f64) {
+        self.baseline_hours = self.baseline_hours.saturating_add(1);
+        let alpha = 1.0 / f64::from(self.baseline_hours.min(168));
+        self.baseline_kw += alpha * (kw - self.baseline_kw);
+        let floor = self.window(end, 24).map_or(kw, |w| w.min_kw);
+        self.baseline_floor_kw += alpha * (floor - self.baseline_floor_kw);
+    }
+
+    /// Mean demand (kW) at night (00–06) and by day (10–18) of local solar time over the
+    /// last 24 closed hours; `lon` shifts UTC to solar time. `None` without data in both.
+    pub fn night_day_kw(&self, lon: Option<f64>) -> Option<(f64, f64)> {
+        let shift = (lon.unwrap_or(0.0) / 15.0).round() as i64;
+        let (mut night, mut nn, mut day, mut dn) = (0.0, 0u32, 0.0, 0u32);
+        for utc in 0..24i64 {
+            if self.day_mask & (1 << utc) == 0 {
+                continue;
+            }
+            let kw = f64::from(self.day_kw[utc as usize]);
+            match (utc + shift).rem_euclid(24) {
+                0..=5 => {
+                    night += kw;
+                    nn += 1;
+                }
+                10..=17 => {
+                    day += kw;
+                    dn += 1;
+                }
+                _ => {}
+            }
+        }
+        (nn >= 3 && dn >= 4).then(|| (night / f64::from(nn), day / f64::from(dn)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_and_late_readings_are_recognised() {
+        let mut m = MeterState::new();
+        let t0 = 1_767_225_600; // 2026-01-01T00:00:00Z
+        assert_eq!(m.admit(t0 + 900, 900, 1.0), Admit::Accepted);
+        assert_eq!(m.admit(t0 + 900, 900, 1.0), Admit::Duplicate);
+        assert_eq!(m.admit(t0 + 1800, 900, 1.0), Admit::Accepted);
+        assert_eq!(m.admit(t0 + 3600, 900, 1.0), Admit::Accepted);
+        assert_eq!(
+            m.admit(t0 + 2700, 900, 1.0),
+            Admit::Accepted,
+            "out of order but in time"
+        );
+        // Close hour 0 via the watermark, then a reading for it is late.
+        assert_eq!(m.admit(t0 + 2 * 3600, 900, 1.0), Admit::Accepted);
+        let closed = m.pop_closed(t0 + 3600, i64::MIN).unwrap().unwrap();
+        assert_eq!(closed.end, t0 + 3600);
+        assert!(
+            (closed.kw - 4.0).abs() < 1e-9,
+            "4 kWh in the hour = 4 kW, got {}",
+            closed.kw
+        );
+        assert!(m.pop_closed(t0 + 3600, i64::MIN).is_none());
+        assert_eq!(m.admit(t0 + 900, 900, 1.0), Admit::Late);
+    }
+
+    #[test]
+    fn windows_cover_the_last_closed_hours() {
+        let mut m = MeterState::new();
+        let t0 = 1_767_225_600;
+        for i in 1..=30 * 4 {
+            let ts = t0 + i * 900;
+            let kw = if i > 26 * 4 { 20.0 } else { 2.0 };
+            assert_eq!(m.admit(ts, 900, kw / 4.0), Admit::Accepted);
+            while m.pop_closed(ts, i64::MIN).is_some() {}
+        }
+        let end = t0 + 30 * 3600;
+        let w6 = m.window(end, 6).unwrap();
+        assert_eq!((w6.hours, w6.min_kw, w6.max_kw), (6, 2.0, 20.0));
+        let w4 = m.window(end, 4).unwrap();
+        assert_eq!((w4.min_kw, w4.mean_kw), (20.0, 20.0));
+        assert_eq!(m.window(end, 24).unwrap().hours, 24);
+    }
+}

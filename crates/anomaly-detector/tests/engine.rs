@@ -1,0 +1,321 @@
+//! The detection core, exercised without any I/O: positive cases and hard negatives.
+
+use gridwatch_anomaly_detector::Engine;
+use gridwatch_core::{
+    Alert, AlertKind, AlertStatus, CustomerClass, DetectorConfig, MeterRecord, Reading,
+    RegistryUpdate, Role, SiteStatus,
+};
+
+const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const STEP: i64 = 900;
+
+fn site(id: &str, class: CustomerClass, permit: Option<f64>) -> MeterRecord {
+    MeterRecord {
+        site_id: format!("S{id}"),
+        meter_id: format!("M{id}"),
+        feeder_id: "F1".into(),
+        role: Role::Customer,
+        customer_class: Some(class),
+        permitted_kw: permit,
+        status: SiteStatus::Active,
+        licensed_mining: false,
+        lat: Some(52.3),
+        lon: Some(77.0),
+        region: Some("Pavlodar".into()),
+        timezone: None,
+    }
+}
+
+/// Feeds `days` of 15-minute readings whose demand (kW) is `kw(step index, hour of day)`.
+fn feed(engine: &mut Engine, meter: &str, days: i64, kw: impl Fn(i64, i64) -> f64) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for i in 1..=days * 96 {
+        let ts = T0 + i * STEP;
+        let hour = ((ts - 1) / 3600) % 24;
+        let r = Reading {
+            meter_id: meter.into(),
+            ts,
+            interval_s: STEP as u32,
+            kwh: kw(i, hour) * STEP as f64 / 3600.0,
+            kvarh: None,
+            kwh_export: None,
+            voltage_v: None,
+            current_a: None,
+            feeder_id: None,
+        };
+        engine.on_reading(&r, &mut out);
+    }
+    out
+}
+
+fn engine_with(records: &[MeterRecord]) -> Engine {
+    let mut e = Engine::new(DetectorConfig::default()).unwrap();
+    let mut out = Vec::new();
+    for r in records {
+        e.apply_registry(RegistryUpdate::Upsert(r.clone()), &mut out);
+    }
+    assert!(out.is_empty());
+    e
+}
+
+/// A household: low night base, morning and evening peaks, some noise.
+fn household(i: i64, hour: i64) -> f64 {
+    let wiggle = ((i * 7919) % 13) as f64 / 13.0;
+    let base = 0.25 + 0.1 * wiggle;
+    match hour {
+        7..=8 => base + 1.2 * wiggle + 0.4,
+        17..=21 => base + 2.0 * wiggle + 0.6,
+        _ => base,
+    }
+}
+
+fn kinds(alerts: &[Alert], status: AlertStatus) -> Vec<AlertKind> {
+    alerts
+        .iter()
+        .filter(|a| a.status == status)
+        .map(|a| a.kind)
+        .collect()
+}
+
+#[test]
+fn mining_farm_at_a_residence_is_flagged_fast_with_evidence() {
+    let mut e = engine_with(&[site("1", CustomerClass::Residential, Some(12.0))]);
+    let onset = 3 * 96;
+    let alerts = feed(&mut e, "M1", 7, |i, h| {
+        household(i, h) + if i >= onset { 86.0 } else { 0.0 }
+    });
+    let mining: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::MiningSignature)
+        .collect();
+    assert_eq!(
+        mining
+            .iter()
+            .filter(|a| a.status == AlertStatus::Open)
+            .count(),
+        1,
+        "{mining:#?}"
+    );
+    let open = mining[0];
+    let onset_ts = T0 + onset * STEP;
+    assert!(
+        open.detected_at - onset_ts <= 8 * 3600,
+        "delay {} s",
+        open.detected_at - onset_ts
+    );
+    assert_eq!(open.site_id.as_deref(), Some("S1"));
+    assert!(
+        open.est_excess_kw > 80.0 && open.est_excess_kw < 92.0,
+        "{open:#?}"
+    );
+    // Households sit near 0.1; the window may still hold the hour the rigs came on.
+    assert!(
+        open.evidence["load_factor"].as_f64().unwrap() > 0.8,
+        "{open:#?}"
+    );
+    assert!(open.evidence["floor_kw"].as_f64().unwrap() > 15.0);
+    assert!(open.summary.contains("residential"), "{}", open.summary);
+    // Over its permit too, and it never repeats itself: one open per kind, few updates.
+    assert!(kinds(&alerts, AlertStatus::Open).contains(&AlertKind::CapacityExceeded));
+    assert!(alerts.len() < 20, "alert storm: {}", alerts.len());
+    // Every message of an episode shares the id.
+    assert!(mining.iter().all(|a| a.alert_id == open.alert_id));
+}
+
+#[test]
+fn home_miner_within_permit_is_flagged_within_two_days() {
+    let mut e = engine_with(&[site("1", CustomerClass::Residential, Some(15.0))]);
+    let onset = 2 * 96;
+    let alerts = feed(&mut e, "M1", 6, |i, h| {
+        household(i, h) + if i >= onset { 5.0 } else { 0.0 }
+    });
+    let open = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::MiningSignature && a.status == AlertStatus::Open);
+    let open = open.expect("home miner not flagged");
+    assert!(open.detected_at - (T0 + onset * STEP) <= 48 * 3600);
+    assert!(!kinds(&alerts, AlertStatus::Open).contains(&AlertKind::CapacityExceeded));
+}
+
+#[test]
+fn households_ev_chargers_and_heating_are_not_flagged() {
+    let mut e = engine_with(&[
+        site("1", CustomerClass::Residential, Some(12.0)),
+        site("2", CustomerClass::Residential, Some(15.0)),
+        site("3", CustomerClass::Residential, Some(15.0)),
+    ]);
+    let mut all = feed(&mut e, "M1", 14, household);
+    // An EV charging 7.4 kW from 22:00 to 04:00.
+    all.extend(feed(&mut e, "M2", 14, |i, h| {
+        household(i, h) + if !(4..22).contains(&h) { 7.4 } else { 0.0 }
+    }));
+    // Electric heating that follows the day: 3 kW at night, 1.5 kW by day, thermostat cycling.
+    all.extend(feed(&mut e, "M3", 14, |i, h| {
+        household(i, h)
+            + if (0..7).contains(&h) { 3.0 } else { 1.5 } * (0.6 + 0.4 * ((i % 5) as f64 / 4.0))
+    }));
+    assert!(all.is_empty(), "false alerts: {all:#?}");
+}
+
+#[test]
+fn licensed_farm_cold_store_and_hospital_within_permit_are_not_flagged() {
+    let mut licensed = site("1", CustomerClass::Mining, Some(600.0));
+    licensed.licensed_mining = true;
+    let mut e = engine_with(&[
+        licensed,
+        site("2", CustomerClass::Commercial, Some(80.0)),
+        site("3", CustomerClass::Public, Some(400.0)),
+        site("4", CustomerClass::Commercial, Some(60.0)),
+    ]);
+    let mut all = feed(&mut e, "M1", 10, |i, _| 500.0 + (i % 3) as f64);
+    all.extend(feed(&mut e, "M2", 10, |i, _| 45.0 + (i % 4) as f64)); // cold storage
+    all.extend(feed(&mut e, "M3", 10, |i, h| {
+        220.0 + if (8..18).contains(&h) { 60.0 } else { 0.0 } + (i % 5) as f64
+    }));
+    // A bakery: heavy at night, light by day.
+    all.extend(feed(&mut e, "M4", 10, |_, h| {
+        if (1..7).contains(&h) {
+            50.0
+        } else {
+            6.0
+        }
+    }));
+    assert!(all.is_empty(), "false alerts: {all:#?}");
+}
+
+#[test]
+fn licensed_farm_over_its_permit_exceeds_capacity() {
+    let mut licensed = site("1", CustomerClass::Mining, Some(400.0));
+    licensed.licensed_mining = true;
+    let mut e = engine_with(&[licensed]);
+    let alerts = feed(&mut e, "M1", 3, |_, _| 600.0);
+    let k = kinds(&alerts, AlertStatus::Open);
+    assert!(k.contains(&AlertKind::CapacityExceeded), "{k:?}");
+    let cap = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::CapacityExceeded)
+        .unwrap();
+    assert!((cap.est_excess_kw - 200.0).abs() < 1.0);
+    assert_eq!(cap.evidence["permitted_kw"].as_f64(), Some(400.0));
+}
+
+#[test]
+fn mining_step_at_a_shop_is_flagged_but_a_flat_shop_from_day_one_is_not() {
+    let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(100.0))]);
+    // Shop by day, then a 60 kW flat load that drowns its shape.
+    let shop = |h: i64| if (9..19).contains(&h) { 12.0 } else { 1.5 };
+    let alerts = feed(&mut e, "M1", 8, |i, h| {
+        if i >= 4 * 96 {
+            60.0 + shop(h) * 0.1
+        } else {
+            shop(h)
+        }
+    });
+    assert!(
+        kinds(&alerts, AlertStatus::Open).contains(&AlertKind::MiningSignature),
+        "{alerts:#?}"
+    );
+}
+
+#[test]
+fn capacity_exceedance_must_be_sustained_and_resolves() {
+    let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(20.0))]);
+    // A 30-minute spike to 40 kW: not sustained.
+    let spikes = feed(&mut e, "M1", 2, |i, _| {
+        if i % 96 == 40 || i % 96 == 41 {
+            40.0
+        } else {
+            10.0
+        }
+    });
+    assert!(spikes.is_empty(), "{spikes:#?}");
+    // Five hours at 35 kW, then back to normal: opens, then resolves.
+    let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(20.0))]);
+    let alerts = feed(&mut e, "M1", 3, |i, _| {
+        if (100..120).contains(&i) {
+            35.0
+        } else {
+            10.0
+        }
+    });
+    let cap: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::CapacityExceeded)
+        .collect();
+    assert_eq!(cap.first().map(|a| a.status), Some(AlertStatus::Open));
+    assert_eq!(cap.last().map(|a| a.status), Some(AlertStatus::Resolved));
+    assert_eq!(
+        cap.iter().filter(|a| a.status == AlertStatus::Open).count(),
+        1
+    );
+}
+
+#[test]
+fn unregistered_meter_is_flagged_at_its_first_reading_and_resolved_when_registered() {
+    let mut e = engine_with(&[]);
+    let alerts = feed(&mut e, "MX", 1, |_, _| 3.0);
+    assert_eq!(alerts[0].kind, AlertKind::UnregisteredMeter);
+    assert_eq!(alerts[0].status, AlertStatus::Open);
+    assert_eq!(alerts[0].detected_at, T0 + STEP);
+    assert_eq!(alerts[0].site_id, None);
+    assert_eq!(alerts[0].meter_id.as_deref(), Some("MX"));
+    let mut out = Vec::new();
+    e.apply_registry(
+        RegistryUpdate::Upsert(site("X", CustomerClass::Residential, None)),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, AlertStatus::Resolved);
+    assert_eq!(out[0].alert_id, alerts[0].alert_id);
+}
+
+#[test]
+fn consumption_on_a_disconnected_site_is_flagged_within_an_hour_but_zeros_are_not() {
+    let mut off = site("1", CustomerClass::Residential, Some(12.0));
+    off.status = SiteStatus::Disconnected;
+    let mut quiet = site("2", CustomerClass::Residential, Some(12.0));
+    quiet.status = SiteStatus::Suspended;
+    let mut e = engine_with(&[off, quiet]);
+    assert!(feed(&mut e, "M2", 3, |_, _| 0.0).is_empty());
+    let onset = 50;
+    let alerts = feed(&mut e, "M1", 2, |i, _| if i >= onset { 1.2 } else { 0.0 });
+    let open = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::DisconnectedConsumption)
+        .expect("not flagged");
+    assert_eq!(open.status, AlertStatus::Open);
+    assert!(open.detected_at - (T0 + onset * STEP) <= 3600);
+    assert_eq!(open.evidence["register_status"], "disconnected");
+}
+
+#[test]
+fn duplicates_count_once_and_replays_give_identical_alerts() {
+    let run = |dup: bool| {
+        let mut e = engine_with(&[site("1", CustomerClass::Residential, Some(12.0))]);
+        let alerts = feed(&mut e, "M1", 4, |i, h| {
+            household(i, h) + if i > 96 { 40.0 } else { 0.0 }
+        });
+        if dup {
+            // Replaying the same readings changes nothing.
+            let again = feed(&mut e, "M1", 4, |i, h| {
+                household(i, h) + if i > 96 { 40.0 } else { 0.0 }
+            });
+            assert!(again.is_empty());
+            assert_eq!(e.stats().duplicates + e.stats().late, 4 * 96);
+        }
+        alerts
+    };
+    assert_eq!(run(false), run(true));
+}
+
+#[test]
+fn config_is_validated() {
+    let cfg = DetectorConfig {
+        allowed_lateness_s: 30 * 3600,
+        ..DetectorConfig::default()
+    };
+    let err = Engine::new(cfg)
+        .err()
+        .expect("a lateness beyond the ring is refused");
+    assert!(err.contains("allowed_lateness_s"), "{err}");
+}

@@ -1,0 +1,199 @@
+//! Layered configuration: built-in defaults, then a TOML file, then environment variables
+//! `GRIDWATCH__SECTION__KEY`. Unknown keys are an error.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub detector: DetectorConfig,
+    pub ingester: IngesterConfig,
+    pub sink: SinkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub topics: Topics,
+    /// librdkafka properties passed through as they are (e.g. `security.protocol`).
+    /// Put secrets here through the environment, never in a committed file.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topics: Topics::default(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topics {
+    pub readings: String,
+    pub registry: String,
+    pub alerts: String,
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            readings: "gridwatch.readings".into(),
+            registry: "gridwatch.registry".into(),
+            alerts: "gridwatch.alerts".into(),
+            dlq: "gridwatch.readings.dlq".into(),
+        }
+    }
+}
+
+/// Detection thresholds. All durations are event time, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// How late a reading may arrive (behind the newest reading of its meter) and still count.
+    pub allowed_lateness_s: i64,
+    /// Demand above `permitted_kw × (1 + capacity_tolerance)` counts as exceedance.
+    pub capacity_tolerance: f64,
+    /// How long demand must stay above the permit before `capacity_exceeded` opens.
+    pub capacity_min_duration_s: i64,
+    /// Energy on a disconnected or suspended site before `disconnected_consumption` opens (kWh).
+    pub disconnected_min_kwh: f64,
+    /// Smallest flat load worth a `mining_signature` at a residence (kW).
+    pub mining_min_kw_residential: f64,
+    /// Smallest flat load worth a `mining_signature` elsewhere (kW).
+    pub mining_min_kw_other: f64,
+    /// Share of the 24-hour mean that the 24-hour floor must reach to count as around the clock.
+    pub mining_floor_share: f64,
+    /// A floor at least this high (kW) for `mining_fast_hours` at a residence, or above the
+    /// permit anywhere, is called mining without waiting for a full day.
+    pub mining_fast_kw: f64,
+    pub mining_fast_hours: u32,
+    /// Quiet event time after which an episode resolves.
+    pub resolve_after_s: i64,
+    /// At most one `update` per episode per this much event time.
+    pub update_interval_s: i64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            allowed_lateness_s: 3600,
+            capacity_tolerance: 0.10,
+            capacity_min_duration_s: 3600,
+            disconnected_min_kwh: 0.1,
+            mining_min_kw_residential: 1.5,
+            mining_min_kw_other: 5.0,
+            mining_floor_share: 0.6,
+            mining_fast_kw: 15.0,
+            mining_fast_hours: 5,
+            resolve_after_s: 6 * 3600,
+            update_interval_s: 6 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngesterConfig {
+    /// Address of the HTTP API.
+    pub listen: String,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long a request waits for the broker to acknowledge its records before 503.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        IngesterConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            ack_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Output folder; files go to `<out>/flagged/date=…/`.
+    pub out: String,
+    pub group_id: String,
+    /// Roll a file after this many rows…
+    pub roll_rows: usize,
+    /// …or after this many seconds of wall time with rows pending.
+    pub roll_age_s: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            out: "gridwatch-out".into(),
+            group_id: "gridwatch-sink".into(),
+            roll_rows: 100_000,
+            roll_age_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, then `file` (if given; it must exist), then `GRIDWATCH__SECTION__KEY` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.is_file() {
+                return Err(ConfigError(format!("{}: no such file", f.display())));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("GRIDWATCH__").split("__"));
+        fig.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_fail() {
+        let dir = std::env::temp_dir().join(format!("gw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        writeln!(
+            std::fs::File::create(&good).unwrap(),
+            "[kafka]\nbootstrap_servers = \"10.0.0.1:9092\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"\n[detector]\nallowed_lateness_s = 60"
+        )
+        .unwrap();
+        let c = Config::load(Some(&good)).unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "10.0.0.1:9092");
+        assert_eq!(c.kafka.properties["security.protocol"], "ssl");
+        assert_eq!(c.detector.allowed_lateness_s, 60);
+        assert_eq!(c.sink, SinkConfig::default());
+
+        let bad = dir.join("bad.toml");
+        writeln!(
+            std::fs::File::create(&bad).unwrap(),
+            "[detector]\nallowed_latenes_s = 60"
+        )
+        .unwrap();
+        let err = Config::load(Some(&bad)).unwrap_err().to_string();
+        assert!(err.contains("allowed_latenes_s"), "{err}");
+        assert!(Config::load(Some(&dir.join("missing.toml"))).is_err());
+    }
+}

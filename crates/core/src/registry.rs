@@ -1,0 +1,116 @@
+//! The utility's register of meters and sites (`gridwatch.registry`, compacted, keyed by meter).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    FeederHead,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerClass {
+    Residential,
+    Commercial,
+    Industrial,
+    Agricultural,
+    Public,
+    Mining,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteStatus {
+    Active,
+    Disconnected,
+    Suspended,
+}
+
+macro_rules! text_enum {
+    ($t:ty, $what:literal, $($name:literal => $v:expr),+ $(,)?) => {
+        impl FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($v),)+
+                    other => Err(format!(
+                        concat!("unknown ", $what, " {:?} (expected one of: ", $($name, " ",)+ ")"),
+                        other
+                    )),
+                }
+            }
+        }
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(x if x == $v => $name,)+ _ => unreachable!() }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(Role, "role", "customer" => Role::Customer, "feeder_head" => Role::FeederHead);
+text_enum!(CustomerClass, "customer_class",
+    "residential" => CustomerClass::Residential,
+    "commercial" => CustomerClass::Commercial,
+    "industrial" => CustomerClass::Industrial,
+    "agricultural" => CustomerClass::Agricultural,
+    "public" => CustomerClass::Public,
+    "mining" => CustomerClass::Mining,
+);
+text_enum!(SiteStatus, "status",
+    "active" => SiteStatus::Active,
+    "disconnected" => SiteStatus::Disconnected,
+    "suspended" => SiteStatus::Suspended,
+);
+
+/// One register row: one meter at one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterRecord {
+    pub site_id: String,
+    pub meter_id: String,
+    pub feeder_id: String,
+    pub role: Role,
+    pub customer_class: Option<CustomerClass>,
+    /// Permitted demand in kW; `None` where there is no limit.
+    pub permitted_kw: Option<f64>,
+    pub status: SiteStatus,
+    pub licensed_mining: bool,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// A change to the register as the detector sees it: a row set, or a meter removed
+/// (a null value on the compacted topic).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryUpdate {
+    Upsert(MeterRecord),
+    Delete { meter_id: String },
+}
+
+/// The register CSV header, in its fixed order.
+pub const REGISTRY_HEADER: [&str; 11] = [
+    "site_id",
+    "meter_id",
+    "feeder_id",
+    "role",
+    "customer_class",
+    "permitted_kw",
+    "status",
+    "licensed_mining",
+    "lat",
+    "lon",
+    "region",
+];
