@@ -1,0 +1,571 @@
+//! Streaming parsers for readings: CSV and JSON Lines (and JSON arrays for the HTTP API).
+//! Each record becomes a [`Reading`] or a [`Reject`] naming the field and the reason; nothing
+//! is dropped and nothing panics. Whole files are never loaded into memory.
+
+use gridwatch_core::time::parse_rfc3339;
+use gridwatch_core::Reading;
+use serde_json::{Map, Value};
+use std::io::BufRead;
+
+/// Largest plausible mean demand of one meter (kW): 100 MW. Beyond it a value is a unit or
+/// transmission error, not a load.
+pub const MAX_KW: f64 = 100_000.0;
+/// Longest interval accepted (one day).
+pub const MAX_INTERVAL_S: i64 = 86_400;
+const MAX_ID_LEN: usize = 128;
+
+/// A record that can't be a reading: where it was, why, and the text as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub line: u64,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// Limits that need a clock or configuration; the parser itself has neither.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Validation {
+    /// Readings stamped after this (epoch seconds) are rejected as from the future.
+    pub max_ts: Option<i64>,
+}
+
+/// The input formats the ingester reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    JsonLines,
+}
+
+impl Format {
+    /// The format a file's name implies: `.jsonl`/`.ndjson` (optionally `.gz`-less) or CSV.
+    pub fn from_path(path: &str) -> Format {
+        if path.ends_with(".jsonl") || path.ends_with(".ndjson") || path.ends_with(".json") {
+            Format::JsonLines
+        } else {
+            Format::Csv
+        }
+    }
+}
+
+/// Known reading fields, in their CSV contract order.
+const REQUIRED: [&str; 4] = ["meter_id", "ts", "interval_s", "kwh"];
+const OPTIONAL: [&str; 5] = ["kvarh", "kwh_export", "voltage_v", "current_a", "feeder_id"];
+
+/// A fatal problem with the input as a whole (not one record).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("line {line}: {msg}")]
+    Header { line: u64, msg: String },
+    #[error("read error after line {line}: {source}")]
+    Io { line: u64, source: std::io::Error },
+}
+
+/// Iterates over the records of a readings stream. Use [`Records::new`], then iterate;
+/// a bad header or an I/O error ends the stream with an [`InputError`].
+pub struct Records<R> {
+    input: R,
+    format: Format,
+    validation: Validation,
+    line: u64,
+    buf: String,
+    /// CSV: for each column, the field it holds (index into REQUIRED ++ OPTIONAL), if known.
+    columns: Vec<Option<usize>>,
+    done: bool,
+}
+
+pub type Item = Result<Result<Reading, Reject>, InputError>;
+
+impl<R: BufRead> Records<R> {
+    pub fn new(input: R, format: Format, validation: Validation) -> Self {
+        Records {
+            input,
+            format,
+            validation,
+            line: 0,
+            buf: String::new(),
+            columns: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Lines read so far.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    fn read_line(&mut self) -> Result<bool, InputError> {
+        self.buf.clear();
+        let mut bytes = Vec::new();
+        let n = self
+            .input
+            .read_until(b'\n', &mut bytes)
+            .map_err(|source| InputError::Io {
+                line: self.line,
+                source,
+            })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line += 1;
+        match String::from_utf8(bytes) {
+            Ok(s) => self.buf = s,
+            Err(e) => self.buf = String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+        while self.buf.ends_with('\n') || self.buf.ends_with('\r') {
+            self.buf.pop();
+        }
+        Ok(true)
+    }
+
+    fn header(&mut self) -> Result<(), InputError> {
+        let cols: Vec<&str> = split_csv(&self.buf).map_err(|msg| InputError::Header {
+            line: self.line,
+            msg,
+        })?;
+        let cols: Vec<String> = cols
+            .iter()
+            .map(|c| c.trim().trim_start_matches('\u{feff}').to_string())
+            .collect();
+        let head: Vec<&str> = cols.iter().take(4).map(String::as_str).collect();
+        if head != REQUIRED {
+            return Err(InputError::Header {
+                line: self.line,
+                msg: format!(
+                    "readings CSV header must start with meter_id,ts,interval_s,kwh; found {:?}",
+                    cols.join(",")
+                ),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &cols {
+            if !seen.insert(c.as_str()) {
+                return Err(InputError::Header {
+                    line: self.line,
+                    msg: format!("column {c:?} appears twice"),
+                });
+            }
+        }
+        self.columns = cols
+            .iter()
+            .map(|c| REQUIRED.iter().chain(OPTIONAL.iter()).position(|k| k == c))
+            .collect();
+        Ok(())
+    }
+
+    fn csv_record(&self) -> Result<Reading, String> {
+        let fields = split_csv(&self.buf)?;
+        if fields.len() != self.columns.len() {
+            return Err(format!(
+                "expected {} fields as in the header, found {}",
+                self.columns.len(),
+                fields.len()
+            ));
+        }
+        let mut vals: [Option<&str>; 9] = [None; 9];
+        for (f, col) in fields.iter().zip(&self.columns) {
+            if let Some(k) = col {
+                vals[*k] = Some(f.trim()).filter(|s| !s.is_empty());
+            }
+        }
+        let req = |i: usize| vals[i].ok_or_else(|| format!("field {}: missing", REQUIRED[i]));
+        let num = |i: usize, name: &str| -> Result<Option<f64>, String> {
+            vals[i]
+                .map(|s| parse_f64(s).map_err(|e| format!("field {name}: {e}")))
+                .transpose()
+        };
+        let interval = req(2)?;
+        let interval_s = interval.parse::<i64>().map_err(|_| {
+            format!("field interval_s: {interval:?} is not a whole number of seconds")
+        })?;
+        let kwh_text = req(3)?;
+        let kwh = parse_f64(kwh_text).map_err(|e| format!("field kwh: {e}"))?;
+        build(
+            RawReading {
+                meter_id: req(0)?,
+                ts: req(1)?,
+                interval_s,
+                kwh,
+                kvarh: num(4, "kvarh")?,
+                kwh_export: num(5, "kwh_export")?,
+                voltage_v: num(6, "voltage_v")?,
+                current_a: num(7, "current_a")?,
+                feeder_id: vals[8],
+            },
+            self.validation,
+        )
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.read_line() {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(true) => {}
+            }
+            if self.buf.trim().is_empty() {
+                continue;
+            }
+            if self.format == Format::Csv && self.columns.is_empty() {
+                if let Err(e) = self.header() {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            let parsed = match self.format {
+                Format::Csv => self.csv_record(),
+                Format::JsonLines => json_line(&self.buf, self.validation),
+            };
+            return Some(Ok(parsed.map_err(|reason| Reject {
+                line: self.line,
+                reason,
+                raw: self.buf.clone(),
+            })));
+        }
+    }
+}
+
+/// Splits one CSV line. Fields may be quoted with `"` (a doubled `""` inside is a quote);
+/// a quoted field can't span lines.
+pub fn split_csv(line: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::with_capacity(8);
+    let b = line.as_bytes();
+    let mut i = 0;
+    loop {
+        if b.get(i) == Some(&b'"') {
+            let start = i + 1;
+            let mut j = start;
+            loop {
+                match b.get(j) {
+                    None => return Err("unterminated quoted field".into()),
+                    Some(b'"') if b.get(j + 1) == Some(&b'"') => j += 2,
+                    Some(b'"') => break,
+                    _ => j += 1,
+                }
+            }
+            out.push(&line[start..j]);
+            i = j + 1;
+            match b.get(i) {
+                None => return Ok(out),
+                Some(b',') => i += 1,
+                _ => return Err("text after a closing quote".into()),
+            }
+        } else {
+            let end = line[i..].find(',').map_or(line.len(), |p| i + p);
+            out.push(&line[i..end]);
+            if end == line.len() {
+                return Ok(out);
+            }
+            i = end + 1;
+        }
+    }
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("{s:?} is not a finite number"));
+    }
+    Ok(v)
+}
+
+struct RawReading<'a> {
+    meter_id: &'a str,
+    ts: &'a str,
+    interval_s: i64,
+    kwh: f64,
+    kvarh: Option<f64>,
+    kwh_export: Option<f64>,
+    voltage_v: Option<f64>,
+    current_a: Option<f64>,
+    feeder_id: Option<&'a str>,
+}
+
+fn check_id(name: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() || v.len() > MAX_ID_LEN || v.chars().any(char::is_control) {
+        return Err(format!(
+            "field {name}: {v:?} is not a valid id (1–{MAX_ID_LEN} printable characters)"
+        ));
+    }
+    Ok(())
+}
+
+fn build(r: RawReading<'_>, v: Validation) -> Result<Reading, String> {
+    check_id("meter_id", r.meter_id)?;
+    let ts = parse_rfc3339(r.ts).map_err(|e| format!("field ts: {e}: {:?}", r.ts))?;
+    if let Some(max) = v.max_ts {
+        if ts > max {
+            return Err(format!("field ts: {} is in the future", r.ts));
+        }
+    }
+    if r.interval_s <= 0 || r.interval_s > MAX_INTERVAL_S {
+        return Err(format!(
+            "field interval_s: {} is outside 1..={MAX_INTERVAL_S}",
+            r.interval_s
+        ));
+    }
+    if r.kwh < 0.0 {
+        return Err(format!(
+            "field kwh: {} is negative (exported energy belongs in kwh_export)",
+            r.kwh
+        ));
+    }
+    let kw = r.kwh * 3600.0 / r.interval_s as f64;
+    if kw > MAX_KW {
+        return Err(format!(
+            "field kwh: {} kWh in {} s is {kw:.0} kW, beyond any meter ({MAX_KW} kW)",
+            r.kwh, r.interval_s
+        ));
+    }
+    for (name, val) in [("kvarh", r.kvarh), ("kwh_export", r.kwh_export)] {
+        if let Some(x) = val {
+            if x.abs() * 3600.0 / r.interval_s as f64 > MAX_KW {
+                return Err(format!("field {name}: {x} is beyond any meter"));
+            }
+        }
+    }
+    if r.kwh_export.is_some_and(|x| x < 0.0) {
+        return Err("field kwh_export: negative".into());
+    }
+    if r.voltage_v
+        .is_some_and(|x| !(0.0..=1_000_000.0).contains(&x))
+    {
+        return Err("field voltage_v: outside 0–1,000,000 V".into());
+    }
+    if r.current_a
+        .is_some_and(|x| !(0.0..=1_000_000.0).contains(&x))
+    {
+        return Err("field current_a: outside 0–1,000,000 A".into());
+    }
+    if let Some(f) = r.feeder_id {
+        check_id("feeder_id", f)?;
+    }
+    Ok(Reading {
+        meter_id: r.meter_id.to_string(),
+        ts,
+        interval_s: r.interval_s as u32,
+        kwh: r.kwh,
+        kvarh: r.kvarh,
+        kwh_export: r.kwh_export,
+        voltage_v: r.voltage_v,
+        current_a: r.current_a,
+        feeder_id: r.feeder_id.map(str::to_string),
+    })
+}
+
+/// One JSON Lines record.
+pub fn json_line(line: &str, v: Validation) -> Result<Reading, String> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(m)) => json_object(&m, v),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+/// One reading as a JSON object (JSON Lines, or an element of a JSON array).
+pub fn json_object(m: &Map<String, Value>, v: Validation) -> Result<Reading, String> {
+    for k in m.keys() {
+        if !REQUIRED.contains(&k.as_str()) && !OPTIONAL.contains(&k.as_str()) {
+            return Err(format!("field {k}: unknown field"));
+        }
+    }
+    let text = |k: &str| -> Result<Option<&str>, String> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(format!("field {k}: expected a string, got {other}")),
+        }
+    };
+    let num = |k: &str| -> Result<Option<f64>, String> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("field {k}: {n} is not a number")),
+            Some(Value::String(s)) => parse_f64(s)
+                .map(Some)
+                .map_err(|e| format!("field {k}: {e}")),
+            Some(other) => Err(format!("field {k}: expected a number, got {other}")),
+        }
+    };
+    let req_text = |k: &str| text(k)?.ok_or_else(|| format!("field {k}: missing"));
+    let interval_s = match m.get("interval_s") {
+        None | Some(Value::Null) => return Err("field interval_s: missing".into()),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| format!("field interval_s: {n} is not a whole number of seconds"))?,
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| format!("field interval_s: {s:?} is not a whole number of seconds"))?,
+        Some(other) => return Err(format!("field interval_s: expected a number, got {other}")),
+    };
+    build(
+        RawReading {
+            meter_id: req_text("meter_id")?,
+            ts: req_text("ts")?,
+            interval_s,
+            kwh: num("kwh")?.ok_or("field kwh: missing")?,
+            kvarh: num("kvarh")?,
+            kwh_export: num("kwh_export")?,
+            voltage_v: num("voltage_v")?,
+            current_a: num("current_a")?,
+            feeder_id: text("feeder_id")?,
+        },
+        v,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(text: &str) -> Vec<Item> {
+        Records::new(
+            text.as_bytes(),
+            Format::Csv,
+            Validation {
+                max_ts: Some(2_000_000_000),
+            },
+        )
+        .collect()
+    }
+
+    fn reject_reason(text: &str) -> String {
+        let items = csv(&format!(
+            "meter_id,ts,interval_s,kwh,voltage_v,feeder_id\n{text}\n"
+        ));
+        match &items[0] {
+            Ok(Err(r)) => {
+                assert_eq!(r.line, 2);
+                assert_eq!(r.raw, text);
+                r.reason.clone()
+            }
+            other => panic!("expected a reject for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_csv_with_optional_columns_in_any_order() {
+        let items = csv("meter_id,ts,interval_s,kwh,feeder_id,voltage_v,extra\n\
+                         M1,2026-01-05T00:15:00Z,900,0.25,F02,231.5,x\n\
+                         \"M,2\",2026-01-05T06:15:00+06:00,900,1e-1,,,\n");
+        let r: Vec<Reading> = items.into_iter().map(|i| i.unwrap().unwrap()).collect();
+        assert_eq!(r[0].meter_id, "M1");
+        assert_eq!(r[0].feeder_id.as_deref(), Some("F02"));
+        assert_eq!(r[0].voltage_v, Some(231.5));
+        assert_eq!(r[0].ts, r[1].ts);
+        assert_eq!(r[1].meter_id, "M,2");
+        assert_eq!(r[1].feeder_id, None);
+        assert!((r[0].mean_kw() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_reject_reason_names_its_field() {
+        let cases = [
+            (",2026-01-05T00:15:00Z,900,0.25,,", "field meter_id"),
+            ("M1,2026-01-05T00:15:00,900,0.25,,", "field ts"),
+            ("M1,yesterday,900,0.25,,", "field ts"),
+            ("M1,2035-01-05T00:15:00Z,900,0.25,,", "in the future"),
+            ("M1,2026-01-05T00:15:00Z,0,0.25,,", "field interval_s"),
+            ("M1,2026-01-05T00:15:00Z,-900,0.25,,", "field interval_s"),
+            ("M1,2026-01-05T00:15:00Z,15m,0.25,,", "field interval_s"),
+            ("M1,2026-01-05T00:15:00Z,900,,,", "field kwh: missing"),
+            ("M1,2026-01-05T00:15:00Z,900,NaN,,", "field kwh"),
+            ("M1,2026-01-05T00:15:00Z,900,inf,,", "field kwh"),
+            ("M1,2026-01-05T00:15:00Z,900,1e300,,", "field kwh"),
+            ("M1,2026-01-05T00:15:00Z,900,-1,,", "negative"),
+            ("M1,2026-01-05T00:15:00Z,900,abc,,", "field kwh"),
+            ("M1,2026-01-05T00:15:00Z,900,0.2,-5,", "field voltage_v"),
+            ("M1,2026-01-05T00:15:00Z,900,0.2", "expected 6 fields"),
+            (
+                "M1,2026-01-05T00:15:00Z,900,0.2,230,F1,extra",
+                "expected 6 fields",
+            ),
+            ("\"M1,2026-01-05T00:15:00Z,900,0.2,,", "unterminated"),
+        ];
+        for (line, want) in cases {
+            let reason = reject_reason(line);
+            assert!(reason.contains(want), "{line:?}: {reason:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn bad_headers_and_truncation_are_reported() {
+        let e = csv("meter,ts,interval_s,kwh\nM1,2026-01-05T00:15:00Z,900,1\n");
+        assert!(
+            matches!(&e[0], Err(InputError::Header { line: 1, .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.len(), 1);
+        let e = csv("meter_id,ts,interval_s,kwh,kwh\n");
+        assert!(format!("{:?}", e[0]).contains("twice"));
+        // A file cut mid-line: the partial last line is a reject, not a panic or a loss.
+        let items =
+            csv("meter_id,ts,interval_s,kwh\nM1,2026-01-05T00:15:00Z,900,1\nM1,2026-01-05T00:3");
+        assert!(items[0].as_ref().unwrap().is_ok());
+        assert!(items[1].as_ref().unwrap().is_err());
+        // Garbage bytes are not UTF-8: rejected with the line, lossily shown.
+        let mut bytes = b"meter_id,ts,interval_s,kwh\n".to_vec();
+        bytes.extend_from_slice(&[0xff, 0xfe, b',', b'\n']);
+        let items: Vec<Item> =
+            Records::new(&bytes[..], Format::Csv, Validation::default()).collect();
+        assert!(items[0].as_ref().unwrap().is_err());
+    }
+
+    #[test]
+    fn parses_and_rejects_json_lines() {
+        let v = Validation::default();
+        let r = json_line(r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":0.5,"feeder_id":"F1"}"#, v)
+            .unwrap();
+        assert_eq!(r.kwh, 0.5);
+        assert_eq!(r.feeder_id.as_deref(), Some("F1"));
+        for (line, want) in [
+            ("{", "invalid JSON"),
+            ("[1,2]", "not a JSON object"),
+            (
+                r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900}"#,
+                "field kwh: missing",
+            ),
+            (
+                r#"{"meter_id":7,"ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1}"#,
+                "field meter_id",
+            ),
+            (
+                r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900.5,"kwh":1}"#,
+                "field interval_s",
+            ),
+            (
+                r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":true}"#,
+                "field kwh",
+            ),
+            (
+                r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1,"kw":3}"#,
+                "field kw: unknown",
+            ),
+            (
+                r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1e999}"#,
+                "invalid JSON",
+            ),
+        ] {
+            let e = json_line(line, v).unwrap_err();
+            assert!(e.contains(want), "{line}: {e}");
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The register CSV: one row per meter, validated as a whole. A register with errors is
+//! refused with every error listed (file, line, field): loading half a register would make
+//! every meter left out look unregistered.
+
+use crate::parse::split_csv;
+use gridwatch_core::registry::REGISTRY_HEADER;
+use gridwatch_core::{MeterRecord, Role};
+use std::collections::HashMap;
+use std::io::BufRead;
+
+/// Why a register was refused: every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{} problem(s) in register {source_name}:\n{}", .problems.len(), .problems.join("\n"))]
+pub struct RegistryError {
+    pub source_name: String,
+    pub problems: Vec<String>,
+}
+
+const MAX_PROBLEMS: usize = 50;
+
+/// Reads and validates a whole register. `source_name` names the input in messages.
+pub fn read_registry(
+    input: impl BufRead,
+    source_name: &str,
+) -> Result<Vec<MeterRecord>, RegistryError> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let mut first_line: HashMap<String, u64> = HashMap::new();
+    let mut tz_col = None;
+    let mut width = 0;
+    let mut header_seen = false;
+    for (n, line) in input.split(b'\n').enumerate() {
+        let line_no = n as u64 + 1;
+        let at = |field: &str| format!("{source_name}:{line_no}: field {field}");
+        let bytes = match line {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(format!("{source_name}:{line_no}: read error: {e}"));
+                break;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            problems.push(format!("{source_name}:{line_no}: not UTF-8 text"));
+            continue;
+        };
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let fields = match split_csv(text) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(format!("{source_name}:{line_no}: {e}"));
+                continue;
+            }
+        };
+        if !header_seen {
+            header_seen = true;
+            let cols: Vec<&str> = fields
+                .iter()
+                .map(|c| c.trim().trim_start_matches('\u{feff}'))
+                .collect();
+            if cols.len() < REGISTRY_HEADER.len()
+                || cols[..REGISTRY_HEADER.len()] != REGISTRY_HEADER
+            {
+                return Err(RegistryError {
+                    source_name: source_name.into(),
+                    problems: vec![format!(
+                        "{source_name}:{line_no}: header must start with {}; found {text:?}",
+                        REGISTRY_HEADER.join(",")
+                    )],
+                });
+            }
+            tz_col = cols.iter().position(|c| *c == "timezone");
+            width = cols.len();
+            continue;
+        }
+        if fields.len() != width {
+            problems.push(format!(
+                "{source_name}:{line_no}: expected {width} fields as in the header, found {}",
+                fields.len()
+            ));
+        } else {
+            match row(&fields, tz_col, &at) {
+                Ok(rec) => {
+                    if let Some(prev) = first_line.get(&rec.meter_id) {
+                        problems.push(format!(
+                            "{}: {:?} already appears on line {prev} (one row per meter)",
+                            at("meter_id"),
+                            rec.meter_id
+                        ));
+                    } else {
+                        first_line.insert(rec.meter_id.clone(), line_no);
+                        out.push(rec);
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if problems.len() >= MAX_PROBLEMS {
+            problems.push(format!(
+                "{source_name}: stopped after {MAX_PROBLEMS} problems"
+            ));
+            break;
+        }
+    }
+    if !header_seen {
+        problems.push(format!("{source_name}: empty register (no header)"));
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(RegistryError {
+            source_name: source_name.into(),
+            problems,
+        })
+    }
+}
+
+fn row(
+    f: &[&str],
+    tz_col: Option<usize>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<MeterRecord, String> {
+    let get = |i: usize| f[i].trim();
+    let id = |i: usize| -> Result<String, String> {
+        let v = get(i);
+        if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+            return Err(format!(
+                "{}: {v:?} is not a valid id",
+                at(REGISTRY_HEADER[i])
+            ));
+        }
+        Ok(v.to_string())
+    };
+    let opt_num = |i: usize, lo: f64, hi: f64| -> Result<Option<f64>, String> {
+        let v = get(i);
+        if v.is_empty() {
+            return Ok(None);
+        }
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some(x)),
+            _ => Err(format!(
+                "{}: {v:?} is not a number in {lo}..={hi}",
+                at(REGISTRY_HEADER[i])
+            )),
+        }
+    };
+    let role: Role = get(3).parse().map_err(|e| format!("{}: {e}", at("role")))?;
+    let class = match get(4) {
+        "" => None,
+        c => Some(
+            c.parse()
+                .map_err(|e| format!("{}: {e}", at("customer_class")))?,
+        ),
+    };
+    if role == Role::Customer && class.is_none() {
+        return Err(format!(
+            "{}: required for a customer meter",
+            at("customer_class")
+        ));
+    }
+    let licensed_mining = match get(7) {
+        "true" => true,
+        "false" | "" => false,
+        v => {
+            return Err(format!(
+                "{}: {v:?} is not true or false",
+                at("licensed_mining")
+            ))
+        }
+    };
+    let region = Some(get(10)).filter(|s| !s.is_empty()).map(str::to_string);
+    Ok(MeterRecord {
+        site_id: id(0)?,
+        meter_id: id(1)?,
+        feeder_id: id(2)?,
+        role,
+        customer_class: class,
+        permitted_kw: opt_num(5, 0.0, 10_000_000.0)?,
+        status: get(6)
+            .parse()
+            .map_err(|e| format!("{}: {e}", at("status")))?,
+        licensed_mining,
+        lat: opt_num(8, -90.0, 90.0)?,
+        lon: opt_num(9, -180.0, 180.0)?,
+        region,
+        timezone: tz_col.map(|i| get(i).to_string()).filter(|s| !s.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const HEAD: &str = "site_id,meter_id,feeder_id,role,customer_class,permitted_kw,status,licensed_mining,lat,lon,region";
+
+    #[test]
+    fn reads_rows_and_known_optional_columns() {
+        let text = format!(
+            "{HEAD},timezone,notes\nS1,M1,F1,customer,residential,12,active,false,52.3,77.0,Pavlodar,Asia/Almaty,x\n\
+             F1,H1,F1,feeder_head,,,active,false,,,,,\n"
+        );
+        let r = read_registry(text.as_bytes(), "reg.csv").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].permitted_kw, Some(12.0));
+        assert_eq!(r[0].timezone.as_deref(), Some("Asia/Almaty"));
+        assert_eq!(r[1].role, Role::FeederHead);
+        assert_eq!(r[1].customer_class, None);
+        assert_eq!(r[1].permitted_kw, None);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_file_line_and_field() {
+        let text = format!(
+            "{HEAD}\nS1,M1,F1,customer,residential,12,active,false,,,\n\
+             S2,M1,F1,customer,residential,12,active,false,,,\n\
+             S3,M3,F1,customer,residential,12,unplugged,false,,,\n\
+             S4,M4,F1,customer,castle,12,active,false,,,\n\
+             S5,M5,F1,customer,residential,twelve,active,false,,,\n\
+             S6,M6,F1,customer,residential,12,active,yes,,,\n\
+             S7,M7,F1,customer,residential,12,active,false,95,,\n\
+             S8,M8,F1,customer,residential,12,active\n"
+        );
+        let e = read_registry(text.as_bytes(), "reg.csv").unwrap_err();
+        let all = e.to_string();
+        for want in [
+            "reg.csv:3: field meter_id: \"M1\" already appears on line 2",
+            "reg.csv:4: field status: unknown status \"unplugged\"",
+            "reg.csv:5: field customer_class: unknown customer_class \"castle\"",
+            "reg.csv:6: field permitted_kw",
+            "reg.csv:7: field licensed_mining",
+            "reg.csv:8: field lat",
+            "reg.csv:9: expected 11 fields",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 7);
+        let bad_header = read_registry("site,meter\n".as_bytes(), "r.csv").unwrap_err();
+        assert!(bad_header.to_string().contains("header must start with"));
+    }
+}
