@@ -20,6 +20,16 @@ pub struct Stats {
     pub alerts: u64,
 }
 
+/// What became of one reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Counted,
+    /// The same (meter, ts) was already counted.
+    Duplicate,
+    /// Its hour had already closed: more than the allowed lateness behind its meter.
+    Late,
+}
+
 struct Slot {
     reg: Option<MeterRecord>,
     st: MeterState,
@@ -129,7 +139,7 @@ impl Engine {
     }
 
     /// Takes one validated reading; appends any alerts it raises to `out`.
-    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
+    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> Use {
         let i = self.slot_of(&r.meter_id);
         let before = out.len();
         let cfg = &self.cfg;
@@ -146,9 +156,15 @@ impl Engine {
                 on_closed_hour(cfg, st, closed, &t, out);
             }
         }
-        match st.admit(r.ts, r.interval_s, r.kwh) {
-            Admit::Duplicate => self.stats.duplicates += 1,
-            Admit::Late => self.stats.late += 1,
+        let used = match st.admit(r.ts, r.interval_s, r.kwh) {
+            Admit::Duplicate => {
+                self.stats.duplicates += 1;
+                Use::Duplicate
+            }
+            Admit::Late => {
+                self.stats.late += 1;
+                Use::Late
+            }
             Admit::Accepted => {
                 self.stats.readings += 1;
                 on_accepted(cfg, st, r, &t, out);
@@ -156,9 +172,11 @@ impl Engine {
                 while let Some(closed) = st.pop_closed(watermark, i64::MIN) {
                     on_closed_hour(cfg, st, closed, &t, out);
                 }
+                Use::Counted
             }
-        }
+        };
         self.stats.alerts += (out.len() - before) as u64;
+        used
     }
 
     /// The meter ids the engine tracks, in first-seen order.

@@ -5,4 +5,4 @@ pub mod engine;
 mod episode;
 mod meter;
 
-pub use engine::{Engine, Stats};
+pub use engine::{Engine, Stats, Use};

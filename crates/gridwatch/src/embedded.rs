@@ -1,0 +1,192 @@
+//! The embedded pipeline: register and readings from files, the detection engine in-process,
+//! alerts to `alerts.jsonl` and Arrow files, rejects to `rejects.jsonl`. No Kafka; the same
+//! core and the same formats as the services.
+
+use anyhow::{Context, Result};
+use gridwatch_anomaly_detector::{Engine, Use};
+use gridwatch_core::{Alert, AlertKind, DetectorConfig, DlqRecord, RegistryUpdate};
+use gridwatch_ingester::{read_registry, Format, Records, Validation};
+use gridwatch_sink::{ArrowFiles, Batches, Row};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The reject reason of a reading whose hour had already closed.
+pub const LATE_REASON: &str = "late: its hour had closed (more than detector.allowed_lateness_s behind the newest reading of its meter)";
+
+/// What `gridwatch run` does.
+pub struct RunArgs<'a> {
+    pub registry: &'a Path,
+    /// A file path, or `-` for standard input.
+    pub readings: &'a str,
+    pub out: &'a Path,
+    pub detector: DetectorConfig,
+    pub roll_rows: usize,
+    pub progress: bool,
+}
+
+/// What a run saw and produced.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub registry_rows: usize,
+    pub records: u64,
+    pub readings: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub rejects: u64,
+    pub alerts: u64,
+    pub by_kind: BTreeMap<AlertKind, (u64, u64)>,
+    pub arrow_files: usize,
+    pub alerts_path: PathBuf,
+    pub rejects_path: PathBuf,
+    pub flagged_path: PathBuf,
+}
+
+struct Counting<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn open_readings(path: &str, progress: bool) -> Result<(Box<dyn BufRead>, ProgressBar)> {
+    let show = progress && io::stderr().is_terminal();
+    if path == "-" {
+        let bar = if show { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+        return Ok((Box::new(BufReader::with_capacity(1 << 20, Counting { inner: io::stdin(), bar: bar.clone() })), bar));
+    }
+    let file = File::open(path).with_context(|| format!("{path}: cannot open readings"))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = if show { ProgressBar::new(len) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} readings [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    Ok((Box::new(BufReader::with_capacity(1 << 20, Counting { inner: file, bar: bar.clone() })), bar))
+}
+
+/// Runs the embedded pipeline end to end.
+pub fn run(args: RunArgs<'_>) -> Result<Summary> {
+    let reg_name = args.registry.display().to_string();
+    let reg_file = File::open(args.registry).with_context(|| format!("{reg_name}: cannot open register"))?;
+    let rows = read_registry(BufReader::new(reg_file), &reg_name)?;
+    let mut engine = Engine::new(args.detector).map_err(anyhow::Error::msg)?;
+    let mut alerts = Vec::new();
+    let registry_rows = rows.len();
+    for r in rows {
+        engine.apply_registry(RegistryUpdate::Upsert(r), &mut alerts);
+    }
+
+    std::fs::create_dir_all(args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let alerts_path = args.out.join("alerts.jsonl");
+    let rejects_path = args.out.join("rejects.jsonl");
+    let mut alerts_out = BufWriter::new(File::create(&alerts_path).with_context(|| format!("{}", alerts_path.display()))?);
+    let mut rejects_out = BufWriter::new(File::create(&rejects_path).with_context(|| format!("{}", rejects_path.display()))?);
+    let files = ArrowFiles::open(args.out)?;
+    let mut batches = Batches::default();
+    let mut summary = Summary {
+        registry_rows,
+        alerts_path,
+        rejects_path,
+        flagged_path: files.root().to_path_buf(),
+        ..Summary::default()
+    };
+
+    let (input, bar) = open_readings(args.readings, args.progress)?;
+    let source = if args.readings == "-" { "stdin" } else { args.readings };
+    let validation = Validation { max_ts: Some(wall_clock_now() + 86_400) };
+    let mut next_offset = 0i64;
+    let mut emit = |alerts: &mut Vec<Alert>, summary: &mut Summary, batches: &mut Batches| -> Result<()> {
+        for a in alerts.drain(..) {
+            serde_json::to_writer(&mut alerts_out, &a)?;
+            alerts_out.write_all(b"\n")?;
+            let e = summary.by_kind.entry(a.kind).or_default();
+            if a.status == gridwatch_core::AlertStatus::Open {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+            summary.alerts += 1;
+            batches.push(0, Row { offset: next_offset, alert: a });
+            next_offset += 1;
+            if batches.len() >= args.roll_rows {
+                alerts_out.flush()?;
+                summary.arrow_files += batches.flush(&files)?.len();
+            }
+        }
+        Ok(())
+    };
+    emit(&mut alerts, &mut summary, &mut batches)?;
+    let format = Format::from_path(args.readings);
+    let mut records = Records::new(input, format, validation);
+    while let Some(item) = records.next() {
+        summary.records += 1;
+        let line = records.line();
+        let rejected = match item.with_context(|| source.to_string())? {
+            Ok(reading) => match engine.on_reading(&reading, &mut alerts) {
+                Use::Late => Some((LATE_REASON.to_string(), serde_json::to_string(&reading)?)),
+                Use::Counted | Use::Duplicate => None,
+            },
+            Err(rej) => Some((rej.reason, rej.raw)),
+        };
+        if let Some((reason, raw)) = rejected {
+            summary.rejects += 1;
+            let rec = DlqRecord { reason, source: format!("{source}:{line}"), raw };
+            serde_json::to_writer(&mut rejects_out, &rec)?;
+            rejects_out.write_all(b"\n")?;
+        }
+        if !alerts.is_empty() {
+            emit(&mut alerts, &mut summary, &mut batches)?;
+        }
+    }
+    bar.finish_and_clear();
+    alerts_out.flush()?;
+    rejects_out.flush()?;
+    alerts_out.get_ref().sync_all()?;
+    rejects_out.get_ref().sync_all()?;
+    if !batches.is_empty() {
+        summary.arrow_files += batches.flush(&files)?.len();
+    }
+    let s = engine.stats();
+    summary.readings = s.readings;
+    summary.duplicates = s.duplicates;
+    summary.late = s.late;
+    Ok(summary)
+}
+
+fn wall_clock_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Summary {
+    /// The short human summary printed at the end of a run.
+    pub fn print(&self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "register: {} meters", self.registry_rows)?;
+        writeln!(
+            w,
+            "readings: {} records, {} used, {} duplicates counted once, {} rejected ({} of them too late){}",
+            self.records,
+            self.readings,
+            self.duplicates,
+            self.rejects,
+            self.late,
+            if self.rejects > 0 { format!(" (reasons in {})", self.rejects_path.display()) } else { String::new() }
+        )?;
+        writeln!(w, "alerts:   {} messages in {}", self.alerts, self.alerts_path.display())?;
+        for (kind, (open, other)) in &self.by_kind {
+            writeln!(w, "  {:<26} {open:>5} opened, {other:>5} updates/resolutions", kind.as_str())?;
+        }
+        writeln!(w, "arrow:    {} file(s) under {}", self.arrow_files, self.flagged_path.display())
+    }
+}
