@@ -277,10 +277,17 @@ fn on_closed_hour(
     if st.episodes.is_empty() {
         st.learn_baseline(hour.end, hour.kw);
     }
-    // Episodes whose condition has been quiet long enough resolve.
+    // Episodes whose condition has been quiet for long enough resolve. Only hours with data
+    // count: a communication gap neither confirms nor clears a case.
     let mut k = 0;
     while k < st.episodes.len() {
-        if hour.end - st.episodes[k].last_active >= cfg.resolve_after_s {
+        let ep = &mut st.episodes[k];
+        if ep.last_active > hour.end - HOUR {
+            ep.quiet_hours = 0;
+        } else {
+            ep.quiet_hours += 1;
+        }
+        if i64::from(ep.quiet_hours) * HOUR >= cfg.resolve_after_s {
             let mut ep = st.episodes.swap_remove(k);
             let reason = format!("no {} for {} h", ep.kind, cfg.resolve_after_s / HOUR);
             out.extend(ep.resolve(hour.end, &reason, t));
@@ -360,11 +367,9 @@ fn mining(
     // Around the clock: the 24-hour floor carries most of the load.
     let always_on =
         day.filter(|w| w.min_kw >= min_kw && w.min_kw >= cfg.mining_floor_share * w.mean_kw);
-    // A farm far beyond any household or permit is named within hours.
-    let blatant = fast.filter(|w| {
-        w.min_kw >= cfg.mining_fast_kw
-            && (residential || reg.permitted_kw.is_some_and(|p| w.min_kw > p * tolerance))
-    });
+    // A farm far beyond any household is named within hours. Elsewhere a large load may be
+    // legitimate for a few hours (pumps, shifts, a busy day), so it takes a full day.
+    let blatant = fast.filter(|w| residential && w.min_kw >= cfg.mining_fast_kw);
     let Some(w) = always_on.or(blatant) else {
         return;
     };

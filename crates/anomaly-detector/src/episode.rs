@@ -20,6 +20,8 @@ pub(crate) struct Episode {
     pub id: String,
     pub start: i64,
     pub last_active: i64,
+    /// Closed hours with data since the condition was last seen.
+    pub quiet_hours: u32,
     pub last_emit: i64,
     pub emitted_kw: f64,
     pub emitted_kwh: f64,
@@ -57,6 +59,7 @@ impl Episode {
             id: alert_id(target_id, kind, start),
             start,
             last_active: start,
+            quiet_hours: 0,
             last_emit: i64::MIN,
             emitted_kw: 0.0,
             emitted_kwh: 0.0,

@@ -319,3 +319,59 @@ fn config_is_validated() {
         .expect("a lateness beyond the ring is refused");
     assert!(err.contains("allowed_lateness_s"), "{err}");
 }
+
+#[test]
+fn a_communication_gap_neither_resolves_nor_reopens_a_case() {
+    let mut e = engine_with(&[site("1", CustomerClass::Residential, Some(12.0))]);
+    let mut alerts = Vec::new();
+    // 6 days of a 40 kW farm, with 30 hours of silence on day 3.
+    let gap = 2 * 96 + 10..2 * 96 + 10 + 120;
+    for i in 1..=6 * 96i64 {
+        if gap.contains(&i) {
+            continue;
+        }
+        let r = Reading {
+            meter_id: "M1".into(),
+            ts: T0 + i * STEP,
+            interval_s: STEP as u32,
+            kwh: (household(i, 0) + 40.0) * 0.25,
+            kvarh: None,
+            kwh_export: None,
+            voltage_v: None,
+            current_a: None,
+            feeder_id: None,
+        };
+        e.on_reading(&r, &mut alerts);
+    }
+    let mining: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::MiningSignature)
+        .collect();
+    assert_eq!(
+        mining
+            .iter()
+            .filter(|a| a.status == AlertStatus::Open)
+            .count(),
+        1,
+        "{mining:#?}"
+    );
+    assert!(mining.iter().all(|a| a.status != AlertStatus::Resolved));
+}
+
+#[test]
+fn a_busy_shop_over_its_permit_is_a_capacity_case_not_mining() {
+    let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(20.0))]);
+    let alerts = feed(&mut e, "M1", 6, |_, h| {
+        if (4..14).contains(&h) {
+            34.0
+        } else {
+            2.0
+        }
+    });
+    let opened = kinds(&alerts, AlertStatus::Open);
+    assert_eq!(
+        opened,
+        vec![AlertKind::CapacityExceeded],
+        "one episode across days: {alerts:#?}"
+    );
+}

@@ -74,11 +74,12 @@ pub struct DetectorConfig {
     pub mining_min_kw_other: f64,
     /// Share of the 24-hour mean that the 24-hour floor must reach to count as around the clock.
     pub mining_floor_share: f64,
-    /// A floor at least this high (kW) for `mining_fast_hours` at a residence, or above the
-    /// permit anywhere, is called mining without waiting for a full day.
+    /// A floor at least this high (kW) for `mining_fast_hours` at a residence is called mining
+    /// without waiting for a full day.
     pub mining_fast_kw: f64,
     pub mining_fast_hours: u32,
-    /// Quiet event time after which an episode resolves.
+    /// An episode resolves after its condition has been absent for this long (counting only
+    /// hours with readings).
     pub resolve_after_s: i64,
     /// At most one `update` per episode per this much event time.
     pub update_interval_s: i64,
@@ -90,13 +91,13 @@ impl Default for DetectorConfig {
             allowed_lateness_s: 3600,
             capacity_tolerance: 0.10,
             capacity_min_duration_s: 3600,
-            disconnected_min_kwh: 0.1,
-            mining_min_kw_residential: 1.5,
+            disconnected_min_kwh: 0.02,
+            mining_min_kw_residential: 2.5,
             mining_min_kw_other: 5.0,
-            mining_floor_share: 0.6,
+            mining_floor_share: 0.75,
             mining_fast_kw: 15.0,
             mining_fast_hours: 5,
-            resolve_after_s: 6 * 3600,
+            resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
         }
     }

@@ -20,8 +20,16 @@ pub fn simulate(dir: &Path, cfg: SimConfig, progress: bool) -> Result<u64> {
     let mut labels = create(&dir.join("labels.csv"))?;
     utility.write_labels(&mut labels)?;
     labels.flush()?;
-    let bar = if progress && std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("simulating [{bar:40}] {pos}/{len} intervals").expect("valid").progress_chars("=> "));
+    let bar = if progress && std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("simulating [{bar:40}] {pos}/{len} intervals")
+            .expect("valid")
+            .progress_chars("=> "),
+    );
     let mut readings = create(&dir.join("readings.csv"))?;
     let rows = utility.write_readings(&mut readings, |done, total| {
         bar.set_length(total);
@@ -36,8 +44,20 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
     let started = Instant::now();
     let data = out.join("data");
     println!("Simulating a utility: {sites} sites on {} feeders, {days} days of 15-minute readings (seed {seed})…", sites.div_ceil(50));
-    let rows = simulate(&data, SimConfig { sites, days, seed, ..Default::default() }, true)?;
-    println!("  {rows} readings in {}", data.join("readings.csv").display());
+    let rows = simulate(
+        &data,
+        SimConfig {
+            sites,
+            days,
+            seed,
+            ..Default::default()
+        },
+        true,
+    )?;
+    println!(
+        "  {rows} readings in {}",
+        data.join("readings.csv").display()
+    );
     println!("Running the embedded pipeline…");
     let readings = data.join("readings.csv").display().to_string();
     let summary = embedded::run(embedded::RunArgs {
@@ -52,10 +72,16 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
 
     let report = eval::load(&data, &summary.alerts_path)?;
     println!("\nHidden cases, and what gridwatch found:");
-    println!("  {:<26} {:<8} {:<21} {:<26} {:>8}", "scenario", "target", "onset", "found as", "delay");
+    println!(
+        "  {:<26} {:<8} {:<21} {:<26} {:>8}",
+        "scenario", "target", "onset", "found as", "delay"
+    );
     for o in &report.outcomes {
         let (found, delay) = match o.found {
-            Some((kind, _)) => (format!("✔ {kind}"), format!("{:.1} h", o.delay_s().unwrap_or(0) as f64 / 3600.0)),
+            Some((kind, _)) => (
+                format!("✔ {kind}"),
+                format!("{:.1} h", o.delay_s().unwrap_or(0) as f64 / 3600.0),
+            ),
             None => ("✘ missed".to_string(), "-".to_string()),
         };
         println!(

@@ -60,24 +60,53 @@ impl<R: Read> Read for Counting<R> {
 fn open_readings(path: &str, progress: bool) -> Result<(Box<dyn BufRead>, ProgressBar)> {
     let show = progress && io::stderr().is_terminal();
     if path == "-" {
-        let bar = if show { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-        return Ok((Box::new(BufReader::with_capacity(1 << 20, Counting { inner: io::stdin(), bar: bar.clone() })), bar));
+        let bar = if show {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
+        return Ok((
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                Counting {
+                    inner: io::stdin(),
+                    bar: bar.clone(),
+                },
+            )),
+            bar,
+        ));
     }
     let file = File::open(path).with_context(|| format!("{path}: cannot open readings"))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = if show { ProgressBar::new(len) } else { ProgressBar::hidden() };
+    let bar = if show {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} readings [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} readings [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
-    Ok((Box::new(BufReader::with_capacity(1 << 20, Counting { inner: file, bar: bar.clone() })), bar))
+    Ok((
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            Counting {
+                inner: file,
+                bar: bar.clone(),
+            },
+        )),
+        bar,
+    ))
 }
 
 /// Runs the embedded pipeline end to end.
 pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let reg_name = args.registry.display().to_string();
-    let reg_file = File::open(args.registry).with_context(|| format!("{reg_name}: cannot open register"))?;
+    let reg_file =
+        File::open(args.registry).with_context(|| format!("{reg_name}: cannot open register"))?;
     let rows = read_registry(BufReader::new(reg_file), &reg_name)?;
     let mut engine = Engine::new(args.detector).map_err(anyhow::Error::msg)?;
     let mut alerts = Vec::new();
@@ -86,11 +115,16 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
         engine.apply_registry(RegistryUpdate::Upsert(r), &mut alerts);
     }
 
-    std::fs::create_dir_all(args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    std::fs::create_dir_all(args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let alerts_path = args.out.join("alerts.jsonl");
     let rejects_path = args.out.join("rejects.jsonl");
-    let mut alerts_out = BufWriter::new(File::create(&alerts_path).with_context(|| format!("{}", alerts_path.display()))?);
-    let mut rejects_out = BufWriter::new(File::create(&rejects_path).with_context(|| format!("{}", rejects_path.display()))?);
+    let mut alerts_out = BufWriter::new(
+        File::create(&alerts_path).with_context(|| format!("{}", alerts_path.display()))?,
+    );
+    let mut rejects_out = BufWriter::new(
+        File::create(&rejects_path).with_context(|| format!("{}", rejects_path.display()))?,
+    );
     let files = ArrowFiles::open(args.out)?;
     let mut batches = Batches::default();
     let mut summary = Summary {
@@ -102,29 +136,42 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     };
 
     let (input, bar) = open_readings(args.readings, args.progress)?;
-    let source = if args.readings == "-" { "stdin" } else { args.readings };
-    let validation = Validation { max_ts: Some(wall_clock_now() + 86_400) };
-    let mut next_offset = 0i64;
-    let mut emit = |alerts: &mut Vec<Alert>, summary: &mut Summary, batches: &mut Batches| -> Result<()> {
-        for a in alerts.drain(..) {
-            serde_json::to_writer(&mut alerts_out, &a)?;
-            alerts_out.write_all(b"\n")?;
-            let e = summary.by_kind.entry(a.kind).or_default();
-            if a.status == gridwatch_core::AlertStatus::Open {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
-            }
-            summary.alerts += 1;
-            batches.push(0, Row { offset: next_offset, alert: a });
-            next_offset += 1;
-            if batches.len() >= args.roll_rows {
-                alerts_out.flush()?;
-                summary.arrow_files += batches.flush(&files)?.len();
-            }
-        }
-        Ok(())
+    let source = if args.readings == "-" {
+        "stdin"
+    } else {
+        args.readings
     };
+    let validation = Validation {
+        max_ts: Some(wall_clock_now() + 86_400),
+    };
+    let mut next_offset = 0i64;
+    let mut emit =
+        |alerts: &mut Vec<Alert>, summary: &mut Summary, batches: &mut Batches| -> Result<()> {
+            for a in alerts.drain(..) {
+                serde_json::to_writer(&mut alerts_out, &a)?;
+                alerts_out.write_all(b"\n")?;
+                let e = summary.by_kind.entry(a.kind).or_default();
+                if a.status == gridwatch_core::AlertStatus::Open {
+                    e.0 += 1;
+                } else {
+                    e.1 += 1;
+                }
+                summary.alerts += 1;
+                batches.push(
+                    0,
+                    Row {
+                        offset: next_offset,
+                        alert: a,
+                    },
+                );
+                next_offset += 1;
+                if batches.len() >= args.roll_rows {
+                    alerts_out.flush()?;
+                    summary.arrow_files += batches.flush(&files)?.len();
+                }
+            }
+            Ok(())
+        };
     emit(&mut alerts, &mut summary, &mut batches)?;
     let format = Format::from_path(args.readings);
     let mut records = Records::new(input, format, validation);
@@ -140,7 +187,11 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
         };
         if let Some((reason, raw)) = rejected {
             summary.rejects += 1;
-            let rec = DlqRecord { reason, source: format!("{source}:{line}"), raw };
+            let rec = DlqRecord {
+                reason,
+                source: format!("{source}:{line}"),
+                raw,
+            };
             serde_json::to_writer(&mut rejects_out, &rec)?;
             rejects_out.write_all(b"\n")?;
         }
@@ -183,10 +234,24 @@ impl Summary {
             self.late,
             if self.rejects > 0 { format!(" (reasons in {})", self.rejects_path.display()) } else { String::new() }
         )?;
-        writeln!(w, "alerts:   {} messages in {}", self.alerts, self.alerts_path.display())?;
+        writeln!(
+            w,
+            "alerts:   {} messages in {}",
+            self.alerts,
+            self.alerts_path.display()
+        )?;
         for (kind, (open, other)) in &self.by_kind {
-            writeln!(w, "  {:<26} {open:>5} opened, {other:>5} updates/resolutions", kind.as_str())?;
+            writeln!(
+                w,
+                "  {:<26} {open:>5} opened, {other:>5} updates/resolutions",
+                kind.as_str()
+            )?;
         }
-        writeln!(w, "arrow:    {} file(s) under {}", self.arrow_files, self.flagged_path.display())
+        writeln!(
+            w,
+            "arrow:    {} file(s) under {}",
+            self.arrow_files,
+            self.flagged_path.display()
+        )
     }
 }

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use gridwatch_core::Alert;
-use gridwatch_simulator::score::{score, Report};
 use gridwatch_simulator::read_labels;
+use gridwatch_simulator::score::{score, Report};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,15 +20,20 @@ pub fn read_alerts(path: &Path) -> Result<Vec<Alert>> {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(&line).with_context(|| format!("{name}:{}: not an alert", i + 1))?);
+        out.push(
+            serde_json::from_str(&line)
+                .with_context(|| format!("{name}:{}: not an alert", i + 1))?,
+        );
     }
     Ok(out)
 }
 
 pub fn load(data: &Path, alerts: &Path) -> Result<Report> {
     let labels_path = data.join("labels.csv");
-    let f = File::open(&labels_path).with_context(|| format!("{}: cannot open", labels_path.display()))?;
-    let labels = read_labels(BufReader::new(f), &labels_path.display().to_string()).map_err(anyhow::Error::msg)?;
+    let f = File::open(&labels_path)
+        .with_context(|| format!("{}: cannot open", labels_path.display()))?;
+    let labels = read_labels(BufReader::new(f), &labels_path.display().to_string())
+        .map_err(anyhow::Error::msg)?;
     Ok(score(&labels, &read_alerts(alerts)?))
 }
 
@@ -56,22 +61,49 @@ pub fn run(data: &Path, alerts: &Path, as_json: bool) -> Result<()> {
                 (s.to_string(), json!({"cases": n, "found": found, "recall": *found as f64 / *n as f64, "median_delay_s": m}))
             })
             .collect();
-        let misses: Vec<_> = report.outcomes.iter().filter(|o| o.found.is_none()).map(|o| &o.label.target_id).collect();
-        let false_alerts: Vec<_> = report.false_alerts.iter().map(|a| json!({"alert_id": a.alert_id, "kind": a.kind, "target": a.target_id()})).collect();
-        println!("{}", json!({"scenarios": scenarios, "misses": misses, "false_alerts": false_alerts}));
+        let misses: Vec<_> = report
+            .outcomes
+            .iter()
+            .filter(|o| o.found.is_none())
+            .map(|o| &o.label.target_id)
+            .collect();
+        let false_alerts: Vec<_> = report
+            .false_alerts
+            .iter()
+            .map(|a| json!({"alert_id": a.alert_id, "kind": a.kind, "target": a.target_id()}))
+            .collect();
+        println!(
+            "{}",
+            json!({"scenarios": scenarios, "misses": misses, "false_alerts": false_alerts})
+        );
         return Ok(());
     }
-    println!("{:<28} {:>6} {:>6} {:>7} {:>13}", "scenario", "cases", "found", "recall", "median delay");
+    println!(
+        "{:<28} {:>6} {:>6} {:>7} {:>13}",
+        "scenario", "cases", "found", "recall", "median delay"
+    );
     for (s, (n, found, delays)) in per.iter_mut() {
         let m = median(delays).map_or("-".to_string(), |d| format!("{:.1} h", d as f64 / 3600.0));
-        println!("{s:<28} {n:>6} {found:>6} {:>7.2} {m:>13}", *found as f64 / *n as f64);
+        println!(
+            "{s:<28} {n:>6} {found:>6} {:>7.2} {m:>13}",
+            *found as f64 / *n as f64
+        );
     }
     for o in report.outcomes.iter().filter(|o| o.found.is_none()) {
-        println!("missed: {} {} ({})", o.label.target_type, o.label.target_id, o.label.scenario);
+        println!(
+            "missed: {} {} ({})",
+            o.label.target_type, o.label.target_id, o.label.scenario
+        );
     }
     println!("false alerts: {}", report.false_alerts.len());
     for a in &report.false_alerts {
-        println!("  {} {} {}: {}", a.kind, a.target_id(), a.alert_id, a.summary);
+        println!(
+            "  {} {} {}: {}",
+            a.kind,
+            a.target_id(),
+            a.alert_id,
+            a.summary
+        );
     }
     Ok(())
 }

@@ -55,10 +55,12 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         quiet: bool,
     },
     /// Simulate a small utility with hidden unauthorized connections, find them, and compare with the truth.
-    #[command(long_about = "Simulate a small utility with hidden unauthorized connections, run the embedded \
+    #[command(
+        long_about = "Simulate a small utility with hidden unauthorized connections, run the embedded \
 pipeline on it, and print what was found against the truth.\n\n\
 The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, the results to OUT \
-(alerts.jsonl, flagged/ Arrow files, rejects.jsonl).")]
+(alerts.jsonl, flagged/ Arrow files, rejects.jsonl)."
+    )]
     Demo {
         /// Output folder.
         #[arg(long, default_value = "gridwatch-demo")]
@@ -110,7 +112,12 @@ fn main() {
 fn real_main(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run { registry, readings, out, quiet } => {
+        Command::Run {
+            registry,
+            readings,
+            out,
+            quiet,
+        } => {
             let summary = embedded::run(embedded::RunArgs {
                 registry: &registry,
                 readings: &readings,
@@ -121,9 +128,24 @@ fn real_main(cli: Cli) -> Result<()> {
             })?;
             summary.print(&mut std::io::stdout())?;
         }
-        Command::Demo { out, sites, days, seed } => demo::run(&out, sites, days, seed, &config)?,
-        Command::Simulate { out, sites, days, seed } => {
-            let cfg = gridwatch_simulator::SimConfig { sites, days, seed, ..Default::default() };
+        Command::Demo {
+            out,
+            sites,
+            days,
+            seed,
+        } => demo::run(&out, sites, days, seed, &config)?,
+        Command::Simulate {
+            out,
+            sites,
+            days,
+            seed,
+        } => {
+            let cfg = gridwatch_simulator::SimConfig {
+                sites,
+                days,
+                seed,
+                ..Default::default()
+            };
             let rows = demo::simulate(&out, cfg, true)?;
             println!(
                 "wrote {} readings for {sites} sites over {days} days to {}/ (registry.csv, readings.csv, labels.csv)",
@@ -138,5 +160,7 @@ fn real_main(cli: Cli) -> Result<()> {
 
 /// Creates a file for writing, naming it in the error.
 pub(crate) fn create(path: &std::path::Path) -> Result<BufWriter<File>> {
-    Ok(BufWriter::new(File::create(path).with_context(|| format!("{}: cannot create", path.display()))?))
+    Ok(BufWriter::new(File::create(path).with_context(|| {
+        format!("{}: cannot create", path.display())
+    })?))
 }

@@ -73,8 +73,11 @@ pub struct Utility {
     pub feeders: Vec<(String, String, f64)>,
 }
 
-const REGIONS: [(&str, f64, f64); 3] =
-    [("Pavlodar", 52.29, 76.95), ("Ekibastuz", 51.72, 75.32), ("Karaganda", 49.80, 73.10)];
+const REGIONS: [(&str, f64, f64); 3] = [
+    ("Pavlodar", 52.29, 76.95),
+    ("Ekibastuz", 51.72, 75.32),
+    ("Karaganda", 49.80, 73.10),
+];
 
 impl Utility {
     /// Builds the register and the hidden cases for `cfg`; deterministic for its seed.
@@ -85,10 +88,18 @@ impl Utility {
         let mut meters = Vec::with_capacity(cfg.sites);
         let mut labels = Vec::new();
         let feeders: Vec<(String, String, f64)> = (0..n_feeders)
-            .map(|f| (format!("F{:02}", f + 1), format!("H{:02}", f + 1), rng.range(0.03, 0.07)))
+            .map(|f| {
+                (
+                    format!("F{:02}", f + 1),
+                    format!("H{:02}", f + 1),
+                    rng.range(0.03, 0.07),
+                )
+            })
             .collect();
         // Onsets fall in the second to fifth day, so every case has history before it.
-        let onset = |rng: &mut Rng| cfg.start + 86_400 + rng.below(u64::from(cfg.days.min(5) - 1).max(1) * 96) as i64 * 900;
+        let onset = |rng: &mut Rng| {
+            cfg.start + 86_400 + rng.below(u64::from(cfg.days.min(5) - 1).max(1) * 96) as i64 * 900
+        };
         for i in 0..cfg.sites {
             let feeder = &feeders[i % n_feeders].0;
             let (region, lat0, lon0) = REGIONS[(i % n_feeders) % REGIONS.len()];
@@ -116,50 +127,93 @@ impl Utility {
                     let kw = if i == 0 { 86.0 } else { rng.range(20.0, 60.0) };
                     let t = onset(&mut rng);
                     labels.push(label("site", &site_id, "mining_farm_residential", t, true));
-                    Profile::Miner { base: Box::new(Profile::household(seed)), kw, onset: t }
+                    Profile::Miner {
+                        base: Box::new(Profile::household(seed)),
+                        kw,
+                        onset: t,
+                    }
                 }
                 1 => {
                     let t = onset(&mut rng);
                     labels.push(label("site", &site_id, "home_miner", t, true));
                     rec.permitted_kw = Some(15.0);
-                    Profile::Miner { base: Box::new(Profile::household(seed)), kw: 6.0, onset: t }
+                    Profile::Miner {
+                        base: Box::new(Profile::household(seed)),
+                        kw: 6.0,
+                        onset: t,
+                    }
                 }
                 2 => {
                     let t = onset(&mut rng);
                     labels.push(label("site", &site_id, "mining_farm_commercial", t, true));
                     rec.customer_class = Some(CustomerClass::Commercial);
                     rec.permitted_kw = Some(100.0);
-                    Profile::Miner { base: Box::new(Profile::Shop { peak_kw: 14.0, seed }), kw: 60.0, onset: t }
+                    Profile::Miner {
+                        base: Box::new(Profile::Shop {
+                            peak_kw: 14.0,
+                            seed,
+                        }),
+                        kw: 60.0,
+                        onset: t,
+                    }
                 }
                 3 => {
                     // Wired in before the data begins: every reading of it is unauthorized.
                     registered = false;
-                    labels.push(label("meter", &meter_id, "unregistered_meter", cfg.start, true));
-                    Profile::Miner { base: Box::new(Profile::Off), kw: 35.0, onset: cfg.start }
+                    labels.push(label(
+                        "meter",
+                        &meter_id,
+                        "unregistered_meter",
+                        cfg.start,
+                        true,
+                    ));
+                    Profile::Miner {
+                        base: Box::new(Profile::Off),
+                        kw: 35.0,
+                        onset: cfg.start,
+                    }
                 }
                 4 => {
                     rec.status = SiteStatus::Disconnected;
                     let t = onset(&mut rng);
                     labels.push(label("site", &site_id, "disconnected_consumption", t, true));
-                    Profile::After { inner: Box::new(Profile::household(seed)), onset: t }
+                    Profile::After {
+                        inner: Box::new(Profile::household(seed)),
+                        onset: t,
+                    }
                 }
                 5 => {
                     rec.customer_class = Some(CustomerClass::Commercial);
                     rec.permitted_kw = Some(20.0);
                     let t = onset(&mut rng);
                     labels.push(label("site", &site_id, "capacity_exceedance", t, true));
-                    Profile::Grow { inner: Box::new(Profile::Shop { peak_kw: 16.0, seed }), factor: 2.4, onset: t }
+                    Profile::Grow {
+                        inner: Box::new(Profile::Shop {
+                            peak_kw: 16.0,
+                            seed,
+                        }),
+                        factor: 2.4,
+                        onset: t,
+                    }
                 }
                 6 => {
                     rec.customer_class = Some(CustomerClass::Mining);
                     rec.licensed_mining = true;
                     rec.permitted_kw = Some(650.0);
-                    Profile::Flat { kw: 520.0, noise: 0.01, seed }
+                    Profile::Flat {
+                        kw: 520.0,
+                        noise: 0.01,
+                        seed,
+                    }
                 }
                 7 => {
                     rec.customer_class = Some(CustomerClass::Commercial);
                     rec.permitted_kw = Some(90.0);
-                    Profile::Flat { kw: 55.0, noise: 0.05, seed } // cold storage
+                    Profile::Flat {
+                        kw: 55.0,
+                        noise: 0.05,
+                        seed,
+                    } // cold storage
                 }
                 8 => {
                     rec.customer_class = Some(CustomerClass::Public);
@@ -183,7 +237,10 @@ impl Utility {
                         rec.customer_class = Some(CustomerClass::Commercial);
                         let peak = rng.range(8.0, 40.0);
                         rec.permitted_kw = Some((peak * rng.range(1.4, 2.0)).round());
-                        Profile::Shop { peak_kw: peak, seed }
+                        Profile::Shop {
+                            peak_kw: peak,
+                            seed,
+                        }
                     } else if roll < 0.94 {
                         rec.customer_class = Some(CustomerClass::Industrial);
                         let kw = rng.range(80.0, 400.0);
@@ -192,7 +249,10 @@ impl Utility {
                     } else if roll < 0.97 {
                         rec.customer_class = Some(CustomerClass::Agricultural);
                         rec.permitted_kw = Some(40.0);
-                        Profile::Pump { kw: rng.range(10.0, 25.0), seed }
+                        Profile::Pump {
+                            kw: rng.range(10.0, 25.0),
+                            seed,
+                        }
                     } else {
                         rec.customer_class = Some(CustomerClass::Public);
                         let kw = rng.range(20.0, 60.0);
@@ -205,9 +265,19 @@ impl Utility {
                 let s = cfg.start + rng.below(u64::from(cfg.days) * 24) as i64 * 3600;
                 (s, (s + rng.range(2.0, 30.0) as i64 * 3600).min(horizon))
             });
-            meters.push(SimMeter { record: rec, registered, profile, gap });
+            meters.push(SimMeter {
+                record: rec,
+                registered,
+                profile,
+                gap,
+            });
         }
-        Utility { cfg, meters, labels, feeders }
+        Utility {
+            cfg,
+            meters,
+            labels,
+            feeders,
+        }
     }
 
     /// The register as CSV (the unregistered meters left out), feeder heads first.
@@ -239,14 +309,26 @@ impl Utility {
     pub fn write_labels(&self, w: &mut impl Write) -> io::Result<()> {
         writeln!(w, "target_type,target_id,scenario,onset,required")?;
         for l in &self.labels {
-            writeln!(w, "{},{},{},{},{}", l.target_type, l.target_id, l.scenario, format_rfc3339(l.onset), l.required)?;
+            writeln!(
+                w,
+                "{},{},{},{},{}",
+                l.target_type,
+                l.target_id,
+                l.scenario,
+                format_rfc3339(l.onset),
+                l.required
+            )?;
         }
         Ok(())
     }
 
     /// Streams every reading as contract CSV, interval by interval; feeder heads measure
     /// their customers plus technical losses. Returns the number of data rows written.
-    pub fn write_readings(&self, w: &mut impl Write, mut progress: impl FnMut(u64, u64)) -> io::Result<u64> {
+    pub fn write_readings(
+        &self,
+        w: &mut impl Write,
+        mut progress: impl FnMut(u64, u64),
+    ) -> io::Result<u64> {
         let cfg = &self.cfg;
         let step = i64::from(cfg.interval_s);
         let steps = i64::from(cfg.days) * 86_400 / step;
@@ -267,7 +349,15 @@ impl Utility {
                 line.clear();
                 let kwh = kw * step as f64 / 3600.0;
                 use std::fmt::Write as _;
-                let _ = writeln!(line, "{},{},{},{:.3},{}", m.record.meter_id, format_rfc3339(ts), step, kwh, m.record.feeder_id);
+                let _ = writeln!(
+                    line,
+                    "{},{},{},{:.3},{}",
+                    m.record.meter_id,
+                    format_rfc3339(ts),
+                    step,
+                    kwh,
+                    m.record.feeder_id
+                );
                 w.write_all(line.as_bytes())?;
                 rows += 1;
                 if fault.chance(cfg.duplicate_rate) {
@@ -289,7 +379,13 @@ impl Utility {
 }
 
 fn label(target_type: &str, id: &str, scenario: &str, onset: i64, required: bool) -> Label {
-    Label { target_type: target_type.into(), target_id: id.into(), scenario: scenario.into(), onset, required }
+    Label {
+        target_type: target_type.into(),
+        target_id: id.into(),
+        scenario: scenario.into(),
+        onset,
+        required,
+    }
 }
 
 /// Reads `labels.csv`; errors name the line and field.
@@ -299,7 +395,9 @@ pub fn read_labels(input: impl io::BufRead, name: &str) -> Result<Vec<Label>, St
         let line = line.map_err(|e| format!("{name}: {e}"))?;
         if i == 0 {
             if line.trim() != "target_type,target_id,scenario,onset,required" {
-                return Err(format!("{name}:1: header must be target_type,target_id,scenario,onset,required"));
+                return Err(format!(
+                    "{name}:1: header must be target_type,target_id,scenario,onset,required"
+                ));
             }
             continue;
         }
@@ -309,12 +407,21 @@ pub fn read_labels(input: impl io::BufRead, name: &str) -> Result<Vec<Label>, St
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         let at = |field: &str| format!("{name}:{}: field {field}", i + 1);
         if f.len() != 5 {
-            return Err(format!("{name}:{}: expected 5 fields, found {}", i + 1, f.len()));
+            return Err(format!(
+                "{name}:{}: expected 5 fields, found {}",
+                i + 1,
+                f.len()
+            ));
         }
         if !["site", "meter", "feeder"].contains(&f[0]) {
-            return Err(format!("{}: {:?} is not site, meter or feeder", at("target_type"), f[0]));
+            return Err(format!(
+                "{}: {:?} is not site, meter or feeder",
+                at("target_type"),
+                f[0]
+            ));
         }
-        let onset = gridwatch_core::time::parse_rfc3339(f[3]).map_err(|e| format!("{}: {e}", at("onset")))?;
+        let onset = gridwatch_core::time::parse_rfc3339(f[3])
+            .map_err(|e| format!("{}: {e}", at("onset")))?;
         let required = match f[4] {
             "true" => true,
             "false" => false,
@@ -330,7 +437,11 @@ mod tests {
     use super::*;
 
     fn small() -> Utility {
-        Utility::generate(SimConfig { sites: 60, days: 3, ..SimConfig::default() })
+        Utility::generate(SimConfig {
+            sites: 60,
+            days: 3,
+            ..SimConfig::default()
+        })
     }
 
     #[test]
@@ -340,7 +451,12 @@ mod tests {
         a.write_readings(&mut ra, |_, _| {}).unwrap();
         b.write_readings(&mut rb, |_, _| {}).unwrap();
         assert_eq!(ra, rb);
-        let other = Utility::generate(SimConfig { sites: 60, days: 3, seed: 8, ..SimConfig::default() });
+        let other = Utility::generate(SimConfig {
+            sites: 60,
+            days: 3,
+            seed: 8,
+            ..SimConfig::default()
+        });
         let mut rc = Vec::new();
         other.write_readings(&mut rc, |_, _| {}).unwrap();
         assert_ne!(ra, rc);
@@ -353,7 +469,9 @@ mod tests {
         u.write_labels(&mut text).unwrap();
         assert_eq!(read_labels(&text[..], "labels.csv").unwrap(), u.labels);
         let bad = b"target_type,target_id,scenario,onset,required\nsite,S1,x,never,true\n";
-        assert!(read_labels(&bad[..], "l.csv").unwrap_err().starts_with("l.csv:2: field onset"));
+        assert!(read_labels(&bad[..], "l.csv")
+            .unwrap_err()
+            .starts_with("l.csv:2: field onset"));
     }
 
     #[test]
@@ -362,14 +480,27 @@ mod tests {
         let mut reg = Vec::new();
         u.write_registry(&mut reg).unwrap();
         let text = String::from_utf8(reg).unwrap();
-        let unregistered = u.labels.iter().find(|l| l.scenario == "unregistered_meter").unwrap();
+        let unregistered = u
+            .labels
+            .iter()
+            .find(|l| l.scenario == "unregistered_meter")
+            .unwrap();
         assert!(!text.contains(&unregistered.target_id));
-        assert_eq!(text.lines().count(), 1 + u.feeders.len() + u.meters.len() - 1);
+        assert_eq!(
+            text.lines().count(),
+            1 + u.feeders.len() + u.meters.len() - 1
+        );
     }
 
     #[test]
     fn feeder_heads_carry_their_customers_plus_losses() {
-        let u = Utility::generate(SimConfig { sites: 60, days: 1, gap_rate: 0.0, duplicate_rate: 0.0, ..SimConfig::default() });
+        let u = Utility::generate(SimConfig {
+            sites: 60,
+            days: 1,
+            gap_rate: 0.0,
+            duplicate_rate: 0.0,
+            ..SimConfig::default()
+        });
         let mut out = Vec::new();
         u.write_readings(&mut out, |_, _| {}).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -378,7 +509,11 @@ mod tests {
         for l in text.lines().skip(1).filter(|l| l.contains(&first_ts)) {
             let f: Vec<&str> = l.split(',').collect();
             let kwh: f64 = f[3].parse().unwrap();
-            if f[0].starts_with('H') { heads += kwh } else { customers += kwh }
+            if f[0].starts_with('H') {
+                heads += kwh
+            } else {
+                customers += kwh
+            }
         }
         let ratio = heads / customers;
         assert!((1.03..=1.07).contains(&ratio), "head/customers = {ratio}");

@@ -37,7 +37,10 @@ fn targets(label: &Label, a: &Alert) -> bool {
 
 /// Scores `alerts` (any order; only `open` messages count) against `labels`.
 pub fn score(labels: &[Label], alerts: &[Alert]) -> Report {
-    let opened: Vec<&Alert> = alerts.iter().filter(|a| a.status == AlertStatus::Open).collect();
+    let opened: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Open)
+        .collect();
     let outcomes = labels
         .iter()
         .map(|l| {
@@ -46,12 +49,21 @@ pub fn score(labels: &[Label], alerts: &[Alert]) -> Report {
                 .filter(|a| targets(l, a) && a.detected_at >= l.onset)
                 .min_by_key(|a| (a.detected_at, a.kind))
                 .map(|a| (a.kind, a.detected_at));
-            Outcome { label: l.clone(), found }
+            Outcome {
+                label: l.clone(),
+                found,
+            }
         })
         .collect();
-    let false_alerts =
-        opened.into_iter().filter(|a| !labels.iter().any(|l| targets(l, a))).cloned().collect();
-    Report { outcomes, false_alerts }
+    let false_alerts = opened
+        .into_iter()
+        .filter(|a| !labels.iter().any(|l| targets(l, a)))
+        .cloned()
+        .collect();
+    Report {
+        outcomes,
+        false_alerts,
+    }
 }
 
 #[cfg(test)]
@@ -85,9 +97,27 @@ mod tests {
     #[test]
     fn finds_delays_misses_and_false_alerts() {
         let labels = vec![
-            Label { target_type: "site".into(), target_id: "S1".into(), scenario: "mining".into(), onset: 1000, required: true },
-            Label { target_type: "meter".into(), target_id: "MX".into(), scenario: "unreg".into(), onset: 0, required: true },
-            Label { target_type: "site".into(), target_id: "S2".into(), scenario: "mining".into(), onset: 0, required: true },
+            Label {
+                target_type: "site".into(),
+                target_id: "S1".into(),
+                scenario: "mining".into(),
+                onset: 1000,
+                required: true,
+            },
+            Label {
+                target_type: "meter".into(),
+                target_id: "MX".into(),
+                scenario: "unreg".into(),
+                onset: 0,
+                required: true,
+            },
+            Label {
+                target_type: "site".into(),
+                target_id: "S2".into(),
+                scenario: "mining".into(),
+                onset: 0,
+                required: true,
+            },
         ];
         let alerts = vec![
             alert(Some("S1"), "M1", 500, AlertStatus::Open), // before onset: not a detection
