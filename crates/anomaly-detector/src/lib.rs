@@ -4,5 +4,6 @@
 pub mod engine;
 mod episode;
 mod meter;
+pub mod service;
 
 pub use engine::{Engine, Stats, Use};

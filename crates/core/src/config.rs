@@ -21,6 +21,10 @@ pub struct Config {
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
     pub topics: Topics,
+    /// Partitions of topics gridwatch creates (readings, alerts, DLQ, registry).
+    pub partitions: i32,
+    /// Replication factor of topics gridwatch creates.
+    pub replication_factor: i32,
     /// librdkafka properties passed through as they are (e.g. `security.protocol`).
     /// Put secrets here through the environment, never in a committed file.
     pub properties: BTreeMap<String, String>,
@@ -31,6 +35,8 @@ impl Default for KafkaConfig {
         KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             topics: Topics::default(),
+            partitions: 3,
+            replication_factor: 1,
             properties: BTreeMap::new(),
         }
     }
@@ -83,6 +89,12 @@ pub struct DetectorConfig {
     pub resolve_after_s: i64,
     /// At most one `update` per episode per this much event time.
     pub update_interval_s: i64,
+    /// Consumer group whose committed offsets mark the detector's progress.
+    pub group_id: String,
+    /// Transactional id of the detector's producer; unique per running instance.
+    pub transactional_id: String,
+    /// Readings per transaction, at most.
+    pub batch_size: usize,
 }
 
 impl Default for DetectorConfig {
@@ -99,6 +111,9 @@ impl Default for DetectorConfig {
             mining_fast_hours: 5,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
+            group_id: "gridwatch-detector".into(),
+            transactional_id: "gridwatch-detector-0".into(),
+            batch_size: 20_000,
         }
     }
 }

@@ -28,3 +28,71 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
     }
     c
 }
+
+/// Creates the gridwatch topics that don't exist yet: readings, alerts and the DLQ with
+/// `partitions` partitions, the registry compacted. Existing topics are left as they are.
+pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> = client_config(k)
+        .create()
+        .map_err(|e| format!("kafka admin client: {e}"))?;
+    let rf = || TopicReplication::Fixed(k.replication_factor);
+    let t = &k.topics;
+    let topics = [
+        NewTopic::new(&t.readings, k.partitions, rf()),
+        NewTopic::new(&t.alerts, k.partitions, rf()),
+        NewTopic::new(&t.dlq, k.partitions, rf()),
+        NewTopic::new(&t.registry, k.partitions, rf()).set("cleanup.policy", "compact"),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .map_err(|e| format!("cannot create topics at {}: {e}", k.bootstrap_servers))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("cannot create topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// The partition ids of `topic`, as the cluster reports them.
+pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+) -> Result<Vec<i32>, String> {
+    use rdkafka::consumer::Consumer;
+    let md = consumer
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| format!("topic {topic} not found"))?;
+    if let Some(e) = t.error() {
+        return Err(format!("topic {topic}: {e:?}"));
+    }
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    if ids.is_empty() {
+        return Err(format!("topic {topic} has no partitions"));
+    }
+    Ok(ids)
+}
+
+/// A consumer config for reading committed data without automatic commits.
+pub fn consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
+    let mut c = client_config(k);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed");
+    c
+}

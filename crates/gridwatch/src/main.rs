@@ -3,6 +3,7 @@
 mod demo;
 mod embedded;
 mod eval;
+mod services;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -87,6 +88,41 @@ The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, th
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Send a readings file (CSV or JSON Lines, or - for stdin) to Kafka; rejects go to the DLQ.
+    Ingest {
+        #[arg(long)]
+        readings: String,
+    },
+    /// Manage the register on Kafka.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Service: the HTTP ingest API (POST /v1/readings; GET /healthz, /readyz) in front of Kafka.
+    Ingester,
+    /// Service: the anomaly detector, from gridwatch.readings and gridwatch.registry to gridwatch.alerts, exactly once.
+    Detect,
+    /// Service: alerts from gridwatch.alerts to Arrow files under OUT/flagged/.
+    Sink {
+        /// Output folder (default: sink.out from the configuration).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Watch the alert topic.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// Look at the dead-letter queue: every rejected record with its reason and source.
+    Dlq {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// Kafka helpers.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
     /// Score alerts against the truth of a simulated utility: recall and delay per scenario, false alerts.
     Eval {
         /// Folder with labels.csv (as written by `gridwatch simulate`).
@@ -101,6 +137,37 @@ The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, th
     },
 }
 
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Validate a register CSV and publish every row to the compacted register topic.
+    Load {
+        #[arg(long)]
+        registry: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Print records (committed only) as JSON lines as they arrive.
+    Tail {
+        /// Start at the oldest alert instead of the newest.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many alerts.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Stop after this many seconds without a new alert.
+        #[arg(long)]
+        idle_exit: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create the gridwatch topics that don't exist yet (the register topic compacted).
+    Create,
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
@@ -111,6 +178,12 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRIDWATCH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Run {
             registry,
@@ -154,6 +227,49 @@ fn real_main(cli: Cli) -> Result<()> {
             );
         }
         Command::Eval { data, alerts, json } => eval::run(&data, &alerts, json)?,
+        Command::Ingest { readings } => services::ingest_file(&config, &readings)?,
+        Command::Registry {
+            command: RegistryCommand::Load { registry },
+        } => services::registry_load(&config, &registry)?,
+        Command::Ingester => services::ingester(&config)?,
+        Command::Detect => services::detect(&config)?,
+        Command::Sink { out } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(&config.sink.out));
+            services::sink(&config, &out)?
+        }
+        Command::Alerts {
+            command:
+                AlertsCommand::Tail {
+                    from_beginning,
+                    limit,
+                    idle_exit,
+                },
+        } => {
+            let t = services::Tail {
+                from_beginning,
+                limit,
+                idle_exit,
+            };
+            services::tail(&config, &config.kafka.topics.alerts, t)?
+        }
+        Command::Dlq {
+            command:
+                AlertsCommand::Tail {
+                    from_beginning,
+                    limit,
+                    idle_exit,
+                },
+        } => {
+            let t = services::Tail {
+                from_beginning,
+                limit,
+                idle_exit,
+            };
+            services::tail(&config, &config.kafka.topics.dlq, t)?
+        }
+        Command::Topics {
+            command: TopicsCommand::Create,
+        } => services::topics_create(&config)?,
     }
     Ok(())
 }

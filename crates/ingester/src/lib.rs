@@ -1,8 +1,11 @@
 //! The ingester: parsers and validation for readings and the register, and the shells that
 //! move them to Kafka (the producer with its DLQ, the HTTP API).
 
+pub mod http;
+pub mod kafka;
 pub mod parse;
 pub mod registry;
 
+pub use kafka::{ingest, reading_key, IngestCounts, SendError, Sender};
 pub use parse::{Format, Records, Reject, Validation};
 pub use registry::{read_registry, RegistryError};

@@ -406,6 +406,7 @@ pub fn json_object(m: &Map<String, Value>, v: Validation) -> Result<Reading, Str
         }
     };
     let req_text = |k: &str| text(k)?.ok_or_else(|| format!("field {k}: missing"));
+    let (meter_id, ts) = (req_text("meter_id")?, req_text("ts")?);
     let interval_s = match m.get("interval_s") {
         None | Some(Value::Null) => return Err("field interval_s: missing".into()),
         Some(Value::Number(n)) => n
@@ -418,8 +419,8 @@ pub fn json_object(m: &Map<String, Value>, v: Validation) -> Result<Reading, Str
     };
     build(
         RawReading {
-            meter_id: req_text("meter_id")?,
-            ts: req_text("ts")?,
+            meter_id,
+            ts,
             interval_s,
             kwh: num("kwh")?.ok_or("field kwh: missing")?,
             kvarh: num("kvarh")?,

@@ -2,6 +2,7 @@
 //! placement of files; [`service`] consumes `gridwatch.alerts` and commits offsets only after
 //! the files are in place.
 
+pub mod service;
 pub mod writer;
 
 pub use writer::{ArrowFiles, Batches, Row};

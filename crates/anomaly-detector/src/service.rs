@@ -1,0 +1,265 @@
+//! The detector as a Kafka service: register from `gridwatch.registry`, readings from
+//! `gridwatch.readings`, alerts to `gridwatch.alerts` — exactly once. Each batch of alerts
+//! and the consumed offsets are committed in one Kafka transaction.
+//!
+//! State recovery is by replay: the engine is deterministic, so on start the detector reads
+//! its partitions from the beginning, feeding the engine silently up to the committed
+//! offsets, and produces only from there on. A crash at any point therefore yields the same
+//! alerts, with the same ids, as an uninterrupted run. On any transaction error the service
+//! exits and relies on restart + replay (crash-only).
+
+use crate::engine::{Engine, Use};
+use anyhow::{anyhow, bail, Context, Result};
+use gridwatch_core::kafka::{consumer_config, partitions, producer_config};
+use gridwatch_core::{Config, DlqRecord, MeterRecord, Reading, RegistryUpdate};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counters the service logs as it goes.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    pub replayed: u64,
+    pub readings: u64,
+    pub alerts: u64,
+    pub dlq: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    pub transactions: u64,
+}
+
+fn registry_update(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<RegistryUpdate, String> {
+    match payload {
+        None => {
+            let key = key.ok_or("a delete (null value) without a key")?;
+            Ok(RegistryUpdate::Delete {
+                meter_id: String::from_utf8_lossy(key).into_owned(),
+            })
+        }
+        Some(p) => serde_json::from_slice::<MeterRecord>(p)
+            .map(RegistryUpdate::Upsert)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Reads the whole compacted register into the engine, then leaves the consumer positioned
+/// for live updates.
+fn load_registry(cfg: &Config, engine: &mut Engine) -> Result<BaseConsumer> {
+    let k = &cfg.kafka;
+    let consumer: BaseConsumer =
+        consumer_config(k, &format!("{}-registry", cfg.detector.group_id)).create()?;
+    let topic = &k.topics.registry;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in partitions(&consumer, topic).map_err(|e| anyhow!(e))? {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+        if hi > lo {
+            ends.insert(p, hi);
+        }
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut sink = Vec::new();
+    let mut rows = 0u64;
+    let deadline = Instant::now() + TIMEOUT * 4;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            bail!(
+                "the register topic {topic} could not be read to its end within {:?}",
+                TIMEOUT * 4
+            );
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg.context("reading the register")?;
+        match registry_update(msg.key(), msg.payload()) {
+            Ok(u) => {
+                engine.apply_registry(u, &mut sink);
+                rows += 1;
+            }
+            Err(e) => tracing::error!(
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "bad register record skipped: {e}"
+            ),
+        }
+        if ends
+            .get(&msg.partition())
+            .is_some_and(|end| msg.offset() + 1 >= *end)
+        {
+            ends.remove(&msg.partition());
+        }
+    }
+    tracing::info!(rows, meters = engine.meters(), "register loaded");
+    Ok(consumer)
+}
+
+fn send_retrying(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(10));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs until `stop` is set (then finishes the open batch) or an error occurs.
+pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
+    let k = &cfg.kafka;
+    let d = &cfg.detector;
+    let mut engine = Engine::new(d.clone()).map_err(|e| anyhow!(e))?;
+    let registry = load_registry(cfg, &mut engine)?;
+
+    let consumer: BaseConsumer = consumer_config(k, &d.group_id).create()?;
+    let topic = &k.topics.readings;
+    let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
+    let mut all = TopicPartitionList::new();
+    for p in &parts {
+        all.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(all, TIMEOUT)
+        .context("committed offsets of the detector group")?;
+    let mut replay_until: HashMap<i32, i64> = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in &parts {
+        let c = committed.find_partition(topic, *p).map(|e| e.offset());
+        replay_until.insert(
+            *p,
+            match c {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            },
+        );
+        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    tracing::info!(
+        ?replay_until,
+        "replaying committed readings to rebuild state"
+    );
+
+    let mut pcfg = producer_config(k);
+    pcfg.set("transactional.id", &d.transactional_id)
+        .set("transaction.timeout.ms", "60000");
+    let producer: BaseProducer = pcfg.create()?;
+    producer
+        .init_transactions(TIMEOUT)
+        .context("init_transactions (is another detector running with this transactional_id?)")?;
+    let group = consumer
+        .group_metadata()
+        .ok_or_else(|| anyhow!("no consumer group metadata"))?;
+
+    let mut progress = Progress::default();
+    let mut alerts = Vec::new();
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut dlq: Vec<Vec<u8>> = Vec::new();
+    let mut last_log = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        while let Some(msg) = registry.poll(Duration::ZERO) {
+            let msg = msg.context("reading the register")?;
+            match registry_update(msg.key(), msg.payload()) {
+                Ok(u) => engine.apply_registry(u, &mut alerts),
+                Err(e) => {
+                    tracing::error!(offset = msg.offset(), "bad register record skipped: {e}")
+                }
+            }
+        }
+        // Register changes resolve episodes: those messages go out with the next transaction.
+        for a in alerts.drain(..) {
+            out.push((a.target_id().to_string(), serde_json::to_vec(&a)?));
+        }
+        let mut live = false;
+        let started = Instant::now();
+        let mut n = 0;
+        while n < d.batch_size {
+            let left = Duration::from_millis(100).saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let Some(msg) = consumer.poll(left) else {
+                break;
+            };
+            let msg = msg.context("reading readings")?;
+            n += 1;
+            let is_live = msg.offset() >= replay_until.get(&msg.partition()).copied().unwrap_or(0);
+            let parsed = msg
+                .payload()
+                .ok_or_else(|| "empty value".to_string())
+                .and_then(|p| serde_json::from_slice::<Reading>(p).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(r) => {
+                    let used = engine.on_reading(&r, &mut alerts);
+                    if is_live {
+                        progress.readings += 1;
+                        match used {
+                            Use::Late => progress.late += 1,
+                            Use::Duplicate => progress.duplicates += 1,
+                            Use::Counted => {}
+                        }
+                    }
+                }
+                Err(reason) if is_live => {
+                    let rec = DlqRecord {
+                        reason: format!("detector: not a reading: {reason}"),
+                        source: format!("{topic}/{}/{}", msg.partition(), msg.offset()),
+                        raw: String::from_utf8_lossy(msg.payload().unwrap_or_default())
+                            .into_owned(),
+                    };
+                    dlq.push(serde_json::to_vec(&rec)?);
+                }
+                Err(_) => {}
+            }
+            if is_live {
+                live = true;
+                for a in alerts.drain(..) {
+                    out.push((a.target_id().to_string(), serde_json::to_vec(&a)?));
+                }
+            } else {
+                progress.replayed += 1;
+                alerts.clear();
+            }
+        }
+        if live || !out.is_empty() {
+            producer.begin_transaction()?;
+            for (key, value) in &out {
+                send_retrying(
+                    &producer,
+                    BaseRecord::to(&k.topics.alerts)
+                        .key(key.as_bytes())
+                        .payload(value),
+                )?;
+            }
+            for value in &dlq {
+                send_retrying(&producer, BaseRecord::to(&k.topics.dlq).payload(value))?;
+            }
+            let position = consumer.position()?;
+            producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
+            producer.commit_transaction(TIMEOUT)?;
+            progress.alerts += out.len() as u64;
+            progress.dlq += dlq.len() as u64;
+            progress.transactions += 1;
+            out.clear();
+            dlq.clear();
+        }
+        producer.poll(Duration::ZERO);
+        if last_log.elapsed() > Duration::from_secs(10) {
+            last_log = Instant::now();
+            tracing::info!(?progress, meters = engine.meters(), "detector progress");
+        }
+    }
+    tracing::info!(?progress, "detector stopped");
+    Ok(progress)
+}

@@ -1,0 +1,238 @@
+//! The Kafka-facing commands: the three services (ingester, detect, sink) and the operator
+//! helpers (ingest, registry load, alerts tail, topics create).
+
+use anyhow::{anyhow, bail, Context, Result};
+use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions};
+use gridwatch_core::Config;
+use gridwatch_ingester::{ingest, read_registry, Format, Sender, Validation};
+use indicatif::ProgressBar;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// A flag set on SIGINT or SIGTERM, for the blocking service loops.
+fn stop_flag(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    rt.spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stop requested: finishing the current batch");
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn topics_create(cfg: &Config) -> Result<()> {
+    runtime()?
+        .block_on(ensure_topics(&cfg.kafka))
+        .map_err(|e| anyhow!(e))?;
+    let t = &cfg.kafka.topics;
+    println!(
+        "topics ready at {}: {}, {}, {}, {} (compacted)",
+        cfg.kafka.bootstrap_servers, t.readings, t.alerts, t.dlq, t.registry
+    );
+    Ok(())
+}
+
+/// `gridwatch ingest`: a readings file (or stdin) to Kafka.
+pub fn ingest_file(cfg: &Config, readings: &str) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
+        let sender = Sender::new(&cfg.kafka)?;
+        let (input, name): (Box<dyn BufRead>, &str) = if readings == "-" {
+            (Box::new(BufReader::new(io::stdin())), "stdin")
+        } else {
+            let f = File::open(readings).with_context(|| format!("{readings}: cannot open"))?;
+            (Box::new(BufReader::with_capacity(1 << 20, f)), readings)
+        };
+        let bar = if io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+        let started = std::time::Instant::now();
+        let counts = ingest(&sender, input, name, Format::from_path(readings), Validation { max_ts: Some(now() + 86_400) }, |line| {
+            bar.set_message(format!("{line} lines"));
+            bar.tick();
+        })
+        .await?;
+        bar.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}: {} readings to {}, {} rejects to {} in {:.1} s ({:.0} records/s)",
+            name,
+            counts.readings,
+            cfg.kafka.topics.readings,
+            counts.rejects,
+            cfg.kafka.topics.dlq,
+            secs,
+            (counts.readings + counts.rejects) as f64 / secs.max(1e-9)
+        );
+        if counts.failed > 0 {
+            bail!(
+                "{} records were not acknowledged by Kafka (first: {}); run the ingest again — duplicates are counted once",
+                counts.failed,
+                counts.first_failure.unwrap_or_default()
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `gridwatch registry load`: a register CSV to the compacted register topic.
+pub fn registry_load(cfg: &Config, path: &Path) -> Result<()> {
+    let name = path.display().to_string();
+    let f = File::open(path).with_context(|| format!("{name}: cannot open register"))?;
+    let rows = read_registry(BufReader::new(f), &name)?;
+    runtime()?.block_on(async {
+        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
+        let sender = Sender::new(&cfg.kafka)?;
+        let mut acks = Vec::with_capacity(rows.len());
+        for r in &rows {
+            acks.push(sender.send_patiently(|s| s.send_registry(r)).await?.wait());
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        println!(
+            "{name}: {} meters loaded to {}",
+            rows.len(),
+            cfg.kafka.topics.registry
+        );
+        Ok(())
+    })
+}
+
+/// `gridwatch ingester`: the HTTP API.
+pub fn ingester(cfg: &Config) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
+        let sender = Sender::new(&cfg.kafka)?;
+        let listener = tokio::net::TcpListener::bind(&cfg.ingester.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.ingester.listen))?;
+        tracing::info!(listen = %cfg.ingester.listen, "ingester listening");
+        println!("ingester listening on http://{}", listener.local_addr()?);
+        gridwatch_ingester::http::serve(
+            listener,
+            sender.clone(),
+            cfg.ingester.clone(),
+            shutdown_signal(),
+        )
+        .await?;
+        sender.flush(Duration::from_secs(10))?;
+        Ok(())
+    })
+}
+
+/// `gridwatch detect`: the anomaly-detector service.
+pub fn detect(cfg: &Config) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(ensure_topics(&cfg.kafka))
+        .map_err(|e| anyhow!(e))?;
+    let stop = stop_flag(&rt);
+    let cfg = cfg.clone();
+    let progress = rt.block_on(
+        rt.spawn_blocking(move || gridwatch_anomaly_detector::service::run(&cfg, &stop)),
+    )??;
+    println!("detector stopped: {progress:?}");
+    Ok(())
+}
+
+/// `gridwatch sink`: alerts to Arrow files.
+pub fn sink(cfg: &Config, out: &Path) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(ensure_topics(&cfg.kafka))
+        .map_err(|e| anyhow!(e))?;
+    let stop = stop_flag(&rt);
+    let (cfg, out) = (cfg.clone(), out.to_path_buf());
+    let progress =
+        rt.block_on(rt.spawn_blocking(move || gridwatch_sink::service::run(&cfg, &out, &stop)))??;
+    println!("sink stopped: {progress:?}");
+    Ok(())
+}
+
+/// What `gridwatch alerts tail` and `gridwatch dlq tail` do.
+pub struct Tail {
+    pub from_beginning: bool,
+    pub limit: Option<u64>,
+    pub idle_exit: Option<u64>,
+}
+
+/// Prints the committed records of `topic` as lines, for operators (`alerts tail`, `dlq tail`).
+pub fn tail(cfg: &Config, topic: &str, t: Tail) -> Result<()> {
+    let Tail {
+        from_beginning,
+        limit,
+        idle_exit,
+    } = t;
+    let rt = runtime()?;
+    let stop = stop_flag(&rt);
+    let consumer: BaseConsumer = consumer_config(&cfg.kafka, "gridwatch-tail").create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(&consumer, topic).map_err(|e| anyhow!(e))? {
+        tpl.add_partition_offset(
+            topic,
+            p,
+            if from_beginning {
+                Offset::Beginning
+            } else {
+                Offset::End
+            },
+        )?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = io::stdout().lock();
+    let mut n = 0u64;
+    let mut idle = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| n < l) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(msg) => {
+                let msg = msg?;
+                out.write_all(msg.payload().unwrap_or_default())?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+                n += 1;
+                idle = std::time::Instant::now();
+            }
+            None => {
+                if idle_exit.is_some_and(|s| idle.elapsed() >= Duration::from_secs(s)) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}

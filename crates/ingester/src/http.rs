@@ -1,0 +1,266 @@
+//! The HTTP API: `POST /v1/readings` (JSON array, NDJSON or CSV), `GET /healthz`, `GET /readyz`.
+//! A request is answered 200 only once the broker has acknowledged every record in it —
+//! readings on the readings topic, rejects on the DLQ. If Kafka can't take them: 503 with
+//! `Retry-After`, and the client sends the request again (duplicates are counted once
+//! downstream).
+
+use crate::kafka::{Ack, SendError, Sender};
+use crate::parse::{json_object, Format, Records, Validation};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gridwatch_core::{DlqRecord, IngesterConfig, Reading};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct AppState {
+    sender: Sender,
+    cfg: IngesterConfig,
+    requests: AtomicU64,
+    run_id: String,
+}
+
+/// The router of the ingester's HTTP API.
+pub fn router(sender: Sender, cfg: IngesterConfig) -> Router {
+    let limit = cfg.max_body_bytes;
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    );
+    let state = Arc::new(AppState {
+        sender,
+        cfg,
+        requests: AtomicU64::new(0),
+        run_id,
+    });
+    Router::new()
+        .route("/v1/readings", post(post_readings))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sender: Sender,
+    cfg: IngesterConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(sender, cfg))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    let sender = app.sender.clone();
+    let ok = tokio::task::spawn_blocking(move || sender.ready(Duration::from_secs(2)))
+        .await
+        .unwrap_or(false);
+    if ok {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "kafka unreachable\n").into_response()
+    }
+}
+
+fn error(status: StatusCode, request_id: &str, msg: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"request_id": request_id, "error": msg.into()})),
+    )
+        .into_response()
+}
+
+/// Parses a body into readings and rejects, each reject with its source.
+fn parse_body(
+    kind: &str,
+    body: &[u8],
+    source: &str,
+    v: Validation,
+) -> Result<(Vec<Reading>, Vec<DlqRecord>), String> {
+    let mut readings = Vec::new();
+    let mut rejects = Vec::new();
+    match kind {
+        "application/json" => {
+            let items = match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Array(items)) => items,
+                Ok(obj @ Value::Object(_)) => vec![obj],
+                Ok(_) => return Err("a JSON body must be an array of reading objects".into()),
+                Err(e) => return Err(format!("invalid JSON: {e}")),
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let parsed = match &item {
+                    Value::Object(m) => json_object(m, v),
+                    _ => Err("not a JSON object".to_string()),
+                };
+                match parsed {
+                    Ok(r) => readings.push(r),
+                    Err(reason) => rejects.push(DlqRecord {
+                        reason,
+                        source: format!("{source}#{i}"),
+                        raw: item.to_string(),
+                    }),
+                }
+            }
+        }
+        "application/x-ndjson" | "application/jsonl" | "text/csv" => {
+            let format = if kind == "text/csv" {
+                Format::Csv
+            } else {
+                Format::JsonLines
+            };
+            for item in Records::new(body, format, v) {
+                match item.map_err(|e| e.to_string())? {
+                    Ok(r) => readings.push(r),
+                    Err(rej) => rejects.push(DlqRecord {
+                        reason: rej.reason,
+                        source: format!("{source}:{}", rej.line),
+                        raw: rej.raw,
+                    }),
+                }
+            }
+        }
+        other => return Err(format!("unsupported content type {other:?}")),
+    }
+    Ok((readings, rejects))
+}
+
+async fn post_readings(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let n = app.requests.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("{}-{n}", app.run_id);
+    let source = format!("http:{request_id}");
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if !matches!(
+        kind.as_str(),
+        "application/json" | "application/x-ndjson" | "application/jsonl" | "text/csv"
+    ) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &request_id,
+            format!("Content-Type must be application/json (an array), application/x-ndjson or text/csv; got {kind:?}"),
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let validation = Validation {
+        max_ts: Some(now + 86_400),
+    };
+    let (readings, rejects) = match parse_body(&kind, &body, &source, validation) {
+        Ok(x) => x,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, &request_id, msg),
+    };
+    let mut acks: Vec<Ack> = Vec::with_capacity(readings.len() + rejects.len());
+    let mut failure: Option<SendError> = None;
+    for r in &readings {
+        match app.sender.send_reading(r) {
+            Ok(a) => acks.push(a),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        for rec in &rejects {
+            match app.sender.send_dlq(rec) {
+                Ok(a) => acks.push(a),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    let timeout = Duration::from_millis(app.cfg.ack_timeout_ms);
+    let waited = tokio::time::timeout(
+        timeout,
+        futures::future::join_all(acks.into_iter().map(Ack::wait)),
+    )
+    .await;
+    let failure = failure.or_else(|| match waited {
+        Err(_) => Some(SendError::Kafka(format!(
+            "no acknowledgement within {} ms",
+            app.cfg.ack_timeout_ms
+        ))),
+        Ok(results) => results.into_iter().find_map(Result::err),
+    });
+    if let Some(e) = failure {
+        tracing::warn!(request_id, "records not stored: {e}");
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &request_id,
+            format!("records not stored, send the request again: {e}"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return resp;
+    }
+    let reasons: Vec<Value> = rejects
+        .iter()
+        .take(10)
+        .map(|r| json!({"source": r.source, "reason": r.reason}))
+        .collect();
+    Json(json!({
+        "request_id": request_id,
+        "accepted": readings.len(),
+        "rejected": rejects.len(),
+        "reasons": reasons,
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_of_each_type_parse_with_sources() {
+        let v = Validation::default();
+        let json = br#"[{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":0.2}, 5, {"meter_id":"M1"}]"#;
+        let (ok, bad) = parse_body("application/json", json, "http:r1", v).unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[0].source, "http:r1#1");
+        assert!(bad[1].reason.contains("field ts"), "{}", bad[1].reason);
+        let nd = b"{\"meter_id\":\"M1\",\"ts\":\"2026-01-05T00:15:00Z\",\"interval_s\":900,\"kwh\":0.2}\nnope\n";
+        let (ok, bad) = parse_body("application/x-ndjson", nd, "http:r2", v).unwrap();
+        assert_eq!((ok.len(), bad.len()), (1, 1));
+        assert_eq!(bad[0].source, "http:r2:2");
+        let csv = b"meter_id,ts,interval_s,kwh\nM1,2026-01-05T00:15:00Z,900,0.2\n";
+        assert_eq!(
+            parse_body("text/csv", csv, "http:r3", v).unwrap().0.len(),
+            1
+        );
+        assert!(parse_body("text/csv", b"a,b\n1,2\n", "x", v)
+            .unwrap_err()
+            .contains("header"));
+        assert!(parse_body("application/json", b"{nope", "x", v)
+            .unwrap_err()
+            .contains("invalid JSON"));
+        assert!(parse_body("application/json", b"42", "x", v).is_err());
+    }
+}
