@@ -1,0 +1,382 @@
+//! End to end against a real Kafka broker: HTTP → ingester → readings topic → detector →
+//! alerts topic → sink → Arrow files, read back by pyarrow and polars; rejects on the DLQ;
+//! the embedded and Kafka runs agree alert for alert, through kill -9 of detector and sink.
+
+use gridwatch_e2e::{free_port, get, kafka, post, python, repo_root, wait_until, Env};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const REGISTRY: &str = "site_id,meter_id,feeder_id,role,customer_class,permitted_kw,status,licensed_mining,lat,lon,region\n\
+F1,H1,F1,feeder_head,,,active,false,,,\n\
+S1,M1,F1,customer,residential,12,active,false,52.3,77.0,Pavlodar\n\
+S2,M2,F1,customer,residential,12,disconnected,false,52.3,77.1,Pavlodar\n\
+S3,M3,F1,customer,residential,12,active,false,52.2,77.0,Pavlodar\n\
+S4,M4,F1,customer,mining,600,active,true,52.2,77.2,Pavlodar\n";
+
+const T0: i64 = 1_767_571_200; // 2026-01-05T00:00:00Z
+
+fn household(i: i64) -> f64 {
+    let h = (i / 4) % 24;
+    0.3 + if (17..22).contains(&h) { 1.5 } else { 0.0 } + ((i * 7919) % 11) as f64 * 0.02
+}
+
+/// Two days of 15-minute readings as CSV lines for one meter.
+fn csv_lines(meter: &str, kw: impl Fn(i64) -> f64) -> Vec<String> {
+    (1..=2 * 96)
+        .map(|i| {
+            let ts = gridwatch_core::time::format_rfc3339(T0 + i * 900);
+            format!("{meter},{ts},900,{:.4},F1", kw(i) / 4.0)
+        })
+        .collect()
+}
+
+fn alert_counts(alerts: &[Value]) -> BTreeMap<(String, String), usize> {
+    let mut m = BTreeMap::new();
+    for a in alerts {
+        *m.entry((
+            a["alert_id"].as_str().unwrap().to_string(),
+            a["status"].as_str().unwrap().to_string(),
+        ))
+        .or_default() += 1;
+    }
+    m
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) {
+    let mut s = String::new();
+    for r in rows {
+        writeln!(s, "{r}").unwrap();
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// Loads the Arrow output with the README's pyarrow and polars snippets and checks it holds
+/// exactly the rows of `alerts` (a JSON Lines file).
+fn check_with_python(flagged: &Path, alerts: &Path) {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/python/check_arrow.py"))
+        .arg(flagged)
+        .arg(alerts)
+        .arg(repo_root().join("README.md"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); scripts/test.sh installs it",
+                python().display()
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "python checks failed:\n{text}");
+}
+
+#[test]
+fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
+    let Some(bootstrap) = kafka() else { return };
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = Env::new(&bootstrap, "http")
+        .with("GRIDWATCH__INGESTER__LISTEN", &addr)
+        .with("GRIDWATCH__INGESTER__MAX_BODY_BYTES", "300000");
+    let reg = env.dir.join("registry.csv");
+    std::fs::write(&reg, REGISTRY).unwrap();
+    env.run(&["registry", "load", "--registry", reg.to_str().unwrap()]);
+
+    let out = env.dir.join("out");
+    let mut ingester = env.spawn("ingester", &["ingester"]);
+    let mut detector = env.spawn("detector", &["detect"]);
+    let mut sink = env.spawn("sink", &["sink", "--out", out.to_str().unwrap()]);
+    wait_until("the ingester to be ready", Duration::from_secs(60), || {
+        get(&addr, "/readyz") == 200
+    });
+    assert_eq!(get(&addr, "/healthz"), 200);
+
+    // A mining farm at a residence from 06:00 on day one; consumption on the disconnected
+    // site from noon; a normal household; a licensed farm within its permit; a meter that is
+    // not in the register.
+    let feeds: Vec<(&str, Box<dyn Fn(i64) -> f64>)> = vec![
+        (
+            "M1",
+            Box::new(|i| household(i) + if i > 24 { 86.0 } else { 0.0 }),
+        ),
+        ("M2", Box::new(|i| if i > 48 { household(i) } else { 0.0 })),
+        ("M3", Box::new(household)),
+        ("M4", Box::new(|i| 500.0 + (i % 3) as f64)),
+        ("MX", Box::new(|_| 5.0)),
+    ];
+    let mut accepted = 0;
+    for (meter, kw) in &feeds {
+        let body = format!(
+            "meter_id,ts,interval_s,kwh,feeder_id\n{}\n",
+            csv_lines(meter, kw).join("\n")
+        );
+        let (status, _, resp) = post(&addr, "/v1/readings", "text/csv", body.as_bytes());
+        assert_eq!(status, 200, "{resp}");
+        let v: Value = serde_json::from_str(&resp).unwrap();
+        assert_eq!(v["rejected"], 0, "{resp}");
+        accepted += v["accepted"].as_u64().unwrap();
+    }
+    assert_eq!(accepted, 5 * 192);
+
+    // JSON array and NDJSON, each with bad records that must reach the DLQ with reasons.
+    let json = r#"[{"meter_id":"M3","ts":"2026-01-07T00:15:00Z","interval_s":900,"kwh":0.1},
+                   {"meter_id":"M3","ts":"2026-01-07T00:30:00Z","interval_s":900},
+                   {"meter_id":"M3","ts":"7 January","interval_s":900,"kwh":0.1}]"#;
+    let (status, _, resp) = post(&addr, "/v1/readings", "application/json", json.as_bytes());
+    assert_eq!(status, 200, "{resp}");
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(1), Some(2)),
+        "{resp}"
+    );
+    assert!(
+        v["reasons"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("field kwh: missing"),
+        "{resp}"
+    );
+    assert!(
+        v["reasons"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("field ts"),
+        "{resp}"
+    );
+    let nd = "{\"meter_id\":\"M3\",\"ts\":\"2026-01-07T00:45:00Z\",\"interval_s\":900,\"kwh\":0.1}\n{\"meter_id\":\"M3\",\"ts\":\"2026-01-07T01:00:00Z\",\"interval_s\":0,\"kwh\":0.1}\n";
+    let (status, _, resp) = post(
+        &addr,
+        "/v1/readings",
+        "application/x-ndjson; charset=utf-8",
+        nd.as_bytes(),
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("field interval_s"), "{resp}");
+
+    // Unusable requests are refused outright.
+    let (status, _, resp) = post(&addr, "/v1/readings", "text/plain", b"hello");
+    assert_eq!(status, 415, "{resp}");
+    let (status, _, resp) = post(&addr, "/v1/readings", "application/json", b"{\"meter_id\":");
+    assert_eq!(status, 400, "{resp}");
+    assert!(resp.contains("invalid JSON"), "{resp}");
+    let (status, _, _) = post(&addr, "/v1/readings", "text/csv", &vec![b'x'; 400_000]);
+    assert_eq!(status, 413);
+
+    // The alerts: every case found, the household and the licensed farm left alone.
+    let alerts = env.tail("alerts", 5, Duration::from_secs(90));
+    let opened: BTreeMap<String, String> = alerts
+        .iter()
+        .filter(|a| a["status"] == "open")
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap().to_string(),
+                a["meter_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        opened.get("mining_signature").map(String::as_str),
+        Some("M1"),
+        "{alerts:#?}"
+    );
+    assert_eq!(
+        opened.get("capacity_exceeded").map(String::as_str),
+        Some("M1")
+    );
+    assert_eq!(
+        opened.get("disconnected_consumption").map(String::as_str),
+        Some("M2")
+    );
+    assert_eq!(
+        opened.get("unregistered_meter").map(String::as_str),
+        Some("MX")
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["meter_id"] != "M3" && a["meter_id"] != "M4"),
+        "{alerts:#?}"
+    );
+    let farm = alerts
+        .iter()
+        .find(|a| a["kind"] == "mining_signature")
+        .unwrap();
+    assert_eq!(farm["site_id"], "S1");
+    assert_eq!(farm["feeder_id"], "F1");
+    assert!(farm["summary"].as_str().unwrap().contains("residential"));
+
+    // Every reject is on the DLQ with its reason and source.
+    let dlq = env.tail("dlq", 3, Duration::from_secs(30));
+    assert_eq!(dlq.len(), 3, "{dlq:#?}");
+    assert!(dlq
+        .iter()
+        .all(|d| d["source"].as_str().unwrap().starts_with("http:")
+            && !d["raw"].as_str().unwrap().is_empty()));
+    assert!(dlq
+        .iter()
+        .any(|d| d["reason"].as_str().unwrap().contains("interval_s")));
+
+    // The sink writes them all; on SIGTERM it flushes and exits cleanly.
+    settle(|| logged_rows(&sink.log_text()) >= alerts.len());
+    assert!(
+        sink.stop(),
+        "sink did not stop cleanly:\n{}",
+        sink.log_text()
+    );
+    assert!(
+        ingester.stop(),
+        "ingester did not stop cleanly:\n{}",
+        ingester.log_text()
+    );
+    assert!(
+        detector.stop(),
+        "detector did not stop cleanly:\n{}",
+        detector.log_text()
+    );
+    let jsonl = env.dir.join("alerts.jsonl");
+    write_jsonl(&jsonl, &alerts);
+    check_with_python(&out.join("flagged"), &jsonl);
+}
+
+/// Rows a sink reports as written in its log.
+fn logged_rows(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("alerts written"))
+        .filter_map(|l| {
+            l.split("rows=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Gives a service up to 30 s to reach a state before it is stopped; whatever the outcome,
+/// the checks after it are exact.
+fn settle(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn embedded_and_kafka_agree_through_kill_9_of_detector_and_sink() {
+    let Some(bootstrap) = kafka() else { return };
+    let env = Env::new(&bootstrap, "same").with("GRIDWATCH__DETECTOR__BATCH_SIZE", "300");
+    let data = env.dir.join("data");
+    let d = data.to_str().unwrap();
+    env.run(&[
+        "simulate", "--out", d, "--sites", "60", "--days", "6", "--seed", "11",
+    ]);
+    let emb = env.dir.join("embedded");
+    env.run(&[
+        "run",
+        "--registry",
+        &format!("{d}/registry.csv"),
+        "--readings",
+        &format!("{d}/readings.csv"),
+        "--out",
+        emb.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        embedded.len() >= 5,
+        "the simulated utility should raise alerts: {embedded:#?}"
+    );
+    let kinds: std::collections::BTreeSet<&str> = embedded
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.len() >= 3, "{kinds:?}");
+
+    // The readings arrive in two halves, with crashes in between.
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let part1 = data.join("part1.csv");
+    let part2 = data.join("part2.csv");
+    std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
+    std::fs::write(
+        &part2,
+        format!("{}\n{}\n", lines[0], lines[half..].join("\n")),
+    )
+    .unwrap();
+
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        &format!("{d}/registry.csv"),
+    ]);
+    env.run(&["ingest", "--readings", part1.to_str().unwrap()]);
+    let out = env.dir.join("kafka-out");
+    let o = out.to_str().unwrap();
+    let mut sink = env.spawn("sink1", &["sink", "--out", o]);
+    let mut detector = env.spawn("detector1", &["detect"]);
+    wait_until(
+        "alerts from the first half",
+        Duration::from_secs(120),
+        || !env.tail("alerts", 1, Duration::ZERO).is_empty(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // Crash both with state in memory and files half written, perhaps.
+    detector.kill9();
+    sink.kill9();
+    let partial = env.tail("alerts", 0, Duration::ZERO).len();
+    println!(
+        "killed the detector and the sink after {partial} of {} alerts",
+        embedded.len()
+    );
+    assert!(
+        partial > 0 && partial < embedded.len(),
+        "the crash must fall between the first and the last alert"
+    );
+
+    env.run(&["ingest", "--readings", part2.to_str().unwrap()]);
+    // A second crash at an arbitrary point: while replaying or mid-stream, small transactions.
+    let mut detector = env.spawn("detector2", &["detect"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    detector.kill9();
+    let mut detector = env.spawn("detector3", &["detect"]);
+    let mut sink = env.spawn("sink2", &["sink", "--out", o]);
+    let kafka = env.tail("alerts", embedded.len(), Duration::from_secs(180));
+    // Wait a little longer: nothing more (no duplicates) may arrive.
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "Kafka and embedded alerts differ"
+    );
+    assert!(
+        detector.log_text().contains("replaying"),
+        "{}",
+        detector.log_text()
+    );
+    let before = std::fs::read_to_string(env.dir.join("sink1.log")).unwrap_or_default();
+    settle(|| logged_rows(&before) + logged_rows(&sink.log_text()) >= kafka_all.len());
+    assert!(sink.stop(), "{}", sink.log_text());
+    assert!(detector.stop(), "{}", detector.log_text());
+    let jsonl = env.dir.join("kafka-alerts.jsonl");
+    write_jsonl(&jsonl, &kafka_all);
+    check_with_python(&out.join("flagged"), &jsonl);
+    // And the embedded run's own Arrow output matches its alerts.jsonl.
+    check_with_python(&emb.join("flagged"), &emb.join("alerts.jsonl"));
+}

@@ -1,0 +1,264 @@
+//! Helpers for the end-to-end suites: a real broker (required under `CI=true`), isolated
+//! topic names per test, the `gridwatch` binary as child processes, a tiny HTTP client.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The broker the suites use: `GRIDWATCH_TEST_KAFKA`, default 127.0.0.1:9092. Returns `None`
+/// (the test then says it skipped) when unreachable, except under `CI=true`, where a missing
+/// broker is a failure.
+pub fn kafka() -> Option<String> {
+    let addr = std::env::var("GRIDWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let reachable = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if reachable {
+        return Some(addr);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("Kafka is not reachable at {addr}, and CI=true: tests that need Kafka must run (start it with deploy/kafka/kafka.sh up)");
+    }
+    eprintln!("SKIPPED: Kafka not reachable at {addr} (start it with deploy/kafka/kafka.sh up)");
+    None
+}
+
+/// The `gridwatch` binary: `GRIDWATCH_BIN`, or the workspace's debug build.
+pub fn bin() -> PathBuf {
+    if let Ok(p) = std::env::var("GRIDWATCH_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/gridwatch");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build -p gridwatch` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The Python with pyarrow and polars: `GRIDWATCH_PYTHON`, or `.venv/bin/python`.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("GRIDWATCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One test's private corner of the broker: its own topics, groups and transactional ids.
+pub struct Env {
+    pub vars: Vec<(String, String)>,
+    pub dir: PathBuf,
+}
+
+impl Env {
+    pub fn new(bootstrap: &str, name: &str) -> Env {
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000;
+        let p = format!("t{nonce}-{name}");
+        let dir = std::env::temp_dir().join(format!("gridwatch-e2e-{p}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vars = [
+            ("GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS", bootstrap.to_string()),
+            (
+                "GRIDWATCH__KAFKA__TOPICS__READINGS",
+                format!("{p}.readings"),
+            ),
+            (
+                "GRIDWATCH__KAFKA__TOPICS__REGISTRY",
+                format!("{p}.registry"),
+            ),
+            ("GRIDWATCH__KAFKA__TOPICS__ALERTS", format!("{p}.alerts")),
+            ("GRIDWATCH__KAFKA__TOPICS__DLQ", format!("{p}.dlq")),
+            ("GRIDWATCH__DETECTOR__GROUP_ID", format!("{p}-detector")),
+            (
+                "GRIDWATCH__DETECTOR__TRANSACTIONAL_ID",
+                format!("{p}-detector-0"),
+            ),
+            ("GRIDWATCH__SINK__GROUP_ID", format!("{p}-sink")),
+            ("GRIDWATCH__SINK__ROLL_AGE_S", "1".to_string()),
+            ("GRIDWATCH_LOG", "info".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Env { vars, dir }
+    }
+
+    pub fn with(mut self, key: &str, value: &str) -> Env {
+        self.vars.retain(|(k, _)| k != key);
+        self.vars.push((key.into(), value.into()));
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
+            .env_remove("GRIDWATCH_CONFIG");
+        c
+    }
+
+    /// Runs a command to completion; panics with its output if it fails.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("gridwatch runs");
+        assert!(
+            out.status.success(),
+            "gridwatch {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts a service in the background; its log goes to `<dir>/<name>.log`.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Service {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = self
+            .command(args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("gridwatch starts");
+        Service {
+            child: Some(child),
+            log: self.dir.join(format!("{name}.log")),
+        }
+    }
+
+    /// Reads a topic's committed records as JSON until `n` arrived or `timeout` passed.
+    pub fn tail(&self, what: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.run(&[what, "tail", "--from-beginning", "--idle-exit", "3"]);
+            let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("{what} record is not JSON ({e}): {l}"))
+                })
+                .collect();
+            if rows.len() >= n || Instant::now() > deadline {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// A background `gridwatch` service, stopped with SIGTERM (then killed) when dropped.
+pub struct Service {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// SIGTERM, then wait up to 20 s; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// SIGKILL: a crash at an arbitrary point.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 POST; returns (status, headers, body).
+pub fn post(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the ingester");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The server may answer (413) before reading a large body; a failed write is fine then.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// GET, for health checks.
+pub fn get(addr: &str, path: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `f` holds or panics after `timeout` with `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
