@@ -19,6 +19,9 @@ S4,M4,F1,customer,mining,600,active,true,52.2,77.2,Pavlodar\n";
 
 const T0: i64 = 1_767_571_200; // 2026-01-05T00:00:00Z
 
+/// Demand (kW) of one meter by 15-minute step.
+type Load = Box<dyn Fn(i64) -> f64>;
+
 fn household(i: i64) -> f64 {
     let h = (i / 4) % 24;
     0.3 + if (17..22).contains(&h) { 1.5 } else { 0.0 } + ((i * 7919) % 11) as f64 * 0.02
@@ -102,7 +105,7 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
     // A mining farm at a residence from 06:00 on day one; consumption on the disconnected
     // site from noon; a normal household; a licensed farm within its permit; a meter that is
     // not in the register.
-    let feeds: Vec<(&str, Box<dyn Fn(i64) -> f64>)> = vec![
+    let feeds: Vec<(&str, Load)> = vec![
         (
             "M1",
             Box::new(|i| household(i) + if i > 24 { 86.0 } else { 0.0 }),
