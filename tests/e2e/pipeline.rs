@@ -2,7 +2,7 @@
 //! alerts topic → sink → Arrow files, read back by pyarrow and polars; rejects on the DLQ;
 //! the embedded and Kafka runs agree alert for alert, through kill -9 of detector and sink.
 
-use gridwatch_e2e::{free_port, get, kafka, post, python, repo_root, wait_until, Env};
+use gridwatch_e2e::{free_port, get, kafka, post, python, repo_root, serial, wait_until, Env};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,6 +83,7 @@ fn check_with_python(flagged: &Path, alerts: &Path) {
 
 #[test]
 fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
+    let _one_at_a_time = serial();
     let Some(bootstrap) = kafka() else { return };
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -276,6 +277,7 @@ fn settle(mut done: impl FnMut() -> bool) {
 
 #[test]
 fn embedded_and_kafka_agree_through_kill_9_of_detector_and_sink() {
+    let _one_at_a_time = serial();
     let Some(bootstrap) = kafka() else { return };
     let env = Env::new(&bootstrap, "same").with("GRIDWATCH__DETECTOR__BATCH_SIZE", "300");
     let data = env.dir.join("data");
@@ -382,4 +384,22 @@ fn embedded_and_kafka_agree_through_kill_9_of_detector_and_sink() {
     check_with_python(&out.join("flagged"), &jsonl);
     // And the embedded run's own Arrow output matches its alerts.jsonl.
     check_with_python(&emb.join("flagged"), &emb.join("alerts.jsonl"));
+}
+
+#[test]
+fn demo_finds_every_hidden_case_and_no_false_alert() {
+    let dir = std::env::temp_dir().join(format!("gridwatch-demo-{}", std::process::id()));
+    let out = Command::new(gridwatch_e2e::bin())
+        .args(["demo", "--out", dir.to_str().unwrap()])
+        .output()
+        .expect("the demo runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Found 7 of 7 hidden cases."), "{text}");
+    assert!(text.contains("No false alerts"), "{text}");
+    check_with_python(&dir.join("flagged"), &dir.join("alerts.jsonl"));
 }

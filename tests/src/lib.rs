@@ -27,6 +27,13 @@ pub fn kafka() -> Option<String> {
     None
 }
 
+/// Serializes the suites that drive the broker: each spawns several services, and the
+/// machine may have two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The `gridwatch` binary: `GRIDWATCH_BIN`, or the workspace's debug build.
 pub fn bin() -> PathBuf {
     if let Ok(p) = std::env::var("GRIDWATCH_BIN") {

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The test command. On a fresh machine it installs what is missing (Debian packages, the Kafka
+# jars, a Python venv with pyarrow and polars), starts a real single-node Kafka broker, runs
+# cargo fmt --check, clippy -D warnings and every test, and stops the broker however it ends.
+#
+# Environment: CI=true makes tests that need Kafka fail (never skip) when it is unreachable.
+# KAFKA_PORT (9092) picks the broker port.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+pkgs=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev libsasl2-dev)
+command -v mvn >/dev/null || pkgs+=(maven)
+command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo=sudo
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "all present"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+
+step "python venv with pyarrow and polars"
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import pyarrow, polars' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+fi
+.venv/bin/python -c 'import pyarrow, polars; print("pyarrow", pyarrow.__version__, "polars", polars.__version__)'
+
+step "kafka broker"
+port=${KAFKA_PORT:-9092}
+started_here=false
+if ! deploy/kafka/kafka.sh status >/dev/null 2>&1; then
+  started_here=true
+fi
+cleanup() {
+  if $started_here; then
+    step "stopping the kafka broker"
+    deploy/kafka/kafka.sh down || true
+  fi
+}
+trap cleanup EXIT
+deploy/kafka/kafka.sh up
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build"
+cargo build -p gridwatch
+
+step "tests (unit, and end to end against the broker on 127.0.0.1:$port)"
+export GRIDWATCH_TEST_KAFKA="127.0.0.1:$port"
+export GRIDWATCH_PYTHON="$root/.venv/bin/python"
+export GRIDWATCH_BIN="$root/target/debug/gridwatch"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
