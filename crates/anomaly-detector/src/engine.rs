@@ -39,7 +39,6 @@ pub struct Engine {
     cfg: DetectorConfig,
     index: FxHashMap<Box<str>, u32>,
     slots: Vec<Slot>,
-    ids: Vec<Box<str>>,
     stats: Stats,
 }
 
@@ -66,7 +65,6 @@ impl Engine {
             cfg,
             index: FxHashMap::default(),
             slots: Vec::new(),
-            ids: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -86,7 +84,6 @@ impl Engine {
         }
         let i = self.slots.len();
         self.index.insert(meter_id.into(), i as u32);
-        self.ids.push(meter_id.into());
         self.slots.push(Slot {
             reg: None,
             st: MeterState::new(),
@@ -179,9 +176,9 @@ impl Engine {
         used
     }
 
-    /// The meter ids the engine tracks, in first-seen order.
-    pub fn meter_ids(&self) -> impl Iterator<Item = &str> {
-        self.ids.iter().map(|s| &**s)
+    /// Size of the per-meter detection state, for memory budgeting.
+    pub fn state_bytes_per_meter(&self) -> usize {
+        std::mem::size_of::<Slot>()
     }
 }
 

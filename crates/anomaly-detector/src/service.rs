@@ -122,6 +122,15 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
     let mut engine = Engine::new(d.clone()).map_err(|e| anyhow!(e))?;
     let registry = load_registry(cfg, &mut engine)?;
 
+    // Fence any previous instance first: this aborts a transaction it left open, without
+    // which the group's committed offsets stay unstable (unreadable) until it times out.
+    let mut pcfg = producer_config(k);
+    pcfg.set("transactional.id", &d.transactional_id)
+        .set("transaction.timeout.ms", "60000");
+    let producer: BaseProducer = pcfg.create()?;
+    producer
+        .init_transactions(TIMEOUT)
+        .context("init_transactions (is another detector running with this transactional_id?)")?;
     let consumer: BaseConsumer = consumer_config(k, &d.group_id).create()?;
     let topic = &k.topics.readings;
     let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
@@ -151,13 +160,6 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
         "replaying committed readings to rebuild state"
     );
 
-    let mut pcfg = producer_config(k);
-    pcfg.set("transactional.id", &d.transactional_id)
-        .set("transaction.timeout.ms", "60000");
-    let producer: BaseProducer = pcfg.create()?;
-    producer
-        .init_transactions(TIMEOUT)
-        .context("init_transactions (is another detector running with this transactional_id?)")?;
     let group = consumer
         .group_metadata()
         .ok_or_else(|| anyhow!("no consumer group metadata"))?;

@@ -26,24 +26,34 @@ fn site(id: &str, class: CustomerClass, permit: Option<f64>) -> MeterRecord {
     }
 }
 
+/// The reading of 15-minute step `i` at demand `kw`.
+fn reading(meter: &str, i: i64, kw: f64) -> Reading {
+    Reading {
+        meter_id: meter.into(),
+        ts: T0 + i * STEP,
+        interval_s: STEP as u32,
+        kwh: kw * STEP as f64 / 3600.0,
+        kvarh: None,
+        kwh_export: None,
+        voltage_v: None,
+        current_a: None,
+        feeder_id: None,
+    }
+}
+
+fn opened(alerts: &[Alert], kind: AlertKind) -> usize {
+    alerts
+        .iter()
+        .filter(|a| a.kind == kind && a.status == AlertStatus::Open)
+        .count()
+}
+
 /// Feeds `days` of 15-minute readings whose demand (kW) is `kw(step index, hour of day)`.
 fn feed(engine: &mut Engine, meter: &str, days: i64, kw: impl Fn(i64, i64) -> f64) -> Vec<Alert> {
     let mut out = Vec::new();
     for i in 1..=days * 96 {
-        let ts = T0 + i * STEP;
-        let hour = ((ts - 1) / 3600) % 24;
-        let r = Reading {
-            meter_id: meter.into(),
-            ts,
-            interval_s: STEP as u32,
-            kwh: kw(i, hour) * STEP as f64 / 3600.0,
-            kvarh: None,
-            kwh_export: None,
-            voltage_v: None,
-            current_a: None,
-            feeder_id: None,
-        };
-        engine.on_reading(&r, &mut out);
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        engine.on_reading(&reading(meter, i, kw(i, hour)), &mut out);
     }
     out
 }
@@ -89,10 +99,7 @@ fn mining_farm_at_a_residence_is_flagged_fast_with_evidence() {
         .filter(|a| a.kind == AlertKind::MiningSignature)
         .collect();
     assert_eq!(
-        mining
-            .iter()
-            .filter(|a| a.status == AlertStatus::Open)
-            .count(),
+        opened(&alerts, AlertKind::MiningSignature),
         1,
         "{mining:#?}"
     );
@@ -326,32 +333,15 @@ fn a_communication_gap_neither_resolves_nor_reopens_a_case() {
     let mut alerts = Vec::new();
     // 6 days of a 40 kW farm, with 30 hours of silence on day 3.
     let gap = 2 * 96 + 10..2 * 96 + 10 + 120;
-    for i in 1..=6 * 96i64 {
-        if gap.contains(&i) {
-            continue;
-        }
-        let r = Reading {
-            meter_id: "M1".into(),
-            ts: T0 + i * STEP,
-            interval_s: STEP as u32,
-            kwh: (household(i, 0) + 40.0) * 0.25,
-            kvarh: None,
-            kwh_export: None,
-            voltage_v: None,
-            current_a: None,
-            feeder_id: None,
-        };
-        e.on_reading(&r, &mut alerts);
+    for i in (1..=6 * 96i64).filter(|i| !gap.contains(i)) {
+        e.on_reading(&reading("M1", i, household(i, 0) + 40.0), &mut alerts);
     }
     let mining: Vec<_> = alerts
         .iter()
         .filter(|a| a.kind == AlertKind::MiningSignature)
         .collect();
     assert_eq!(
-        mining
-            .iter()
-            .filter(|a| a.status == AlertStatus::Open)
-            .count(),
+        opened(&alerts, AlertKind::MiningSignature),
         1,
         "{mining:#?}"
     );

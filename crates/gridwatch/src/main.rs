@@ -149,17 +149,7 @@ enum RegistryCommand {
 #[derive(Subcommand)]
 enum AlertsCommand {
     /// Print records (committed only) as JSON lines as they arrive.
-    Tail {
-        /// Start at the oldest alert instead of the newest.
-        #[arg(long)]
-        from_beginning: bool,
-        /// Stop after this many alerts.
-        #[arg(long)]
-        limit: Option<u64>,
-        /// Stop after this many seconds without a new alert.
-        #[arg(long)]
-        idle_exit: Option<u64>,
-    },
+    Tail(services::Tail),
 }
 
 #[derive(Subcommand)]
@@ -238,35 +228,11 @@ fn real_main(cli: Cli) -> Result<()> {
             services::sink(&config, &out)?
         }
         Command::Alerts {
-            command:
-                AlertsCommand::Tail {
-                    from_beginning,
-                    limit,
-                    idle_exit,
-                },
-        } => {
-            let t = services::Tail {
-                from_beginning,
-                limit,
-                idle_exit,
-            };
-            services::tail(&config, &config.kafka.topics.alerts, t)?
-        }
+            command: AlertsCommand::Tail(t),
+        } => services::tail(&config, &config.kafka.topics.alerts, t)?,
         Command::Dlq {
-            command:
-                AlertsCommand::Tail {
-                    from_beginning,
-                    limit,
-                    idle_exit,
-                },
-        } => {
-            let t = services::Tail {
-                from_beginning,
-                limit,
-                idle_exit,
-            };
-            services::tail(&config, &config.kafka.topics.dlq, t)?
-        }
+            command: AlertsCommand::Tail(t),
+        } => services::tail(&config, &config.kafka.topics.dlq, t)?,
         Command::Topics {
             command: TopicsCommand::Create,
         } => services::topics_create(&config)?,

@@ -185,9 +185,16 @@ pub fn sink(cfg: &Config, out: &Path) -> Result<()> {
 }
 
 /// What `gridwatch alerts tail` and `gridwatch dlq tail` do.
+#[derive(clap::Args)]
 pub struct Tail {
+    /// Start at the oldest record instead of the newest.
+    #[arg(long)]
     pub from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long)]
     pub limit: Option<u64>,
+    /// Stop after this many seconds without a new record.
+    #[arg(long)]
     pub idle_exit: Option<u64>,
 }
 
