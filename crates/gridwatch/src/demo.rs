@@ -4,22 +4,55 @@ use crate::{create, embedded, eval};
 use anyhow::Result;
 use gridwatch_core::time::format_rfc3339;
 use gridwatch_core::Config;
-use gridwatch_simulator::{SimConfig, Utility};
+use gridwatch_simulator::{Scenarios, SimConfig, Utility};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
 
-/// Writes registry.csv, readings.csv and labels.csv of a simulated utility to `dir`.
-pub fn simulate(dir: &Path, cfg: SimConfig, progress: bool) -> Result<u64> {
+/// Parses a reading interval: `15m`, `1h`, `900s` or `900`.
+pub fn parse_interval(s: &str) -> Result<u32> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u32 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--interval {s:?}: expected e.g. 15m, 1h or 900"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => anyhow::bail!("--interval {s:?}: unit must be s, m or h"),
+    };
+    Ok(n * mult)
+}
+
+/// Writes registry.csv, labels.csv and simulation.json of a simulated utility to `dir`.
+pub fn write_truth(dir: &Path, utility: &Utility) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let utility = Utility::generate(cfg);
     let mut reg = create(&dir.join("registry.csv"))?;
     utility.write_registry(&mut reg)?;
     reg.flush()?;
     let mut labels = create(&dir.join("labels.csv"))?;
     utility.write_labels(&mut labels)?;
     labels.flush()?;
+    let c = &utility.cfg;
+    let meta = serde_json::json!({
+        "sites": c.sites, "days": c.days, "seed": c.seed, "start": format_rfc3339(c.start),
+        "interval_s": c.interval_s, "tz": c.tz, "scenarios": format!("{:?}", c.scenarios),
+    });
+    std::fs::write(
+        dir.join("simulation.json"),
+        serde_json::to_string_pretty(&meta)? + "\n",
+    )?;
+    Ok(())
+}
+
+/// Writes registry.csv, readings.csv, labels.csv and simulation.json of a simulated utility.
+pub fn simulate(dir: &Path, cfg: SimConfig, progress: bool) -> Result<u64> {
+    let utility = Utility::generate(cfg).map_err(anyhow::Error::msg)?;
+    write_truth(dir, &utility)?;
     let bar = if progress && std::io::stderr().is_terminal() {
         ProgressBar::new(0)
     } else {
@@ -44,16 +77,14 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
     let started = Instant::now();
     let data = out.join("data");
     println!("Simulating a utility: {sites} sites on {} feeders, {days} days of 15-minute readings (seed {seed})…", sites.div_ceil(50));
-    let rows = simulate(
-        &data,
-        SimConfig {
-            sites,
-            days,
-            seed,
-            ..Default::default()
-        },
-        true,
-    )?;
+    let cfg = SimConfig {
+        sites,
+        days,
+        seed,
+        scenarios: Scenarios::Demo,
+        ..Default::default()
+    };
+    let rows = simulate(&data, cfg, true)?;
     println!(
         "  {rows} readings in {}",
         data.join("readings.csv").display()

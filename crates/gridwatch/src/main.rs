@@ -77,16 +77,68 @@ The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, th
         seed: u64,
     },
     /// Write a simulated utility: registry.csv, readings.csv and labels.csv (the truth).
+    #[command(
+        long_about = "Write a simulated utility with hidden unauthorized connections and the truth.\n\n\
+Files: registry.csv (the register, in the contract format), readings.csv (meter_id,ts,interval_s,kwh,\
+feeder_id,kwh_export), labels.csv (target_type,target_id,scenario,onset,required) and simulation.json \
+(the parameters). Households replay real half-hourly households; feeder heads measure their customers, \
+technical losses that grow with load, and unmetered taps. Cases: mining farms from 1 kW to 5 MW at \
+homes, shops and factories, home miners, night-only, duty-cycled and ramping miners, unregistered \
+meters, consumption on disconnected or suspended sites, capacity creep, feeder taps, tampering. \
+Negatives: licensed farms, cold stores, hospitals, bakeries, electric heating, EV chargers, vacations, \
+seasonal pumps. Faults: gaps, duplicates, out-of-order and late readings, skewed clocks, DST (with --tz).\n\n\
+The same seed gives the same files. Output streams, so large fleets need time, not memory.\n\n\
+Example: gridwatch simulate --out sim --sites 3000 --days 14 --seed 1"
+    )]
     Simulate {
-        /// Output folder.
+        /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// Number of customer sites (one meter each); 50 sites per feeder.
         #[arg(long, default_value_t = 300)]
         sites: usize,
+        /// Days of readings.
         #[arg(long, default_value_t = 14)]
         days: u32,
+        /// Random seed.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// First interval start, RFC 3339.
+        #[arg(long, default_value = "2026-01-05T00:00:00Z")]
+        start: String,
+        /// IANA time zone whose local clock the loads follow (DST included), e.g. Europe/Berlin.
+        #[arg(long, default_value = "Asia/Almaty")]
+        tz: String,
+        /// Reading interval: 5m, 15m, 30m, 1h or seconds.
+        #[arg(long, default_value = "15m")]
+        interval: String,
+        /// Plant only the demo's handful of cases instead of the whole library.
+        #[arg(long)]
+        demo_cases: bool,
+        /// Produce the readings straight to the readings topic (and the register to its topic)
+        /// instead of readings.csv, and print the rate.
+        #[arg(long)]
+        to_kafka: bool,
+    },
+    /// Score alerts against the truth of a simulated utility.
+    #[command(
+        long_about = "Score alerts against the truth of a simulated utility.\n\n\
+Reads DATA/labels.csv, DATA/registry.csv and DATA/simulation.json (as written by `gridwatch simulate`) \
+and the alerts (alerts.jsonl). Prints, per scenario: cases, found, recall, median and p90 detection \
+delay in event time (onset to the first alert opened on the target); per alert kind: precision; per \
+customer class: recall and false alerts per 10,000 site-days; then every miss and every false alert \
+with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl --json"
+    )]
+    Eval {
+        /// Folder written by `gridwatch simulate`.
+        #[arg(long)]
+        data: PathBuf,
+        /// alerts.jsonl to score.
+        #[arg(long)]
+        alerts: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a readings file (CSV or JSON Lines, or - for stdin) to Kafka; rejects go to the DLQ.
     Ingest {
@@ -123,18 +175,6 @@ The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, th
         #[command(subcommand)]
         command: TopicsCommand,
     },
-    /// Score alerts against the truth of a simulated utility: recall and delay per scenario, false alerts.
-    Eval {
-        /// Folder with labels.csv (as written by `gridwatch simulate`).
-        #[arg(long)]
-        data: PathBuf,
-        /// alerts.jsonl to score.
-        #[arg(long)]
-        alerts: PathBuf,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +199,11 @@ enum TopicsCommand {
 }
 
 fn main() {
+    // Behave like a Unix filter: `gridwatch alerts tail | head` ends quietly.
+    // SAFETY: restoring the default SIGPIPE action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
         eprintln!("error: {e:#}");
@@ -202,19 +247,39 @@ fn real_main(cli: Cli) -> Result<()> {
             sites,
             days,
             seed,
+            start,
+            tz,
+            interval,
+            demo_cases,
+            to_kafka,
         } => {
+            let start = gridwatch_core::time::parse_rfc3339(&start)
+                .map_err(|e| anyhow::anyhow!("--start {start:?}: {e}"))?;
+            let interval_s = demo::parse_interval(&interval)?;
+            let scenarios = if demo_cases {
+                gridwatch_simulator::Scenarios::Demo
+            } else {
+                gridwatch_simulator::Scenarios::Full
+            };
             let cfg = gridwatch_simulator::SimConfig {
                 sites,
                 days,
                 seed,
+                start,
+                interval_s,
+                tz,
+                scenarios,
                 ..Default::default()
             };
-            let rows = demo::simulate(&out, cfg, true)?;
-            println!(
-                "wrote {} readings for {sites} sites over {days} days to {}/ (registry.csv, readings.csv, labels.csv)",
-                rows,
-                out.display()
-            );
+            if to_kafka {
+                services::simulate_to_kafka(&config, &out, cfg)?;
+            } else {
+                let rows = demo::simulate(&out, cfg, true)?;
+                println!(
+                    "wrote {rows} readings for {sites} sites over {days} days to {}/ (registry.csv, readings.csv, labels.csv, simulation.json)",
+                    out.display()
+                );
+            }
         }
         Command::Eval { data, alerts, json } => eval::run(&data, &alerts, json)?,
         Command::Ingest { readings } => services::ingest_file(&config, &readings)?,

@@ -1,17 +1,30 @@
-//! A simulated utility: a register of feeders and sites, interval readings with realistic
-//! load shapes, hidden unauthorized connections, hard negatives, and the ground truth.
-//! Output is streamed in event-time order, so fleet size is bounded by time, not memory.
+//! A simulated utility: a register of feeders and sites, interval readings with realistic load
+//! shapes (households replay real ones), hidden unauthorized connections, hard negatives,
+//! data faults, and the ground truth. Readings are produced interval by interval, so fleet
+//! size is bounded by time, not memory.
 
+pub mod household;
 mod profile;
 mod rng;
 pub mod score;
 
-pub use profile::Profile;
+pub use profile::{At, Profile, Schedule};
 pub use rng::Rng;
 
 use gridwatch_core::time::format_rfc3339;
 use gridwatch_core::{CustomerClass, MeterRecord, Role, SiteStatus};
+use std::collections::BinaryHeap;
 use std::io::{self, Write};
+
+/// Which hidden cases to plant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenarios {
+    /// The demo's handful: farms at residences and a shop, a home miner, an unregistered meter,
+    /// consumption on a disconnected site, a site over its permit.
+    Demo,
+    /// The whole library, scaled with the number of sites.
+    Full,
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -22,10 +35,19 @@ pub struct SimConfig {
     /// First interval start, epoch seconds (UTC).
     pub start: i64,
     pub interval_s: u32,
-    /// Share of readings sent twice (duplicates).
+    /// The utility's time zone: load shapes follow its local clock, DST included.
+    pub tz: String,
+    pub scenarios: Scenarios,
+    /// Share of readings sent twice.
     pub duplicate_rate: f64,
-    /// Share of meters with a communication gap of a few hours.
+    /// Share of meters with a communication gap of 2–30 hours.
     pub gap_rate: f64,
+    /// Share of readings sent 1–3 intervals late (within the allowed lateness).
+    pub out_of_order_rate: f64,
+    /// Share of readings sent 6–12 hours late (beyond it).
+    pub late_rate: f64,
+    /// Share of meters whose clock is off by 1–5 minutes.
+    pub skew_rate: f64,
 }
 
 impl Default for SimConfig {
@@ -36,8 +58,13 @@ impl Default for SimConfig {
             seed: 7,
             start: 1_767_571_200, // 2026-01-05T00:00:00Z, a Monday
             interval_s: 900,
+            tz: "Asia/Almaty".into(),
+            scenarios: Scenarios::Full,
             duplicate_rate: 0.002,
             gap_rate: 0.05,
+            out_of_order_rate: 0.005,
+            late_rate: 0.0005,
+            skew_rate: 0.01,
         }
     }
 }
@@ -49,18 +76,51 @@ pub struct Label {
     pub target_id: String,
     pub scenario: String,
     pub onset: i64,
-    /// Must be found (false for cases below the detection targets).
+    /// Counts toward the detection targets (false for cases below them).
     pub required: bool,
 }
 
-/// One simulated meter: its register row (absent for an unregistered meter), its load, and
-/// its feeder.
+/// How a meter misreports what flows through it (the feeder head still sees the truth).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tamper {
+    /// Reports zero from onset.
+    Zero { onset: i64 },
+    /// Reports only `share` of the load from onset (a bypass of the rest).
+    Bypass { share: f64, onset: i64 },
+    /// Reports the load as exported (a reversed meter) from onset.
+    Reverse { onset: i64 },
+}
+
+/// One simulated customer meter.
 #[derive(Debug, Clone)]
 pub struct SimMeter {
     pub record: MeterRecord,
     pub registered: bool,
     pub profile: Profile,
+    pub tamper: Option<Tamper>,
     pub gap: Option<(i64, i64)>,
+    pub skew_s: i64,
+}
+
+/// One feeder: its head meter, its technical-loss ratio at average load, and any unmetered
+/// taps.
+#[derive(Debug, Clone)]
+pub struct SimFeeder {
+    pub feeder_id: String,
+    pub head_meter: String,
+    pub loss_ratio: f64,
+    pub taps: Vec<Profile>,
+}
+
+/// One reading as the simulator emits it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimReading<'a> {
+    pub meter_id: &'a str,
+    pub ts: i64,
+    pub interval_s: u32,
+    pub kwh: f64,
+    pub kwh_export: Option<f64>,
+    pub feeder_id: &'a str,
 }
 
 /// A whole simulated utility.
@@ -68,9 +128,9 @@ pub struct SimMeter {
 pub struct Utility {
     pub cfg: SimConfig,
     pub meters: Vec<SimMeter>,
+    pub feeders: Vec<SimFeeder>,
     pub labels: Vec<Label>,
-    /// Per feeder: head meter id, technical loss ratio.
-    pub feeders: Vec<(String, String, f64)>,
+    tz: jiff::tz::TimeZone,
 }
 
 const REGIONS: [(&str, f64, f64); 3] = [
@@ -79,218 +139,62 @@ const REGIONS: [(&str, f64, f64); 3] = [
     ("Karaganda", 49.80, 73.10),
 ];
 
+/// Sites per feeder.
+const FEEDER_SITES: usize = 50;
+
 impl Utility {
-    /// Builds the register and the hidden cases for `cfg`; deterministic for its seed.
-    pub fn generate(cfg: SimConfig) -> Utility {
-        let mut rng = Rng::fork(cfg.seed, 1);
-        let n_feeders = cfg.sites.div_ceil(50).max(1);
-        let horizon = cfg.start + i64::from(cfg.days) * 86_400;
-        let mut meters = Vec::with_capacity(cfg.sites);
-        let mut labels = Vec::new();
-        let feeders: Vec<(String, String, f64)> = (0..n_feeders)
-            .map(|f| {
-                (
-                    format!("F{:02}", f + 1),
-                    format!("H{:02}", f + 1),
-                    rng.range(0.03, 0.07),
-                )
-            })
-            .collect();
-        // Onsets fall in the second to fifth day, so every case has history before it.
-        let onset = |rng: &mut Rng| {
-            cfg.start + 86_400 + rng.below(u64::from(cfg.days.min(5) - 1).max(1) * 96) as i64 * 900
-        };
-        for i in 0..cfg.sites {
-            let feeder = &feeders[i % n_feeders].0;
-            let (region, lat0, lon0) = REGIONS[(i % n_feeders) % REGIONS.len()];
-            let site_id = format!("S{:05}", i + 1);
-            let meter_id = format!("M{:06}", 100_000 + i + 1);
-            let mut rec = MeterRecord {
-                site_id: site_id.clone(),
-                meter_id: meter_id.clone(),
-                feeder_id: feeder.clone(),
-                role: Role::Customer,
-                customer_class: Some(CustomerClass::Residential),
-                permitted_kw: Some(12.0),
-                status: SiteStatus::Active,
-                licensed_mining: false,
-                lat: Some(lat0 + rng.range(-0.05, 0.05)),
-                lon: Some(lon0 + rng.range(-0.05, 0.05)),
-                region: Some(region.to_string()),
-                timezone: None,
-            };
-            let mut registered = true;
-            let seed = rng.next_u64();
-            // The first sites carry the hidden cases and the hard negatives, spread over feeders.
-            let profile = match i {
-                0 | 11 => {
-                    let kw = if i == 0 { 86.0 } else { rng.range(20.0, 60.0) };
-                    let t = onset(&mut rng);
-                    labels.push(label("site", &site_id, "mining_farm_residential", t, true));
-                    Profile::Miner {
-                        base: Box::new(Profile::household(seed)),
-                        kw,
-                        onset: t,
-                    }
-                }
-                1 => {
-                    let t = onset(&mut rng);
-                    labels.push(label("site", &site_id, "home_miner", t, true));
-                    rec.permitted_kw = Some(15.0);
-                    Profile::Miner {
-                        base: Box::new(Profile::household(seed)),
-                        kw: 6.0,
-                        onset: t,
-                    }
-                }
-                2 => {
-                    let t = onset(&mut rng);
-                    labels.push(label("site", &site_id, "mining_farm_commercial", t, true));
-                    rec.customer_class = Some(CustomerClass::Commercial);
-                    rec.permitted_kw = Some(100.0);
-                    Profile::Miner {
-                        base: Box::new(Profile::Shop {
-                            peak_kw: 14.0,
-                            seed,
-                        }),
-                        kw: 60.0,
-                        onset: t,
-                    }
-                }
-                3 => {
-                    // Wired in before the data begins: every reading of it is unauthorized.
-                    registered = false;
-                    labels.push(label(
-                        "meter",
-                        &meter_id,
-                        "unregistered_meter",
-                        cfg.start,
-                        true,
-                    ));
-                    Profile::Miner {
-                        base: Box::new(Profile::Off),
-                        kw: 35.0,
-                        onset: cfg.start,
-                    }
-                }
-                4 => {
-                    rec.status = SiteStatus::Disconnected;
-                    let t = onset(&mut rng);
-                    labels.push(label("site", &site_id, "disconnected_consumption", t, true));
-                    Profile::After {
-                        inner: Box::new(Profile::household(seed)),
-                        onset: t,
-                    }
-                }
-                5 => {
-                    rec.customer_class = Some(CustomerClass::Commercial);
-                    rec.permitted_kw = Some(20.0);
-                    let t = onset(&mut rng);
-                    labels.push(label("site", &site_id, "capacity_exceedance", t, true));
-                    Profile::Grow {
-                        inner: Box::new(Profile::Shop {
-                            peak_kw: 16.0,
-                            seed,
-                        }),
-                        factor: 2.4,
-                        onset: t,
-                    }
-                }
-                6 => {
-                    rec.customer_class = Some(CustomerClass::Mining);
-                    rec.licensed_mining = true;
-                    rec.permitted_kw = Some(650.0);
-                    Profile::Flat {
-                        kw: 520.0,
-                        noise: 0.01,
-                        seed,
-                    }
-                }
-                7 => {
-                    rec.customer_class = Some(CustomerClass::Commercial);
-                    rec.permitted_kw = Some(90.0);
-                    Profile::Flat {
-                        kw: 55.0,
-                        noise: 0.05,
-                        seed,
-                    } // cold storage
-                }
-                8 => {
-                    rec.customer_class = Some(CustomerClass::Public);
-                    rec.permitted_kw = Some(400.0);
-                    Profile::Hospital { kw: 240.0, seed }
-                }
-                9 => {
-                    rec.customer_class = Some(CustomerClass::Commercial);
-                    rec.permitted_kw = Some(60.0);
-                    Profile::Bakery { kw: 40.0, seed }
-                }
-                10 => {
-                    rec.status = SiteStatus::Suspended;
-                    Profile::Off
-                }
-                _ => {
-                    let roll = rng.f64();
-                    if roll < 0.80 {
-                        Profile::household(seed)
-                    } else if roll < 0.90 {
-                        rec.customer_class = Some(CustomerClass::Commercial);
-                        let peak = rng.range(8.0, 40.0);
-                        rec.permitted_kw = Some((peak * rng.range(1.4, 2.0)).round());
-                        Profile::Shop {
-                            peak_kw: peak,
-                            seed,
-                        }
-                    } else if roll < 0.94 {
-                        rec.customer_class = Some(CustomerClass::Industrial);
-                        let kw = rng.range(80.0, 400.0);
-                        rec.permitted_kw = Some((kw * 1.5).round());
-                        Profile::Factory { kw, seed }
-                    } else if roll < 0.97 {
-                        rec.customer_class = Some(CustomerClass::Agricultural);
-                        rec.permitted_kw = Some(40.0);
-                        Profile::Pump {
-                            kw: rng.range(10.0, 25.0),
-                            seed,
-                        }
-                    } else {
-                        rec.customer_class = Some(CustomerClass::Public);
-                        let kw = rng.range(20.0, 60.0);
-                        rec.permitted_kw = Some((kw * 2.0).round());
-                        Profile::School { kw, seed }
-                    }
-                }
-            };
-            let gap = rng.chance(cfg.gap_rate).then(|| {
-                let s = cfg.start + rng.below(u64::from(cfg.days) * 24) as i64 * 3600;
-                (s, (s + rng.range(2.0, 30.0) as i64 * 3600).min(horizon))
-            });
-            meters.push(SimMeter {
-                record: rec,
-                registered,
-                profile,
-                gap,
-            });
+    /// Builds the register and the hidden cases; deterministic for the seed.
+    pub fn generate(cfg: SimConfig) -> Result<Utility, String> {
+        let tz =
+            jiff::tz::TimeZone::get(&cfg.tz).map_err(|e| format!("time zone {:?}: {e}", cfg.tz))?;
+        if cfg.days < 2 {
+            return Err("simulate at least 2 days".into());
         }
-        Utility {
+        if !(60..=86_400).contains(&cfg.interval_s) || 86_400 % cfg.interval_s != 0 {
+            return Err(format!("interval {} s must divide a day", cfg.interval_s));
+        }
+        let mut b = Builder::new(&cfg, &tz);
+        b.plant();
+        let (meters, feeders, labels) = (b.meters, b.feeders, b.labels);
+        Ok(Utility {
             cfg,
             meters,
-            labels,
             feeders,
+            labels,
+            tz,
+        })
+    }
+
+    fn local(&self, utc: i64) -> At {
+        let offset = self
+            .tz
+            .to_offset(jiff::Timestamp::from_second(utc).expect("in range"))
+            .seconds();
+        At {
+            utc,
+            local: utc + i64::from(offset),
         }
     }
 
-    /// The register as CSV (the unregistered meters left out), feeder heads first.
+    /// The register as CSV (unregistered meters left out), feeder heads first.
     pub fn write_registry(&self, w: &mut impl Write) -> io::Result<()> {
-        writeln!(w, "{}", gridwatch_core::registry::REGISTRY_HEADER.join(","))?;
-        for (feeder, head, _) in &self.feeders {
-            writeln!(w, "{feeder},{head},{feeder},feeder_head,,,active,false,,,")?;
+        writeln!(
+            w,
+            "{},timezone",
+            gridwatch_core::registry::REGISTRY_HEADER.join(",")
+        )?;
+        for f in &self.feeders {
+            writeln!(
+                w,
+                "{},{},{},feeder_head,,,active,false,,,,{}",
+                f.feeder_id, f.head_meter, f.feeder_id, self.cfg.tz
+            )?;
         }
         for m in self.meters.iter().filter(|m| m.registered) {
             let r = &m.record;
             writeln!(
                 w,
-                "{},{},{},customer,{},{},{},{},{},{},{}",
+                "{},{},{},customer,{},{},{},{},{},{},{},{}",
                 r.site_id,
                 r.meter_id,
                 r.feeder_id,
@@ -300,7 +204,8 @@ impl Utility {
                 r.licensed_mining,
                 r.lat.map_or(String::new(), |v| format!("{v:.4}")),
                 r.lon.map_or(String::new(), |v| format!("{v:.4}")),
-                r.region.as_deref().unwrap_or("")
+                r.region.as_deref().unwrap_or(""),
+                self.cfg.tz
             )?;
         }
         Ok(())
@@ -322,69 +227,674 @@ impl Utility {
         Ok(())
     }
 
-    /// Streams every reading as contract CSV, interval by interval; feeder heads measure
-    /// their customers plus technical losses. Returns the number of data rows written.
-    pub fn write_readings(
+    /// Produces every reading in emission order: interval by interval, with the configured
+    /// faults (duplicates, gaps, out-of-order and late readings, skewed clocks). Feeder heads
+    /// measure their customers' true load, technical losses that grow with load, and any
+    /// unmetered taps. Returns the number of readings emitted.
+    pub fn readings<E>(
         &self,
-        w: &mut impl Write,
+        mut emit: impl FnMut(&SimReading<'_>) -> Result<(), E>,
         mut progress: impl FnMut(u64, u64),
-    ) -> io::Result<u64> {
+    ) -> Result<u64, E> {
         let cfg = &self.cfg;
         let step = i64::from(cfg.interval_s);
         let steps = i64::from(cfg.days) * 86_400 / step;
+        let hours = step as f64 / 3600.0;
         let mut fault = Rng::fork(cfg.seed, 2);
         let mut feeder_kw = vec![0.0; self.feeders.len()];
-        let mut rows = 0u64;
-        let mut line = String::with_capacity(96);
-        writeln!(w, "meter_id,ts,interval_s,kwh,feeder_id")?;
+        let mut feeder_avg: Vec<f64> = vec![0.0; self.feeders.len()];
+        // Delayed readings: (emit at step, sequence) → reading values.
+        let mut delayed: BinaryHeap<Delayed> = BinaryHeap::new();
+        let mut seq = 0u64;
+        let mut n = 0u64;
         for s in 1..=steps {
             let ts = cfg.start + s * step;
+            let at = self.local(ts - step / 2);
             feeder_kw.iter_mut().for_each(|k| *k = 0.0);
             for (i, m) in self.meters.iter().enumerate() {
-                let kw = m.profile.kw(ts - step / 2, i as u64);
-                feeder_kw[i % self.feeders.len()] += kw;
+                let kw = m.profile.kw(at, i as u64);
+                let f = i % self.feeders.len();
+                feeder_kw[f] += kw;
                 if m.gap.is_some_and(|(a, b)| ts > a && ts <= b) {
                     continue;
                 }
-                line.clear();
-                let kwh = kw * step as f64 / 3600.0;
-                use std::fmt::Write as _;
-                let _ = writeln!(
-                    line,
-                    "{},{},{},{:.3},{}",
-                    m.record.meter_id,
-                    format_rfc3339(ts),
-                    step,
-                    kwh,
-                    m.record.feeder_id
-                );
-                w.write_all(line.as_bytes())?;
-                rows += 1;
-                if fault.chance(cfg.duplicate_rate) {
-                    w.write_all(line.as_bytes())?;
-                    rows += 1;
+                let (import, export) = match m.tamper {
+                    Some(Tamper::Zero { onset }) if ts > onset => (0.0, None),
+                    Some(Tamper::Bypass { share, onset }) if ts > onset => (kw * share, None),
+                    Some(Tamper::Reverse { onset }) if ts > onset => (0.0, Some(kw * hours)),
+                    _ => (kw, None),
+                };
+                let kwh = round3(import * hours);
+                let export = export.map(round3);
+                let copies = if fault.chance(cfg.duplicate_rate) {
+                    2
+                } else {
+                    1
+                };
+                let delay = if fault.chance(cfg.late_rate) {
+                    (6 + fault.below(7) as i64) * 3600 / step
+                } else if fault.chance(cfg.out_of_order_rate) {
+                    1 + fault.below(3) as i64
+                } else {
+                    0
+                };
+                for _ in 0..copies {
+                    if delay > 0 && s + delay <= steps {
+                        seq += 1;
+                        delayed.push(Delayed {
+                            due: s + delay,
+                            seq,
+                            meter: i,
+                            ts: ts + m.skew_s,
+                            kwh,
+                            export,
+                        });
+                    } else {
+                        emit(&SimReading {
+                            meter_id: &m.record.meter_id,
+                            ts: ts + m.skew_s,
+                            interval_s: cfg.interval_s,
+                            kwh,
+                            kwh_export: export,
+                            feeder_id: &m.record.feeder_id,
+                        })?;
+                        n += 1;
+                    }
                 }
             }
-            for (f, (feeder, head, loss)) in self.feeders.iter().enumerate() {
-                let kwh = feeder_kw[f] * (1.0 + loss) * step as f64 / 3600.0;
-                writeln!(w, "{head},{},{step},{kwh:.3},{feeder}", format_rfc3339(ts))?;
-                rows += 1;
+            for (f, feeder) in self.feeders.iter().enumerate() {
+                let load =
+                    feeder_kw[f] + feeder.taps.iter().map(|t| t.kw(at, f as u64)).sum::<f64>();
+                let avg = &mut feeder_avg[f];
+                *avg = if *avg == 0.0 {
+                    load
+                } else {
+                    *avg + (load - *avg) / 96.0
+                };
+                // Resistive losses grow with the square of the current.
+                let loss = feeder.loss_ratio * load * (load / avg.max(1e-9)).clamp(0.5, 2.0);
+                emit(&SimReading {
+                    meter_id: &feeder.head_meter,
+                    ts,
+                    interval_s: cfg.interval_s,
+                    kwh: round3((load + loss) * hours),
+                    kwh_export: None,
+                    feeder_id: &feeder.feeder_id,
+                })?;
+                n += 1;
+            }
+            while delayed.peek().is_some_and(|d| d.due <= s) {
+                let d = delayed.pop().expect("peeked");
+                let m = &self.meters[d.meter];
+                emit(&SimReading {
+                    meter_id: &m.record.meter_id,
+                    ts: d.ts,
+                    interval_s: cfg.interval_s,
+                    kwh: d.kwh,
+                    kwh_export: d.export,
+                    feeder_id: &m.record.feeder_id,
+                })?;
+                n += 1;
             }
             if s % 96 == 0 || s == steps {
                 progress(s as u64, steps as u64);
             }
         }
-        Ok(rows)
+        Ok(n)
+    }
+
+    /// All readings as contract CSV (`meter_id,ts,interval_s,kwh,feeder_id,kwh_export`).
+    pub fn write_readings(
+        &self,
+        w: &mut impl Write,
+        progress: impl FnMut(u64, u64),
+    ) -> io::Result<u64> {
+        writeln!(w, "meter_id,ts,interval_s,kwh,feeder_id,kwh_export")?;
+        let mut line = String::with_capacity(96);
+        self.readings(
+            |r| {
+                use std::fmt::Write as _;
+                line.clear();
+                let _ = write!(
+                    line,
+                    "{},{},{},{},{},",
+                    r.meter_id,
+                    format_rfc3339(r.ts),
+                    r.interval_s,
+                    r.kwh,
+                    r.feeder_id
+                );
+                if let Some(e) = r.kwh_export {
+                    let _ = write!(line, "{e}");
+                }
+                line.push('\n');
+                w.write_all(line.as_bytes())
+            },
+            progress,
+        )
     }
 }
 
-fn label(target_type: &str, id: &str, scenario: &str, onset: i64, required: bool) -> Label {
-    Label {
-        target_type: target_type.into(),
-        target_id: id.into(),
-        scenario: scenario.into(),
-        onset,
-        required,
+/// A reading held back to be sent late; the heap pops the earliest due first.
+struct Delayed {
+    due: i64,
+    seq: u64,
+    meter: usize,
+    ts: i64,
+    kwh: f64,
+    export: Option<f64>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Plants sites, cases and negatives.
+struct Builder<'a> {
+    cfg: &'a SimConfig,
+    rng: Rng,
+    meters: Vec<SimMeter>,
+    feeders: Vec<SimFeeder>,
+    labels: Vec<Label>,
+    first_day: i64,
+    utc_offset: i64,
+}
+
+impl<'a> Builder<'a> {
+    fn new(cfg: &'a SimConfig, tz: &jiff::tz::TimeZone) -> Self {
+        let mut rng = Rng::fork(cfg.seed, 1);
+        let n_feeders = cfg.sites.div_ceil(FEEDER_SITES).max(1);
+        let feeders = (0..n_feeders)
+            .map(|f| SimFeeder {
+                feeder_id: format!("F{:02}", f + 1),
+                head_meter: format!("H{:02}", f + 1),
+                loss_ratio: rng.range(0.03, 0.07),
+                taps: Vec::new(),
+            })
+            .collect();
+        let offset = tz
+            .to_offset(jiff::Timestamp::from_second(cfg.start).expect("in range"))
+            .seconds();
+        let utc_offset = i64::from(offset);
+        let first_day = (cfg.start + utc_offset).div_euclid(86_400);
+        Builder {
+            cfg,
+            rng,
+            meters: Vec::new(),
+            feeders,
+            labels: Vec::new(),
+            first_day,
+            utc_offset,
+        }
+    }
+
+    /// An onset with history before it and time to detect after it.
+    fn onset(&mut self) -> i64 {
+        let days = i64::from(self.cfg.days);
+        let (lo, hi) = (1, (days - 3).clamp(2, 6));
+        self.cfg.start + lo * 86_400 + self.rng.below(((hi - lo) * 96) as u64) as i64 * 900
+    }
+
+    fn label(&mut self, target_type: &str, id: &str, scenario: &str, onset: i64, required: bool) {
+        self.labels.push(Label {
+            target_type: target_type.into(),
+            target_id: id.into(),
+            scenario: scenario.into(),
+            onset,
+            required,
+        });
+    }
+
+    fn household(&mut self) -> Profile {
+        let seed = self.rng.next_u64();
+        Profile::household(seed, self.first_day, i64::from(self.cfg.days))
+    }
+
+    fn shop(&mut self) -> (Profile, f64) {
+        let peak = self.rng.range(8.0, 40.0);
+        (
+            Profile::Shop {
+                peak_kw: peak,
+                seed: self.rng.next_u64(),
+            },
+            (peak * self.rng.range(1.4, 2.0)).round(),
+        )
+    }
+
+    fn factory(&mut self) -> (Profile, f64) {
+        let kw = self.rng.range(80.0, 400.0);
+        (
+            Profile::Factory {
+                kw,
+                seed: self.rng.next_u64(),
+            },
+            (kw * 1.5).round(),
+        )
+    }
+
+    fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        (lo.ln() + (hi.ln() - lo.ln()) * self.rng.f64()).exp()
+    }
+
+    /// Plants every site: the cases first (spread over feeders), then the negatives, then
+    /// ordinary customers.
+    fn plant(&mut self) {
+        let n = self.cfg.sites;
+        let mut cases: Vec<&str> = match self.cfg.scenarios {
+            Scenarios::Demo => vec![
+                "mining_farm_residential",
+                "home_miner",
+                "mining_farm_commercial",
+                "unregistered_meter",
+                "disconnected_consumption",
+                "capacity_exceedance",
+                "licensed_farm",
+                "cold_storage",
+                "hospital",
+                "bakery",
+                "suspended_quiet",
+                "mining_farm_residential",
+            ],
+            Scenarios::Full => {
+                let k = n.div_ceil(300).max(1);
+                let per_k = [
+                    "mining_farm_residential",
+                    "mining_farm_residential",
+                    "small_miner_residential",
+                    "home_miner",
+                    "home_miner",
+                    "mining_farm_commercial",
+                    "mining_farm_industrial",
+                    "night_miner",
+                    "duty_cycled_miner",
+                    "ramp_up_miner",
+                    "unregistered_meter",
+                    "disconnected_consumption",
+                    "suspended_consumption",
+                    "capacity_creep",
+                    "tamper_zeroing",
+                    "tamper_bypass",
+                    "tamper_reverse",
+                    "licensed_farm",
+                    "cold_storage",
+                    "cold_storage",
+                    "hospital",
+                    "bakery",
+                    "bakery",
+                    "suspended_quiet",
+                ];
+                (0..k).flat_map(|_| per_k).collect()
+            }
+        };
+        cases.truncate(n);
+        let n_feeders = self.feeders.len();
+        for i in 0..n {
+            let feeder = self.feeders[i % n_feeders].feeder_id.clone();
+            let (region, lat0, lon0) = REGIONS[(i % n_feeders) % REGIONS.len()];
+            let site_id = format!("S{:05}", i + 1);
+            let meter_id = format!("M{:06}", 100_000 + i + 1);
+            let mut rec = MeterRecord {
+                site_id: site_id.clone(),
+                meter_id: meter_id.clone(),
+                feeder_id: feeder,
+                role: Role::Customer,
+                customer_class: Some(CustomerClass::Residential),
+                permitted_kw: Some(12.0),
+                status: SiteStatus::Active,
+                licensed_mining: false,
+                lat: Some(lat0 + self.rng.range(-0.05, 0.05)),
+                lon: Some(lon0 + self.rng.range(-0.05, 0.05)),
+                region: Some(region.to_string()),
+                timezone: None,
+            };
+            let mut registered = true;
+            let mut tamper = None;
+            let case = cases.get(i).copied();
+            let profile = match case {
+                Some(c) => self.case(c, &mut rec, &mut registered, &mut tamper),
+                None => self.ordinary(&mut rec),
+            };
+            let gap = self.rng.chance(self.cfg.gap_rate).then(|| {
+                let s =
+                    self.cfg.start + self.rng.below(u64::from(self.cfg.days) * 24) as i64 * 3600;
+                (s, s + self.rng.range(2.0, 30.0) as i64 * 3600)
+            });
+            let skew_s = if self.rng.chance(self.cfg.skew_rate) {
+                (60 + self.rng.below(241) as i64) * if self.rng.chance(0.5) { 1 } else { -1 }
+            } else {
+                0
+            };
+            self.meters.push(SimMeter {
+                record: rec,
+                registered,
+                profile,
+                tamper,
+                gap,
+                skew_s,
+            });
+        }
+        if self.cfg.scenarios == Scenarios::Full {
+            self.plant_taps();
+        }
+    }
+
+    fn case(
+        &mut self,
+        case: &str,
+        rec: &mut MeterRecord,
+        registered: &mut bool,
+        tamper: &mut Option<Tamper>,
+    ) -> Profile {
+        let (site, meter) = (rec.site_id.clone(), rec.meter_id.clone());
+        let miner = |b: &mut Self,
+                     base: Profile,
+                     kw: f64,
+                     schedule: Schedule,
+                     scenario: &str,
+                     required: bool| {
+            let onset = b.onset();
+            b.label("site", &site, scenario, onset, required);
+            Profile::Miner {
+                base: Box::new(base),
+                kw,
+                onset,
+                schedule,
+            }
+        };
+        match case {
+            "mining_farm_residential" => {
+                let kw = if self.cfg.scenarios == Scenarios::Demo && self.meters.is_empty() {
+                    86.0
+                } else {
+                    self.log_uniform(20.0, 150.0)
+                };
+                let base = self.household();
+                miner(self, base, kw, Schedule::Always, case, true)
+            }
+            "small_miner_residential" => {
+                let kw = self.rng.range(1.0, 4.0);
+                let base = self.household();
+                miner(self, base, kw, Schedule::Always, case, false)
+            }
+            "home_miner" => {
+                rec.permitted_kw = Some(15.0);
+                let kw = self.rng.range(5.0, 9.0);
+                let base = self.household();
+                miner(self, base, kw, Schedule::Always, case, true)
+            }
+            "mining_farm_commercial" => {
+                rec.customer_class = Some(CustomerClass::Commercial);
+                let (shop, permit) = self.shop();
+                let kw = if self.cfg.scenarios == Scenarios::Demo {
+                    60.0
+                } else {
+                    self.log_uniform(20.0, 500.0)
+                };
+                rec.permitted_kw = Some(permit.max(100.0));
+                miner(self, shop, kw, Schedule::Always, case, true)
+            }
+            "mining_farm_industrial" => {
+                rec.customer_class = Some(CustomerClass::Industrial);
+                let (factory, permit) = self.factory();
+                rec.permitted_kw = Some(permit);
+                let kw = self.log_uniform(100.0, 5000.0);
+                miner(self, factory, kw, Schedule::Always, case, true)
+            }
+            "night_miner" => {
+                rec.permitted_kw = Some(15.0);
+                let kw = self.rng.range(8.0, 40.0);
+                let base = self.household();
+                miner(
+                    self,
+                    base,
+                    kw,
+                    Schedule::Night {
+                        from: 23.0,
+                        to: 7.0,
+                    },
+                    case,
+                    true,
+                )
+            }
+            "duty_cycled_miner" => {
+                let kw = self.rng.range(10.0, 40.0);
+                let base = self.household();
+                miner(self, base, kw, Schedule::Duty { on: 2, off: 1 }, case, true)
+            }
+            "ramp_up_miner" => {
+                let kw = self.rng.range(20.0, 80.0);
+                let base = self.household();
+                miner(self, base, kw, Schedule::Ramp { days: 4.0 }, case, true)
+            }
+            "unregistered_meter" => {
+                // Wired in before the data begins: every reading of it is unauthorized.
+                *registered = false;
+                self.label("meter", &meter, case, self.cfg.start, true);
+                let kw = self.rng.range(5.0, 60.0);
+                Profile::Miner {
+                    base: Box::new(Profile::Off),
+                    kw,
+                    onset: self.cfg.start,
+                    schedule: Schedule::Always,
+                }
+            }
+            "disconnected_consumption" | "suspended_consumption" => {
+                rec.status = if case == "disconnected_consumption" {
+                    SiteStatus::Disconnected
+                } else {
+                    SiteStatus::Suspended
+                };
+                let onset = self.onset();
+                self.label("site", &site, case, onset, true);
+                Profile::After {
+                    inner: Box::new(self.household()),
+                    onset,
+                }
+            }
+            "capacity_exceedance" | "capacity_creep" => {
+                rec.customer_class = Some(CustomerClass::Commercial);
+                rec.permitted_kw = Some(20.0);
+                let onset = self.onset();
+                self.label("site", &site, case, onset, true);
+                let days = if case == "capacity_creep" { 4.0 } else { 0.01 };
+                let inner = Profile::Shop {
+                    peak_kw: 16.0,
+                    seed: self.rng.next_u64(),
+                };
+                Profile::Creep {
+                    inner: Box::new(inner),
+                    factor: 2.4,
+                    onset,
+                    days,
+                }
+            }
+            "tamper_zeroing" | "tamper_bypass" | "tamper_reverse" => {
+                let onset = self.onset();
+                self.label("site", &site, case, onset, false);
+                *tamper = Some(match case {
+                    "tamper_zeroing" => Tamper::Zero { onset },
+                    "tamper_bypass" => Tamper::Bypass { share: 0.35, onset },
+                    _ => Tamper::Reverse { onset },
+                });
+                rec.customer_class = Some(CustomerClass::Commercial);
+                let (shop, permit) = self.shop();
+                rec.permitted_kw = Some(permit);
+                shop
+            }
+            "licensed_farm" => {
+                rec.customer_class = Some(CustomerClass::Mining);
+                rec.licensed_mining = true;
+                let kw = self.log_uniform(200.0, 2000.0);
+                rec.permitted_kw = Some((kw * 1.25).round());
+                Profile::Flat {
+                    kw,
+                    noise: 0.01,
+                    seed: self.rng.next_u64(),
+                }
+            }
+            "cold_storage" => {
+                rec.customer_class = Some(CustomerClass::Commercial);
+                let kw = self.rng.range(30.0, 80.0);
+                rec.permitted_kw = Some((kw * 1.6).round());
+                Profile::Flat {
+                    kw,
+                    noise: 0.05,
+                    seed: self.rng.next_u64(),
+                }
+            }
+            "hospital" => {
+                rec.customer_class = Some(CustomerClass::Public);
+                let kw = self.rng.range(150.0, 300.0);
+                rec.permitted_kw = Some((kw * 1.7).round());
+                Profile::Hospital {
+                    kw,
+                    seed: self.rng.next_u64(),
+                }
+            }
+            "bakery" => {
+                rec.customer_class = Some(CustomerClass::Commercial);
+                let kw = self.rng.range(20.0, 50.0);
+                rec.permitted_kw = Some((kw * 1.5).round());
+                Profile::Bakery {
+                    kw,
+                    seed: self.rng.next_u64(),
+                }
+            }
+            "suspended_quiet" => {
+                rec.status = SiteStatus::Suspended;
+                Profile::Off
+            }
+            other => unreachable!("unknown scenario {other}"),
+        }
+    }
+
+    fn ordinary(&mut self, rec: &mut MeterRecord) -> Profile {
+        let roll = self.rng.f64();
+        if roll < 0.82 {
+            let h = self.household();
+            if let Profile::Household(p) = &h {
+                rec.permitted_kw = Some(p.permit_kw());
+            }
+            return h;
+        }
+        let (class, (profile, permit)) = if roll < 0.91 {
+            (CustomerClass::Commercial, self.shop())
+        } else if roll < 0.94 {
+            (CustomerClass::Industrial, self.factory())
+        } else if roll < 0.97 {
+            let kw = self.rng.range(10.0, 25.0);
+            (
+                CustomerClass::Agricultural,
+                (
+                    Profile::Pump {
+                        kw,
+                        seed: self.rng.next_u64(),
+                    },
+                    40.0,
+                ),
+            )
+        } else {
+            let kw = self.rng.range(20.0, 60.0);
+            (
+                CustomerClass::Public,
+                (
+                    Profile::School {
+                        kw,
+                        seed: self.rng.next_u64(),
+                    },
+                    (kw * 2.0).round(),
+                ),
+            )
+        };
+        rec.customer_class = Some(class);
+        rec.permitted_kw = Some(permit);
+        profile
+    }
+
+    /// Unmetered taps on some feeders, sized against the feeder's mean demand.
+    fn plant_taps(&mut self) {
+        let n_feeders = self.feeders.len();
+        for f in 0..n_feeders {
+            let kind = match f % 4 {
+                0 => "feeder_tap_flat",
+                1 => "feeder_tap_duty",
+                2 => "feeder_tap_small",
+                _ => continue,
+            };
+            if n_feeders < 3 && f > 0 {
+                continue;
+            }
+            let mean = self.feeder_mean_kw(f);
+            let share = match kind {
+                "feeder_tap_small" => self.rng.range(0.02, 0.04),
+                _ => self.rng.range(0.06, 0.2),
+            };
+            let onset = self.onset();
+            let schedule = if kind == "feeder_tap_duty" {
+                Schedule::Duty { on: 3, off: 2 }
+            } else {
+                Schedule::Always
+            };
+            // A duty-cycled tap draws more while on, for the same share of energy.
+            let kw = mean
+                * share
+                * if kind == "feeder_tap_duty" {
+                    5.0 / 3.0
+                } else {
+                    1.0
+                };
+            self.feeders[f].taps.push(Profile::Miner {
+                base: Box::new(Profile::Off),
+                kw,
+                onset,
+                schedule,
+            });
+            let id = self.feeders[f].feeder_id.clone();
+            self.label("feeder", &id, kind, onset, kind != "feeder_tap_small");
+        }
+    }
+
+    /// A quick estimate of a feeder's mean demand from a sample of its customers' first week.
+    fn feeder_mean_kw(&self, f: usize) -> f64 {
+        let n_feeders = self.feeders.len();
+        let mut total = 0.0;
+        let mut samples = 0.0;
+        for step in (0..7 * 96).step_by(7) {
+            let utc = self.cfg.start + step * 900;
+            let at = At {
+                utc,
+                local: utc + self.utc_offset,
+            };
+            total += self
+                .meters
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % n_feeders == f)
+                .map(|(i, m)| m.profile.kw(at, i as u64))
+                .sum::<f64>();
+            samples += 1.0;
+        }
+        total / samples
     }
 }
 
@@ -427,7 +937,13 @@ pub fn read_labels(input: impl io::BufRead, name: &str) -> Result<Vec<Label>, St
             "false" => false,
             v => return Err(format!("{}: {v:?} is not true or false", at("required"))),
         };
-        out.push(label(f[0], f[1], f[2], onset, required));
+        out.push(Label {
+            target_type: f[0].into(),
+            target_id: f[1].into(),
+            scenario: f[2].into(),
+            onset,
+            required,
+        });
     }
     Ok(out)
 }
@@ -435,87 +951,204 @@ pub fn read_labels(input: impl io::BufRead, name: &str) -> Result<Vec<Label>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{HashMap, HashSet};
 
-    fn small() -> Utility {
+    fn utility(sites: usize, days: u32, seed: u64) -> Utility {
         Utility::generate(SimConfig {
-            sites: 60,
-            days: 3,
+            sites,
+            days,
+            seed,
             ..SimConfig::default()
         })
+        .unwrap()
+    }
+
+    fn rows(u: &Utility) -> Vec<(String, i64, f64, Option<f64>)> {
+        let mut v = Vec::new();
+        u.readings::<()>(
+            |r| {
+                v.push((r.meter_id.to_string(), r.ts, r.kwh, r.kwh_export));
+                Ok(())
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        v
     }
 
     #[test]
-    fn same_seed_same_files() {
-        let (a, b) = (small(), small());
+    fn same_seed_same_utility_and_readings() {
+        let (a, b) = (utility(80, 3, 5), utility(80, 3, 5));
         let (mut ra, mut rb) = (Vec::new(), Vec::new());
         a.write_readings(&mut ra, |_, _| {}).unwrap();
         b.write_readings(&mut rb, |_, _| {}).unwrap();
         assert_eq!(ra, rb);
-        let other = Utility::generate(SimConfig {
-            sites: 60,
-            days: 3,
-            seed: 8,
-            ..SimConfig::default()
-        });
+        assert_eq!(a.labels, b.labels);
         let mut rc = Vec::new();
-        other.write_readings(&mut rc, |_, _| {}).unwrap();
+        utility(80, 3, 6)
+            .write_readings(&mut rc, |_, _| {})
+            .unwrap();
         assert_ne!(ra, rc);
     }
 
     #[test]
-    fn labels_round_trip() {
-        let u = small();
+    fn labels_round_trip_and_agree_with_the_register() {
+        let u = utility(3000, 4, 1);
         let mut text = Vec::new();
         u.write_labels(&mut text).unwrap();
         assert_eq!(read_labels(&text[..], "labels.csv").unwrap(), u.labels);
+        let kinds: HashSet<&str> = u.labels.iter().map(|l| l.scenario.as_str()).collect();
+        assert!(kinds.len() >= 8, "{kinds:?}");
+        let by_site: HashMap<&str, &SimMeter> = u
+            .meters
+            .iter()
+            .map(|m| (m.record.site_id.as_str(), m))
+            .collect();
+        for l in &u.labels {
+            match l.target_type.as_str() {
+                "site" => {
+                    let m = by_site[l.target_id.as_str()];
+                    assert!(m.registered);
+                    if l.scenario.starts_with("disconnected") {
+                        assert_eq!(m.record.status, SiteStatus::Disconnected);
+                    }
+                }
+                "meter" => assert!(!u
+                    .meters
+                    .iter()
+                    .any(|m| m.registered && m.record.meter_id == l.target_id)),
+                "feeder" => assert!(u
+                    .feeders
+                    .iter()
+                    .any(|f| f.feeder_id == l.target_id && !f.taps.is_empty())),
+                other => panic!("{other}"),
+            }
+            assert!(
+                l.onset >= u.cfg.start && l.onset < u.cfg.start + i64::from(u.cfg.days) * 86_400
+            );
+        }
+        let mut reg = Vec::new();
+        u.write_registry(&mut reg).unwrap();
+        let parsed = gridwatch_ingester_free_registry_check(&reg);
+        assert_eq!(
+            parsed,
+            u.meters.iter().filter(|m| m.registered).count() + u.feeders.len()
+        );
         let bad = b"target_type,target_id,scenario,onset,required\nsite,S1,x,never,true\n";
         assert!(read_labels(&bad[..], "l.csv")
             .unwrap_err()
             .starts_with("l.csv:2: field onset"));
     }
 
+    /// Rows of the register CSV with the header's width (the ingester's parser is tested
+    /// against this format on its side).
+    fn gridwatch_ingester_free_registry_check(csv: &[u8]) -> usize {
+        let text = std::str::from_utf8(csv).unwrap();
+        let width = text.lines().next().unwrap().split(',').count();
+        assert_eq!(width, 12);
+        text.lines()
+            .skip(1)
+            .inspect(|l| assert_eq!(l.split(',').count(), width, "{l}"))
+            .count()
+    }
+
     #[test]
-    fn register_parses_and_leaves_out_the_unregistered_meter() {
-        let u = small();
-        let mut reg = Vec::new();
-        u.write_registry(&mut reg).unwrap();
-        let text = String::from_utf8(reg).unwrap();
-        let unregistered = u
-            .labels
+    fn feeder_heads_carry_their_meters_losses_and_taps() {
+        let u = Utility::generate(SimConfig {
+            sites: 200,
+            days: 9,
+            duplicate_rate: 0.0,
+            out_of_order_rate: 0.0,
+            late_rate: 0.0,
+            skew_rate: 0.0,
+            gap_rate: 0.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let feeder_of: HashMap<String, usize> = u
+            .meters
             .iter()
-            .find(|l| l.scenario == "unregistered_meter")
-            .unwrap();
-        assert!(!text.contains(&unregistered.target_id));
-        assert_eq!(
-            text.lines().count(),
-            1 + u.feeders.len() + u.meters.len() - 1
+            .enumerate()
+            .map(|(i, m)| (m.record.meter_id.clone(), i % u.feeders.len()))
+            .collect();
+        let mut sums: HashMap<(usize, i64), f64> = HashMap::new();
+        let mut heads: HashMap<(usize, i64), f64> = HashMap::new();
+        for (meter, ts, kwh, _) in rows(&u) {
+            if let Some(f) = u.feeders.iter().position(|f| f.head_meter == meter) {
+                heads.insert((f, ts), kwh);
+            } else {
+                *sums.entry((feeder_of[&meter], ts)).or_default() += kwh;
+            }
+        }
+        let mut ratio_sum = 0.0;
+        for (key, head) in &heads {
+            let customers = sums.get(key).copied().unwrap_or(0.0);
+            assert!(
+                *head + 0.01 >= customers,
+                "head {head} below its meters {customers} at {key:?}"
+            );
+            ratio_sum += head / customers.max(1e-9);
+        }
+        let mean_ratio = ratio_sum / heads.len() as f64;
+        assert!(
+            (1.03..1.25).contains(&mean_ratio),
+            "head/customers = {mean_ratio}"
         );
     }
 
     #[test]
-    fn feeder_heads_carry_their_customers_plus_losses() {
+    fn faults_appear_as_configured() {
         let u = Utility::generate(SimConfig {
-            sites: 60,
-            days: 1,
-            gap_rate: 0.0,
-            duplicate_rate: 0.0,
+            sites: 100,
+            days: 3,
+            duplicate_rate: 0.01,
+            out_of_order_rate: 0.02,
+            late_rate: 0.002,
             ..SimConfig::default()
-        });
-        let mut out = Vec::new();
-        u.write_readings(&mut out, |_, _| {}).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let first_ts = gridwatch_core::time::format_rfc3339(u.cfg.start + 900);
-        let (mut heads, mut customers) = (0.0, 0.0);
-        for l in text.lines().skip(1).filter(|l| l.contains(&first_ts)) {
-            let f: Vec<&str> = l.split(',').collect();
-            let kwh: f64 = f[3].parse().unwrap();
-            if f[0].starts_with('H') {
-                heads += kwh
-            } else {
-                customers += kwh
+        })
+        .unwrap();
+        let r = rows(&u);
+        let mut seen = HashSet::new();
+        let dups = r
+            .iter()
+            .filter(|x| !seen.insert((x.0.clone(), x.1)))
+            .count();
+        assert!(dups > 0, "no duplicates");
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        let (mut behind, mut far_behind) = (0, 0);
+        for (m, ts, _, _) in &r {
+            let n = newest.entry(m).or_insert(*ts);
+            if *ts < *n {
+                behind += 1;
+                if *n - ts >= 6 * 3600 {
+                    far_behind += 1;
+                }
             }
+            *n = (*n).max(*ts);
         }
-        let ratio = heads / customers;
-        assert!((1.03..=1.07).contains(&ratio), "head/customers = {ratio}");
+        assert!(
+            behind > 0 && far_behind > 0,
+            "out-of-order {behind}, late {far_behind}"
+        );
+        assert!(u.meters.iter().any(|m| m.gap.is_some()));
+    }
+
+    #[test]
+    fn local_time_follows_the_zone_and_its_dst() {
+        let u = Utility::generate(SimConfig {
+            tz: "Europe/Berlin".into(),
+            sites: 20,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let winter = u.local(1_767_571_200);
+        let summer = u.local(1_783_296_000); // 2026-07-06
+        assert_eq!(winter.local - winter.utc, 3600);
+        assert_eq!(summer.local - summer.utc, 7200);
+        assert!(Utility::generate(SimConfig {
+            tz: "Mars/Olympus".into(),
+            ..SimConfig::default()
+        })
+        .is_err());
     }
 }

@@ -1,13 +1,46 @@
 //! Load shapes in local time. Every value is a pure function of (seed, time), so a profile can
 //! be evaluated at any instant in any order and always gives the same demand.
 
-/// The simulated utility's local time is UTC+5 (Kazakhstan).
-pub const LOCAL_OFFSET_S: i64 = 5 * 3600;
+use crate::household;
+
+/// An instant: UTC epoch seconds, and the same instant as local wall-clock seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct At {
+    pub utc: i64,
+    pub local: i64,
+}
+
+impl At {
+    /// Local hour of day as a fraction, local day number, weekday (0 = Monday), month (1–12).
+    fn parts(self) -> (f64, i64, i64, i64) {
+        let day = self.local.div_euclid(86_400);
+        let (_, month, _) = gridwatch_core::time::civil_from_days(day);
+        (
+            self.local.rem_euclid(86_400) as f64 / 3600.0,
+            day,
+            (day + 3).rem_euclid(7),
+            month,
+        )
+    }
+}
+
+/// When added rigs draw power.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    /// Around the clock.
+    Always,
+    /// Only in a nightly window of local hours (the cheap tariff), e.g. 23 to 7.
+    Night { from: f64, to: f64 },
+    /// On for `on` hours, off for `off` hours, repeating.
+    Duty { on: i64, off: i64 },
+    /// Around the clock, ramping up linearly over `days` as rigs are added.
+    Ramp { days: f64 },
+}
 
 #[derive(Debug, Clone)]
 pub enum Profile {
-    /// A household: always-on base, morning and evening peaks, appliance spikes, and
-    /// optionally electric heating, an EV charger and a vacation.
+    /// A real household from the library, scaled, optionally with electric heating, an EV
+    /// charger and a vacation.
     Household(Household),
     /// A shop: open 09–19, closed on Sundays.
     Shop {
@@ -34,7 +67,7 @@ pub enum Profile {
         kw: f64,
         seed: u64,
     },
-    /// Irrigation pumps by day, on some days.
+    /// Irrigation pumps by day in the growing season (April–September), on most days.
     Pump {
         kw: f64,
         seed: u64,
@@ -48,17 +81,19 @@ pub enum Profile {
         base: Box<Profile>,
         kw: f64,
         onset: i64,
+        schedule: Schedule,
     },
     /// Nothing before `onset`, then the inner load (consumption on a disconnected site).
     After {
         inner: Box<Profile>,
         onset: i64,
     },
-    /// The inner load, multiplied by `factor` from `onset` (capacity creep).
-    Grow {
+    /// The inner load, growing from `onset` to `factor` times itself over `days` (capacity creep).
+    Creep {
         inner: Box<Profile>,
         factor: f64,
         onset: i64,
+        days: f64,
     },
     Off,
 }
@@ -66,16 +101,17 @@ pub enum Profile {
 #[derive(Debug, Clone)]
 pub struct Household {
     seed: u64,
-    base_kw: f64,
-    morning_kw: f64,
-    evening_kw: f64,
+    library: usize,
+    week_offset: i64,
+    scale: f64,
     heating_kw: f64,
     ev_kw: f64,
+    /// Local day numbers of a vacation (only the fridge runs).
     vacation: Option<(i64, i64)>,
 }
 
 /// A uniform number in [0, 1) for (seed, time, salt): stateless noise.
-fn u(seed: u64, t: i64, salt: u64) -> f64 {
+pub(crate) fn u(seed: u64, t: i64, salt: u64) -> f64 {
     let mut z = seed
         ^ (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ salt.wrapping_mul(0xd6e8_feb8_6659_fd93);
@@ -84,45 +120,82 @@ fn u(seed: u64, t: i64, salt: u64) -> f64 {
     ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Local hour of day as a fraction, local day number and weekday (0 = Monday).
-fn local(t: i64) -> (f64, i64, i64) {
-    let l = t + LOCAL_OFFSET_S;
-    let day = l.div_euclid(86_400);
-    (
-        l.rem_euclid(86_400) as f64 / 3600.0,
-        day,
-        (day + 3).rem_euclid(7),
-    )
-}
-
 fn bump(h: f64, centre: f64, width: f64) -> f64 {
     let d = (h - centre).abs().min(24.0 - (h - centre).abs());
     (-(d * d) / (2.0 * width * width)).exp()
 }
 
+impl Schedule {
+    fn share(self, at: At, onset: i64) -> f64 {
+        if at.utc < onset {
+            return 0.0;
+        }
+        let h = at.local.rem_euclid(86_400) as f64 / 3600.0;
+        match self {
+            Schedule::Always => 1.0,
+            Schedule::Night { from, to } => {
+                let inside = if from > to {
+                    h >= from || h < to
+                } else {
+                    h >= from && h < to
+                };
+                if inside {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Schedule::Duty { on, off } => {
+                let hours = (at.utc - onset).div_euclid(3600);
+                if hours.rem_euclid(on + off) < on {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Schedule::Ramp { days } => {
+                ((at.utc - onset) as f64 / (days * 86_400.0)).clamp(0.05, 1.0)
+            }
+        }
+    }
+}
+
 impl Profile {
-    /// A household whose habits are drawn from `seed`.
-    pub fn household(seed: u64) -> Profile {
+    /// A household replaying a real one, with habits drawn from `seed`, starting on local
+    /// day `first_day` of the simulation (for the vacation).
+    pub fn household(seed: u64, first_day: i64, days: i64) -> Profile {
         let r = |salt| u(seed, 0, salt);
-        let vac_start = (r(6) * 10.0) as i64;
+        let vac_len = 3 + (r(9) * 5.0) as i64;
+        let vac_start = first_day + (r(6) * (days - vac_len).max(1) as f64) as i64;
+        let library = (r(1) * household::count() as f64) as usize;
+        // Electric heating goes to homes without a large always-on load of their own.
+        let heated = r(4) < 0.12 && household::day_floor_kw(library) < 2.0;
         Profile::Household(Household {
             seed,
-            base_kw: 0.08 + 0.35 * r(1) * r(1),
-            morning_kw: 0.2 + 1.0 * r(2),
-            evening_kw: 0.4 + 1.6 * r(3),
-            heating_kw: if r(4) < 0.15 { 1.0 + 2.0 * r(7) } else { 0.0 },
-            ev_kw: if r(5) < 0.08 { 7.4 } else { 0.0 },
-            vacation: (r(8) < 0.05).then_some((vac_start, vac_start + 3 + (r(9) * 4.0) as i64)),
+            library,
+            week_offset: (r(2) * 8.0) as i64,
+            scale: 0.75 + 0.4 * r(3),
+            heating_kw: if heated { 1.0 + 2.5 * r(7) } else { 0.0 },
+            ev_kw: if r(5) < 0.08 {
+                if r(10) < 0.7 {
+                    7.4
+                } else {
+                    11.0
+                }
+            } else {
+                0.0
+            },
+            vacation: (r(8) < 0.06).then_some((vac_start, vac_start + vac_len)),
         })
     }
 
-    /// Mean demand (kW) around instant `t` (epoch seconds) for meter number `salt`.
-    pub fn kw(&self, t: i64, salt: u64) -> f64 {
-        let (h, day, wd) = local(t);
-        let slot = t.div_euclid(900);
+    /// Mean demand (kW) around instant `at` for meter number `salt`.
+    pub fn kw(&self, at: At, salt: u64) -> f64 {
+        let (h, day, wd, month) = at.parts();
+        let slot = at.utc.div_euclid(900);
         let n = |seed: u64, k: u64| u(seed, slot, k);
         match self {
-            Profile::Household(p) => p.kw(t, h, day, wd),
+            Profile::Household(p) => p.kw(at, h, day),
             Profile::Shop { peak_kw, seed } => {
                 let open = wd != 6 && (9.0..19.0).contains(&h);
                 peak_kw
@@ -155,7 +228,8 @@ impl Profile {
                 }
             }
             Profile::Pump { kw, seed } => {
-                let runs = u(*seed, day, 3) < 0.6 && (6.0..18.0).contains(&h);
+                let season = (4..=9).contains(&month);
+                let runs = season && u(*seed, day, 3) < 0.8 && (6.0..18.0).contains(&h);
                 if runs {
                     kw * (0.95 + 0.05 * n(*seed, 1))
                 } else {
@@ -170,65 +244,79 @@ impl Profile {
                     0.12 + 0.05 * n(*seed, 2)
                 }
             }
-            Profile::Miner { base, kw, onset } => {
-                let rigs = if t >= *onset {
-                    kw * (0.98 + 0.04 * u(*onset as u64, slot, salt))
-                } else {
-                    0.0
-                };
-                base.kw(t, salt) + rigs
+            Profile::Miner {
+                base,
+                kw,
+                onset,
+                schedule,
+            } => {
+                let rigs =
+                    kw * schedule.share(at, *onset) * (0.98 + 0.04 * u(*onset as u64, slot, salt));
+                base.kw(at, salt) + rigs
             }
             Profile::After { inner, onset } => {
-                if t >= *onset {
-                    inner.kw(t, salt)
+                if at.utc >= *onset {
+                    inner.kw(at, salt)
                 } else {
                     0.0
                 }
             }
-            Profile::Grow {
+            Profile::Creep {
                 inner,
                 factor,
                 onset,
-            } => inner.kw(t, salt) * if t >= *onset { *factor } else { 1.0 },
+                days,
+            } => {
+                let grown = ((at.utc - onset) as f64 / (days * 86_400.0)).clamp(0.0, 1.0);
+                inner.kw(at, salt) * (1.0 + (factor - 1.0) * grown)
+            }
             Profile::Off => 0.0,
         }
     }
 }
 
 impl Household {
-    fn kw(&self, t: i64, h: f64, day: i64, wd: i64) -> f64 {
-        let slot = t.div_euclid(900);
-        let n = |k: u64| u(self.seed, slot, k);
-        let first_day = day - (u(self.seed, 0, 10) * 3.0) as i64;
-        if let Some((a, b)) = self.vacation {
-            let d = first_day.rem_euclid(14);
-            if d >= a && d < b {
-                return self.base_kw * (0.5 + 0.3 * n(1));
-            }
+    /// The permit such a home would hold: 12 kW, more with an EV charger or electric heating.
+    pub fn permit_kw(&self) -> f64 {
+        let ev = if self.ev_kw > 10.0 {
+            8.0
+        } else if self.ev_kw > 0.0 {
+            4.0
+        } else {
+            0.0
+        };
+        let heat = if self.heating_kw > 0.0 { 4.0 } else { 0.0 };
+        12.0 + ev + heat
+    }
+
+    fn kw(&self, at: At, h: f64, day: i64) -> f64 {
+        let half_hour = ((h * 2.0) as usize).min(47);
+        let base = household::kw(
+            self.library,
+            household::day_for(day, self.week_offset),
+            half_hour,
+        ) * self.scale;
+        // Split the real half-hour's energy unevenly between its two quarter-hours.
+        let quarter = at.utc.div_euclid(900);
+        let split = 0.6 + 0.8 * u(self.seed, quarter.div_euclid(2), 20);
+        let real = if quarter.rem_euclid(2) == 0 {
+            base * split
+        } else {
+            base * (2.0 - split)
+        };
+        if self.vacation.is_some_and(|(a, b)| day >= a && day < b) {
+            return 0.08 + 0.06 * u(self.seed, quarter, 21);
         }
-        let weekend = wd >= 5;
-        let morning = self.morning_kw * bump(h, if weekend { 9.5 } else { 7.5 }, 1.2);
-        let evening = self.evening_kw * bump(h, 19.5, 2.0);
-        let midday = if weekend {
-            0.4 * self.evening_kw * bump(h, 13.0, 2.5)
-        } else {
-            0.0
-        };
-        // Appliances: kettles, ovens, washing machines, as short random spikes.
-        let spike = if n(2) < 0.06 { 1.0 + 2.0 * n(3) } else { 0.0 };
-        // The fridge cycles; the base drifts a little.
-        let base = self.base_kw * (0.8 + 0.4 * n(4));
         let heating = if self.heating_kw > 0.0 {
-            let night = if (6.0..22.0).contains(&h) { 0.0 } else { 1.0 };
-            self.heating_kw * (0.45 + 0.55 * night) * (0.4 + 0.6 * n(5))
+            let night = if (6.0..22.0).contains(&h) { 0.45 } else { 1.0 };
+            self.heating_kw * night * (0.3 + 0.7 * u(self.seed, quarter, 22))
         } else {
             0.0
         };
-        let ev = if self.ev_kw > 0.0 && u(self.seed, day, 11) < 0.45 {
-            let start = 22.0 + 3.0 * u(self.seed, day, 12);
-            let len = 1.5 + 3.0 * u(self.seed, day, 13);
-            let into = (h - start).rem_euclid(24.0);
-            if into < len {
+        let ev = if self.ev_kw > 0.0 && u(self.seed, day, 23) < 0.45 {
+            let start = 21.0 + 3.0 * u(self.seed, day, 24);
+            let len = 1.5 + 3.5 * u(self.seed, day, 25);
+            if h >= start && h < start + len {
                 self.ev_kw
             } else {
                 0.0
@@ -236,6 +324,6 @@ impl Household {
         } else {
             0.0
         };
-        (base + (morning + evening + midday) * (0.6 + 0.8 * n(6)) + spike + heating + ev).max(0.0)
+        real + heating + ev
     }
 }
