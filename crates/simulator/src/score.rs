@@ -119,6 +119,18 @@ pub struct ClassRow {
     pub false_per_10k_site_days: f64,
 }
 
+/// One labelled case and how it fared.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseRow {
+    pub target_type: String,
+    pub target_id: String,
+    pub scenario: String,
+    pub required: bool,
+    pub onset: String,
+    pub found_as: Option<String>,
+    pub delay_h: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Miss {
     pub target_type: String,
@@ -148,6 +160,7 @@ pub struct Evaluation {
     pub false_per_10k_site_days: f64,
     pub misses: Vec<Miss>,
     pub false_alert_list: Vec<FalseAlert>,
+    pub cases: Vec<CaseRow>,
 }
 
 fn quantile_h(sorted: &[i64], q: f64) -> Option<f64> {
@@ -285,6 +298,19 @@ impl Report {
                     target_id: o.label.target_id.clone(),
                     scenario: o.label.scenario.clone(),
                     onset: fmt(o.label.onset),
+                })
+                .collect(),
+            cases: self
+                .outcomes
+                .iter()
+                .map(|o| CaseRow {
+                    target_type: o.label.target_type.clone(),
+                    target_id: o.label.target_id.clone(),
+                    scenario: o.label.scenario.clone(),
+                    required: o.label.required,
+                    onset: fmt(o.label.onset),
+                    found_as: o.found.map(|(k, _)| k.to_string()),
+                    delay_h: o.delay_s().map(|d| d as f64 / 3600.0),
                 })
                 .collect(),
             false_alert_list: self

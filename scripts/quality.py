@@ -1,0 +1,244 @@
+"""The detection-quality benchmark: runs a fixed suite of simulated utilities (several seeds and
+sizes) through the embedded pipeline, scores them against their truth, replays the real
+households of shared/data as negatives, compares simulated and real household shapes, and
+writes docs/QUALITY.md.
+
+usage: python3 scripts/quality.py [--bin target/release/gridwatch] [--real ../shared/data/smart_meter_50_halfhourly.csv.gz] [--out docs/QUALITY.md] [--work DIR]
+"""
+import argparse
+import collections
+import csv
+import datetime as dt
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SUITE = [  # (seed, sites, days)
+    (1, 3000, 14),
+    (2, 3000, 14),
+    (3, 1500, 21),
+    (4, 6000, 7),
+]
+FARMS = ["mining_farm_residential", "mining_farm_commercial", "mining_farm_industrial", "ramp_up_miner"]
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--bin", default="target/release/gridwatch")
+ap.add_argument("--real", default="../shared/data/smart_meter_50_halfhourly.csv.gz")
+ap.add_argument("--out", default="docs/QUALITY.md")
+ap.add_argument("--work", default=None)
+args = ap.parse_args()
+work = args.work or tempfile.mkdtemp(prefix="gridwatch-quality-")
+
+
+def gw(*a):
+    subprocess.run([args.bin, *a], check=True, stdout=subprocess.DEVNULL)
+
+
+def pct(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, round((len(v) - 1) * q))] if v else float("nan")
+
+
+# 1. The suite.
+cases = []  # (run, case row)
+false_alerts = []
+site_days = 0.0
+kinds = collections.Counter()
+kinds_on_cases = collections.Counter()
+runs = []
+for seed, sites, days in SUITE:
+    d = os.path.join(work, f"sim-{seed}-{sites}-{days}")
+    t0 = time.time()
+    gw("simulate", "--out", d, "--sites", str(sites), "--days", str(days), "--seed", str(seed))
+    t1 = time.time()
+    gw("run", "--registry", f"{d}/registry.csv", "--readings", f"{d}/readings.csv", "--out", f"{d}/out", "--quiet")
+    t2 = time.time()
+    e = json.loads(subprocess.run([args.bin, "eval", "--data", d, "--alerts", f"{d}/out/alerts.jsonl", "--json"], check=True, capture_output=True, text=True).stdout)
+    runs.append((seed, sites, days, t1 - t0, t2 - t1, e))
+    cases += [(seed, c) for c in e["cases"]]
+    false_alerts += [(seed, f) for f in e["false_alert_list"]]
+    site_days += e["site_days"]
+    for k in e["kinds"]:
+        kinds[k["kind"]] += k["opened"]
+        kinds_on_cases[k["kind"]] += k["on_cases"]
+    print(f"seed {seed}: {sites} sites x {days} days: simulate {t1 - t0:.1f} s, run {t2 - t1:.1f} s", file=sys.stderr)
+
+
+def recall(scenarios, within_h=None):
+    rows = [c for _, c in cases if c["scenario"] in scenarios]
+    hit = [c for c in rows if c["delay_h"] is not None and (within_h is None or c["delay_h"] <= within_h)]
+    delays = [c["delay_h"] for c in rows if c["delay_h"] is not None]
+    return len(rows), len(hit), delays
+
+
+# 2. Real households.
+real_dir = os.path.join(work, "real")
+real = subprocess.run([sys.executable, "scripts/real_households.py", args.real, real_dir], check=True, capture_output=True, text=True).stdout.strip()
+gw("run", "--registry", f"{real_dir}/registry.csv", "--readings", f"{real_dir}/readings.csv", "--out", f"{real_dir}/out", "--quiet")
+real_alerts = [json.loads(l) for l in open(f"{real_dir}/out/alerts.jsonl") if l.strip()]
+real_opened = [a for a in real_alerts if a["status"] == "open"]
+household_days = int(real.split(",")[1].split()[0])
+
+
+# 3. Realism: load factor (mean / peak half-hour) per household and 14-day window, and the
+# night/day ratio (00-06 vs 10-18 local), simulated vs real.
+def shape_stats(series):
+    """series: {household: [(local datetime, kwh per half-hour)]} -> (load factors, night/day ratios)."""
+    lfs, nds = [], []
+    for points in series.values():
+        points.sort()
+        by_window = collections.defaultdict(list)
+        first = points[0][0]
+        for t, kwh in points:
+            by_window[(t - first).days // 14].append((t, kwh))
+        for w in by_window.values():
+            if len(w) < 14 * 48 * 0.9:
+                continue
+            vals = [k for _, k in w]
+            peak = max(vals)
+            if peak > 0:
+                lfs.append(statistics.fmean(vals) / peak)
+            night = [k for t, k in w if t.hour < 6]
+            day = [k for t, k in w if 10 <= t.hour < 18]
+            if day and statistics.fmean(day) > 0:
+                nds.append(statistics.fmean(night) / statistics.fmean(day))
+    return lfs, nds
+
+
+real_series = collections.defaultdict(list)
+with gzip.open(args.real, "rt") as f:
+    for row in csv.DictReader(f):
+        real_series[row["customer_id"]].append((dt.datetime.strptime(row["reading_datetime"], "%Y-%m-%d %H:%M:%S"), float(row["general_supply_kwh"])))
+real_lf, real_nd = shape_stats(real_series)
+
+seed, sites, days, *_ = runs[0]
+d = os.path.join(work, f"sim-{seed}-{sites}-{days}")
+residential = set()
+labelled = {l["target_id"] for l in csv.DictReader(open(f"{d}/labels.csv"))}
+for r in csv.DictReader(open(f"{d}/registry.csv")):
+    if r["customer_class"] == "residential" and r["site_id"] not in labelled:
+        residential.add(r["meter_id"])
+offset = dt.timedelta(hours=5)  # Asia/Almaty, the simulator's default zone
+half_hours = collections.defaultdict(float)
+with open(f"{d}/readings.csv") as f:
+    for row in csv.DictReader(f):
+        if row["meter_id"] in residential:
+            end = dt.datetime.strptime(row["ts"], "%Y-%m-%dT%H:%M:%SZ") + offset - dt.timedelta(seconds=1)
+            half_hours[(row["meter_id"], end.replace(minute=30 * (end.minute // 30), second=0))] = float(row["kwh"]) + half_hours[(row["meter_id"], end.replace(minute=30 * (end.minute // 30), second=0))]
+sim_series = collections.defaultdict(list)
+for (m, t), kwh in half_hours.items():
+    sim_series[m].append((t, kwh))
+sim_lf, sim_nd = shape_stats(sim_series)
+
+
+# 4. The report.
+def row(name, n, hit, target, ok):
+    return f"| {name} | {n} | {hit} | {hit / n:.3f} | {target} | {'met' if ok else '**not met**'} |" if n else f"| {name} | 0 | - | - | {target} | - |"
+
+
+lines = []
+add = lines.append
+add("# Detection quality")
+add("")
+add(f"Generated by `python3 scripts/quality.py` on {dt.date.today()} with `{args.bin}`; do not edit by hand.")
+add("Every number below comes from simulated utilities whose truth is known (`gridwatch simulate`), scored")
+add("by `gridwatch eval`, and from a replay of real households. No threshold was tuned to one seed: the suite")
+add("varies seeds and sizes.")
+add("")
+add("## The suite")
+add("")
+add("| seed | sites | days | readings | simulate s | run s | alerts opened | false alerts |")
+add("|---|---|---|---|---|---|---|---|")
+for seed, sites, days, ts, tr, e in runs:
+    n = sum(1 for _ in open(os.path.join(work, f"sim-{seed}-{sites}-{days}", "readings.csv"))) - 1
+    add(f"| {seed} | {sites} | {days} | {n:,} | {ts:.1f} | {tr:.1f} | {sum(k['opened'] for k in e['kinds'])} | {e['false_alerts']} |")
+add("")
+add("## Against the targets")
+add("")
+add("| target | cases | found | recall | target | |")
+add("|---|---|---|---|---|---|")
+n, hit, _ = recall(["unregistered_meter"], 1.0)
+add(row("unregistered meters, within 1 h", n, hit, "all", n == hit))
+n, hit, _ = recall(["disconnected_consumption", "suspended_consumption"], 1.0)
+add(row("consumption on disconnected/suspended sites, within 1 h", n, hit, "all", n == hit))
+n, hit, farm_delays = recall(FARMS)
+add(row("mining farms ≥ 20 kW (" + ", ".join(FARMS) + ")", n, hit, "≥ 0.98", n and hit / n >= 0.98))
+med = statistics.median(farm_delays) if farm_delays else float("nan")
+add(f"| mining farms ≥ 20 kW: median delay | | | {med:.1f} h | ≤ 6 h | {'met' if med <= 6 else '**not met**'} |")
+precision = sum(kinds_on_cases.values()) / max(1, sum(kinds.values()))
+add(f"| precision of all opened alerts (on a case ÷ opened) | {sum(kinds.values())} | {sum(kinds_on_cases.values())} | {precision:.3f} | ≥ 0.95 | {'met' if precision >= 0.95 else '**not met**'} |")
+n, hit, _ = recall(["home_miner"], 48.0)
+add(row("home miners ≥ 5 kW, within 48 h", n, hit, "≥ 0.9", n and hit / n >= 0.9))
+n, hit, _ = recall(["night_miner", "duty_cycled_miner"], 48.0)
+add(row("night-only and duty-cycled miners, within 48 h", n, hit, "≥ 0.9", n and hit / n >= 0.9))
+n, hit, _ = recall(["feeder_tap_flat", "feeder_tap_duty"], 48.0)
+add(row("feeder taps ≥ 5 % of feeder energy, within 48 h", n, hit, "≥ 0.9", n and hit / n >= 0.9))
+rate = len(real_opened) * 10_000 / household_days
+add(f"| real households: false alerts per 10,000 household-days | {household_days} days | {len(real_opened)} alerts | {rate:.2f} | ≤ 1 | {'met' if rate <= 1 else '**not met**'} |")
+sim_rate = len(false_alerts) * 10_000 / site_days
+add(f"| simulated sites: false alerts per 10,000 site-days | {site_days:.0f} days | {len(false_alerts)} alerts | {sim_rate:.2f} | ≤ 1 | {'met' if sim_rate <= 1 else '**not met**'} |")
+add("")
+add("Not met today, and why: feeder taps need the feeder-balance detector, night-only and duty-cycled miners")
+add("are caught only when they also exceed the permit, and tampering has no detector yet — all three are")
+add("issue 4's work. Capacity alerts on farms count as detections: an inspector is sent either way.")
+add("")
+add("## Per scenario (all runs pooled)")
+add("")
+add("| scenario | required | cases | found | recall | median delay h | p90 delay h | found as |")
+add("|---|---|---|---|---|---|---|---|")
+by = collections.defaultdict(list)
+for _, c in cases:
+    by[c["scenario"]].append(c)
+for s in sorted(by):
+    rows = by[s]
+    delays = [c["delay_h"] for c in rows if c["delay_h"] is not None]
+    found_as = collections.Counter(c["found_as"] for c in rows if c["found_as"])
+    med = f"{statistics.median(delays):.1f}" if delays else "-"
+    p90 = f"{pct(delays, 0.9):.1f}" if delays else "-"
+    fa = ", ".join(f"{k} ×{v}" for k, v in found_as.most_common())
+    add(f"| {s} | {'yes' if rows[0]['required'] else 'no'} | {len(rows)} | {len(delays)} | {len(delays) / len(rows):.2f} | {med} | {p90} | {fa} |")
+add("")
+add("## Precision by alert kind (all runs pooled)")
+add("")
+add("| kind | opened | on a case | precision |")
+add("|---|---|---|---|")
+for k in sorted(kinds):
+    add(f"| {k} | {kinds[k]} | {kinds_on_cases[k]} | {kinds_on_cases[k] / kinds[k]:.3f} |")
+add("")
+add("## False alerts")
+add("")
+add(f"{len(false_alerts)} in {site_days:.0f} simulated site-days ({sim_rate:.2f} per 10,000); {len(real_opened)} on the real households.")
+add("")
+for seed, f in false_alerts[:30]:
+    add(f"- seed {seed}: `{f['alert_id']}` {f['kind']} on {f['target']} ({f['class']}): {f['summary']}")
+for a in real_opened[:30]:
+    add(f"- real: `{a['alert_id']}` {a['kind']} on {a['site_id']}: {a['summary']}")
+add("")
+add("## Real households as negatives")
+add("")
+add(f"The 50 households of the Smart Grid Smart City trial in `shared/data` ({real}), converted by")
+add("`scripts/real_households.py` (residential, 15 kW permit, Australia/Sydney) and replayed through `gridwatch run`:")
+add(f"**{len(real_opened)} alerts opened** in {household_days} household-days. One of them holds a flat ~4 kW load for")
+add("days — which is why the residential mining floor is 4.5 kW: home miners of 5 kW and more are the target.")
+add("")
+add("## Realism: simulated households against real ones")
+add("")
+add("Simulated households replay the real ones (49 households, 8 winter weeks each), scaled 0.75–1.15, with")
+add("electric heating (12 %), EV chargers (8 %) and vacations (6 %) added. Statistics per household and")
+add("14-day window, on half-hourly energy in local time (simulated: the non-case residential sites of seed")
+add(f"{runs[0][0]}; real: all 50 households over their whole record).")
+add("")
+add("| statistic | | p10 | p50 | p90 | p99 | n |")
+add("|---|---|---|---|---|---|---|")
+for name, r, s in (("load factor (mean ÷ peak)", real_lf, sim_lf), ("night/day ratio (00–06 ÷ 10–18)", real_nd, sim_nd)):
+    for who, v in (("real", r), ("simulated", s)):
+        add(f"| {name} | {who} | {pct(v, 0.1):.3f} | {pct(v, 0.5):.3f} | {pct(v, 0.9):.3f} | {pct(v, 0.99):.3f} | {len(v)} |")
+add("")
+os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+open(args.out, "w").write("\n".join(lines))
+print(f"wrote {args.out} (work files in {work})", file=sys.stderr)
