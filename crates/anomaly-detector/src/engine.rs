@@ -3,6 +3,7 @@
 //! no Kafka: the same inputs give the same alerts, with the same ids, wherever it runs.
 
 use crate::episode::{round, Episode, Finding, Target};
+use crate::feeder::Feeder;
 use crate::meter::{Admit, ClosedHour, MeterState, HOUR, OPEN_RING};
 use gridwatch_core::{
     Alert, AlertKind, CustomerClass, DetectorConfig, MeterRecord, Reading, RegistryUpdate, Role,
@@ -32,6 +33,8 @@ pub enum Use {
 
 struct Slot {
     reg: Option<MeterRecord>,
+    /// The feeder this meter measures (a head) or belongs to (a customer).
+    feeder: Option<u32>,
     st: MeterState,
 }
 
@@ -39,6 +42,8 @@ pub struct Engine {
     cfg: DetectorConfig,
     index: FxHashMap<Box<str>, u32>,
     slots: Vec<Slot>,
+    feeder_index: FxHashMap<Box<str>, u32>,
+    feeders: Vec<Feeder>,
     stats: Stats,
 }
 
@@ -65,6 +70,8 @@ impl Engine {
             cfg,
             index: FxHashMap::default(),
             slots: Vec::new(),
+            feeder_index: FxHashMap::default(),
+            feeders: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -86,9 +93,20 @@ impl Engine {
         self.index.insert(meter_id.into(), i as u32);
         self.slots.push(Slot {
             reg: None,
+            feeder: None,
             st: MeterState::new(),
         });
         i
+    }
+
+    fn feeder_of(&mut self, feeder_id: &str) -> u32 {
+        if let Some(&f) = self.feeder_index.get(feeder_id) {
+            return f;
+        }
+        let f = self.feeders.len() as u32;
+        self.feeder_index.insert(feeder_id.into(), f);
+        self.feeders.push(Feeder::new(feeder_id));
+        f
     }
 
     /// Applies a register change. A meter that gains a register row resolves its
@@ -100,8 +118,21 @@ impl Engine {
             RegistryUpdate::Delete { meter_id } => (meter_id, None),
         };
         let i = self.slot_of(&meter_id);
+        // Keep each feeder's count of customer meters, for the completeness of its balance.
+        let was_customer = self.slots[i]
+            .reg
+            .as_ref()
+            .is_some_and(|r| r.role == Role::Customer);
+        if let (true, Some(f)) = (was_customer, self.slots[i].feeder) {
+            self.feeders[f as usize].customers -= 1;
+        }
+        let feeder = reg.as_ref().map(|r| self.feeder_of(&r.feeder_id));
+        if let (Some(f), Some(Role::Customer)) = (feeder, reg.as_ref().map(|r| r.role)) {
+            self.feeders[f as usize].customers += 1;
+        }
         let slot = &mut self.slots[i];
         slot.reg = reg;
+        slot.feeder = feeder;
         let at = slot.st.max_ts();
         let mut closing = Vec::new();
         if slot.reg.is_some() {
@@ -125,7 +156,7 @@ impl Engine {
             if let Some(p) = slot.st.episodes.iter().position(|e| e.kind == kind) {
                 let mut ep = slot.st.episodes.swap_remove(p);
                 let t = Target {
-                    meter_id: &meter_id,
+                    meter_id: Some(&meter_id),
                     reg: slot.reg.as_ref(),
                     feeder_hint: None,
                 };
@@ -138,11 +169,16 @@ impl Engine {
     /// Takes one validated reading; appends any alerts it raises to `out`.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> Use {
         let i = self.slot_of(&r.meter_id);
+        if self.slots[i].feeder.is_none() {
+            if let Some(hint) = &r.feeder_id {
+                self.slots[i].feeder = Some(self.feeder_of(hint));
+            }
+        }
         let before = out.len();
         let cfg = &self.cfg;
-        let Slot { reg, st } = &mut self.slots[i];
+        let Slot { reg, feeder, st } = &mut self.slots[i];
         let t = Target {
-            meter_id: &r.meter_id,
+            meter_id: Some(&r.meter_id),
             reg: reg.as_ref(),
             feeder_hint: r.feeder_id.as_deref(),
         };
@@ -169,6 +205,15 @@ impl Engine {
                 while let Some(closed) = st.pop_closed(watermark, i64::MIN) {
                     on_closed_hour(cfg, st, closed, &t, out);
                 }
+                if let Some(f) = *feeder {
+                    let fd = &mut self.feeders[f as usize];
+                    if reg.as_ref().is_some_and(|r| r.role == Role::FeederHead) {
+                        fd.add_head(r.ts, r.interval_s, r.kwh);
+                        balance(cfg, fd, out);
+                    } else {
+                        fd.add_customer(r.ts, r.interval_s, r.kwh);
+                    }
+                }
                 Use::Counted
             }
         };
@@ -179,6 +224,41 @@ impl Engine {
     /// Size of the per-meter detection state, for memory budgeting.
     pub fn state_bytes_per_meter(&self) -> usize {
         std::mem::size_of::<Slot>()
+    }
+}
+
+/// Closes the feeder's hours its head meter has passed, and judges each balanced one.
+fn balance(cfg: &DetectorConfig, fd: &mut Feeder, out: &mut Vec<Alert>) {
+    while let Some(closed) = fd.pop_closed(cfg.allowed_lateness_s + HOUR) {
+        // An hour held back for missing readings neither confirms nor clears a case.
+        let Some(b) = closed else { continue };
+        let id = fd.id.clone();
+        let t = Target {
+            meter_id: None,
+            reg: None,
+            feeder_hint: Some(&id),
+        };
+        match fd.judge(b, cfg.feeder_min_share) {
+            Some(f) => {
+                let start = b.end - 12 * HOUR;
+                let ep = fd
+                    .episode
+                    .get_or_insert_with(|| Episode::new(AlertKind::FeederImbalance, &id, start));
+                ep.quiet_hours = 0;
+                out.extend(ep.activate(f, b.end, b.end, true, cfg.update_interval_s, &t));
+            }
+            None => {
+                if let Some(ep) = &mut fd.episode {
+                    ep.quiet_hours += 1;
+                    if i64::from(ep.quiet_hours) * HOUR >= cfg.resolve_after_s {
+                        let reason =
+                            format!("the feeder balanced for {} h", cfg.resolve_after_s / HOUR);
+                        out.extend(ep.resolve(b.end, &reason, &t));
+                        fd.episode = None;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -41,14 +41,19 @@ pub(crate) struct LastFinding {
 
 /// Who an alert is about, and where.
 pub(crate) struct Target<'a> {
-    pub meter_id: &'a str,
+    /// None for a feeder-level alert.
+    pub meter_id: Option<&'a str>,
     pub reg: Option<&'a MeterRecord>,
     pub feeder_hint: Option<&'a str>,
 }
 
 impl Target<'_> {
     fn id(&self) -> &str {
-        self.reg.map_or(self.meter_id, |r| r.site_id.as_str())
+        self.reg
+            .map(|r| r.site_id.as_str())
+            .or(self.meter_id)
+            .or(self.feeder_hint)
+            .unwrap_or("")
     }
 }
 
@@ -148,7 +153,7 @@ impl Episode {
             severity: Severity::from_score(last.score),
             score: round(last.score, 3),
             site_id: reg.map(|r| r.site_id.clone()),
-            meter_id: Some(t.meter_id.to_string()),
+            meter_id: t.meter_id.map(str::to_string),
             feeder_id: reg
                 .map(|r| r.feeder_id.clone())
                 .or_else(|| t.feeder_hint.map(str::to_string)),

@@ -3,6 +3,7 @@
 
 pub mod engine;
 mod episode;
+mod feeder;
 mod meter;
 pub mod service;
 

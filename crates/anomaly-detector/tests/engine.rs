@@ -365,3 +365,77 @@ fn a_busy_shop_over_its_permit_is_a_capacity_case_not_mining() {
         "one episode across days: {alerts:#?}"
     );
 }
+
+/// A feeder with a head meter and `n` households; the head measures their load, losses that
+/// grow with load, and `tap(i)` kW unmetered. `gap` silences one customer meter.
+fn feeder_run(
+    n: usize,
+    days: i64,
+    tap: impl Fn(i64) -> f64,
+    gap: std::ops::Range<i64>,
+) -> Vec<Alert> {
+    let mut records = vec![MeterRecord {
+        site_id: "F1".into(),
+        meter_id: "H1".into(),
+        feeder_id: "F1".into(),
+        role: Role::FeederHead,
+        customer_class: None,
+        permitted_kw: None,
+        status: SiteStatus::Active,
+        licensed_mining: false,
+        lat: None,
+        lon: None,
+        region: None,
+        timezone: None,
+    }];
+    records.extend((0..n).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
+    let mut e = engine_with(&records);
+    let mut out = Vec::new();
+    for i in 1..=days * 96 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let mut total = 0.0;
+        for c in 0..n as i64 {
+            let kw = household(i + c * 7, (hour + c) % 24);
+            total += kw;
+            if c == 0 && gap.contains(&i) {
+                continue;
+            }
+            e.on_reading(&reading(&format!("M{c}"), i, kw), &mut out);
+        }
+        let x = total / (n as f64 * 0.8);
+        let head = total * (1.0 + 0.04 * x.clamp(0.5, 2.0)) + tap(i);
+        e.on_reading(&reading("H1", i, head), &mut out);
+    }
+    out
+}
+
+#[test]
+fn an_unmetered_tap_shows_at_the_feeder_head() {
+    let onset = 3 * 96;
+    let alerts = feeder_run(30, 6, |i| if i >= onset { 3.0 } else { 0.0 }, 0..0);
+    let open = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::FeederImbalance && a.status == AlertStatus::Open)
+        .expect("the tap is found");
+    assert_eq!(
+        (open.site_id.as_deref(), open.meter_id.as_deref()),
+        (None, None)
+    );
+    assert_eq!(open.feeder_id.as_deref(), Some("F1"));
+    let delay = open.detected_at - (T0 + onset * STEP);
+    assert!((0..=24 * 3600).contains(&delay), "delay {delay}");
+    let kw = open.evidence["unmetered_kw"].as_f64().unwrap();
+    assert!((2.0..4.5).contains(&kw), "estimated {kw} kW for a 3 kW tap");
+    assert_eq!(open.evidence["shape"], "flat");
+    assert!(
+        alerts.iter().all(|a| a.kind == AlertKind::FeederImbalance),
+        "{alerts:#?}"
+    );
+}
+
+#[test]
+fn load_dependent_losses_and_a_silent_meter_are_not_a_tap() {
+    // One customer meter silent for 20 hours while the head still measures its load.
+    let alerts = feeder_run(30, 6, |_| 0.0, 3 * 96..3 * 96 + 80);
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}

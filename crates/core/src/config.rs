@@ -84,6 +84,9 @@ pub struct DetectorConfig {
     /// without waiting for a full day.
     pub mining_fast_kw: f64,
     pub mining_fast_hours: u32,
+    /// Unexplained share of a feeder's energy (beyond its learned losses), sustained over 12
+    /// balanced hours, that raises `feeder_imbalance`.
+    pub feeder_min_share: f64,
     /// An episode resolves after its condition has been absent for this long (counting only
     /// hours with readings).
     pub resolve_after_s: i64,
@@ -109,6 +112,7 @@ impl Default for DetectorConfig {
             mining_floor_share: 0.75,
             mining_fast_kw: 15.0,
             mining_fast_hours: 5,
+            feeder_min_share: 0.03,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
             group_id: "gridwatch-detector".into(),

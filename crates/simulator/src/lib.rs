@@ -731,6 +731,9 @@ impl<'a> Builder<'a> {
             "tamper_zeroing" | "tamper_bypass" | "tamper_reverse" => {
                 let onset = self.onset();
                 self.label("site", &site, case, onset, false);
+                // What the meter no longer counts still flows through the feeder head.
+                let feeder = rec.feeder_id.clone();
+                self.label("feeder", &feeder, &format!("{case}_feeder"), onset, false);
                 *tamper = Some(match case {
                     "tamper_zeroing" => Tamper::Zero { onset },
                     "tamper_bypass" => Tamper::Bypass { share: 0.35, onset },
@@ -834,6 +837,13 @@ impl<'a> Builder<'a> {
     /// Unmetered taps on some feeders, sized against the feeder's mean demand.
     fn plant_taps(&mut self) {
         let n_feeders = self.feeders.len();
+        // Feeders already unbalanced by a tampered meter get no tap: one case per target.
+        let tampered: std::collections::HashSet<String> = self
+            .labels
+            .iter()
+            .filter(|l| l.target_type == "feeder")
+            .map(|l| l.target_id.clone())
+            .collect();
         for f in 0..n_feeders {
             let kind = match f % 4 {
                 0 => "feeder_tap_flat",
@@ -841,7 +851,7 @@ impl<'a> Builder<'a> {
                 2 => "feeder_tap_small",
                 _ => continue,
             };
-            if n_feeders < 3 && f > 0 {
+            if (n_feeders < 3 && f > 0) || tampered.contains(&self.feeders[f].feeder_id) {
                 continue;
             }
             let mean = self.feeder_mean_kw(f);
@@ -1017,10 +1027,12 @@ mod tests {
                     .meters
                     .iter()
                     .any(|m| m.registered && m.record.meter_id == l.target_id)),
-                "feeder" => assert!(u
-                    .feeders
-                    .iter()
-                    .any(|f| f.feeder_id == l.target_id && !f.taps.is_empty())),
+                "feeder" => assert!(
+                    l.scenario.starts_with("tamper")
+                        || u.feeders
+                            .iter()
+                            .any(|f| f.feeder_id == l.target_id && !f.taps.is_empty())
+                ),
                 other => panic!("{other}"),
             }
             assert!(

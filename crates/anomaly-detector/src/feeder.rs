@@ -1,0 +1,255 @@
+//! Feeder balance: the feeder-head meter measures everything that flows into a feeder — its
+//! customers' metered energy, technical losses, and anything unmetered. Per closed hour, the
+//! loss ratio `(head − customers) ÷ head` is compared with what this feeder's own history says
+//! it should be at this load (a linear model in load, refitted continuously with a two-week
+//! memory, learned only while nothing is flagged and the hour looks normal). A sustained rise
+//! is an unmetered tap. Hours where customer readings are missing are held back: a comms
+//! outage must not look like a tap.
+
+use crate::episode::{round, Episode, Finding};
+use crate::meter::{hour_of, HOUR};
+use serde_json::{json, Map, Value};
+
+const RING: usize = 16;
+/// Residuals remembered for the decision window.
+const WINDOW: usize = 12;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Fit {
+    s1: f64,
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    sxy: f64,
+}
+
+impl Fit {
+    fn add(&mut self, x: f64, y: f64, decay: f64) {
+        self.s1 = self.s1 * decay + 1.0;
+        self.sx = self.sx * decay + x;
+        self.sy = self.sy * decay + y;
+        self.sxx = self.sxx * decay + x * x;
+        self.sxy = self.sxy * decay + x * y;
+    }
+
+    fn predict(&self, x: f64) -> f64 {
+        let den = self.s1 * self.sxx - self.sx * self.sx;
+        let b = if den.abs() > 1e-9 * self.s1 * self.s1 {
+            (self.s1 * self.sxy - self.sx * self.sy) / den
+        } else {
+            0.0
+        };
+        let a = (self.sy - b * self.sx) / self.s1.max(1e-9);
+        a + b * x
+    }
+}
+
+/// One feeder's balance state.
+#[derive(Debug, Clone)]
+pub(crate) struct Feeder {
+    pub id: String,
+    /// Registered customer meters on the feeder.
+    pub customers: u32,
+    next_hour: i64,
+    head_max_ts: i64,
+    head_kwh: [f64; RING],
+    head_cov: [u32; RING],
+    cust_kwh: [f64; RING],
+    cust_cov: [u32; RING],
+    fit: Fit,
+    avg_head_kw: f64,
+    learned_hours: u32,
+    residual_kw: [f32; WINDOW],
+    residual_ratio: [f32; WINDOW],
+    filled: usize,
+    pos: usize,
+    pub episode: Option<Episode>,
+}
+
+/// A closed, fully covered hour's balance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Balance {
+    pub end: i64,
+    pub head_kw: f64,
+    pub customers_kw: f64,
+}
+
+impl Feeder {
+    pub fn new(id: &str) -> Feeder {
+        Feeder {
+            id: id.to_string(),
+            customers: 0,
+            next_hour: i64::MIN,
+            head_max_ts: i64::MIN,
+            head_kwh: [0.0; RING],
+            head_cov: [0; RING],
+            cust_kwh: [0.0; RING],
+            cust_cov: [0; RING],
+            fit: Fit::default(),
+            avg_head_kw: 0.0,
+            learned_hours: 0,
+            residual_kw: [0.0; WINDOW],
+            residual_ratio: [0.0; WINDOW],
+            filled: 0,
+            pos: 0,
+            episode: None,
+        }
+    }
+
+    fn slot(&mut self, ts: i64) -> Option<usize> {
+        let h = hour_of(ts);
+        if self.next_hour == i64::MIN {
+            self.next_hour = h;
+        }
+        (h >= self.next_hour && h < self.next_hour + RING as i64)
+            .then(|| h.rem_euclid(RING as i64) as usize)
+    }
+
+    /// Adds a counted head-meter reading.
+    pub fn add_head(&mut self, ts: i64, interval_s: u32, kwh: f64) {
+        self.head_max_ts = self.head_max_ts.max(ts);
+        if let Some(s) = self.slot(ts) {
+            self.head_kwh[s] += kwh;
+            self.head_cov[s] += interval_s.min(3600);
+        }
+    }
+
+    /// Adds a counted customer reading. One outside the open hours is lost to the balance,
+    /// and its hour is then held back as incomplete.
+    pub fn add_customer(&mut self, ts: i64, interval_s: u32, kwh: f64) {
+        if let Some(s) = self.slot(ts) {
+            self.cust_kwh[s] += kwh;
+            self.cust_cov[s] += interval_s.min(3600);
+        }
+    }
+
+    /// Closes the next hour once the head's watermark has passed it (with `lateness_s` of
+    /// slack for customer readings). `Some(None)`: closed but held back for missing data.
+    pub fn pop_closed(&mut self, lateness_s: i64) -> Option<Option<Balance>> {
+        let h = self.next_hour;
+        if h == i64::MIN
+            || self.head_max_ts == i64::MIN
+            || (h + 1) * HOUR > self.head_max_ts - lateness_s
+        {
+            return None;
+        }
+        let s = h.rem_euclid(RING as i64) as usize;
+        let (head, hc, cust, cc) = (
+            self.head_kwh[s],
+            self.head_cov[s],
+            self.cust_kwh[s],
+            self.cust_cov[s],
+        );
+        self.head_kwh[s] = 0.0;
+        self.head_cov[s] = 0;
+        self.cust_kwh[s] = 0.0;
+        self.cust_cov[s] = 0;
+        self.next_hour += 1;
+        let expected = u64::from(self.customers) * 3600;
+        let complete = hc >= 3540 && self.customers > 0 && u64::from(cc) * 1000 >= expected * 985;
+        if !complete || head <= 0.0 {
+            return Some(None);
+        }
+        // A few missing customer readings (at most 1.5 %) are filled in proportionally.
+        let fill = (expected as f64 / f64::from(cc)).max(1.0);
+        Some(Some(Balance {
+            end: (h + 1) * HOUR,
+            head_kw: head * 3600.0 / f64::from(hc),
+            customers_kw: cust * fill,
+        }))
+    }
+
+    /// Judges one balanced hour; returns a finding while the feeder shows an unmetered load.
+    pub fn judge(&mut self, b: Balance, min_ratio: f64) -> Option<Finding> {
+        let ratio = (b.head_kw - b.customers_kw) / b.head_kw;
+        if self.avg_head_kw == 0.0 {
+            self.avg_head_kw = b.head_kw;
+        }
+        let x = b.head_kw / self.avg_head_kw;
+        let expected = if self.learned_hours >= 24 {
+            self.fit.predict(x)
+        } else {
+            ratio
+        };
+        let residual = ratio - expected;
+        let flagged = self.episode.as_ref().is_some_and(|e| e.opened);
+        // Learn from normal hours only: not while flagged, not from outliers once learned.
+        if !flagged && (self.learned_hours < 24 || residual.abs() < min_ratio / 2.0) {
+            self.fit.add(x, ratio, 1.0 - 1.0 / 336.0);
+            self.learned_hours += 1;
+            self.avg_head_kw +=
+                (b.head_kw - self.avg_head_kw) / f64::from(self.learned_hours.min(168));
+        }
+        if self.learned_hours < 24 {
+            return None;
+        }
+        self.residual_kw[self.pos] = (residual * b.head_kw) as f32;
+        self.residual_ratio[self.pos] = residual as f32;
+        self.pos = (self.pos + 1) % WINDOW;
+        self.filled = (self.filled + 1).min(WINDOW);
+        if self.filled < WINDOW {
+            return None;
+        }
+        let mean_ratio = self
+            .residual_ratio
+            .iter()
+            .map(|&r| f64::from(r))
+            .sum::<f64>()
+            / WINDOW as f64;
+        let positive = self
+            .residual_ratio
+            .iter()
+            .filter(|&&r| f64::from(r) > min_ratio / 3.0)
+            .count();
+        if mean_ratio < min_ratio || positive * 2 < WINDOW {
+            return None;
+        }
+        // The unmetered load while it draws: the hours that stand out (the window may still
+        // hold hours from before it began).
+        let kws: Vec<f64> = (0..WINDOW)
+            .filter(|&k| f64::from(self.residual_ratio[k]) > min_ratio / 3.0)
+            .map(|k| f64::from(self.residual_kw[k]))
+            .collect();
+        let mean_kw = kws.iter().sum::<f64>() / kws.len() as f64;
+        let spread =
+            (kws.iter().map(|k| (k - mean_kw).powi(2)).sum::<f64>() / kws.len() as f64).sqrt();
+        // Flat: steady, and on in every hour since it first showed (a duty cycle has gaps).
+        let elevated: Vec<bool> = (0..WINDOW)
+            .map(|k| f64::from(self.residual_ratio[(self.pos + k) % WINDOW]) > min_ratio / 3.0)
+            .collect();
+        let since_first = elevated.iter().skip_while(|e| !**e).all(|e| *e);
+        let shape = if spread < 0.35 * mean_kw.abs() && since_first {
+            "flat"
+        } else {
+            "variable"
+        };
+        let mut ev = Map::new();
+        for (k, v) in [
+            ("unmetered_kw", round(mean_kw, 2)),
+            ("unmetered_share", round(mean_ratio, 4)),
+            ("loss_ratio_expected", round(expected, 4)),
+            ("loss_ratio_observed", round(ratio, 4)),
+            ("head_kw", round(b.head_kw, 2)),
+            ("customers_kw", round(b.customers_kw, 2)),
+            ("customers", f64::from(self.customers)),
+        ] {
+            ev.insert(k.into(), json!(v));
+        }
+        ev.insert("shape".into(), Value::from(shape));
+        Some(Finding {
+            score: (0.6 + 0.4 * (mean_ratio / 0.15).min(1.0)).min(1.0),
+            est_excess_kw: mean_kw,
+            excess_kwh: residual * b.head_kw,
+            evidence: ev,
+            summary: format!(
+                "Feeder {} draws {:.1} kW ({:.1} %) more than its {} meters and usual losses explain, for {} h; {} load",
+                self.id,
+                mean_kw,
+                mean_ratio * 100.0,
+                self.customers,
+                WINDOW,
+                shape
+            ),
+        })
+    }
+}
