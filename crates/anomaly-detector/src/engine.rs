@@ -448,6 +448,9 @@ fn mining(
     // legitimate for a few hours (pumps, shifts, a busy day), so it takes a full day.
     let blatant = fast.filter(|w| residential && w.min_kw >= cfg.mining_fast_kw);
     let Some(w) = always_on.or(blatant) else {
+        if residential {
+            night_block(cfg, st, reg, hour, target, t, out);
+        }
         return;
     };
     let within_permit = reg.permitted_kw.is_none_or(|p| w.mean_kw <= p * tolerance);
@@ -513,6 +516,93 @@ fn mining(
         ),
     };
     let start = hour.end - i64::from(w.hours) * HOUR;
+    let ep = episode(st, AlertKind::MiningSignature, target, start);
+    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+}
+
+/// A miner that runs only in a nightly window (the cheap tariff) or another fixed block of
+/// hours: at a residence, a flat block of at least `mining_min_kw_residential` for at least
+/// `mining_block_hours`, at the same hours on two consecutive days, far above the rest of the
+/// day. EV charging sessions are shorter; thermostat-driven heating is not flat.
+fn night_block(
+    cfg: &DetectorConfig,
+    st: &mut MeterState,
+    reg: &MeterRecord,
+    hour: ClosedHour,
+    target: &str,
+    t: &Target<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let level = cfg.mining_min_kw_residential;
+    let block = st
+        .recurring_block(hour.end, level, cfg.mining_block_flatness)
+        .filter(|(_, hours, block_kw, outside_kw)| {
+            *hours >= cfg.mining_block_hours && outside_kw * 2.0 <= *block_kw
+        });
+    // A duty cycle (on, off, on…) for most of two days: more hours at a mining level than
+    // any real household in the trial data shows (at most 9 a day, two days running).
+    let (today, before, high_kw, low_kw) = st.high_hours(level);
+    let duty = (today >= cfg.mining_duty_hours
+        && before >= cfg.mining_duty_hours
+        && low_kw * 2.0 <= high_kw)
+        .then_some((today, before, high_kw, low_kw));
+    let (start, hours, block_kw, outside_kw, pattern) = match (block, duty) {
+        (Some((start, hours, b, o)), _) => (start, hours, b, o, "recurring_block"),
+        (None, Some((today, _, b, o))) => (hour.end - 24 * HOUR, today, b, o, "duty_cycle"),
+        (None, None) => return,
+    };
+    if reg.licensed_mining
+        && reg
+            .permitted_kw
+            .is_some_and(|p| block_kw <= p * (1.0 + cfg.capacity_tolerance))
+    {
+        return;
+    }
+    let excess = (block_kw - outside_kw).max(0.0);
+    let local_start =
+        (start + (reg.lon.unwrap_or(0.0) / 15.0).round() as i64 * HOUR).rem_euclid(86_400) / HOUR;
+    let mut ev = evidence([
+        ("block_kw", round(block_kw, 2)),
+        ("outside_kw", round(outside_kw, 2)),
+        ("block_hours", f64::from(hours)),
+        ("block_start_solar_hour", local_start as f64),
+    ]);
+    ev.insert(
+        "permitted_kw".into(),
+        reg.permitted_kw.map_or(Value::Null, |p| json!(p)),
+    );
+    ev.insert("customer_class".into(), json!(class_name(reg)));
+    ev.insert("pattern".into(), json!(pattern));
+    let f = Finding {
+        score: (0.6 + 0.2 * (excess / 30.0).min(1.0) + 0.2 * f64::from(hours.min(12)) / 12.0)
+            .min(1.0),
+        est_excess_kw: excess,
+        // Energy counts for the hours inside the block only.
+        excess_kwh: if hour.end - HOUR >= start && hour.end <= start + i64::from(hours) * HOUR {
+            excess
+        } else {
+            0.0
+        },
+        evidence: ev,
+        summary: if pattern == "duty_cycle" {
+            format!(
+                "Flat {} kW switching on and off, {} h a day two days running, {} kW between, at a {} site",
+                fmt_kw(block_kw),
+                hours,
+                fmt_kw(outside_kw),
+                class_name(reg)
+            )
+        } else {
+            format!(
+                "Flat {} kW for {} h from {:02}:00 (solar time) two days running, {} kW the rest of the day, at a {} site",
+                fmt_kw(block_kw),
+                hours,
+                local_start,
+                fmt_kw(outside_kw),
+                class_name(reg)
+            )
+        },
+    };
     let ep = episode(st, AlertKind::MiningSignature, target, start);
     out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
 }

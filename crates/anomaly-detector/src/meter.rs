@@ -52,6 +52,9 @@ pub(crate) struct MeterState {
     /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
     day_kw: [f32; 24],
     day_mask: u32,
+    /// The same hours one day earlier (the 24 closed hours before those).
+    prev_kw: [f32; 24],
+    prev_mask: u32,
     /// Slow moving averages of hourly demand and of the 24-hour floor (kW), learned only
     /// while no episode is active.
     pub baseline_kw: f64,
@@ -72,6 +75,8 @@ impl MeterState {
             seen: [0; OPEN_RING],
             day_kw: [0.0; 24],
             day_mask: 0,
+            prev_kw: [0.0; 24],
+            prev_mask: 0,
             baseline_kw: 0.0,
             baseline_floor_kw: 0.0,
             baseline_hours: 0,
@@ -130,6 +135,9 @@ impl MeterState {
         self.seen[slot] = 0;
         self.next_hour += 1;
         let day_slot = h.rem_euclid(24) as u32;
+        // What this hour of day held 24 hours ago moves to yesterday's ring.
+        self.prev_kw[day_slot as usize] = self.day_kw[day_slot as usize];
+        self.prev_mask = (self.prev_mask & !(1 << day_slot)) | (self.day_mask & (1 << day_slot));
         if covered == 0 {
             self.day_mask &= !(1 << day_slot);
             return Some(None);
@@ -141,6 +149,93 @@ impl MeterState {
             end: (h + 1) * HOUR,
             kw,
         }))
+    }
+
+    /// The longest block of consecutive hours, among the last 24 closed ones ending at `end`,
+    /// in which demand was at least `level` kW both on that day and at the same hours the day
+    /// before, with max/min within `flatness` over both days. Returns (first hour's start,
+    /// hours, mean kW in the block, mean kW outside it).
+    pub fn recurring_block(
+        &self,
+        end: i64,
+        level: f64,
+        flatness: f64,
+    ) -> Option<(i64, u32, f64, f64)> {
+        let last = end / HOUR - 1;
+        let first = last - 23;
+        let at = |h: i64, prev: bool| -> Option<f64> {
+            let slot = h.rem_euclid(24) as usize;
+            let (mask, v) = if prev {
+                (self.prev_mask, self.prev_kw[slot])
+            } else {
+                (self.day_mask, self.day_kw[slot])
+            };
+            (h < self.next_hour && mask & (1 << slot) != 0).then_some(f64::from(v))
+        };
+        let mut best: Option<(i64, u32)> = None;
+        let mut run_start = None;
+        for h in first..=last + 1 {
+            let on = h <= last
+                && matches!((at(h, false), at(h, true)), (Some(a), Some(b)) if a >= level && b >= level);
+            match (on, run_start) {
+                (true, None) => run_start = Some(h),
+                (false, Some(s)) => {
+                    let len = (h - s) as u32;
+                    if best.is_none_or(|(_, l)| len > l) {
+                        best = Some((s, len));
+                    }
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        let (start, hours) = best?;
+        let block: Vec<f64> = (start..start + i64::from(hours))
+            .flat_map(|h| [at(h, false), at(h, true)])
+            .flatten()
+            .collect();
+        let (lo, hi) = block.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        if hi > lo * flatness {
+            return None;
+        }
+        let outside: Vec<f64> = (first..=last)
+            .filter(|h| *h < start || *h >= start + i64::from(hours))
+            .filter_map(|h| at(h, false))
+            .collect();
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        Some((start * HOUR, hours, mean(&block), mean(&outside)))
+    }
+
+    /// Hours at or above `level` kW among the last 24 closed ones and among the 24 before,
+    /// with the mean demand of today's such hours and of the rest: a load that switches on and
+    /// off all day long.
+    pub fn high_hours(&self, level: f64) -> (u32, u32, f64, f64) {
+        let (mut today, mut before, mut high, mut low, mut n_low) = (0u32, 0u32, 0.0, 0.0, 0u32);
+        for slot in 0..24 {
+            if self.day_mask & (1 << slot) != 0 {
+                let v = f64::from(self.day_kw[slot]);
+                if v >= level {
+                    today += 1;
+                    high += v;
+                } else {
+                    low += v;
+                    n_low += 1;
+                }
+            }
+            if self.prev_mask & (1 << slot) != 0 && f64::from(self.prev_kw[slot]) >= level {
+                before += 1;
+            }
+        }
+        let mean = |sum: f64, n: u32| if n == 0 { 0.0 } else { sum / f64::from(n) };
+        (today, before, mean(high, today), mean(low, n_low))
     }
 
     /// Skips a long stretch of empty hours at once (they hold no data to evaluate).

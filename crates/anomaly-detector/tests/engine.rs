@@ -439,3 +439,54 @@ fn load_dependent_losses_and_a_silent_meter_are_not_a_tap() {
     let alerts = feeder_run(30, 6, |_| 0.0, 3 * 96..3 * 96 + 80);
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
+
+#[test]
+fn night_only_and_duty_cycled_miners_within_permit_are_flagged() {
+    let mut e = engine_with(&[
+        site("1", CustomerClass::Residential, Some(25.0)),
+        site("2", CustomerClass::Residential, Some(25.0)),
+    ]);
+    let onset = 2 * 96;
+    // 12 kW from 23:00 to 07:00 only: the cheap tariff.
+    let night = feed(&mut e, "M1", 6, |i, h| {
+        household(i, h)
+            + if i >= onset && !(7..23).contains(&h) {
+                12.0
+            } else {
+                0.0
+            }
+    });
+    let open = night
+        .iter()
+        .find(|a| a.kind == AlertKind::MiningSignature && a.status == AlertStatus::Open);
+    let open = open.expect("night-only miner flagged");
+    assert!(open.detected_at - (T0 + onset * STEP) <= 48 * 3600);
+    assert_eq!(open.evidence["pattern"], "recurring_block");
+    // 15 kW, two hours on and one off, all day.
+    let duty = feed(&mut e, "M2", 6, |i, h| {
+        household(i, h)
+            + if i >= onset && (i / 4) % 3 < 2 {
+                15.0
+            } else {
+                0.0
+            }
+    });
+    let open = duty
+        .iter()
+        .find(|a| a.kind == AlertKind::MiningSignature && a.status == AlertStatus::Open);
+    assert_eq!(
+        open.unwrap_or_else(|| panic!("duty-cycled miner not flagged: {duty:#?}"))
+            .evidence["pattern"],
+        "duty_cycle"
+    );
+}
+
+#[test]
+fn a_nightly_ev_charge_is_not_a_night_miner() {
+    let mut e = engine_with(&[site("1", CustomerClass::Residential, Some(20.0))]);
+    // 11 kW from 22:00 to 03:00 every night: five hours, shorter than any mining block.
+    let alerts = feed(&mut e, "M1", 8, |i, h| {
+        household(i, h) + if !(3..22).contains(&h) { 11.0 } else { 0.0 }
+    });
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}

@@ -84,6 +84,14 @@ pub struct DetectorConfig {
     /// without waiting for a full day.
     pub mining_fast_kw: f64,
     pub mining_fast_hours: u32,
+    /// A residence's night-only (or other fixed-hours) miner: a flat block at least this many
+    /// hours long, at the same hours two days running…
+    pub mining_block_hours: u32,
+    /// …whose hourly demand stays within this max/min ratio.
+    pub mining_block_flatness: f64,
+    /// A residence's duty-cycled miner: at least this many hours a day at the mining level,
+    /// two days running.
+    pub mining_duty_hours: u32,
     /// Unexplained share of a feeder's energy (beyond its learned losses), sustained over 12
     /// balanced hours, that raises `feeder_imbalance`.
     pub feeder_min_share: f64,
@@ -112,6 +120,9 @@ impl Default for DetectorConfig {
             mining_floor_share: 0.75,
             mining_fast_kw: 15.0,
             mining_fast_hours: 5,
+            mining_block_hours: 7,
+            mining_block_flatness: 1.35,
+            mining_duty_hours: 14,
             feeder_min_share: 0.03,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,

@@ -174,7 +174,7 @@ impl Profile {
             seed,
             library,
             week_offset: (r(2) * 8.0) as i64,
-            scale: 0.75 + 0.4 * r(3),
+            scale: 0.75 + 0.35 * r(3),
             heating_kw: if heated { 1.0 + 2.5 * r(7) } else { 0.0 },
             ev_kw: if r(5) < 0.08 {
                 if r(10) < 0.7 {
