@@ -114,7 +114,7 @@ impl Default for DetectorConfig {
             allowed_lateness_s: 3600,
             capacity_tolerance: 0.10,
             capacity_min_duration_s: 2 * 3600,
-            disconnected_min_kwh: 0.02,
+            disconnected_min_kwh: 0.005,
             mining_min_kw_residential: 4.5,
             mining_min_kw_other: 5.0,
             mining_floor_share: 0.75,

@@ -18,7 +18,8 @@ use std::path::PathBuf;
     version,
     about = "Find unauthorized connections to the power grid in smart-meter data",
     long_about = "gridwatch finds unauthorized connections in interval meter data: unregistered meters, \
-consumption on disconnected sites, demand above permit, and mining farms (flat, around-the-clock loads).\n\n\
+consumption on disconnected sites, demand above permit, mining farms (flat loads around the clock, by night \
+or duty-cycled) and unmetered taps on feeders (the head meter against its customers).\n\n\
 Start with `gridwatch demo`. Run on your own files with `gridwatch run`. In production, run the three \
 services against Kafka: `gridwatch ingester`, `gridwatch detect`, `gridwatch sink`.",
     after_help = "Configuration: built-in defaults, then --config FILE (TOML), then environment variables \

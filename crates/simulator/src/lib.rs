@@ -704,11 +704,27 @@ impl<'a> Builder<'a> {
                 } else {
                     SiteStatus::Suspended
                 };
-                let onset = self.onset();
+                let switched_on = self.onset();
+                let inner = self.household();
+                // The case begins with the first energy actually drawn (a replayed household
+                // may be away, at zero, when the site is switched back on).
+                let end = self.cfg.start + i64::from(self.cfg.days) * 86_400;
+                let onset = (switched_on..end)
+                    .step_by(900)
+                    .find(|&t| {
+                        inner.kw(
+                            At {
+                                utc: t + 450,
+                                local: t + 450 + self.utc_offset,
+                            },
+                            0,
+                        ) >= 0.004
+                    })
+                    .unwrap_or(switched_on);
                 self.label("site", &site, case, onset, true);
                 Profile::After {
-                    inner: Box::new(self.household()),
-                    onset,
+                    inner: Box::new(inner),
+                    onset: switched_on,
                 }
             }
             "capacity_exceedance" | "capacity_creep" => {
