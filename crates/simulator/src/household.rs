@@ -21,15 +21,22 @@ pub fn kw(h: usize, day: usize, slot: usize) -> f64 {
 }
 
 /// The highest hourly floor (kW) any 24 consecutive hours of library household `h` reach:
-/// high for a household with a large always-on load of its own.
+/// high for a household with a large always-on load of its own. Computed once per household.
 pub fn day_floor_kw(h: usize) -> f64 {
-    let hours: Vec<f64> = (0..DAYS * 24)
-        .map(|i| (kw(h, i / 24, (i % 24) * 2) + kw(h, i / 24, (i % 24) * 2 + 1)) / 2.0)
-        .collect();
-    hours
-        .windows(24)
-        .map(|w| w.iter().copied().fold(f64::INFINITY, f64::min))
-        .fold(0.0, f64::max)
+    static FLOORS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    FLOORS.get_or_init(|| {
+        (0..count())
+            .map(|h| {
+                let hours: Vec<f64> = (0..DAYS * 24)
+                    .map(|i| (kw(h, i / 24, (i % 24) * 2) + kw(h, i / 24, (i % 24) * 2 + 1)) / 2.0)
+                    .collect();
+                hours
+                    .windows(24)
+                    .map(|w| w.iter().copied().fold(f64::INFINITY, f64::min))
+                    .fold(0.0, f64::max)
+            })
+            .collect()
+    })[h % count()]
 }
 
 /// The library day to replay for local day number `local_day` (days since 1970-01-01, a

@@ -915,7 +915,8 @@ impl<'a> Builder<'a> {
                 .meters
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| i % n_feeders == f)
+                .skip(f)
+                .step_by(n_feeders)
                 .map(|(i, m)| m.profile.kw(at, i as u64))
                 .sum::<f64>();
             samples += 1.0;
