@@ -185,10 +185,10 @@ add(f"| simulated sites: false alerts per 10,000 site-days | {site_days:.0f} day
 add("")
 unmet = [l.split(" | ")[0].lstrip("| ") for l in lines if l.endswith("**not met** |")]
 if unmet:
-    add("Not met in this run: " + "; ".join(unmet) + ". See the per-scenario table for which cases are missed;")
-    add("mining farms inside a factory's permit need a step-change detector, tampering at the meter itself")
-    add("(rather than at its feeder) has no detector yet, and a case whose meter is silent (a simulated comms")
-    add("gap) when it begins can only be found once its readings arrive.")
+    add("Not met in this run: " + "; ".join(unmet) + ". The per-scenario table and the case lists of")
+    add("`gridwatch eval` show which cases are missed. A case whose meter is silent (a simulated comms gap) when")
+    add("it begins can only be found once its readings arrive; tampering at the meter itself (rather than at")
+    add("its feeder) has no detector yet.")
 else:
     add("Every target is met in this run.")
 add("Capacity alerts on farms count as detections: an inspector is sent either way.")

@@ -437,7 +437,7 @@ fn mining(
         cfg.mining_min_kw_other
     };
     let tolerance = 1.0 + cfg.capacity_tolerance;
-    let learned = st.baseline_hours >= 48;
+    let learned = st.floor_hours >= 24;
     let unlicensed_class = residential || reg.customer_class == Some(CustomerClass::Mining);
     let day = st.window(hour.end, 24);
     let fast = st.window(hour.end, cfg.mining_fast_hours);
@@ -450,6 +450,8 @@ fn mining(
     let Some(w) = always_on.or(blatant) else {
         if residential {
             night_block(cfg, st, reg, hour, target, t, out);
+        } else if let Some(w) = day.filter(|_| learned) {
+            step_change(cfg, st, reg, hour, w, target, t, out);
         }
         return;
     };
@@ -517,6 +519,61 @@ fn mining(
     };
     let start = hour.end - i64::from(w.hours) * HOUR;
     let ep = episode(st, AlertKind::MiningSignature, target, start);
+    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+}
+
+/// A load that switched on and stayed: the site's 24-hour floor at least doubled against the
+/// floor it had learned, by at least `mining_min_kw_other`, while the rest of its pattern
+/// (shifts, opening hours) may carry on above it — rigs installed at a shop or a factory,
+/// inside its permit.
+#[allow(clippy::too_many_arguments)]
+fn step_change(
+    cfg: &DetectorConfig,
+    st: &mut MeterState,
+    reg: &MeterRecord,
+    hour: ClosedHour,
+    w: crate::meter::Window,
+    target: &str,
+    t: &Target<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let before = st.baseline_floor_kw;
+    let added = w.min_kw - before;
+    if added < cfg.mining_min_kw_other.max(before) {
+        return;
+    }
+    if reg.licensed_mining
+        && reg
+            .permitted_kw
+            .is_some_and(|p| w.mean_kw <= p * (1.0 + cfg.capacity_tolerance))
+    {
+        return;
+    }
+    let ev = evidence([
+        ("floor_kw", round(w.min_kw, 2)),
+        ("baseline_floor_kw", round(before, 2)),
+        ("added_kw", round(added, 2)),
+        ("mean_kw", round(w.mean_kw, 2)),
+        ("baseline_kw", round(st.baseline_kw, 2)),
+    ])
+    .with("customer_class", class_name(reg));
+    let f = Finding {
+        score: (0.55
+            + 0.3 * (added / before.max(1.0) / 4.0).min(1.0)
+            + 0.15 * (added / 100.0).min(1.0))
+        .min(1.0),
+        est_excess_kw: added,
+        excess_kwh: added,
+        evidence: ev,
+        summary: format!(
+            "Always-on load rose from {} kW to {} kW (+{} kW) and stayed for 24 h at a {} site",
+            fmt_kw(before),
+            fmt_kw(w.min_kw),
+            fmt_kw(added),
+            class_name(reg)
+        ),
+    };
+    let ep = episode(st, AlertKind::StepChange, target, hour.end - 24 * HOUR);
     out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
 }
 

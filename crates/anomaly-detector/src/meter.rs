@@ -59,6 +59,8 @@ pub(crate) struct MeterState {
     /// while no episode is active.
     pub baseline_kw: f64,
     pub baseline_floor_kw: f64,
+    /// Hours the floor baseline has learned from.
+    pub floor_hours: u32,
     pub baseline_hours: u32,
     /// Consecutive closed hours above the permit.
     pub over_hours: u32,
@@ -79,6 +81,7 @@ impl MeterState {
             prev_mask: 0,
             baseline_kw: 0.0,
             baseline_floor_kw: 0.0,
+            floor_hours: 0,
             baseline_hours: 0,
             over_hours: 0,
             episodes: Vec::new(),
@@ -289,8 +292,12 @@ impl MeterState {
         self.baseline_hours = self.baseline_hours.saturating_add(1);
         let alpha = 1.0 / f64::from(self.baseline_hours.min(168));
         self.baseline_kw += alpha * (kw - self.baseline_kw);
-        let floor = self.window(end, 24).map_or(kw, |w| w.min_kw);
-        self.baseline_floor_kw += alpha * (floor - self.baseline_floor_kw);
+        // The floor is learned from full days only: a partial day's "floor" is just its hours.
+        if let Some(w) = self.window(end, 24) {
+            self.floor_hours = self.floor_hours.saturating_add(1);
+            let a = 1.0 / f64::from(self.floor_hours.min(168));
+            self.baseline_floor_kw += a * (w.min_kw - self.baseline_floor_kw);
+        }
     }
 
     /// Mean demand (kW) at night (00–06) and by day (10–18) of local solar time over the

@@ -490,3 +490,30 @@ fn a_nightly_ev_charge_is_not_a_night_miner() {
     });
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
+
+#[test]
+fn rigs_added_inside_a_factory_permit_are_a_step_change() {
+    let factory = |i: i64, h: i64| {
+        let weekday = (i / 96) % 7 < 5;
+        if weekday && (6..22).contains(&h) {
+            300.0
+        } else {
+            60.0
+        }
+    };
+    let mut e = engine_with(&[site("1", CustomerClass::Industrial, Some(600.0))]);
+    let onset = 4 * 96;
+    let alerts = feed(&mut e, "M1", 9, |i, h| {
+        factory(i, h) + if i >= onset { 120.0 } else { 0.0 }
+    });
+    let step = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::StepChange && a.status == AlertStatus::Open)
+        .unwrap_or_else(|| panic!("no step change: {alerts:#?}"));
+    assert!(step.detected_at - (T0 + onset * STEP) <= 26 * 3600);
+    let added = step.evidence["added_kw"].as_f64().unwrap();
+    assert!((100.0..140.0).contains(&added), "{added}");
+    // The same factory without rigs, over two weeks of shifts and weekends: nothing.
+    let mut e = engine_with(&[site("1", CustomerClass::Industrial, Some(600.0))]);
+    assert!(feed(&mut e, "M1", 14, factory).is_empty());
+}
