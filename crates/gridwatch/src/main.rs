@@ -4,6 +4,7 @@ mod demo;
 mod embedded;
 mod eval;
 mod services;
+mod suspects;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -138,6 +139,27 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[arg(long)]
         alerts: PathBuf,
         /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ranked inspection list: sites (and feeders) by likelihood × estimated unauthorized energy.
+    #[command(
+        long_about = "The ranked inspection list from an embedded run's alerts.jsonl (or alerts \
+saved from the topic): one row per site, meter or feeder, ranked by score × estimated unauthorized MWh, \
+with the kinds of evidence against it and the total. Open cases only, unless --all.\n\n\
+Example: gridwatch suspects --alerts results/alerts.jsonl --top 20"
+    )]
+    Suspects {
+        /// alerts.jsonl to rank.
+        #[arg(long)]
+        alerts: PathBuf,
+        /// Rows to print.
+        #[arg(long, default_value_t = 25)]
+        top: usize,
+        /// Include resolved cases.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON (every row) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -283,6 +305,12 @@ fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval { data, alerts, json } => eval::run(&data, &alerts, json)?,
+        Command::Suspects {
+            alerts,
+            top,
+            all,
+            json,
+        } => suspects::run(&alerts, top, all, json)?,
         Command::Ingest { readings } => services::ingest_file(&config, &readings)?,
         Command::Registry {
             command: RegistryCommand::Load { registry },
