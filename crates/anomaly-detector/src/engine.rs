@@ -200,6 +200,9 @@ impl Engine {
             }
             Admit::Accepted => {
                 self.stats.readings += 1;
+                if let Some(export) = r.kwh_export {
+                    st.add_export(r.ts, export);
+                }
                 on_accepted(cfg, st, r, &t, out);
                 let watermark = st.max_ts() - cfg.allowed_lateness_s;
                 while let Some(closed) = st.pop_closed(watermark, i64::MIN) {
@@ -350,6 +353,7 @@ fn on_closed_hour(
     if let Some(reg) = customer {
         capacity(cfg, st, reg, hour, &target, t, out);
         mining(cfg, st, reg, hour, &target, t, out);
+        tamper(cfg, st, reg, hour, &target, t, out);
     }
     if st.episodes.is_empty() {
         st.learn_baseline(hour.end, hour.kw);
@@ -519,6 +523,79 @@ fn mining(
     };
     let start = hour.end - i64::from(w.hours) * HOUR;
     let ep = episode(st, AlertKind::MiningSignature, target, start);
+    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+}
+
+/// Signs of a meter made to under-read: energy exported at night (a meter running backwards
+/// while no sun shines), or a business whose meter reads exactly zero for a day while the
+/// site is active and used to draw a few kW.
+fn tamper(
+    cfg: &DetectorConfig,
+    st: &mut MeterState,
+    reg: &MeterRecord,
+    hour: ClosedHour,
+    target: &str,
+    t: &Target<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let solar = (hour.end - HOUR + (reg.lon.unwrap_or(0.0) / 15.0).round() as i64 * HOUR)
+        .rem_euclid(86_400)
+        / HOUR;
+    if !(4..22).contains(&solar) {
+        st.night_export_hours = if hour.export_kw >= cfg.tamper_export_kw {
+            st.night_export_hours + 1
+        } else {
+            0
+        };
+    }
+    st.zero_hours = if hour.kw == 0.0 { st.zero_hours + 1 } else { 0 };
+    let reverse = st.night_export_hours >= 3;
+    let residential = reg.customer_class == Some(CustomerClass::Residential);
+    let zeroed = st.zero_hours >= 24
+        && !residential
+        && reg.status == SiteStatus::Active
+        && st.baseline_kw >= cfg.tamper_zero_baseline_kw;
+    if !(reverse || zeroed) {
+        return;
+    }
+    let (pattern, kw) = if reverse {
+        (
+            "reverse_energy_at_night",
+            hour.export_kw.max(st.baseline_kw),
+        )
+    } else {
+        ("zero_reads", st.baseline_kw)
+    };
+    let ev = evidence([
+        ("baseline_kw", round(st.baseline_kw, 2)),
+        ("export_kw", round(hour.export_kw, 2)),
+        ("zero_hours", f64::from(st.zero_hours)),
+        ("night_export_hours", f64::from(st.night_export_hours)),
+    ])
+    .with("pattern", pattern)
+    .with("customer_class", class_name(reg));
+    let summary = if reverse {
+        format!(
+            "Meter exports {} kW at night ({} h running): a meter running backwards",
+            fmt_kw(hour.export_kw),
+            st.night_export_hours
+        )
+    } else {
+        format!(
+            "Meter reads exactly zero for {} h at an active {} site that drew {} kW: stopped or bypassed",
+            st.zero_hours,
+            class_name(reg),
+            fmt_kw(st.baseline_kw)
+        )
+    };
+    let f = Finding {
+        score: if reverse { 0.9 } else { 0.75 },
+        est_excess_kw: kw,
+        excess_kwh: kw,
+        evidence: ev,
+        summary,
+    };
+    let ep = episode(st, AlertKind::Tamper, target, hour.end - HOUR);
     out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
 }
 

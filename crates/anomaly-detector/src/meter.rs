@@ -30,6 +30,8 @@ pub(crate) struct ClosedHour {
     pub end: i64,
     /// Mean demand over the covered part of the hour (kW).
     pub kw: f64,
+    /// Mean exported power over the covered part of the hour (kW).
+    pub export_kw: f64,
 }
 
 /// Demand statistics over the last few closed hours.
@@ -47,6 +49,7 @@ pub(crate) struct MeterState {
     next_hour: i64,
     max_ts: i64,
     kwh: [f32; OPEN_RING],
+    export_kwh: [f32; OPEN_RING],
     covered: [u16; OPEN_RING],
     seen: [u64; OPEN_RING],
     /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
@@ -64,6 +67,9 @@ pub(crate) struct MeterState {
     pub baseline_hours: u32,
     /// Consecutive closed hours above the permit.
     pub over_hours: u32,
+    /// Consecutive closed hours reading exactly zero, and night hours exporting.
+    pub zero_hours: u32,
+    pub night_export_hours: u32,
     pub episodes: Vec<Episode>,
 }
 
@@ -73,6 +79,7 @@ impl MeterState {
             next_hour: i64::MIN,
             max_ts: i64::MIN,
             kwh: [0.0; OPEN_RING],
+            export_kwh: [0.0; OPEN_RING],
             covered: [0; OPEN_RING],
             seen: [0; OPEN_RING],
             day_kw: [0.0; 24],
@@ -84,6 +91,8 @@ impl MeterState {
             floor_hours: 0,
             baseline_hours: 0,
             over_hours: 0,
+            zero_hours: 0,
+            night_export_hours: 0,
             episodes: Vec::new(),
         }
     }
@@ -123,6 +132,11 @@ impl MeterState {
         Admit::Accepted
     }
 
+    /// Adds exported energy of a reading just admitted to its hour.
+    pub fn add_export(&mut self, ts: i64, kwh: f64) {
+        self.export_kwh[hour_of(ts).rem_euclid(OPEN_RING as i64) as usize] += kwh as f32;
+    }
+
     /// Closes the oldest open hour if it ends at or before `watermark`, or lies before hour
     /// `before`. Returns it when it had readings; hours without readings return `Some(None)`.
     pub fn pop_closed(&mut self, watermark: i64, before: i64) -> Option<Option<ClosedHour>> {
@@ -133,7 +147,9 @@ impl MeterState {
         let slot = h.rem_euclid(OPEN_RING as i64) as usize;
         let covered = u32::from(self.covered[slot]);
         let kwh = f64::from(self.kwh[slot]);
+        let export = f64::from(self.export_kwh[slot]);
         self.kwh[slot] = 0.0;
+        self.export_kwh[slot] = 0.0;
         self.covered[slot] = 0;
         self.seen[slot] = 0;
         self.next_hour += 1;
@@ -151,6 +167,7 @@ impl MeterState {
         Some(Some(ClosedHour {
             end: (h + 1) * HOUR,
             kw,
+            export_kw: export * 3600.0 / f64::from(covered),
         }))
     }
 

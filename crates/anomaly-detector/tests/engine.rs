@@ -517,3 +517,69 @@ fn rigs_added_inside_a_factory_permit_are_a_step_change() {
     let mut e = engine_with(&[site("1", CustomerClass::Industrial, Some(600.0))]);
     assert!(feed(&mut e, "M1", 14, factory).is_empty());
 }
+
+#[test]
+fn a_meter_running_backwards_or_stopped_is_tamper_but_solar_and_vacations_are_not() {
+    let mut shop = site("1", CustomerClass::Commercial, Some(60.0));
+    shop.lon = Some(0.0);
+    let mut solar_home = site("2", CustomerClass::Residential, Some(12.0));
+    solar_home.lon = Some(0.0);
+    let mut e = engine_with(&[
+        shop.clone(),
+        solar_home,
+        site("3", CustomerClass::Residential, Some(12.0)),
+    ]);
+    let mut out = Vec::new();
+    let onset = 3 * 96;
+    for i in 1..=6 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        // The shop: 10 kW by day, 4 kW at night; from day 3 its meter runs backwards.
+        let load = if (8..20).contains(&hour) { 10.0 } else { 4.0 };
+        let mut r = reading("M1", i, if i >= onset { 0.0 } else { load });
+        r.kwh_export = (i >= onset).then_some(load * 0.25);
+        e.on_reading(&r, &mut out);
+        // A home with solar panels exports by day only.
+        let mut s = reading("M2", i, household(i, hour));
+        s.kwh_export = (10..15).contains(&hour).then_some(0.8);
+        e.on_reading(&s, &mut out);
+        // A home on vacation: exact zeros for three days.
+        let kw = if (2 * 96..5 * 96).contains(&i) {
+            0.0
+        } else {
+            household(i, hour)
+        };
+        e.on_reading(&reading("M3", i, kw), &mut out);
+    }
+    let tamper: Vec<_> = out.iter().filter(|a| a.kind == AlertKind::Tamper).collect();
+    assert!(
+        tamper.iter().all(|a| a.site_id.as_deref() == Some("S1")),
+        "{out:#?}"
+    );
+    let open = tamper
+        .iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .expect("tamper found");
+    assert_eq!(open.evidence["pattern"], "reverse_energy_at_night");
+    assert!(open.detected_at - (T0 + onset * STEP) <= 24 * 3600);
+    assert!(
+        out.iter().all(|a| a.site_id.as_deref() == Some("S1")),
+        "{out:#?}"
+    );
+
+    // A business whose meter stops: a day of exact zeros.
+    let mut e = engine_with(&[shop]);
+    let alerts = feed(&mut e, "M1", 5, |i, h| {
+        if i >= onset {
+            0.0
+        } else if (8..20).contains(&h) {
+            10.0
+        } else {
+            4.0
+        }
+    });
+    let open = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::Tamper)
+        .expect("stopped meter found");
+    assert_eq!(open.evidence["pattern"], "zero_reads");
+}

@@ -92,6 +92,10 @@ pub struct DetectorConfig {
     /// A residence's duty-cycled miner: at least this many hours a day at the mining level,
     /// two days running.
     pub mining_duty_hours: u32,
+    /// Exported power (kW) at night that counts toward `tamper` (reverse energy).
+    pub tamper_export_kw: f64,
+    /// A business meter reading zero for a day is `tamper` if it used to draw this much (kW).
+    pub tamper_zero_baseline_kw: f64,
     /// Unexplained share of a feeder's energy (beyond its learned losses), sustained over 12
     /// balanced hours, that raises `feeder_imbalance`.
     pub feeder_min_share: f64,
@@ -124,6 +128,8 @@ impl Default for DetectorConfig {
             mining_block_flatness: 1.35,
             mining_duty_hours: 14,
             feeder_min_share: 0.03,
+            tamper_export_kw: 0.2,
+            tamper_zero_baseline_kw: 2.0,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
             group_id: "gridwatch-detector".into(),
