@@ -351,9 +351,16 @@ fn on_closed_hour(
     let target = Episode::target_id(t).to_string();
     let customer = t.reg.filter(|r| r.role == Role::Customer);
     if let Some(reg) = customer {
-        capacity(cfg, st, reg, hour, &target, t, out);
-        mining(cfg, st, reg, hour, &target, t, out);
-        tamper(cfg, st, reg, hour, &target, t, out);
+        let cx = HourCtx {
+            cfg,
+            reg,
+            hour,
+            target: &target,
+            t,
+        };
+        capacity(cx, st, out);
+        mining(cx, st, out);
+        tamper(cx, st, out);
     }
     if st.episodes.is_empty() {
         st.learn_baseline(hour.end, hour.kw);
@@ -378,15 +385,25 @@ fn on_closed_hour(
     }
 }
 
-fn capacity(
-    cfg: &DetectorConfig,
-    st: &mut MeterState,
-    reg: &MeterRecord,
+/// What an hourly detector looks at: the thresholds, the meter's register row, the hour that
+/// closed, and who an alert would be about.
+#[derive(Clone, Copy)]
+struct HourCtx<'a, 'b> {
+    cfg: &'a DetectorConfig,
+    reg: &'a MeterRecord,
     hour: ClosedHour,
-    target: &str,
-    t: &Target<'_>,
-    out: &mut Vec<Alert>,
-) {
+    target: &'a str,
+    t: &'a Target<'b>,
+}
+
+fn capacity(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+    let HourCtx {
+        cfg,
+        reg,
+        hour,
+        target,
+        t,
+    } = cx;
     let Some(permit) = reg.permitted_kw.filter(|p| *p > 0.0) else {
         return;
     };
@@ -425,15 +442,14 @@ fn capacity(
 /// A mining rig is a large load that never switches off: the site's demand floor (its lowest
 /// hour) rises to the rigs' power and stays there, around the clock. Judged against the
 /// site's class, permit, licence and its own history.
-fn mining(
-    cfg: &DetectorConfig,
-    st: &mut MeterState,
-    reg: &MeterRecord,
-    hour: ClosedHour,
-    target: &str,
-    t: &Target<'_>,
-    out: &mut Vec<Alert>,
-) {
+fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+    let HourCtx {
+        cfg,
+        reg,
+        hour,
+        target,
+        t,
+    } = cx;
     let residential = reg.customer_class == Some(CustomerClass::Residential);
     let min_kw = if residential {
         cfg.mining_min_kw_residential
@@ -453,9 +469,9 @@ fn mining(
     let blatant = fast.filter(|w| residential && w.min_kw >= cfg.mining_fast_kw);
     let Some(w) = always_on.or(blatant) else {
         if residential {
-            night_block(cfg, st, reg, hour, target, t, out);
+            night_block(cx, st, out);
         } else if let Some(w) = day.filter(|_| learned) {
-            step_change(cfg, st, reg, hour, w, target, t, out);
+            step_change(cx, st, w, out);
         }
         return;
     };
@@ -529,15 +545,14 @@ fn mining(
 /// Signs of a meter made to under-read: energy exported at night (a meter running backwards
 /// while no sun shines), or a business whose meter reads exactly zero for a day while the
 /// site is active and used to draw a few kW.
-fn tamper(
-    cfg: &DetectorConfig,
-    st: &mut MeterState,
-    reg: &MeterRecord,
-    hour: ClosedHour,
-    target: &str,
-    t: &Target<'_>,
-    out: &mut Vec<Alert>,
-) {
+fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+    let HourCtx {
+        cfg,
+        reg,
+        hour,
+        target,
+        t,
+    } = cx;
     let solar = (hour.end - HOUR + (reg.lon.unwrap_or(0.0) / 15.0).round() as i64 * HOUR)
         .rem_euclid(86_400)
         / HOUR;
@@ -603,17 +618,19 @@ fn tamper(
 /// floor it had learned, by at least `mining_min_kw_other`, while the rest of its pattern
 /// (shifts, opening hours) may carry on above it — rigs installed at a shop or a factory,
 /// inside its permit.
-#[allow(clippy::too_many_arguments)]
 fn step_change(
-    cfg: &DetectorConfig,
+    cx: HourCtx<'_, '_>,
     st: &mut MeterState,
-    reg: &MeterRecord,
-    hour: ClosedHour,
     w: crate::meter::Window,
-    target: &str,
-    t: &Target<'_>,
     out: &mut Vec<Alert>,
 ) {
+    let HourCtx {
+        cfg,
+        reg,
+        hour,
+        target,
+        t,
+    } = cx;
     let before = st.baseline_floor_kw;
     let added = w.min_kw - before;
     if added < cfg.mining_min_kw_other.max(before) {
@@ -658,15 +675,14 @@ fn step_change(
 /// hours: at a residence, a flat block of at least `mining_min_kw_residential` for at least
 /// `mining_block_hours`, at the same hours on two consecutive days, far above the rest of the
 /// day. EV charging sessions are shorter; thermostat-driven heating is not flat.
-fn night_block(
-    cfg: &DetectorConfig,
-    st: &mut MeterState,
-    reg: &MeterRecord,
-    hour: ClosedHour,
-    target: &str,
-    t: &Target<'_>,
-    out: &mut Vec<Alert>,
-) {
+fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+    let HourCtx {
+        cfg,
+        reg,
+        hour,
+        target,
+        t,
+    } = cx;
     let level = cfg.mining_min_kw_residential;
     let block = st
         .recurring_block(hour.end, level, cfg.mining_block_flatness)

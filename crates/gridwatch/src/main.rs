@@ -68,15 +68,8 @@ The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, th
         /// Output folder.
         #[arg(long, default_value = "gridwatch-demo")]
         out: PathBuf,
-        /// Number of sites.
-        #[arg(long, default_value_t = 300)]
-        sites: usize,
-        /// Days of 15-minute readings.
-        #[arg(long, default_value_t = 14)]
-        days: u32,
-        /// Random seed: the same seed gives the same utility.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+        #[command(flatten)]
+        size: Size,
     },
     /// Write a simulated utility: registry.csv, readings.csv and labels.csv (the truth).
     #[command(
@@ -96,15 +89,8 @@ Example: gridwatch simulate --out sim --sites 3000 --days 14 --seed 1"
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// Number of customer sites (one meter each); 50 sites per feeder.
-        #[arg(long, default_value_t = 300)]
-        sites: usize,
-        /// Days of readings.
-        #[arg(long, default_value_t = 14)]
-        days: u32,
-        /// Random seed.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+        #[command(flatten)]
+        size: Size,
         /// First interval start, RFC 3339.
         #[arg(long, default_value = "2026-01-05T00:00:00Z")]
         start: String,
@@ -200,6 +186,20 @@ Example: gridwatch suspects --alerts results/alerts.jsonl --top 20"
     },
 }
 
+/// How big a simulated utility is.
+#[derive(clap::Args)]
+struct Size {
+    /// Number of customer sites (one meter each); 50 sites per feeder.
+    #[arg(long, default_value_t = 300)]
+    sites: usize,
+    /// Days of readings.
+    #[arg(long, default_value_t = 14)]
+    days: u32,
+    /// Random seed: the same seed gives the same utility.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
 #[derive(Subcommand)]
 enum RegistryCommand {
     /// Validate a register CSV and publish every row to the compacted register topic.
@@ -261,15 +261,11 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Demo {
             out,
-            sites,
-            days,
-            seed,
+            size: Size { sites, days, seed },
         } => demo::run(&out, sites, days, seed, &config)?,
         Command::Simulate {
             out,
-            sites,
-            days,
-            seed,
+            size: Size { sites, days, seed },
             start,
             tz,
             interval,
