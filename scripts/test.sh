@@ -11,23 +11,12 @@ cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-pkgs=(build-essential cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev libsasl2-dev)
-command -v mvn >/dev/null || pkgs+=(maven)
-command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [[ $(id -u) -ne 0 ]] && sudo=sudo
-  echo "installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-  echo "all present"
-fi
-command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+source scripts/lib/deps.sh
+extra=()
+command -v mvn >/dev/null || extra+=(maven)
+command -v java >/dev/null || extra+=(openjdk-17-jre-headless)
+python3 -c 'import ensurepip' 2>/dev/null || extra+=(python3-venv)
+install_build_deps "${extra[@]}"
 
 step "python venv with pyarrow and polars"
 if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import pyarrow, polars' 2>/dev/null; then

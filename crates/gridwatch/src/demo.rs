@@ -136,7 +136,7 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
     }
     println!("\nAnalysts: load the flagged sites with");
     println!(
-        "  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{}', format='ipc', partitioning='hive').to_table().to_pandas())\"",
+        "  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{}', format='ipc', partitioning='hive').to_table())\"",
         summary.flagged_path.display()
     );
     println!("Done in {:.1} s.", started.elapsed().as_secs_f64());
