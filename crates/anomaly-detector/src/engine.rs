@@ -131,10 +131,31 @@ impl Engine {
             self.feeders[f as usize].customers += 1;
         }
         let slot = &mut self.slots[i];
+        let old_permit = slot.reg.as_ref().and_then(|r| r.permitted_kw);
+        let was_licensed = slot.reg.as_ref().is_some_and(|r| r.licensed_mining);
         slot.reg = reg;
         slot.feeder = feeder;
         let at = slot.st.max_ts();
         let mut closing = Vec::new();
+        // A permit raised or a licence granted settles the cases it covers at once; if the load
+        // still exceeds the new terms, the next hours open a new case against them.
+        let new_permit = slot.reg.as_ref().and_then(|r| r.permitted_kw);
+        let raised = match (old_permit, new_permit) {
+            (Some(a), Some(b)) => b > a,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if raised {
+            closing.push((AlertKind::CapacityExceeded, "the permit was raised"));
+            slot.st.over_hours = 0;
+        }
+        if !was_licensed && slot.reg.as_ref().is_some_and(|r| r.licensed_mining) {
+            closing.push((
+                AlertKind::MiningSignature,
+                "the site was licensed for mining",
+            ));
+            closing.push((AlertKind::StepChange, "the site was licensed for mining"));
+        }
         if slot.reg.is_some() {
             closing.push((
                 AlertKind::UnregisteredMeter,

@@ -583,3 +583,42 @@ fn a_meter_running_backwards_or_stopped_is_tamper_but_solar_and_vacations_are_no
         .expect("stopped meter found");
     assert_eq!(open.evidence["pattern"], "zero_reads");
 }
+
+#[test]
+fn a_raised_permit_or_a_licence_settles_its_cases_at_once() {
+    let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(20.0))]);
+    let alerts = feed(&mut e, "M1", 3, |_, _| 60.0);
+    let opened: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Open)
+        .map(|a| a.kind)
+        .collect();
+    assert!(
+        opened.contains(&AlertKind::CapacityExceeded)
+            && opened.contains(&AlertKind::MiningSignature),
+        "{opened:?}"
+    );
+    let mut licensed = site("1", CustomerClass::Commercial, Some(80.0));
+    licensed.licensed_mining = true;
+    let mut out = Vec::new();
+    e.apply_registry(RegistryUpdate::Upsert(licensed), &mut out);
+    let resolved: Vec<_> = out
+        .iter()
+        .filter(|a| a.status == AlertStatus::Resolved)
+        .map(|a| a.kind)
+        .collect();
+    assert!(
+        resolved.contains(&AlertKind::CapacityExceeded)
+            && resolved.contains(&AlertKind::MiningSignature),
+        "{out:#?}"
+    );
+    assert!(out
+        .iter()
+        .any(|a| a.evidence["resolution"] == "the permit was raised"));
+    // Within the new terms, nothing opens again.
+    let mut later = Vec::new();
+    for i in 3 * 96 + 1..=5 * 96 {
+        e.on_reading(&reading("M1", i, 60.0), &mut later);
+    }
+    assert!(later.is_empty(), "{later:#?}");
+}
