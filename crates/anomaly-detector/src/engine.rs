@@ -417,14 +417,26 @@ struct HourCtx<'a, 'b> {
     t: &'a Target<'b>,
 }
 
+impl HourCtx<'_, '_> {
+    /// Feeds a finding into the meter's episode of `kind` (opened from `start` if new), at
+    /// the end of this hour; emits whatever message the episode says is due.
+    fn raise(
+        &self,
+        st: &mut MeterState,
+        kind: AlertKind,
+        start: i64,
+        f: Finding,
+        ready: bool,
+        out: &mut Vec<Alert>,
+    ) {
+        let end = self.hour.end;
+        let ep = episode(st, kind, self.target, start);
+        out.extend(ep.activate(f, end, end, ready, self.cfg.update_interval_s, self.t));
+    }
+}
+
 fn capacity(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
-    let HourCtx {
-        cfg,
-        reg,
-        hour,
-        target,
-        t,
-    } = cx;
+    let HourCtx { cfg, reg, hour, .. } = cx;
     let Some(permit) = reg.permitted_kw.filter(|p| *p > 0.0) else {
         return;
     };
@@ -456,21 +468,14 @@ fn capacity(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
         ),
     };
     let ready = i64::from(st.over_hours) * HOUR >= cfg.capacity_min_duration_s;
-    let ep = episode(st, AlertKind::CapacityExceeded, target, start);
-    out.extend(ep.activate(f, hour.end, hour.end, ready, cfg.update_interval_s, t));
+    cx.raise(st, AlertKind::CapacityExceeded, start, f, ready, out);
 }
 
 /// A mining rig is a large load that never switches off: the site's demand floor (its lowest
 /// hour) rises to the rigs' power and stays there, around the clock. Judged against the
 /// site's class, permit, licence and its own history.
 fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
-    let HourCtx {
-        cfg,
-        reg,
-        hour,
-        target,
-        t,
-    } = cx;
+    let HourCtx { cfg, reg, hour, .. } = cx;
     let residential = reg.customer_class == Some(CustomerClass::Residential);
     let min_kw = if residential {
         cfg.mining_min_kw_residential
@@ -559,21 +564,14 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
         ),
     };
     let start = hour.end - i64::from(w.hours) * HOUR;
-    let ep = episode(st, AlertKind::MiningSignature, target, start);
-    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+    cx.raise(st, AlertKind::MiningSignature, start, f, true, out);
 }
 
 /// Signs of a meter made to under-read: energy exported at night (a meter running backwards
 /// while no sun shines), or a business whose meter reads exactly zero for a day while the
 /// site is active and used to draw a few kW.
 fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
-    let HourCtx {
-        cfg,
-        reg,
-        hour,
-        target,
-        t,
-    } = cx;
+    let HourCtx { cfg, reg, hour, .. } = cx;
     let solar = (hour.end - HOUR + (reg.lon.unwrap_or(0.0) / 15.0).round() as i64 * HOUR)
         .rem_euclid(86_400)
         / HOUR;
@@ -631,8 +629,7 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
         evidence: ev,
         summary,
     };
-    let ep = episode(st, AlertKind::Tamper, target, hour.end - HOUR);
-    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+    cx.raise(st, AlertKind::Tamper, hour.end - HOUR, f, true, out);
 }
 
 /// A load that switched on and stayed: the site's 24-hour floor at least doubled against the
@@ -645,13 +642,7 @@ fn step_change(
     w: crate::meter::Window,
     out: &mut Vec<Alert>,
 ) {
-    let HourCtx {
-        cfg,
-        reg,
-        hour,
-        target,
-        t,
-    } = cx;
+    let HourCtx { cfg, reg, hour, .. } = cx;
     let before = st.baseline_floor_kw;
     let added = w.min_kw - before;
     if added < cfg.mining_min_kw_other.max(before) {
@@ -688,8 +679,14 @@ fn step_change(
             class_name(reg)
         ),
     };
-    let ep = episode(st, AlertKind::StepChange, target, hour.end - 24 * HOUR);
-    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+    cx.raise(
+        st,
+        AlertKind::StepChange,
+        hour.end - 24 * HOUR,
+        f,
+        true,
+        out,
+    );
 }
 
 /// A miner that runs only in a nightly window (the cheap tariff) or another fixed block of
@@ -697,13 +694,7 @@ fn step_change(
 /// `mining_block_hours`, at the same hours on two consecutive days, far above the rest of the
 /// day. EV charging sessions are shorter; thermostat-driven heating is not flat.
 fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
-    let HourCtx {
-        cfg,
-        reg,
-        hour,
-        target,
-        t,
-    } = cx;
+    let HourCtx { cfg, reg, hour, .. } = cx;
     let level = cfg.mining_min_kw_residential;
     let block = st
         .recurring_block(hour.end, level, cfg.mining_block_flatness)
@@ -774,8 +765,7 @@ fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
             )
         },
     };
-    let ep = episode(st, AlertKind::MiningSignature, target, start);
-    out.extend(ep.activate(f, hour.end, hour.end, true, cfg.update_interval_s, t));
+    cx.raise(st, AlertKind::MiningSignature, start, f, true, out);
 }
 
 fn class_name(reg: &MeterRecord) -> &'static str {
