@@ -173,14 +173,25 @@ impl Engine {
             ));
         }
         let before = out.len();
+        let t = Target {
+            meter_id: Some(&meter_id),
+            reg: slot.reg.as_ref(),
+            feeder_hint: None,
+        };
         for (kind, reason) in closing {
-            if let Some(p) = slot.st.episodes.iter().position(|e| e.kind == kind) {
+            let Some(p) = slot
+                .st
+                .episodes
+                .iter()
+                .position(|e| e.kind == kind || (is_case_kind(kind) && is_case_kind(e.kind)))
+            else {
+                continue;
+            };
+            // A site's case settles once no detector's evidence is left standing.
+            let ep = &mut slot.st.episodes[p];
+            ep.detectors.retain(|(k, _)| *k != kind);
+            if ep.detectors.is_empty() {
                 let mut ep = slot.st.episodes.swap_remove(p);
-                let t = Target {
-                    meter_id: Some(&meter_id),
-                    reg: slot.reg.as_ref(),
-                    feeder_hint: None,
-                };
                 out.extend(ep.resolve(at, reason, &t));
             }
         }
@@ -379,9 +390,11 @@ fn on_closed_hour(
             target: &target,
             t,
         };
-        capacity(cx, st, out);
-        mining(cx, st, out);
-        tamper(cx, st, out);
+        let mut found = Vec::new();
+        capacity(cx, st, &mut found);
+        mining(cx, st, &mut found);
+        tamper(cx, st, &mut found);
+        settle_case(cx, st, found, out);
     }
     if st.episodes.is_empty() {
         st.learn_baseline(hour.end, hour.kw);
@@ -417,25 +430,127 @@ struct HourCtx<'a, 'b> {
     t: &'a Target<'b>,
 }
 
+/// One detector's word on a site in the hour that closed.
+struct Raised {
+    kind: AlertKind,
+    start: i64,
+    finding: Finding,
+    /// Strong enough to open a case on its own.
+    ready: bool,
+}
+
 impl HourCtx<'_, '_> {
-    /// Feeds a finding into the meter's episode of `kind` (opened from `start` if new), at
-    /// the end of this hour; emits whatever message the episode says is due.
+    /// Records a detector's finding for this hour; [`settle_case`] combines them.
     fn raise(
         &self,
-        st: &mut MeterState,
         kind: AlertKind,
         start: i64,
-        f: Finding,
+        finding: Finding,
         ready: bool,
-        out: &mut Vec<Alert>,
+        found: &mut Vec<Raised>,
     ) {
-        let end = self.hour.end;
-        let ep = episode(st, kind, self.target, start);
-        out.extend(ep.activate(f, end, end, ready, self.cfg.update_interval_s, self.t));
+        found.push(Raised {
+            kind,
+            start,
+            finding,
+            ready,
+        });
     }
 }
 
-fn capacity(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+/// The site-level kinds whose evidence combines into one case per site.
+fn is_case_kind(kind: AlertKind) -> bool {
+    matches!(
+        kind,
+        AlertKind::CapacityExceeded
+            | AlertKind::MiningSignature
+            | AlertKind::StepChange
+            | AlertKind::Tamper
+            | AlertKind::PeerOutlier
+    )
+}
+
+/// Combines this hour's findings on a site into its one case: the case keeps the kind it
+/// opened with (so its `alert_id` holds), its risk is the noisy-OR of every detector that has
+/// spoken on it, its estimate the largest of this hour's, and its evidence that of the
+/// strongest finding plus each detector's score. A second detector joining is an `update`,
+/// never a second alert.
+fn settle_case(
+    cx: HourCtx<'_, '_>,
+    st: &mut MeterState,
+    mut found: Vec<Raised>,
+    out: &mut Vec<Alert>,
+) {
+    found.sort_by(|a, b| {
+        b.ready
+            .cmp(&a.ready)
+            .then(b.finding.score.total_cmp(&a.finding.score))
+            .then(a.kind.cmp(&b.kind))
+    });
+    let Some(first) = found.first() else { return };
+    let (kind, ready) = (first.kind, first.ready);
+    let start = found.iter().map(|r| r.start).min().unwrap_or(first.start);
+    let est_kw = found
+        .iter()
+        .map(|r| r.finding.est_excess_kw)
+        .fold(0.0, f64::max);
+    let kwh = found
+        .iter()
+        .map(|r| r.finding.excess_kwh)
+        .fold(0.0, f64::max);
+    let ep = match st.episodes.iter().position(|e| is_case_kind(e.kind)) {
+        Some(p) => &mut st.episodes[p],
+        None => {
+            st.episodes.push(Episode::new(kind, cx.target, start));
+            st.episodes.last_mut().expect("just pushed")
+        }
+    };
+    if !ep.opened && ready && ep.kind != kind {
+        ep.rekind(kind, cx.target);
+    }
+    for r in &found {
+        ep.note(r.kind, r.finding.score);
+    }
+    // Every number this hour's detectors looked at; the strongest finding's win a clash.
+    let mut merged = Map::new();
+    for r in found.iter_mut().skip(1).rev() {
+        merged.append(&mut r.finding.evidence);
+    }
+    let mut strongest = found.swap_remove(0).finding;
+    merged.append(&mut strongest.evidence);
+    strongest.evidence = merged;
+    let scores: Map<String, Value> = ep
+        .detectors
+        .iter()
+        .map(|(k, s)| (k.as_str().to_string(), json!(round(*s, 3))))
+        .collect();
+    if ep.detectors.len() > 1 {
+        let others: Vec<String> = ep
+            .detectors
+            .iter()
+            .filter(|(k, _)| *k != kind)
+            .map(|(k, s)| format!("{k} {s:.2}"))
+            .collect();
+        strongest.summary = format!(
+            "{}. Corroborated by {}",
+            strongest.summary,
+            others.join(", ")
+        );
+    }
+    strongest
+        .evidence
+        .insert("detectors".into(), Value::Object(scores));
+    let f = Finding {
+        score: ep.risk(),
+        est_excess_kw: est_kw,
+        excess_kwh: kwh,
+        ..strongest
+    };
+    let end = cx.hour.end;
+    out.extend(ep.activate(f, end, end, ready, cx.cfg.update_interval_s, cx.t));
+}
+
+fn capacity(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     let HourCtx { cfg, reg, hour, .. } = cx;
     let Some(permit) = reg.permitted_kw.filter(|p| *p > 0.0) else {
         return;
@@ -468,13 +583,13 @@ fn capacity(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
         ),
     };
     let ready = i64::from(st.over_hours) * HOUR >= cfg.capacity_min_duration_s;
-    cx.raise(st, AlertKind::CapacityExceeded, start, f, ready, out);
+    cx.raise(AlertKind::CapacityExceeded, start, f, ready, found);
 }
 
 /// A mining rig is a large load that never switches off: the site's demand floor (its lowest
 /// hour) rises to the rigs' power and stays there, around the clock. Judged against the
 /// site's class, permit, licence and its own history.
-fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     let HourCtx { cfg, reg, hour, .. } = cx;
     let residential = reg.customer_class == Some(CustomerClass::Residential);
     let min_kw = if residential {
@@ -495,9 +610,9 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
     let blatant = fast.filter(|w| residential && w.min_kw >= cfg.mining_fast_kw);
     let Some(w) = always_on.or(blatant) else {
         if residential {
-            night_block(cx, st, out);
+            night_block(cx, st, found);
         } else if let Some(w) = day.filter(|_| learned) {
-            step_change(cx, st, w, out);
+            step_change(cx, st, w, found);
         }
         return;
     };
@@ -564,13 +679,13 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
         ),
     };
     let start = hour.end - i64::from(w.hours) * HOUR;
-    cx.raise(st, AlertKind::MiningSignature, start, f, true, out);
+    cx.raise(AlertKind::MiningSignature, start, f, true, found);
 }
 
 /// Signs of a meter made to under-read: energy exported at night (a meter running backwards
 /// while no sun shines), or a business whose meter reads exactly zero for a day while the
 /// site is active and used to draw a few kW.
-fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     let HourCtx { cfg, reg, hour, .. } = cx;
     let solar = (hour.end - HOUR + (reg.lon.unwrap_or(0.0) / 15.0).round() as i64 * HOUR)
         .rem_euclid(86_400)
@@ -629,7 +744,7 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
         evidence: ev,
         summary,
     };
-    cx.raise(st, AlertKind::Tamper, hour.end - HOUR, f, true, out);
+    cx.raise(AlertKind::Tamper, hour.end - HOUR, f, true, found);
 }
 
 /// A load that switched on and stayed: the site's 24-hour floor at least doubled against the
@@ -640,7 +755,7 @@ fn step_change(
     cx: HourCtx<'_, '_>,
     st: &mut MeterState,
     w: crate::meter::Window,
-    out: &mut Vec<Alert>,
+    found: &mut Vec<Raised>,
 ) {
     let HourCtx { cfg, reg, hour, .. } = cx;
     let before = st.baseline_floor_kw;
@@ -679,21 +794,14 @@ fn step_change(
             class_name(reg)
         ),
     };
-    cx.raise(
-        st,
-        AlertKind::StepChange,
-        hour.end - 24 * HOUR,
-        f,
-        true,
-        out,
-    );
+    cx.raise(AlertKind::StepChange, hour.end - 24 * HOUR, f, true, found);
 }
 
 /// A miner that runs only in a nightly window (the cheap tariff) or another fixed block of
 /// hours: at a residence, a flat block of at least `mining_min_kw_residential` for at least
 /// `mining_block_hours`, at the same hours on two consecutive days, far above the rest of the
 /// day. EV charging sessions are shorter; thermostat-driven heating is not flat.
-fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
+fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     let HourCtx { cfg, reg, hour, .. } = cx;
     let level = cfg.mining_min_kw_residential;
     let block = st
@@ -765,7 +873,7 @@ fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, out: &mut Vec<Alert>) {
             )
         },
     };
-    cx.raise(st, AlertKind::MiningSignature, start, f, true, out);
+    cx.raise(AlertKind::MiningSignature, start, f, true, found);
 }
 
 fn class_name(reg: &MeterRecord) -> &'static str {

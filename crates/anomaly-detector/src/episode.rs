@@ -29,6 +29,9 @@ pub(crate) struct Episode {
     pub excess_kwh: f64,
     pub opened: bool,
     pub last: Option<LastFinding>,
+    /// For a site's case: each detector that has contributed, with its latest score.
+    pub detectors: Vec<(AlertKind, f64)>,
+    emitted_detectors: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +75,38 @@ impl Episode {
             excess_kwh: 0.0,
             opened: false,
             last: None,
+            detectors: Vec::new(),
+            emitted_detectors: 0,
         }
+    }
+
+    /// Gives a case that has not opened yet the kind of its strongest evidence; the id
+    /// follows (target, kind, start) as ever.
+    pub fn rekind(&mut self, kind: AlertKind, target_id: &str) {
+        debug_assert!(!self.opened);
+        self.kind = kind;
+        self.id = alert_id(target_id, kind, self.start);
+    }
+
+    /// Records a detector's latest score on this case.
+    pub fn note(&mut self, kind: AlertKind, score: f64) {
+        match self.detectors.iter_mut().find(|(k, _)| *k == kind) {
+            Some(d) => d.1 = score,
+            None => {
+                self.detectors.push((kind, score));
+                self.detectors.sort_by_key(|d| d.0);
+            }
+        }
+    }
+
+    /// The case's risk: the chance that at least one of its independent lines of evidence is
+    /// right (noisy-OR of the detectors' scores).
+    pub fn risk(&self) -> f64 {
+        1.0 - self
+            .detectors
+            .iter()
+            .map(|(_, s)| 1.0 - s.clamp(0.0, 1.0))
+            .product::<f64>()
     }
 
     pub fn target_id<'a>(t: &'a Target<'a>) -> &'a str {
@@ -104,7 +138,8 @@ impl Episode {
             let due = at - self.last_emit >= update_interval_s;
             let changed = sev != self.emitted_severity
                 || (f.est_excess_kw - self.emitted_kw).abs() > 0.2 * self.emitted_kw.abs().max(1.0)
-                || self.excess_kwh > 2.0 * self.emitted_kwh.max(1.0);
+                || self.excess_kwh > 2.0 * self.emitted_kwh.max(1.0)
+                || self.detectors.len() != self.emitted_detectors;
             if !(due && changed) {
                 self.remember(f);
                 return None;
@@ -115,6 +150,7 @@ impl Episode {
         self.emitted_kw = f.est_excess_kw;
         self.emitted_kwh = self.excess_kwh;
         self.emitted_severity = sev;
+        self.emitted_detectors = self.detectors.len();
         self.remember(f);
         Some(self.alert(status, at, window_end, t))
     }

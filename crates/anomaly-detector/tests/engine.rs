@@ -41,13 +41,6 @@ fn reading(meter: &str, i: i64, kw: f64) -> Reading {
     }
 }
 
-fn opened(alerts: &[Alert], kind: AlertKind) -> usize {
-    alerts
-        .iter()
-        .filter(|a| a.kind == kind && a.status == AlertStatus::Open)
-        .count()
-}
-
 /// Feeds `days` of 15-minute readings whose demand (kW) is `kw(step index, hour of day)`.
 fn feed(engine: &mut Engine, meter: &str, days: i64, kw: impl Fn(i64, i64) -> f64) -> Vec<Alert> {
     let mut out = Vec::new();
@@ -79,6 +72,15 @@ fn household(i: i64, hour: i64) -> f64 {
     }
 }
 
+/// Alerts on a case `kind` has spoken for: its own kind, or one of the detectors a site's
+/// case combines.
+fn by(alerts: &[Alert], kind: AlertKind) -> Vec<&Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.kind == kind || a.evidence["detectors"].get(kind.as_str()).is_some())
+        .collect()
+}
+
 fn kinds(alerts: &[Alert], status: AlertStatus) -> Vec<AlertKind> {
     alerts
         .iter()
@@ -94,16 +96,13 @@ fn mining_farm_at_a_residence_is_flagged_fast_with_evidence() {
     let alerts = feed(&mut e, "M1", 7, |i, h| {
         household(i, h) + if i >= onset { 86.0 } else { 0.0 }
     });
-    let mining: Vec<_> = alerts
-        .iter()
-        .filter(|a| a.kind == AlertKind::MiningSignature)
-        .collect();
-    assert_eq!(
-        opened(&alerts, AlertKind::MiningSignature),
-        1,
-        "{mining:#?}"
-    );
-    let open = mining[0];
+    // One case for the site, whichever detector spoke first; mining joins it.
+    assert_eq!(kinds(&alerts, AlertStatus::Open).len(), 1, "{alerts:#?}");
+    let mining = by(&alerts, AlertKind::MiningSignature);
+    let open = mining
+        .first()
+        .copied()
+        .expect("mining evidence on the case");
     let onset_ts = T0 + onset * STEP;
     assert!(
         open.detected_at - onset_ts <= 8 * 3600,
@@ -122,11 +121,20 @@ fn mining_farm_at_a_residence_is_flagged_fast_with_evidence() {
     );
     assert!(open.evidence["floor_kw"].as_f64().unwrap() > 15.0);
     assert!(open.summary.contains("residential"), "{}", open.summary);
-    // Over its permit too, and it never repeats itself: one open per kind, few updates.
-    assert!(kinds(&alerts, AlertStatus::Open).contains(&AlertKind::CapacityExceeded));
+    // Over its permit too: the same case, corroborated, with a risk above either detector's.
+    assert!(open.evidence["detectors"]
+        .get("capacity_exceeded")
+        .is_some());
+    assert!(
+        open.score
+            >= open.evidence["detectors"]["mining_signature"]
+                .as_f64()
+                .unwrap()
+    );
+    assert!(open.summary.contains("Corroborated by"), "{}", open.summary);
     assert!(alerts.len() < 20, "alert storm: {}", alerts.len());
-    // Every message of an episode shares the id.
-    assert!(mining.iter().all(|a| a.alert_id == open.alert_id));
+    // Every message of the case shares the id.
+    assert!(alerts.iter().all(|a| a.alert_id == open.alert_id));
 }
 
 #[test]
@@ -219,7 +227,7 @@ fn mining_step_at_a_shop_is_flagged_but_a_flat_shop_from_day_one_is_not() {
         }
     });
     assert!(
-        kinds(&alerts, AlertStatus::Open).contains(&AlertKind::MiningSignature),
+        !by(&alerts, AlertKind::MiningSignature).is_empty(),
         "{alerts:#?}"
     );
 }
@@ -336,16 +344,9 @@ fn a_communication_gap_neither_resolves_nor_reopens_a_case() {
     for i in (1..=6 * 96i64).filter(|i| !gap.contains(i)) {
         e.on_reading(&reading("M1", i, household(i, 0) + 40.0), &mut alerts);
     }
-    let mining: Vec<_> = alerts
-        .iter()
-        .filter(|a| a.kind == AlertKind::MiningSignature)
-        .collect();
-    assert_eq!(
-        opened(&alerts, AlertKind::MiningSignature),
-        1,
-        "{mining:#?}"
-    );
-    assert!(mining.iter().all(|a| a.status != AlertStatus::Resolved));
+    assert_eq!(kinds(&alerts, AlertStatus::Open).len(), 1, "{alerts:#?}");
+    assert!(!by(&alerts, AlertKind::MiningSignature).is_empty());
+    assert!(alerts.iter().all(|a| a.status != AlertStatus::Resolved));
 }
 
 #[test]
@@ -588,33 +589,35 @@ fn a_meter_running_backwards_or_stopped_is_tamper_but_solar_and_vacations_are_no
 fn a_raised_permit_or_a_licence_settles_its_cases_at_once() {
     let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(20.0))]);
     let alerts = feed(&mut e, "M1", 3, |_, _| 60.0);
-    let opened: Vec<_> = alerts
-        .iter()
-        .filter(|a| a.status == AlertStatus::Open)
-        .map(|a| a.kind)
-        .collect();
-    assert!(
-        opened.contains(&AlertKind::CapacityExceeded)
-            && opened.contains(&AlertKind::MiningSignature),
-        "{opened:?}"
+    // Over the permit within hours, then around the clock: one case, two detectors.
+    assert_eq!(
+        kinds(&alerts, AlertStatus::Open),
+        [AlertKind::CapacityExceeded]
     );
+    assert!(
+        !by(&alerts, AlertKind::MiningSignature).is_empty(),
+        "{alerts:#?}"
+    );
+    // A higher permit alone leaves the mining evidence standing: the case stays open.
+    let mut out = Vec::new();
+    e.apply_registry(
+        RegistryUpdate::Upsert(site("1", CustomerClass::Commercial, Some(80.0))),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    // A mining licence within that permit settles it at once.
     let mut licensed = site("1", CustomerClass::Commercial, Some(80.0));
     licensed.licensed_mining = true;
-    let mut out = Vec::new();
     e.apply_registry(RegistryUpdate::Upsert(licensed), &mut out);
-    let resolved: Vec<_> = out
-        .iter()
-        .filter(|a| a.status == AlertStatus::Resolved)
-        .map(|a| a.kind)
-        .collect();
-    assert!(
-        resolved.contains(&AlertKind::CapacityExceeded)
-            && resolved.contains(&AlertKind::MiningSignature),
-        "{out:#?}"
+    assert_eq!(
+        kinds(&out, AlertStatus::Resolved),
+        [AlertKind::CapacityExceeded]
     );
-    assert!(out
-        .iter()
-        .any(|a| a.evidence["resolution"] == "the permit was raised"));
+    assert_eq!(out[0].alert_id, alerts[0].alert_id);
+    assert_eq!(
+        out[0].evidence["resolution"],
+        "the site was licensed for mining"
+    );
     // Within the new terms, nothing opens again.
     let mut later = Vec::new();
     for i in 3 * 96 + 1..=5 * 96 {
