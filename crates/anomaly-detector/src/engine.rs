@@ -5,6 +5,7 @@
 use crate::episode::{round, Episode, Finding, Target};
 use crate::feeder::Feeder;
 use crate::meter::{Admit, ClosedHour, MeterState, HOUR, OPEN_RING};
+use crate::peer::{DayView, Peers};
 use gridwatch_core::{
     Alert, AlertKind, CustomerClass, DetectorConfig, MeterRecord, Reading, RegistryUpdate, Role,
     SiteStatus,
@@ -215,10 +216,12 @@ impl Engine {
             feeder_hint: r.feeder_id.as_deref(),
         };
 
+        let feeders = &mut self.feeders;
         if let Some(h) = st.must_close_before(r.ts) {
             st.skip_empty_to(h);
             while let Some(closed) = st.pop_closed(i64::MIN, h) {
-                on_closed_hour(cfg, st, closed, &t, out);
+                let peers = feeder.map(|f| &mut feeders[f as usize].peers);
+                on_closed_hour(cfg, st, closed, &t, peers, out);
             }
         }
         let used = match st.admit(r.ts, r.interval_s, r.kwh) {
@@ -238,10 +241,11 @@ impl Engine {
                 on_accepted(cfg, st, r, &t, out);
                 let watermark = st.max_ts() - cfg.allowed_lateness_s;
                 while let Some(closed) = st.pop_closed(watermark, i64::MIN) {
-                    on_closed_hour(cfg, st, closed, &t, out);
+                    let peers = feeder.map(|f| &mut feeders[f as usize].peers);
+                    on_closed_hour(cfg, st, closed, &t, peers, out);
                 }
                 if let Some(f) = *feeder {
-                    let fd = &mut self.feeders[f as usize];
+                    let fd = &mut feeders[f as usize];
                     if reg.as_ref().is_some_and(|r| r.role == Role::FeederHead) {
                         fd.add_head(r.ts, r.interval_s, r.kwh);
                         balance(cfg, fd, out);
@@ -377,6 +381,7 @@ fn on_closed_hour(
     st: &mut MeterState,
     hour: Option<ClosedHour>,
     t: &Target<'_>,
+    peers: Option<&mut Peers>,
     out: &mut Vec<Alert>,
 ) {
     let Some(hour) = hour else { return };
@@ -394,6 +399,7 @@ fn on_closed_hour(
         capacity(cx, st, &mut found);
         mining(cx, st, &mut found);
         tamper(cx, st, &mut found);
+        peer_outlier(cx, st, peers, &mut found);
         settle_case(cx, st, found, out);
     }
     if st.episodes.is_empty() {
@@ -874,6 +880,78 @@ fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>
         },
     };
     cx.raise(AlertKind::MiningSignature, start, f, true, found);
+}
+
+/// A customer that has come to draw far more than its peers say it would — more than its own
+/// usual standing among the customers of its class on its feeder, day after day — with the
+/// added load always on. Judged as each UTC day closes; raised every hour while it holds.
+fn peer_outlier(
+    cx: HourCtx<'_, '_>,
+    st: &mut MeterState,
+    peers: Option<&mut Peers>,
+    found: &mut Vec<Raised>,
+) {
+    let HourCtx { cfg, reg, hour, .. } = cx;
+    let Some(class) = reg.customer_class else {
+        return;
+    };
+    if hour.end % 86_400 == 0 {
+        let day = st.window(hour.end, 24).map(|w| DayView {
+            mean_kw: w.mean_kw,
+            floor_kw: w.min_kw,
+            usual_floor_kw: st.baseline_floor_kw,
+            may_learn: st.episodes.is_empty(),
+        });
+        let stats = day.zip(peers).and_then(|(d, p)| {
+            p.observe(class, hour.end / 86_400 - 1, d.mean_kw, cfg.peer_min_peers)
+                .map(|s| (d, s))
+        });
+        match stats {
+            Some((d, s)) => st.peer.judge(d, s, cfg),
+            None => st.peer.added_kw = 0.0,
+        }
+    }
+    let p = st.peer;
+    let added = f64::from(p.added_kw);
+    if added <= 0.0
+        || (reg.licensed_mining
+            && reg
+                .permitted_kw
+                .is_some_and(|k| hour.kw <= k * (1.0 + cfg.capacity_tolerance)))
+    {
+        return;
+    }
+    let usual = f64::from(p.usual).exp();
+    let ev = evidence([
+        ("ratio_to_peers", round(f64::from(p.ratio), 2)),
+        ("usual_ratio_to_peers", round(usual, 2)),
+        ("peer_median_kw", round(f64::from(p.peer_kw), 2)),
+        ("peers", f64::from(p.peers)),
+        ("robust_z", round(f64::from(p.z), 1)),
+        ("cusum", round(f64::from(p.cusum), 2)),
+        ("added_kw", round(added, 2)),
+    ])
+    .with("customer_class", class_name(reg));
+    let f = Finding {
+        score: (0.5
+            + 0.25 * (f64::from(p.cusum) / (2.0 * cfg.peer_cusum_limit)).min(1.0)
+            + 0.2 * (added / 5.0).min(1.0))
+        .min(1.0),
+        est_excess_kw: added,
+        excess_kwh: added,
+        evidence: ev,
+        summary: format!(
+            "Draws {:.1}× the median of its {} {} peers on feeder {} (usually {:.1}×): +{} kW that stays on, day and night",
+            p.ratio,
+            p.peers,
+            class_name(reg),
+            reg.feeder_id,
+            usual,
+            fmt_kw(added)
+        ),
+    };
+    let start = hour.end - 24 * HOUR;
+    cx.raise(AlertKind::PeerOutlier, start, f, true, found);
 }
 
 fn class_name(reg: &MeterRecord) -> &'static str {

@@ -8,6 +8,7 @@
 
 use crate::episode::{round, Episode, Finding};
 use crate::meter::{hour_of, HOUR};
+use crate::peer::Peers;
 use serde_json::{json, Map, Value};
 
 const RING: usize = 16;
@@ -64,6 +65,8 @@ pub(crate) struct Feeder {
     filled: usize,
     pos: usize,
     pub episode: Option<Episode>,
+    /// Its customers' daily energy by class, for `peer_outlier`.
+    pub peers: Peers,
 }
 
 /// A closed, fully covered hour's balance.
@@ -93,6 +96,7 @@ impl Feeder {
             filled: 0,
             pos: 0,
             episode: None,
+            peers: Peers::default(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod engine;
 mod episode;
 mod feeder;
 mod meter;
+mod peer;
 pub mod service;
 
 pub use engine::{Engine, Stats, Use};

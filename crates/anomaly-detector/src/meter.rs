@@ -3,6 +3,7 @@
 //! About 400 bytes per meter.
 
 use crate::episode::Episode;
+use crate::peer::PeerTrack;
 
 /// Open (not yet closed) hours held per meter; bounds the allowed lateness.
 pub(crate) const OPEN_RING: usize = 8;
@@ -70,6 +71,8 @@ pub(crate) struct MeterState {
     /// Consecutive closed hours reading exactly zero, and night hours exporting.
     pub zero_hours: u32,
     pub night_export_hours: u32,
+    /// Standing among the peers of its class on its feeder.
+    pub peer: PeerTrack,
     pub episodes: Vec<Episode>,
 }
 
@@ -93,6 +96,7 @@ impl MeterState {
             over_hours: 0,
             zero_hours: 0,
             night_export_hours: 0,
+            peer: PeerTrack::default(),
             episodes: Vec::new(),
         }
     }

@@ -625,3 +625,58 @@ fn a_raised_permit_or_a_licence_settles_its_cases_at_once() {
     }
     assert!(later.is_empty(), "{later:#?}");
 }
+
+#[test]
+fn a_small_load_added_for_good_stands_out_from_its_peers_but_large_homes_and_cold_weeks_do_not() {
+    let homes: Vec<_> = (1..=12)
+        .map(|k| site(&k.to_string(), CustomerClass::Residential, Some(12.0)))
+        .collect();
+    let mut e = engine_with(&homes);
+    let mut out = Vec::new();
+    let onset = 3 * 96;
+    for i in 1..=16 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let day = i / 96;
+        // A cold week on days 9–12: every home on the feeder draws more.
+        let weather = if (9..13).contains(&day) { 1.8 } else { 1.0 };
+        for k in 1..=12i64 {
+            let scale = 0.7 + 0.08 * k as f64;
+            let mut kw = household(i + 37 * k, hour) * scale * weather;
+            match k {
+                // A 2 kW rig from day 3, never switched off.
+                1 if i >= onset => kw += 2.0,
+                // A large home: always two and a half times the others.
+                2 => kw *= 2.5,
+                // Four days of a flat 4 kW (real households do this), then back.
+                3 if (4..8).contains(&day) => kw += 4.0,
+                // Away on days 2–6, then home again.
+                4 if (2..7).contains(&day) => kw = 0.0,
+                // An EV charged at 7 kW for three hours every night from day 3.
+                5 if day >= 3 && (1..4).contains(&hour) => kw += 7.0,
+                _ => {}
+            }
+            e.on_reading(&reading(&format!("M{k}"), i, kw), &mut out);
+        }
+    }
+    assert!(
+        out.iter().all(|a| a.site_id.as_deref() == Some("S1")),
+        "{out:#?}"
+    );
+    let open = out
+        .iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .unwrap_or_else(|| panic!("the rig stands out: {out:#?}"));
+    assert_eq!(open.kind, AlertKind::PeerOutlier);
+    // Six full days above its usual standing, then named.
+    let delay = open.detected_at - (T0 + onset * STEP);
+    assert!((6 * 86_400..8 * 86_400).contains(&delay), "{delay}");
+    let added = open.evidence["added_kw"].as_f64().unwrap();
+    assert!((1.5..2.6).contains(&added), "{open:#?}");
+    assert!(open.evidence["peers"].as_f64().unwrap() >= 8.0);
+    assert!(open.evidence["ratio_to_peers"].as_f64().unwrap() > 2.0);
+    assert!(
+        open.summary.contains("peers on feeder F1"),
+        "{}",
+        open.summary
+    );
+}

@@ -96,6 +96,22 @@ pub struct DetectorConfig {
     pub tamper_export_kw: f64,
     /// A business meter reading zero for a day is `tamper` if it used to draw this much (kW).
     pub tamper_zero_baseline_kw: f64,
+    /// `peer_outlier`: a customer's daily energy is compared (in log units) with the median of
+    /// the customers of its class on its feeder that day, when at least `peer_min_peers` have
+    /// closed it. After `peer_learn_days` days of its usual standing, a one-sided CUSUM of its
+    /// rises above that standing, less `peer_allowance` a day, must reach `peer_cusum_limit`…
+    pub peer_min_peers: usize,
+    pub peer_learn_days: u16,
+    pub peer_allowance: f64,
+    pub peer_cusum_limit: f64,
+    /// …adding at least `peer_min_kw` above what its peers say it would draw, of which the
+    /// site's 24-hour floor carries at least `peer_flat_share` (a load that stays on), for
+    /// `peer_min_days` days running: real households hold a flat few kW for up to four days.
+    pub peer_min_kw: f64,
+    pub peer_flat_share: f64,
+    pub peer_min_days: u16,
+    /// The most a site's usual standing may be (times its peers' median) and still excuse it.
+    pub peer_max_usual: f64,
     /// Unexplained share of a feeder's energy (beyond its learned losses), sustained over 12
     /// balanced hours, that raises `feeder_imbalance`.
     pub feeder_min_share: f64,
@@ -128,6 +144,14 @@ impl Default for DetectorConfig {
             mining_block_flatness: 1.35,
             mining_duty_hours: 14,
             feeder_min_share: 0.03,
+            peer_min_peers: 8,
+            peer_learn_days: 2,
+            peer_allowance: 0.4,
+            peer_cusum_limit: 2.0,
+            peer_min_kw: 1.0,
+            peer_flat_share: 0.5,
+            peer_min_days: 6,
+            peer_max_usual: 3.0,
             tamper_export_kw: 0.2,
             tamper_zero_baseline_kw: 2.0,
             resolve_after_s: 24 * 3600,
