@@ -3,7 +3,7 @@
 //! no Kafka: the same inputs give the same alerts, with the same ids, wherever it runs.
 
 use crate::episode::{round, Episode, Finding, Target};
-use crate::feeder::Feeder;
+use crate::feeder::{Feeder, WINDOW};
 use crate::meter::{Admit, ClosedHour, MeterState, HOUR, OPEN_RING};
 use crate::peer::{DayView, Peers};
 use gridwatch_core::{
@@ -125,11 +125,13 @@ impl Engine {
             .as_ref()
             .is_some_and(|r| r.role == Role::Customer);
         if let (true, Some(f)) = (was_customer, self.slots[i].feeder) {
-            self.feeders[f as usize].customers -= 1;
+            self.feeders[f as usize]
+                .members
+                .retain(|&m| m as usize != i);
         }
         let feeder = reg.as_ref().map(|r| self.feeder_of(&r.feeder_id));
         if let (Some(f), Some(Role::Customer)) = (feeder, reg.as_ref().map(|r| r.role)) {
-            self.feeders[f as usize].customers += 1;
+            self.feeders[f as usize].members.push(i as u32);
         }
         let slot = &mut self.slots[i];
         let old_permit = slot.reg.as_ref().and_then(|r| r.permitted_kw);
@@ -244,14 +246,18 @@ impl Engine {
                     let peers = feeder.map(|f| &mut feeders[f as usize].peers);
                     on_closed_hour(cfg, st, closed, &t, peers, out);
                 }
+                let mut head_of = None;
                 if let Some(f) = *feeder {
                     let fd = &mut feeders[f as usize];
                     if reg.as_ref().is_some_and(|r| r.role == Role::FeederHead) {
                         fd.add_head(r.ts, r.interval_s, r.kwh);
-                        balance(cfg, fd, out);
+                        head_of = Some(f);
                     } else {
                         fd.add_customer(r.ts, r.interval_s, r.kwh);
                     }
+                }
+                if let Some(f) = head_of {
+                    balance(cfg, &mut feeders[f as usize], &mut self.slots, out);
                 }
                 Use::Counted
             }
@@ -266,8 +272,11 @@ impl Engine {
     }
 }
 
-/// Closes the feeder's hours its head meter has passed, and judges each balanced one.
-fn balance(cfg: &DetectorConfig, fd: &mut Feeder, out: &mut Vec<Alert>) {
+/// Closes the feeder's hours its head meter has passed, and judges each balanced one. While
+/// the feeder draws unexplained energy, its customers whose own demand dropped by a matching
+/// amount are named in the evidence; a business among them with a drop held for a day is a
+/// `tamper` case of its own (a bypass around its meter).
+fn balance(cfg: &DetectorConfig, fd: &mut Feeder, slots: &mut [Slot], out: &mut Vec<Alert>) {
     while let Some(closed) = fd.pop_closed(cfg.allowed_lateness_s + HOUR) {
         // An hour held back for missing readings neither confirms nor clears a case.
         let Some(b) = closed else { continue };
@@ -278,20 +287,65 @@ fn balance(cfg: &DetectorConfig, fd: &mut Feeder, out: &mut Vec<Alert>) {
             feeder_hint: Some(&id),
         };
         match fd.judge(b, cfg.feeder_min_share) {
-            Some(f) => {
+            Some(mut f) => {
+                let suspects = coincident_drops(fd, slots, b.end, f.est_excess_kw);
+                if !suspects.is_empty() {
+                    let named: Vec<String> = suspects
+                        .iter()
+                        .take(3)
+                        .filter_map(|&(m, _)| slots[m as usize].reg.as_ref())
+                        .map(|r| r.site_id.clone())
+                        .collect();
+                    f.summary = format!(
+                        "{}. Demand dropped at the same time at {}",
+                        f.summary,
+                        named.join(", ")
+                    );
+                    let listed = suspects
+                        .iter()
+                        .filter_map(|&(m, r)| {
+                            let slot = &slots[m as usize];
+                            slot.reg.as_ref().map(|reg| {
+                                json!({
+                                    "site_id": reg.site_id,
+                                    "meter_id": reg.meter_id,
+                                    "drop_kw": round(f64::from(slot.st.drop_kw), 2),
+                                    "dropped_from_kw": round(f64::from(slot.st.drop_from_kw), 2),
+                                    "drop_hours": slot.st.drop_hours,
+                                    "correlation": round(r, 2),
+                                })
+                            })
+                        })
+                        .collect();
+                    f.evidence
+                        .insert("suspect_sites".into(), Value::Array(listed));
+                }
+                let unmetered_kw = f.est_excess_kw;
                 let start = b.end - 12 * HOUR;
                 let ep = fd
                     .episode
                     .get_or_insert_with(|| Episode::new(AlertKind::FeederImbalance, &id, start));
                 ep.quiet_hours = 0;
                 out.extend(ep.activate(f, b.end, b.end, true, cfg.update_interval_s, &t));
+                if ep.opened {
+                    for (m, r) in suspects {
+                        bypass(
+                            cfg,
+                            &mut slots[m as usize],
+                            &id,
+                            unmetered_kw,
+                            r,
+                            b.end,
+                            out,
+                        );
+                    }
+                }
             }
             None => {
                 if let Some(ep) = &mut fd.episode {
                     ep.quiet_hours += 1;
-                    if i64::from(ep.quiet_hours) * HOUR >= cfg.resolve_after_s {
-                        let reason =
-                            format!("the feeder balanced for {} h", cfg.resolve_after_s / HOUR);
+                    if ep.is_over(cfg.resolve_after_s) {
+                        let reason = format!("the feeder balanced for {} h", ep.quiet_hours);
                         out.extend(ep.resolve(b.end, &reason, &t));
                         fd.episode = None;
                     }
@@ -299,6 +353,130 @@ fn balance(cfg: &DetectorConfig, fd: &mut Feeder, out: &mut Vec<Alert>) {
             }
         }
     }
+}
+
+/// Customers of the feeder whose demand dropped (and stays down) by roughly the unmetered
+/// load, and whose remaining readings move with it hour by hour — what a bypass of part of a
+/// load looks like, and what a weekend or a holiday does not. Returns (slot, correlation of
+/// the meter's hourly demand with the feeder's unexplained kW), best first.
+fn coincident_drops(fd: &Feeder, slots: &[Slot], end: i64, unmetered_kw: f64) -> Vec<(u32, f64)> {
+    let residuals = fd.residuals();
+    let mut found: Vec<(u32, f64)> = fd
+        .members
+        .iter()
+        .filter_map(|&m| {
+            let st = &slots[m as usize].st;
+            let ratio = f64::from(st.drop_kw) / unmetered_kw.max(1e-6);
+            if st.drop_hours == 0 || !(0.4..=2.5).contains(&ratio) {
+                return None;
+            }
+            let pairs: Vec<(f64, f64)> = residuals
+                .iter()
+                .enumerate()
+                .filter_map(|(k, &u)| {
+                    let hour_end = end - (WINDOW - 1 - k) as i64 * HOUR;
+                    st.hour_kw(hour_end).map(|kw| (kw, u))
+                })
+                .collect();
+            let r = correlation(&pairs)?;
+            (pairs.len() * 3 >= WINDOW * 2 && r >= 0.6).then_some((m, r))
+        })
+        .collect();
+    found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    found
+}
+
+/// Pearson correlation; `None` when either side is (nearly) constant.
+fn correlation(pairs: &[(f64, f64)]) -> Option<f64> {
+    let n = pairs.len() as f64;
+    let (mx, my) = pairs
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx).powi(2);
+        syy += (y - my).powi(2);
+    }
+    let floor = 1e-6 * n;
+    (sxx > floor * mx.abs().max(1.0) && syy > floor * my.abs().max(1.0))
+        .then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// A business whose demand dropped a day ago and stayed down by about what its feeder now
+/// draws unmetered: energy going around its meter. Households are named on the feeder's
+/// alert only: a household's vacation looks the same.
+fn bypass(
+    cfg: &DetectorConfig,
+    slot: &mut Slot,
+    feeder_id: &str,
+    unmetered_kw: f64,
+    correlation: f64,
+    at: i64,
+    out: &mut Vec<Alert>,
+) {
+    let Slot { reg, st, .. } = slot;
+    let Some(reg) = reg.as_ref() else { return };
+    let drop = f64::from(st.drop_kw);
+    let ratio = drop / unmetered_kw.max(1e-6);
+    if reg.customer_class == Some(CustomerClass::Residential)
+        || i64::from(st.drop_hours) * HOUR < cfg.tamper_drop_min_duration_s
+        || correlation < 0.8
+        || !(0.5..=2.0).contains(&ratio)
+    {
+        return;
+    }
+    let from = f64::from(st.drop_from_kw);
+    let t = Target {
+        meter_id: Some(&reg.meter_id),
+        reg: Some(reg),
+        feeder_hint: None,
+    };
+    let cx = HourCtx {
+        cfg,
+        reg,
+        hour: ClosedHour {
+            end: at,
+            kw: from - drop,
+            export_kw: 0.0,
+        },
+        target: &reg.site_id,
+        t: &t,
+    };
+    let f = Finding {
+        score: (0.5 + 0.4 * correlation).min(1.0),
+        est_excess_kw: drop,
+        excess_kwh: drop,
+        evidence: evidence([
+            ("dropped_from_kw", round(from, 2)),
+            ("drop_kw", round(drop, 2)),
+            ("drop_hours", f64::from(st.drop_hours)),
+            ("feeder_unmetered_kw", round(unmetered_kw, 2)),
+            ("correlation", round(correlation, 2)),
+        ])
+        .with(
+            "drop_seen_at",
+            &gridwatch_core::time::format_rfc3339(st.drop_seen),
+        )
+        .with("pattern", "sudden_drop")
+        .with("customer_class", class_name(reg)),
+        summary: format!(
+            "Demand fell from {} kW to {} kW and stayed down for {} h while feeder {} began drawing {} kW its meters don't explain, hour by hour in step with this meter (r = {:.2}): a bypass around it",
+            fmt_kw(from),
+            fmt_kw(from - drop),
+            st.drop_hours + 24,
+            feeder_id,
+            fmt_kw(unmetered_kw),
+            correlation
+        ),
+    };
+    let raised = vec![Raised {
+        kind: AlertKind::Tamper,
+        start: at - i64::from(st.drop_hours + 24) * HOUR,
+        finding: f,
+        ready: true,
+    }];
+    settle_case(cx, st, raised, out);
 }
 
 fn episode<'a>(
@@ -402,6 +580,9 @@ fn on_closed_hour(
         peer_outlier(cx, st, peers, &mut found);
         settle_case(cx, st, found, out);
     }
+    if customer.is_some() {
+        st.track_drop(hour.end, cfg.tamper_drop_share, cfg.tamper_drop_min_kw);
+    }
     if st.episodes.is_empty() {
         st.learn_baseline(hour.end, hour.kw);
     }
@@ -415,9 +596,9 @@ fn on_closed_hour(
         } else {
             ep.quiet_hours += 1;
         }
-        if i64::from(ep.quiet_hours) * HOUR >= cfg.resolve_after_s {
+        if ep.is_over(cfg.resolve_after_s) {
             let mut ep = st.episodes.swap_remove(k);
-            let reason = format!("no {} for {} h", ep.kind, cfg.resolve_after_s / HOUR);
+            let reason = format!("no {} for {} h", ep.kind, ep.quiet_hours);
             out.extend(ep.resolve(hour.end, &reason, t));
         } else {
             k += 1;

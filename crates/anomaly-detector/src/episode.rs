@@ -88,6 +88,19 @@ impl Episode {
         self.id = alert_id(target_id, kind, self.start);
     }
 
+    /// Quiet time (hours with data, without the condition) after which the episode resolves:
+    /// `resolve_after_s`, or as long as the condition has lasted, up to three times that. A
+    /// condition that has held for days must stay away longer than a weekend to be over; a
+    /// shop's capacity case doesn't close each Saturday and reopen each Monday.
+    pub fn quiet_needed_h(&self, resolve_after_s: i64) -> i64 {
+        (self.last_active - self.start).clamp(resolve_after_s, 3 * resolve_after_s) / 3600
+    }
+
+    /// Whether the episode has been quiet long enough to resolve.
+    pub fn is_over(&self, resolve_after_s: i64) -> bool {
+        i64::from(self.quiet_hours) >= self.quiet_needed_h(resolve_after_s)
+    }
+
     /// Records a detector's latest score on this case.
     pub fn note(&mut self, kind: AlertKind, score: f64) {
         match self.detectors.iter_mut().find(|(k, _)| *k == kind) {
@@ -125,6 +138,7 @@ impl Episode {
         t: &Target<'_>,
     ) -> Option<Alert> {
         self.last_active = at;
+        self.quiet_hours = 0;
         self.excess_kwh += f.excess_kwh;
         let sev = Severity::from_score(f.score);
         let status = if !self.opened {

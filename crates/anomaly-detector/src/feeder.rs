@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 const RING: usize = 16;
 /// Residuals remembered for the decision window.
-const WINDOW: usize = 12;
+pub(crate) const WINDOW: usize = 12;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Fit {
@@ -49,8 +49,8 @@ impl Fit {
 #[derive(Debug, Clone)]
 pub(crate) struct Feeder {
     pub id: String,
-    /// Registered customer meters on the feeder.
-    pub customers: u32,
+    /// Registered customer meters on the feeder (engine slots), in registration order.
+    pub members: Vec<u32>,
     next_hour: i64,
     head_max_ts: i64,
     head_kwh: [f64; RING],
@@ -81,7 +81,7 @@ impl Feeder {
     pub fn new(id: &str) -> Feeder {
         Feeder {
             id: id.to_string(),
-            customers: 0,
+            members: Vec::new(),
             next_hour: i64::MIN,
             head_max_ts: i64::MIN,
             head_kwh: [0.0; RING],
@@ -149,8 +149,8 @@ impl Feeder {
         self.cust_kwh[s] = 0.0;
         self.cust_cov[s] = 0;
         self.next_hour += 1;
-        let expected = u64::from(self.customers) * 3600;
-        let complete = hc >= 3540 && self.customers > 0 && u64::from(cc) * 1000 >= expected * 985;
+        let expected = self.members.len() as u64 * 3600;
+        let complete = hc >= 3540 && expected > 0 && u64::from(cc) * 1000 >= expected * 985;
         if !complete || head <= 0.0 {
             return Some(None);
         }
@@ -161,6 +161,11 @@ impl Feeder {
             head_kw: head * 3600.0 / f64::from(hc),
             customers_kw: cust * fill,
         }))
+    }
+
+    /// The unexplained kW of the last judged hours, oldest first, the newest ending at `end`.
+    pub fn residuals(&self) -> [f64; WINDOW] {
+        std::array::from_fn(|k| f64::from(self.residual_kw[(self.pos + k) % WINDOW]))
     }
 
     /// Judges one balanced hour; returns a finding while the feeder shows an unmetered load.
@@ -235,7 +240,7 @@ impl Feeder {
             ("loss_ratio_observed", round(ratio, 4)),
             ("head_kw", round(b.head_kw, 2)),
             ("customers_kw", round(b.customers_kw, 2)),
-            ("customers", f64::from(self.customers)),
+            ("customers", self.members.len() as f64),
         ] {
             ev.insert(k.into(), json!(v));
         }
@@ -250,7 +255,7 @@ impl Feeder {
                 self.id,
                 mean_kw,
                 mean_ratio * 100.0,
-                self.customers,
+                self.members.len(),
                 WINDOW,
                 shape
             ),

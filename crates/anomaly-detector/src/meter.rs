@@ -71,6 +71,13 @@ pub(crate) struct MeterState {
     /// Consecutive closed hours reading exactly zero, and night hours exporting.
     pub zero_hours: u32,
     pub night_export_hours: u32,
+    /// A sustained drop: hours the 24-hour mean has stayed below `tamper_drop_share` of the
+    /// demand the site drew before (`drop_from_kw`), and by how much (kW).
+    pub drop_hours: u32,
+    pub drop_from_kw: f32,
+    pub drop_kw: f32,
+    /// When the drop was first seen (end of the hour).
+    pub drop_seen: i64,
     /// Standing among the peers of its class on its feeder.
     pub peer: PeerTrack,
     pub episodes: Vec<Episode>,
@@ -96,6 +103,10 @@ impl MeterState {
             over_hours: 0,
             zero_hours: 0,
             night_export_hours: 0,
+            drop_hours: 0,
+            drop_from_kw: 0.0,
+            drop_kw: 0.0,
+            drop_seen: 0,
             peer: PeerTrack::default(),
             episodes: Vec::new(),
         }
@@ -294,6 +305,14 @@ impl MeterState {
         })
     }
 
+    /// Demand (kW) of the closed hour ending at `end`, if it is among the last 24 and had data.
+    pub fn hour_kw(&self, end: i64) -> Option<f64> {
+        let h = end / HOUR - 1;
+        let slot = h.rem_euclid(24) as u32;
+        (h < self.next_hour && h >= self.next_hour - 24 && self.day_mask & (1 << slot) != 0)
+            .then(|| f64::from(self.day_kw[slot as usize]))
+    }
+
     /// Median hourly demand over the `k` (≤ 24) closed hours ending at `end`.
     pub fn median_kw(&self, end: i64, k: u32) -> f64 {
         let last = end / HOUR - 1;
@@ -306,6 +325,31 @@ impl MeterState {
         }
         v.sort_by(f32::total_cmp);
         f64::from(v[v.len() / 2])
+    }
+
+    /// Follows a drop of the 24-hour mean below `share` of the learned demand by at least
+    /// `min_kw`, measured from the demand before the drop began (the baseline itself slowly
+    /// learns the new level). A gap neither confirms nor clears it.
+    pub fn track_drop(&mut self, end: i64, share: f64, min_kw: f64) {
+        let Some(w) = self.window(end, 24) else {
+            return;
+        };
+        let from = if self.drop_hours > 0 {
+            f64::from(self.drop_from_kw)
+        } else {
+            self.baseline_kw
+        };
+        if self.baseline_hours >= 48 && w.mean_kw <= share * from && from - w.mean_kw >= min_kw {
+            if self.drop_hours == 0 {
+                self.drop_seen = end;
+            }
+            self.drop_from_kw = from as f32;
+            self.drop_kw = (from - w.mean_kw) as f32;
+            self.drop_hours += 1;
+        } else {
+            self.drop_hours = 0;
+            self.drop_kw = 0.0;
+        }
     }
 
     /// Folds an hour into the slow baselines (week-long moving averages).

@@ -680,3 +680,113 @@ fn a_small_load_added_for_good_stands_out_from_its_peers_but_large_homes_and_col
         open.summary
     );
 }
+
+#[test]
+fn a_bypass_at_a_shop_is_named_on_its_feeder_and_becomes_a_tamper_case_but_weekends_do_not() {
+    let mut records = vec![MeterRecord {
+        site_id: "F1".into(),
+        meter_id: "H1".into(),
+        feeder_id: "F1".into(),
+        role: Role::FeederHead,
+        customer_class: None,
+        permitted_kw: None,
+        status: SiteStatus::Active,
+        licensed_mining: false,
+        lat: None,
+        lon: None,
+        region: None,
+        timezone: None,
+    }];
+    records.extend((0..30).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
+    records.push(site("SHOP", CustomerClass::Commercial, Some(40.0)));
+    records.push(site("SHOP2", CustomerClass::Commercial, Some(40.0)));
+    records.push(site("SCHOOL", CustomerClass::Public, Some(60.0)));
+    let mut e = engine_with(&records);
+    let mut out = Vec::new();
+    let onset = 3 * 96;
+    for i in 1..=13 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        // 2026-01-01 is a Thursday: days 2–3 and 9–10 are weekends.
+        let weekend = matches!((i - 1) / 96 % 7, 2 | 3);
+        let open = |from: i64, to: i64| !weekend && (from..to).contains(&hour);
+        let shop = if open(8, 20) { 12.0 } else { 1.5 } + ((i * 31) % 7) as f64 * 0.1;
+        let school = if open(7, 17) { 25.0 } else { 3.0 };
+        let mut total = shop * 2.0 + school;
+        for c in 0..30i64 {
+            let kw = household(i + c * 7, (hour + c) % 24);
+            total += kw;
+            e.on_reading(&reading(&format!("M{c}"), i, kw), &mut out);
+        }
+        // From day 3 the shop's meter sees only 35 % of what it draws.
+        let metered = if i >= onset { shop * 0.35 } else { shop };
+        e.on_reading(&reading("MSHOP", i, metered), &mut out);
+        e.on_reading(&reading("MSHOP2", i, shop), &mut out);
+        e.on_reading(&reading("MSCHOOL", i, school), &mut out);
+        let head = total * 1.04;
+        e.on_reading(&reading("H1", i, head), &mut out);
+    }
+    // The feeder's alert names the shop whose demand fell by about what it can't explain.
+    let feeder = out
+        .iter()
+        .find(|a| {
+            a.kind == AlertKind::FeederImbalance
+                && a.evidence
+                    .get("suspect_sites")
+                    .is_some_and(|s| s[0]["site_id"] == "SSHOP")
+        })
+        .unwrap_or_else(|| panic!("the feeder names the shop: {out:#?}"));
+    let named = &feeder.evidence["suspect_sites"][0];
+    assert!(named["correlation"].as_f64().unwrap() > 0.8, "{named}");
+    assert!(feeder.summary.contains("SSHOP"), "{}", feeder.summary);
+    let tamper = out
+        .iter()
+        .find(|a| a.kind == AlertKind::Tamper && a.status == AlertStatus::Open)
+        .unwrap_or_else(|| panic!("a tamper case: {out:#?}"));
+    assert_eq!(tamper.site_id.as_deref(), Some("SSHOP"));
+    assert_eq!(tamper.evidence["pattern"], "sudden_drop");
+    let drop = tamper.evidence["drop_kw"].as_f64().unwrap();
+    assert!((2.0..5.0).contains(&drop), "{tamper:#?}");
+    // Only the shop and its feeder: the other shop's and the school's weekends are no case.
+    assert!(
+        out.iter()
+            .all(|a| a.site_id.is_none() || a.site_id.as_deref() == Some("SSHOP")),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_case_that_held_for_days_survives_a_weekend_but_a_short_one_resolves_in_a_day() {
+    // Over its 20 kW permit on weekdays only, from Monday 5 January (2026-01-01 is a
+    // Thursday), for two weeks and their weekends.
+    let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(20.0))]);
+    let alerts = feed(&mut e, "M1", 18, |i, h| {
+        let weekend = matches!((i - 1) / 96 % 7, 2 | 3);
+        if i > 4 * 96 && !weekend && (8..20).contains(&h) {
+            35.0
+        } else {
+            3.0
+        }
+    });
+    assert_eq!(
+        kinds(&alerts, AlertStatus::Open),
+        [AlertKind::CapacityExceeded]
+    );
+    assert!(
+        kinds(&alerts, AlertStatus::Resolved).is_empty(),
+        "{alerts:#?}"
+    );
+    // Three hours over, then back within the permit: resolved after a day.
+    let mut e = engine_with(&[site("1", CustomerClass::Commercial, Some(20.0))]);
+    let alerts = feed(&mut e, "M1", 3, |i, _| {
+        if (40..52).contains(&i) {
+            35.0
+        } else {
+            3.0
+        }
+    });
+    let resolved = alerts
+        .iter()
+        .find(|a| a.status == AlertStatus::Resolved)
+        .expect("resolved");
+    assert_eq!(resolved.detected_at - T0, 52 * STEP + 24 * 3600);
+}

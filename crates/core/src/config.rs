@@ -96,6 +96,14 @@ pub struct DetectorConfig {
     pub tamper_export_kw: f64,
     /// A business meter reading zero for a day is `tamper` if it used to draw this much (kW).
     pub tamper_zero_baseline_kw: f64,
+    /// A customer's 24-hour mean below `tamper_drop_share` of what it drew, by at least
+    /// `tamper_drop_min_kw`, while its feeder draws about that much unmetered, is named on the
+    /// feeder's alert (and, at a business held a day, is a `tamper` case: a bypass).
+    pub tamper_drop_share: f64,
+    pub tamper_drop_min_kw: f64,
+    /// How long a business's drop must hold (after its 24-hour mean fell) before it is a
+    /// `tamper` case: longer than a long weekend.
+    pub tamper_drop_min_duration_s: i64,
     /// `peer_outlier`: a customer's daily energy is compared (in log units) with the median of
     /// the customers of its class on its feeder that day, when at least `peer_min_peers` have
     /// closed it. After `peer_learn_days` days of its usual standing, a one-sided CUSUM of its
@@ -154,6 +162,9 @@ impl Default for DetectorConfig {
             peer_max_usual: 3.0,
             tamper_export_kw: 0.2,
             tamper_zero_baseline_kw: 2.0,
+            tamper_drop_share: 0.6,
+            tamper_drop_min_kw: 0.5,
+            tamper_drop_min_duration_s: 96 * 3600,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
             group_id: "gridwatch-detector".into(),
