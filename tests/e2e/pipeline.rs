@@ -187,15 +187,14 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
             )
         })
         .collect();
+    // The farm is over its permit within hours, then flat around the clock: one case, with
+    // both detectors' evidence on it.
     assert_eq!(
-        opened.get("mining_signature").map(String::as_str),
+        opened.get("capacity_exceeded").map(String::as_str),
         Some("M1"),
         "{alerts:#?}"
     );
-    assert_eq!(
-        opened.get("capacity_exceeded").map(String::as_str),
-        Some("M1")
-    );
+    assert_eq!(opened.len(), 3, "one case per target: {opened:#?}");
     assert_eq!(
         opened.get("disconnected_consumption").map(String::as_str),
         Some("M2")
@@ -212,11 +211,36 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
     );
     let farm = alerts
         .iter()
-        .find(|a| a["kind"] == "mining_signature")
-        .unwrap();
+        .find(|a| a["evidence"]["detectors"].get("mining_signature").is_some())
+        .unwrap_or_else(|| panic!("mining evidence on the farm's case: {alerts:#?}"));
     assert_eq!(farm["site_id"], "S1");
     assert_eq!(farm["feeder_id"], "F1");
     assert!(farm["summary"].as_str().unwrap().contains("residential"));
+
+    // The compacted inspection list holds the latest alert of every case still open.
+    let listed = env.run(&["suspects", "--kafka", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let mut latest: BTreeMap<&str, &Value> = BTreeMap::new();
+    for a in &alerts {
+        latest.insert(a["alert_id"].as_str().unwrap(), a);
+    }
+    let mut open_targets: Vec<&str> = latest
+        .values()
+        .filter(|a| a["status"] != "resolved")
+        .map(|a| a["site_id"].as_str().or(a["meter_id"].as_str()).unwrap())
+        .collect();
+    open_targets.sort_unstable();
+    let mut on_topic: Vec<&str> = listed["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
+    on_topic.sort_unstable();
+    assert_eq!(on_topic, open_targets, "{listed:#}");
+    let first = &listed["suspects"][0];
+    assert_eq!(first["target"], "S1", "the farm heads the list: {listed:#}");
+    assert!(first["est_excess_mwh"].as_f64().unwrap() > 1.0, "{first}");
 
     // Every reject is on the DLQ with its reason and source.
     let dlq = env.tail("dlq", 3, Duration::from_secs(30));

@@ -88,6 +88,10 @@ impl Env {
             ),
             ("GRIDWATCH__KAFKA__TOPICS__ALERTS", format!("{p}.alerts")),
             ("GRIDWATCH__KAFKA__TOPICS__DLQ", format!("{p}.dlq")),
+            (
+                "GRIDWATCH__KAFKA__TOPICS__SUSPECTS",
+                format!("{p}.suspects"),
+            ),
             ("GRIDWATCH__DETECTOR__GROUP_ID", format!("{p}-detector")),
             (
                 "GRIDWATCH__DETECTOR__TRANSACTIONAL_ID",

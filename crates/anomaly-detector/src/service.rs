@@ -1,5 +1,6 @@
 //! The detector as a Kafka service: register from `gridwatch.registry`, readings from
-//! `gridwatch.readings`, alerts to `gridwatch.alerts` — exactly once. Each batch of alerts
+//! `gridwatch.readings`, alerts to `gridwatch.alerts` and each case's latest state to the
+//! compacted `gridwatch.suspects` — exactly once. Each batch of alerts
 //! and the consumed offsets are committed in one Kafka transaction.
 //!
 //! State recovery is by replay: the engine is deterministic, so on start the detector reads
@@ -11,7 +12,7 @@
 use crate::engine::{Engine, Use};
 use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::kafka::{consumer_config, partitions, producer_config};
-use gridwatch_core::{Config, DlqRecord, MeterRecord, Reading, RegistryUpdate};
+use gridwatch_core::{Alert, AlertStatus, Config, DlqRecord, MeterRecord, Reading, RegistryUpdate};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -102,6 +103,26 @@ fn load_registry(cfg: &Config, engine: &mut Engine) -> Result<BaseConsumer> {
     Ok(consumer)
 }
 
+/// An alert on its way out: to `gridwatch.alerts` keyed by target, and to the compacted
+/// `gridwatch.suspects` keyed by `alert_id`.
+struct Outgoing {
+    target: String,
+    alert_id: String,
+    resolved: bool,
+    json: Vec<u8>,
+}
+
+impl Outgoing {
+    fn of(a: &Alert) -> Result<Outgoing> {
+        Ok(Outgoing {
+            target: a.target_id().to_string(),
+            alert_id: a.alert_id.clone(),
+            resolved: a.status == AlertStatus::Resolved,
+            json: serde_json::to_vec(a)?,
+        })
+    }
+}
+
 fn send_retrying(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
     loop {
         match producer.send(rec) {
@@ -166,7 +187,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
 
     let mut progress = Progress::default();
     let mut alerts = Vec::new();
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut out: Vec<Outgoing> = Vec::new();
     let mut dlq: Vec<Vec<u8>> = Vec::new();
     let mut last_log = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -181,7 +202,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
         }
         // Register changes resolve episodes: those messages go out with the next transaction.
         for a in alerts.drain(..) {
-            out.push((a.target_id().to_string(), serde_json::to_vec(&a)?));
+            out.push(Outgoing::of(&a)?);
         }
         let mut live = false;
         let started = Instant::now();
@@ -227,7 +248,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
             if is_live {
                 live = true;
                 for a in alerts.drain(..) {
-                    out.push((a.target_id().to_string(), serde_json::to_vec(&a)?));
+                    out.push(Outgoing::of(&a)?);
                 }
             } else {
                 progress.replayed += 1;
@@ -236,13 +257,21 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
         }
         if live || !out.is_empty() {
             producer.begin_transaction()?;
-            for (key, value) in &out {
+            for o in &out {
                 send_retrying(
                     &producer,
                     BaseRecord::to(&k.topics.alerts)
-                        .key(key.as_bytes())
-                        .payload(value),
+                        .key(o.target.as_bytes())
+                        .payload(&o.json),
                 )?;
+                // The case's latest word, or its tombstone, on the compacted inspection list.
+                let case = BaseRecord::to(&k.topics.suspects).key(o.alert_id.as_bytes());
+                let case = if o.resolved {
+                    case
+                } else {
+                    case.payload(&o.json[..])
+                };
+                send_retrying(&producer, case)?;
             }
             for value in &dlq {
                 send_retrying(&producer, BaseRecord::to(&k.topics.dlq).payload(value))?;

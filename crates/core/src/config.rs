@@ -49,6 +49,9 @@ pub struct Topics {
     pub registry: String,
     pub alerts: String,
     pub dlq: String,
+    /// Compacted: the latest alert of every open case, keyed by `alert_id`; a resolved case
+    /// is a tombstone. Read to its end, it is the current inspection list.
+    pub suspects: String,
 }
 
 impl Default for Topics {
@@ -58,6 +61,7 @@ impl Default for Topics {
             registry: "gridwatch.registry".into(),
             alerts: "gridwatch.alerts".into(),
             dlq: "gridwatch.readings.dlq".into(),
+            suspects: "gridwatch.suspects".into(),
         }
     }
 }

@@ -130,15 +130,15 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
     },
     /// The ranked inspection list: sites (and feeders) by likelihood × estimated unauthorized energy.
     #[command(
-        long_about = "The ranked inspection list from an embedded run's alerts.jsonl (or alerts \
-saved from the topic): one row per site, meter or feeder, ranked by score × estimated unauthorized MWh, \
-with the kinds of evidence against it and the total. Open cases only, unless --all.\n\n\
-Example: gridwatch suspects --alerts results/alerts.jsonl --top 20"
+        long_about = "The ranked inspection list: one row per site, meter or feeder, ranked by score × estimated unauthorized MWh, with the kinds of evidence against it and the total. Open cases only, unless --all.\n\nFrom an embedded run's alerts.jsonl (or alerts saved from the topic) with --alerts, or from Kafka with --kafka: the detector keeps the latest alert of every open case on the compacted topic gridwatch.suspects (a resolved case is deleted), so reading it to its end is the list as it stands now.\n\nExamples:\n  gridwatch suspects --alerts results/alerts.jsonl --top 20\n  gridwatch suspects --kafka --json"
     )]
     Suspects {
         /// alerts.jsonl to rank.
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        alerts: Option<PathBuf>,
+        /// Read the open cases from the compacted suspects topic instead.
         #[arg(long)]
-        alerts: PathBuf,
+        kafka: bool,
         /// Rows to print.
         #[arg(long, default_value_t = 25)]
         top: usize,
@@ -303,10 +303,17 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Eval { data, alerts, json } => eval::run(&data, &alerts, json)?,
         Command::Suspects {
             alerts,
+            kafka,
             top,
             all,
             json,
-        } => suspects::run(&alerts, top, all, json)?,
+        } => {
+            let cases = match alerts {
+                Some(path) if !kafka => eval::read_alerts(&path)?,
+                _ => services::read_suspects(&config)?,
+            };
+            suspects::run(&cases, top, all, json)?
+        }
         Command::Ingest { readings } => services::ingest_file(&config, &readings)?,
         Command::Registry {
             command: RegistryCommand::Load { registry },

@@ -1,13 +1,12 @@
-//! `gridwatch suspects`: the ranked inspection list from an embedded run's alerts — targets
+//! `gridwatch suspects`: the ranked inspection list from alerts (an embedded run's, or the
+//! open cases on the compacted `gridwatch.suspects` topic) — targets
 //! ordered by likelihood × estimated unauthorized energy, the way an inspection team plans its
 //! week.
 
-use crate::eval::read_alerts;
 use anyhow::Result;
 use gridwatch_core::{Alert, AlertStatus};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Suspect {
@@ -85,11 +84,8 @@ pub fn rank(alerts: &[Alert]) -> Vec<Suspect> {
     rows
 }
 
-pub fn run(alerts: &Path, top: usize, all: bool, as_json: bool) -> Result<()> {
-    let rows: Vec<Suspect> = rank(&read_alerts(alerts)?)
-        .into_iter()
-        .filter(|r| all || r.open)
-        .collect();
+pub fn run(alerts: &[Alert], top: usize, all: bool, as_json: bool) -> Result<()> {
+    let rows: Vec<Suspect> = rank(alerts).into_iter().filter(|r| all || r.open).collect();
     let total: f64 = rows.iter().map(|r| r.est_excess_mwh).sum();
     if as_json {
         println!(
