@@ -41,6 +41,8 @@ struct Slot {
 
 pub struct Engine {
     cfg: DetectorConfig,
+    /// Hours from UTC to `detector.timezone`'s standard time, for sites without their own.
+    default_shift_h: i8,
     index: FxHashMap<Box<str>, u32>,
     slots: Vec<Slot>,
     feeder_index: FxHashMap<Box<str>, u32>,
@@ -67,8 +69,14 @@ impl Engine {
         if !(1..=24).contains(&cfg.mining_fast_hours) {
             return Err("detector.mining_fast_hours must be between 1 and 24".into());
         }
+        let default_shift_h = match &cfg.timezone {
+            Some(zone) => gridwatch_core::time::standard_offset_hours(zone)
+                .map_err(|e| format!("detector.timezone: {e}"))? as i8,
+            None => 0,
+        };
         Ok(Engine {
             cfg,
+            default_shift_h,
             index: FxHashMap::default(),
             slots: Vec::new(),
             feeder_index: FxHashMap::default(),
@@ -136,6 +144,9 @@ impl Engine {
         let slot = &mut self.slots[i];
         let old_permit = slot.reg.as_ref().and_then(|r| r.permitted_kw);
         let was_licensed = slot.reg.as_ref().is_some_and(|r| r.licensed_mining);
+        slot.st.local_shift_h = reg.as_ref().map_or(self.default_shift_h, |r| {
+            local_shift_h(r, self.default_shift_h)
+        });
         slot.reg = reg;
         slot.feeder = feeder;
         let at = slot.st.max_ts();
@@ -839,7 +850,7 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
         ("hours", f64::from(w.hours)),
         ("baseline_floor_kw", round(floor_before, 2)),
     ]);
-    if let Some((night, day)) = always_on.and_then(|_| st.night_day_kw(reg.lon)) {
+    if let Some((night, day)) = always_on.and_then(|_| st.night_day_kw()) {
         ev.insert("night_day_ratio".into(), json!(round(night / day, 2)));
     }
     ev.insert(
@@ -874,10 +885,7 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
 /// site is active and used to draw a few kW.
 fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     let HourCtx { cfg, reg, hour, .. } = cx;
-    let solar = (hour.end - HOUR + (reg.lon.unwrap_or(0.0) / 15.0).round() as i64 * HOUR)
-        .rem_euclid(86_400)
-        / HOUR;
-    if !(4..22).contains(&solar) {
+    if !(4..22).contains(&st.local_hour(hour.end - HOUR)) {
         st.night_export_hours = if hour.export_kw >= cfg.tamper_export_kw {
             st.night_export_hours + 1
         } else {
@@ -1016,13 +1024,12 @@ fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>
         return;
     }
     let excess = (block_kw - outside_kw).max(0.0);
-    let local_start =
-        (start + (reg.lon.unwrap_or(0.0) / 15.0).round() as i64 * HOUR).rem_euclid(86_400) / HOUR;
+    let local_start = st.local_hour(start);
     let mut ev = evidence([
         ("block_kw", round(block_kw, 2)),
         ("outside_kw", round(outside_kw, 2)),
         ("block_hours", f64::from(hours)),
-        ("block_start_solar_hour", local_start as f64),
+        ("block_start_local_hour", local_start as f64),
     ]);
     ev.insert(
         "permitted_kw".into(),
@@ -1051,7 +1058,7 @@ fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>
             )
         } else {
             format!(
-                "Flat {} kW for {} h from {:02}:00 (solar time) two days running, {} kW the rest of the day, at a {} site",
+                "Flat {} kW for {} h from {:02}:00 (local standard time) two days running, {} kW the rest of the day, at a {} site",
                 fmt_kw(block_kw),
                 hours,
                 local_start,
@@ -1133,6 +1140,20 @@ fn peer_outlier(
     };
     let start = hour.end - 24 * HOUR;
     cx.raise(AlertKind::PeerOutlier, start, f, true, found);
+}
+
+/// Hours from UTC to the site's local time for night and day: solar time from its longitude
+/// (what the sun, and so the diurnal cycle, follows), else the standard time of its register
+/// `timezone`, else `default`. Never daylight saving: DST moves clocks, not loads' physics, and
+/// a shift that jumped twice a year would look like a step in every site's pattern.
+fn local_shift_h(reg: &MeterRecord, default: i8) -> i8 {
+    if let Some(lon) = reg.lon {
+        return (lon / 15.0).round() as i8;
+    }
+    reg.timezone
+        .as_deref()
+        .and_then(|z| gridwatch_core::time::standard_offset_hours(z).ok())
+        .map_or(default, |h| h as i8)
 }
 
 fn class_name(reg: &MeterRecord) -> &'static str {

@@ -80,6 +80,8 @@ pub(crate) struct MeterState {
     pub drop_seen: i64,
     /// Standing among the peers of its class on its feeder.
     pub peer: PeerTrack,
+    /// Hours from UTC to the site's local solar / standard time.
+    pub local_shift_h: i8,
     pub episodes: Vec<Episode>,
 }
 
@@ -108,6 +110,7 @@ impl MeterState {
             drop_kw: 0.0,
             drop_seen: 0,
             peer: PeerTrack::default(),
+            local_shift_h: 0,
             episodes: Vec::new(),
         }
     }
@@ -352,6 +355,11 @@ impl MeterState {
         }
     }
 
+    /// The local hour of day (0–23) of the hour that starts at `start`.
+    pub fn local_hour(&self, start: i64) -> i64 {
+        (start + i64::from(self.local_shift_h) * HOUR).rem_euclid(86_400) / HOUR
+    }
+
     /// Folds an hour into the slow baselines (week-long moving averages).
     pub fn learn_baseline(&mut self, end: i64, kw: f64) {
         self.baseline_hours = self.baseline_hours.saturating_add(1);
@@ -366,9 +374,9 @@ impl MeterState {
     }
 
     /// Mean demand (kW) at night (00–06) and by day (10–18) of local solar time over the
-    /// last 24 closed hours; `lon` shifts UTC to solar time. `None` without data in both.
-    pub fn night_day_kw(&self, lon: Option<f64>) -> Option<(f64, f64)> {
-        let shift = (lon.unwrap_or(0.0) / 15.0).round() as i64;
+    /// last 24 closed hours, in the site's local time. `None` without data in both.
+    pub fn night_day_kw(&self) -> Option<(f64, f64)> {
+        let shift = i64::from(self.local_shift_h);
         let (mut night, mut nn, mut day, mut dn) = (0.0, 0u32, 0.0, 0u32);
         for utc in 0..24i64 {
             if self.day_mask & (1 << utc) == 0 {

@@ -790,3 +790,52 @@ fn a_case_that_held_for_days_survives_a_weekend_but_a_short_one_resolves_in_a_da
         .expect("resolved");
     assert_eq!(resolved.detected_at - T0, 52 * STEP + 24 * 3600);
 }
+
+#[test]
+fn night_is_judged_in_the_sites_time_zone_not_utc() {
+    // A Sydney home with solar panels (no coordinates in the register): it exports from 10:00
+    // to 15:00 local clock time — in January, daylight saving, UTC 23:00–04:00.
+    let home = |timezone: Option<&str>| {
+        let mut r = site("1", CustomerClass::Residential, Some(12.0));
+        r.lon = None;
+        r.timezone = timezone.map(str::to_string);
+        r
+    };
+    let run = |e: &mut Engine| {
+        let mut out = Vec::new();
+        for i in 1..=4 * 96i64 {
+            let utc_hour = ((T0 + i * STEP - 1) / 3600) % 24;
+            let local = (utc_hour + 11) % 24;
+            let mut r = reading("M1", i, household(i, local));
+            r.kwh_export = (10..15).contains(&local).then_some(0.8);
+            e.on_reading(&r, &mut out);
+        }
+        out
+    };
+    let mut e = engine_with(&[home(Some("Australia/Sydney"))]);
+    assert!(run(&mut e).is_empty());
+    // The same zone as the utility's default, for rows without one.
+    let cfg = DetectorConfig {
+        timezone: Some("Australia/Sydney".into()),
+        ..DetectorConfig::default()
+    };
+    let mut e = Engine::new(cfg).unwrap();
+    e.apply_registry(RegistryUpdate::Upsert(home(None)), &mut Vec::new());
+    assert!(run(&mut e).is_empty());
+    // Judged in UTC, its midday export would be a meter running backwards at night.
+    let mut e = engine_with(&[home(None)]);
+    let out = run(&mut e);
+    assert!(
+        out.iter().any(|a| a.kind == AlertKind::Tamper),
+        "UTC night holds the export: {out:#?}"
+    );
+    // A zone that doesn't exist is refused at start.
+    let bad = DetectorConfig {
+        timezone: Some("Mars/Olympus".into()),
+        ..DetectorConfig::default()
+    };
+    assert!(Engine::new(bad)
+        .err()
+        .unwrap()
+        .contains("detector.timezone"));
+}

@@ -132,6 +132,9 @@ pub struct DetectorConfig {
     pub resolve_after_s: i64,
     /// At most one `update` per episode per this much event time.
     pub update_interval_s: i64,
+    /// IANA time zone for sites whose register row has neither `lon` nor `timezone`: night and
+    /// day are judged on its standard time. Unset: UTC.
+    pub timezone: Option<String>,
     /// Consumer group whose committed offsets mark the detector's progress.
     pub group_id: String,
     /// Transactional id of the detector's producer; unique per running instance.
@@ -171,6 +174,7 @@ impl Default for DetectorConfig {
             tamper_drop_min_duration_s: 96 * 3600,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
+            timezone: None,
             group_id: "gridwatch-detector".into(),
             transactional_id: "gridwatch-detector-0".into(),
             batch_size: 20_000,

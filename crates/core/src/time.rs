@@ -72,6 +72,22 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, &'static str> {
 }
 
 /// Formats epoch seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+/// The standard (winter, non-DST) UTC offset of an IANA time zone, in whole hours: the local
+/// clock the diurnal cycle follows all year. DST moves the clock, not the sun, so night and
+/// day are judged on standard time. The smaller of the zone's offsets on 1 January and 1 July
+/// 2026 (daylight saving always adds).
+pub fn standard_offset_hours(zone: &str) -> Result<i64, String> {
+    let tz = jiff::tz::TimeZone::get(zone)
+        .map_err(|_| format!("{zone:?} is not an IANA time zone (e.g. Asia/Almaty)"))?;
+    let at = |secs: i64| {
+        jiff::Timestamp::from_second(secs)
+            .map(|t| tz.to_offset(t).seconds())
+            .unwrap_or(0)
+    };
+    let (january, july) = (1_767_225_600, 1_782_864_000);
+    Ok(i64::from(at(january).min(at(july))).div_euclid(3600))
+}
+
 pub fn format_rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -145,6 +161,18 @@ pub mod serde_rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_offsets_ignore_daylight_saving() {
+        assert_eq!(standard_offset_hours("Asia/Almaty"), Ok(5));
+        assert_eq!(standard_offset_hours("Europe/Berlin"), Ok(1));
+        assert_eq!(standard_offset_hours("America/New_York"), Ok(-5));
+        assert_eq!(standard_offset_hours("Australia/Sydney"), Ok(10));
+        assert_eq!(standard_offset_hours("UTC"), Ok(0));
+        assert!(standard_offset_hours("Mars/Olympus")
+            .unwrap_err()
+            .contains("not an IANA time zone"));
+    }
 
     #[test]
     fn round_trips_and_offsets() {

@@ -185,7 +185,14 @@ fn row(
         lat: opt_num(8, -90.0, 90.0)?,
         lon: opt_num(9, -180.0, 180.0)?,
         region,
-        timezone: tz_col.map(|i| get(i).to_string()).filter(|s| !s.is_empty()),
+        timezone: match tz_col.map(get).filter(|s| !s.is_empty()) {
+            Some(zone) => {
+                gridwatch_core::time::standard_offset_hours(zone)
+                    .map_err(|e| format!("{}: {e}", at("timezone")))?;
+                Some(zone.to_string())
+            }
+            None => None,
+        },
     })
 }
 
@@ -207,6 +214,15 @@ mod tests {
         assert_eq!(r[1].role, Role::FeederHead);
         assert_eq!(r[1].customer_class, None);
         assert_eq!(r[1].permitted_kw, None);
+        let bad = format!(
+            "{HEAD},timezone\nS1,M1,F1,customer,residential,12,active,false,,,,Asia/Almatty\n"
+        );
+        let e = read_registry(bad.as_bytes(), "reg.csv").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("reg.csv:2: field timezone: \"Asia/Almatty\" is not an IANA time zone"),
+            "{e}"
+        );
     }
 
     #[test]
