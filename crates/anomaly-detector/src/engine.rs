@@ -251,6 +251,13 @@ impl Engine {
                 if let Some(export) = r.kwh_export {
                     st.add_export(r.ts, export);
                 }
+                if let (Some(v), Some(a)) = (r.voltage_v, r.current_a) {
+                    // Energy registered either way counts: a reversed meter still registers
+                    // what flows (night export catches it).
+                    let registered = r.kwh + r.kwh_export.unwrap_or(0.0);
+                    let limits = (cfg.tamper_vi_min_a, cfg.tamper_vi_pf_floor);
+                    st.add_vi(r.ts, r.interval_s, registered, (v, a), limits);
+                }
                 on_accepted(cfg, st, r, &t, out);
                 let watermark = st.max_ts() - cfg.allowed_lateness_s;
                 while let Some(closed) = st.pop_closed(watermark, i64::MIN) {
@@ -450,6 +457,8 @@ fn bypass(
             end: at,
             kw: from - drop,
             export_kw: 0.0,
+            vi_bad_share: 0.0,
+            vi_missing_kw: 0.0,
         },
         target: &reg.site_id,
         t: &t,
@@ -881,8 +890,9 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
 }
 
 /// Signs of a meter made to under-read: energy exported at night (a meter running backwards
-/// while no sun shines), or a business whose meter reads exactly zero for a day while the
-/// site is active and used to draw a few kW.
+/// while no sun shines), voltage and current that carry far more power than the meter
+/// registers (where the head-end sends them), or a business whose meter reads exactly zero for
+/// a day while the site is active and used to draw a few kW.
 fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     let HourCtx { cfg, reg, hour, .. } = cx;
     if !(4..22).contains(&st.local_hour(hour.end - HOUR)) {
@@ -893,13 +903,19 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
         };
     }
     st.zero_hours = if hour.kw == 0.0 { st.zero_hours + 1 } else { 0 };
+    st.vi_hours = if hour.vi_bad_share >= 0.5 {
+        st.vi_hours + 1
+    } else {
+        0
+    };
     let reverse = st.night_export_hours >= 3;
+    let starved = st.vi_hours >= cfg.tamper_vi_hours;
     let residential = reg.customer_class == Some(CustomerClass::Residential);
     let zeroed = st.zero_hours >= 24
         && !residential
         && reg.status == SiteStatus::Active
         && st.baseline_kw >= cfg.tamper_zero_baseline_kw;
-    if !(reverse || zeroed) {
+    if !(reverse || zeroed || starved) {
         return;
     }
     let (pattern, kw) = if reverse {
@@ -907,6 +923,8 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
             "reverse_energy_at_night",
             hour.export_kw.max(st.baseline_kw),
         )
+    } else if starved {
+        ("energy_below_voltage_current", hour.vi_missing_kw)
     } else {
         ("zero_reads", st.baseline_kw)
     };
@@ -915,6 +933,8 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
         ("export_kw", round(hour.export_kw, 2)),
         ("zero_hours", f64::from(st.zero_hours)),
         ("night_export_hours", f64::from(st.night_export_hours)),
+        ("vi_hours", f64::from(st.vi_hours)),
+        ("unregistered_kw", round(hour.vi_missing_kw, 2)),
     ])
     .with("pattern", pattern)
     .with("customer_class", class_name(reg));
@@ -923,6 +943,13 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
             "Meter exports {} kW at night ({} h running): a meter running backwards",
             fmt_kw(hour.export_kw),
             st.night_export_hours
+        )
+    } else if starved {
+        format!(
+            "Voltage and current show about {} kW more than the meter registers ({} kW), for {} h: a shunted or bypassed measuring element",
+            fmt_kw(hour.vi_missing_kw),
+            fmt_kw(hour.kw),
+            st.vi_hours
         )
     } else {
         format!(
@@ -933,7 +960,7 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
         )
     };
     let f = Finding {
-        score: if reverse { 0.9 } else { 0.75 },
+        score: if reverse || starved { 0.9 } else { 0.75 },
         est_excess_kw: kw,
         excess_kwh: kw,
         evidence: ev,

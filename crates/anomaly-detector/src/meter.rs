@@ -33,6 +33,10 @@ pub(crate) struct ClosedHour {
     pub kw: f64,
     /// Mean exported power over the covered part of the hour (kW).
     pub export_kw: f64,
+    /// Share of the covered hour whose voltage and current contradict its energy, and the
+    /// power those intervals carried but didn't register (kW over the hour).
+    pub vi_bad_share: f64,
+    pub vi_missing_kw: f64,
 }
 
 /// Demand statistics over the last few closed hours.
@@ -51,6 +55,10 @@ pub(crate) struct MeterState {
     max_ts: i64,
     kwh: [f32; OPEN_RING],
     export_kwh: [f32; OPEN_RING],
+    /// Seconds of each open hour whose voltage/current contradict the energy, and the energy
+    /// they carried beyond what was registered.
+    vi_bad_s: [u16; OPEN_RING],
+    vi_missing_kwh: [f32; OPEN_RING],
     covered: [u16; OPEN_RING],
     seen: [u64; OPEN_RING],
     /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
@@ -71,6 +79,8 @@ pub(crate) struct MeterState {
     /// Consecutive closed hours reading exactly zero, and night hours exporting.
     pub zero_hours: u32,
     pub night_export_hours: u32,
+    /// Consecutive closed hours mostly contradicted by voltage and current.
+    pub vi_hours: u32,
     /// A sustained drop: hours the 24-hour mean has stayed below `tamper_drop_share` of the
     /// demand the site drew before (`drop_from_kw`), and by how much (kW).
     pub drop_hours: u32,
@@ -92,6 +102,8 @@ impl MeterState {
             max_ts: i64::MIN,
             kwh: [0.0; OPEN_RING],
             export_kwh: [0.0; OPEN_RING],
+            vi_bad_s: [0; OPEN_RING],
+            vi_missing_kwh: [0.0; OPEN_RING],
             covered: [0; OPEN_RING],
             seen: [0; OPEN_RING],
             day_kw: [0.0; 24],
@@ -105,6 +117,7 @@ impl MeterState {
             over_hours: 0,
             zero_hours: 0,
             night_export_hours: 0,
+            vi_hours: 0,
             drop_hours: 0,
             drop_from_kw: 0.0,
             drop_kw: 0.0,
@@ -155,6 +168,30 @@ impl MeterState {
         self.export_kwh[hour_of(ts).rem_euclid(OPEN_RING as i64) as usize] += kwh as f32;
     }
 
+    /// Checks a reading just admitted against its voltage and current, where the head-end sends
+    /// them: an interval that carried at least `min_a` but registered less than `pf_floor` of
+    /// the apparent power `V × I` (no real load runs at such a power factor for hours), or that
+    /// registered energy with no voltage (below 20 V) — a shunted or bypassed measuring element.
+    pub fn add_vi(
+        &mut self,
+        ts: i64,
+        interval_s: u32,
+        kwh: f64,
+        (voltage_v, current_a): (f64, f64),
+        (min_a, pf_floor): (f64, f64),
+    ) {
+        let kw = kwh * 3600.0 / f64::from(interval_s.max(1));
+        let apparent_kw = voltage_v * current_a / 1000.0;
+        let starved = current_a >= min_a && kw < pf_floor * apparent_kw;
+        let no_voltage = voltage_v < 20.0 && kw > 0.05;
+        if starved || no_voltage {
+            let slot = hour_of(ts).rem_euclid(OPEN_RING as i64) as usize;
+            self.vi_bad_s[slot] = (u32::from(self.vi_bad_s[slot]) + interval_s).min(3600) as u16;
+            let missing = (0.9 * apparent_kw - kw).max(0.0) * f64::from(interval_s) / 3600.0;
+            self.vi_missing_kwh[slot] += missing as f32;
+        }
+    }
+
     /// Closes the oldest open hour if it ends at or before `watermark`, or lies before hour
     /// `before`. Returns it when it had readings; hours without readings return `Some(None)`.
     pub fn pop_closed(&mut self, watermark: i64, before: i64) -> Option<Option<ClosedHour>> {
@@ -166,8 +203,14 @@ impl MeterState {
         let covered = u32::from(self.covered[slot]);
         let kwh = f64::from(self.kwh[slot]);
         let export = f64::from(self.export_kwh[slot]);
+        let (vi_bad, vi_missing) = (
+            f64::from(self.vi_bad_s[slot]),
+            f64::from(self.vi_missing_kwh[slot]),
+        );
         self.kwh[slot] = 0.0;
         self.export_kwh[slot] = 0.0;
+        self.vi_bad_s[slot] = 0;
+        self.vi_missing_kwh[slot] = 0.0;
         self.covered[slot] = 0;
         self.seen[slot] = 0;
         self.next_hour += 1;
@@ -186,6 +229,8 @@ impl MeterState {
             end: (h + 1) * HOUR,
             kw,
             export_kw: export * 3600.0 / f64::from(covered),
+            vi_bad_share: vi_bad / f64::from(covered),
+            vi_missing_kw: vi_missing * 3600.0 / f64::from(covered),
         }))
     }
 

@@ -839,3 +839,60 @@ fn night_is_judged_in_the_sites_time_zone_not_utc() {
         .unwrap()
         .contains("detector.timezone"));
 }
+
+#[test]
+fn current_the_meter_does_not_register_is_tamper_but_motors_standby_and_three_phase_are_not() {
+    let mut e = engine_with(&[
+        site("1", CustomerClass::Commercial, Some(60.0)),
+        site("2", CustomerClass::Industrial, Some(60.0)),
+        site("3", CustomerClass::Residential, Some(12.0)),
+        site("4", CustomerClass::Industrial, Some(200.0)),
+    ]);
+    let with_vi = |meter: &str, i: i64, kw: f64, v: f64, a: f64| {
+        let mut r = reading(meter, i, kw);
+        r.voltage_v = Some(v);
+        r.current_a = Some(a);
+        r
+    };
+    let mut out = Vec::new();
+    let onset = 2 * 96;
+    for i in 1..=4 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        // A shop drawing 10–20 kW at unity power factor; from day 2 its meter registers a
+        // quarter of it while its current still shows the whole load.
+        let load = if (8..20).contains(&hour) { 20.0 } else { 10.0 };
+        let amps = load * 1000.0 / 230.0;
+        let metered = if i >= onset { load * 0.25 } else { load };
+        e.on_reading(&with_vi("M1", i, metered, 230.0, amps), &mut out);
+        // A workshop of motors at power factor 0.6: current well above the real power.
+        e.on_reading(
+            &with_vi("M2", i, 15.0, 230.0, 15_000.0 / 230.0 / 0.6),
+            &mut out,
+        );
+        // A home on standby: half an amp of capacitive current, nothing registered.
+        e.on_reading(&with_vi("M3", i, 0.0, 231.0, 0.5), &mut out);
+        // A three-phase plant reporting per-phase voltage and current.
+        e.on_reading(
+            &with_vi("M4", i, 90.0, 230.0, 90_000.0 / 3.0 / 230.0),
+            &mut out,
+        );
+    }
+    assert!(
+        out.iter().all(|a| a.site_id.as_deref() == Some("S1")),
+        "{out:#?}"
+    );
+    let open = out
+        .iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .unwrap_or_else(|| panic!("the shunted meter is found: {out:#?}"));
+    assert_eq!(open.kind, AlertKind::Tamper);
+    assert_eq!(open.evidence["pattern"], "energy_below_voltage_current");
+    assert!(
+        open.detected_at - (T0 + onset * STEP) <= 5 * 3600,
+        "{open:#?}"
+    );
+    assert!(
+        (6.0..16.0).contains(&open.est_excess_kw),
+        "about three quarters of 10–20 kW: {open:#?}"
+    );
+}

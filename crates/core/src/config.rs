@@ -100,6 +100,12 @@ pub struct DetectorConfig {
     pub tamper_export_kw: f64,
     /// A business meter reading zero for a day is `tamper` if it used to draw this much (kW).
     pub tamper_zero_baseline_kw: f64,
+    /// Where readings carry `voltage_v` and `current_a`: an interval with at least
+    /// `tamper_vi_min_a` that registers less than `tamper_vi_pf_floor × V × I` (or energy with
+    /// no voltage), for most of `tamper_vi_hours` hours running, is `tamper`.
+    pub tamper_vi_min_a: f64,
+    pub tamper_vi_pf_floor: f64,
+    pub tamper_vi_hours: u32,
     /// A customer's 24-hour mean below `tamper_drop_share` of what it drew, by at least
     /// `tamper_drop_min_kw`, while its feeder draws about that much unmetered, is named on the
     /// feeder's alert (and, at a business held a day, is a `tamper` case: a bypass).
@@ -169,6 +175,9 @@ impl Default for DetectorConfig {
             peer_max_usual: 3.0,
             tamper_export_kw: 0.2,
             tamper_zero_baseline_kw: 2.0,
+            tamper_vi_min_a: 1.0,
+            tamper_vi_pf_floor: 0.3,
+            tamper_vi_hours: 3,
             tamper_drop_share: 0.6,
             tamper_drop_min_kw: 0.5,
             tamper_drop_min_duration_s: 96 * 3600,

@@ -329,8 +329,8 @@ pub fn simulate_to_kafka(
                 kwh: r.kwh,
                 kvarh: None,
                 kwh_export: r.kwh_export,
-                voltage_v: None,
-                current_a: None,
+                voltage_v: r.vi.map(|(v, _)| v),
+                current_a: r.vi.map(|(_, a)| a),
                 feeder_id: Some(r.feeder_id.to_string()),
             };
             loop {

@@ -89,6 +89,9 @@ pub enum Tamper {
     Bypass { share: f64, onset: i64 },
     /// Reports the load as exported (a reversed meter) from onset.
     Reverse { onset: i64 },
+    /// Registers only `share` of the load from onset while its voltage and current channels
+    /// still show all of it (a shunted current element).
+    Shunt { share: f64, onset: i64 },
 }
 
 /// One simulated customer meter.
@@ -100,6 +103,8 @@ pub struct SimMeter {
     pub tamper: Option<Tamper>,
     pub gap: Option<(i64, i64)>,
     pub skew_s: i64,
+    /// Sends voltage and current with its readings (business meters do, households don't).
+    pub reports_vi: bool,
 }
 
 /// One feeder: its head meter, its technical-loss ratio at average load, and any unmetered
@@ -120,6 +125,8 @@ pub struct SimReading<'a> {
     pub interval_s: u32,
     pub kwh: f64,
     pub kwh_export: Option<f64>,
+    /// Mean voltage (V) and current (A) over the interval, where the meter sends them.
+    pub vi: Option<(f64, f64)>,
     pub feeder_id: &'a str,
 }
 
@@ -260,12 +267,30 @@ impl Utility {
                 }
                 let (import, export) = match m.tamper {
                     Some(Tamper::Zero { onset }) if ts > onset => (0.0, None),
-                    Some(Tamper::Bypass { share, onset }) if ts > onset => (kw * share, None),
+                    Some(Tamper::Bypass { share, onset } | Tamper::Shunt { share, onset })
+                        if ts > onset =>
+                    {
+                        (kw * share, None)
+                    }
                     Some(Tamper::Reverse { onset }) if ts > onset => (0.0, Some(kw * hours)),
                     _ => (kw, None),
                 };
                 let kwh = round3(import * hours);
                 let export = export.map(round3);
+                // Voltage 225–235 V; current at power factor 0.85–0.98 of what flows through
+                // the meter: all of the load for a shunted current element (it hides energy
+                // from the register, not current from the channel) or a reversed meter, only
+                // the metered part past a bypass.
+                let through = match m.tamper {
+                    Some(Tamper::Shunt { .. } | Tamper::Reverse { .. }) => kw,
+                    _ => import,
+                };
+                let vi = m.reports_vi.then(|| {
+                    let v = 225.0 + 10.0 * profile::u(cfg.seed, ts, i as u64 ^ 0x5a);
+                    let pf = 0.85 + 0.13 * profile::u(cfg.seed, i as i64, 0x5b);
+                    let a = through * 1000.0 / (v * pf);
+                    ((v * 10.0).round() / 10.0, (a * 100.0).round() / 100.0)
+                });
                 let copies = if fault.chance(cfg.duplicate_rate) {
                     2
                 } else {
@@ -288,6 +313,7 @@ impl Utility {
                             ts: ts + m.skew_s,
                             kwh,
                             export,
+                            vi,
                         });
                     } else {
                         emit(&SimReading {
@@ -296,6 +322,7 @@ impl Utility {
                             interval_s: cfg.interval_s,
                             kwh,
                             kwh_export: export,
+                            vi,
                             feeder_id: &m.record.feeder_id,
                         })?;
                         n += 1;
@@ -319,6 +346,7 @@ impl Utility {
                     interval_s: cfg.interval_s,
                     kwh: round3((load + loss) * hours),
                     kwh_export: None,
+                    vi: None,
                     feeder_id: &feeder.feeder_id,
                 })?;
                 n += 1;
@@ -332,6 +360,7 @@ impl Utility {
                     interval_s: cfg.interval_s,
                     kwh: d.kwh,
                     kwh_export: d.export,
+                    vi: d.vi,
                     feeder_id: &m.record.feeder_id,
                 })?;
                 n += 1;
@@ -343,13 +372,17 @@ impl Utility {
         Ok(n)
     }
 
-    /// All readings as contract CSV (`meter_id,ts,interval_s,kwh,feeder_id,kwh_export`).
+    /// All readings as contract CSV
+    /// (`meter_id,ts,interval_s,kwh,feeder_id,kwh_export,voltage_v,current_a`).
     pub fn write_readings(
         &self,
         w: &mut impl Write,
         progress: impl FnMut(u64, u64),
     ) -> io::Result<u64> {
-        writeln!(w, "meter_id,ts,interval_s,kwh,feeder_id,kwh_export")?;
+        writeln!(
+            w,
+            "meter_id,ts,interval_s,kwh,feeder_id,kwh_export,voltage_v,current_a"
+        )?;
         let mut line = String::with_capacity(96);
         self.readings(
             |r| {
@@ -367,6 +400,12 @@ impl Utility {
                 if let Some(e) = r.kwh_export {
                     let _ = write!(line, "{e}");
                 }
+                match r.vi {
+                    Some((v, a)) => {
+                        let _ = write!(line, ",{v},{a}");
+                    }
+                    None => line.push_str(",,"),
+                }
                 line.push('\n');
                 w.write_all(line.as_bytes())
             },
@@ -383,6 +422,7 @@ struct Delayed {
     ts: i64,
     kwh: f64,
     export: Option<f64>,
+    vi: Option<(f64, f64)>,
 }
 
 impl PartialEq for Delayed {
@@ -543,7 +583,13 @@ impl<'a> Builder<'a> {
                     "bakery",
                     "suspended_quiet",
                 ];
-                (0..k).flat_map(|_| per_k).collect()
+                // Cases added later go after the blocks, so the earlier ones keep their sites
+                // and feeders and the benchmark stays comparable across versions.
+                let later = ["tamper_shunt"];
+                (0..k)
+                    .flat_map(|_| per_k)
+                    .chain((0..k).flat_map(|_| later))
+                    .collect()
             }
         };
         cases.truncate(n);
@@ -584,6 +630,7 @@ impl<'a> Builder<'a> {
             } else {
                 0
             };
+            let reports_vi = rec.customer_class != Some(CustomerClass::Residential);
             self.meters.push(SimMeter {
                 record: rec,
                 registered,
@@ -591,6 +638,7 @@ impl<'a> Builder<'a> {
                 tamper,
                 gap,
                 skew_s,
+                reports_vi,
             });
         }
         if self.cfg.scenarios == Scenarios::Full {
@@ -744,7 +792,7 @@ impl<'a> Builder<'a> {
                     days,
                 }
             }
-            "tamper_zeroing" | "tamper_bypass" | "tamper_reverse" => {
+            "tamper_zeroing" | "tamper_bypass" | "tamper_reverse" | "tamper_shunt" => {
                 let onset = self.onset();
                 self.label("site", &site, case, onset, false);
                 // What the meter no longer counts still flows through the feeder head.
@@ -753,6 +801,7 @@ impl<'a> Builder<'a> {
                 *tamper = Some(match case {
                     "tamper_zeroing" => Tamper::Zero { onset },
                     "tamper_bypass" => Tamper::Bypass { share: 0.35, onset },
+                    "tamper_shunt" => Tamper::Shunt { share: 0.2, onset },
                     _ => Tamper::Reverse { onset },
                 });
                 rec.customer_class = Some(CustomerClass::Commercial);
