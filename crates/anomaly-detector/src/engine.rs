@@ -304,7 +304,7 @@ fn balance(cfg: &DetectorConfig, fd: &mut Feeder, slots: &mut [Slot], out: &mut 
             reg: None,
             feeder_hint: Some(&id),
         };
-        match fd.judge(b, cfg.feeder_min_share) {
+        match fd.judge(b, cfg) {
             Some(mut f) => {
                 let suspects = coincident_drops(fd, slots, b.end, f.est_excess_kw);
                 if !suspects.is_empty() {
@@ -528,10 +528,12 @@ fn on_accepted(
         None => {
             let ep = episode(st, AlertKind::UnregisteredMeter, &target, r.start());
             let kwh_so_far = ep.excess_kwh + r.kwh;
-            let score = (0.6 + 0.4 * (kw / 20.0).min(1.0)).min(1.0);
+            // The mean since the case began: steady, so updates come with news, not noise.
+            let mean_kw = kwh_so_far * 3600.0 / ((r.ts - ep.start) as f64).max(1.0);
+            let score = (0.6 + 0.4 * (mean_kw / 20.0).min(1.0)).min(1.0);
             let f = Finding {
                 score,
-                est_excess_kw: kw,
+                est_excess_kw: mean_kw,
                 excess_kwh: r.kwh,
                 evidence: evidence([
                     ("mean_kw", round(kw, 2)),
@@ -549,9 +551,10 @@ fn on_accepted(
         Some(reg) if reg.status != SiteStatus::Active && r.kwh > 0.0 => {
             let ep = episode(st, AlertKind::DisconnectedConsumption, &target, r.start());
             let total = ep.excess_kwh + r.kwh;
+            let mean_kw = total * 3600.0 / ((r.ts - ep.start) as f64).max(1.0);
             let f = Finding {
                 score: (0.7 + 0.3 * (total / 10.0).min(1.0)).min(1.0),
-                est_excess_kw: kw,
+                est_excess_kw: mean_kw,
                 excess_kwh: r.kwh,
                 evidence: evidence([
                     ("mean_kw", round(kw, 2)),

@@ -23,6 +23,10 @@ pub(crate) struct Episode {
     /// Closed hours with data since the condition was last seen.
     pub quiet_hours: u32,
     pub last_emit: i64,
+    /// The estimate and the score smoothed over about a day of findings, and the estimate at
+    /// the last message: a load that swings with opening hours is not news every six hours.
+    kw_smooth: f64,
+    score_smooth: f64,
     pub emitted_kw: f64,
     pub emitted_kwh: f64,
     pub emitted_severity: Severity,
@@ -69,6 +73,8 @@ impl Episode {
             last_active: start,
             quiet_hours: 0,
             last_emit: i64::MIN,
+            kw_smooth: f64::NAN,
+            score_smooth: f64::NAN,
             emitted_kw: 0.0,
             emitted_kwh: 0.0,
             emitted_severity: Severity::Low,
@@ -140,7 +146,21 @@ impl Episode {
         self.last_active = at;
         self.quiet_hours = 0;
         self.excess_kwh += f.excess_kwh;
-        let sev = Severity::from_score(f.score);
+        let smooth = |old: f64, new: f64| {
+            if old.is_nan() {
+                new
+            } else {
+                old + (new - old) / 24.0
+            }
+        };
+        self.kw_smooth = smooth(self.kw_smooth, f.est_excess_kw);
+        self.score_smooth = smooth(self.score_smooth, f.score);
+        // Severity as it stands over the day, not as one hour swings it.
+        let sev = Severity::from_score(if self.opened {
+            self.score_smooth
+        } else {
+            f.score
+        });
         let status = if !self.opened {
             if !open_ready {
                 self.remember(f);
@@ -151,7 +171,7 @@ impl Episode {
         } else {
             let due = at - self.last_emit >= update_interval_s;
             let changed = sev != self.emitted_severity
-                || (f.est_excess_kw - self.emitted_kw).abs() > 0.2 * self.emitted_kw.abs().max(1.0)
+                || (self.kw_smooth - self.emitted_kw).abs() > 0.5 * self.emitted_kw.abs().max(1.0)
                 || self.excess_kwh > 2.0 * self.emitted_kwh.max(1.0)
                 || self.detectors.len() != self.emitted_detectors;
             if !(due && changed) {
@@ -161,7 +181,7 @@ impl Episode {
             AlertStatus::Update
         };
         self.last_emit = at;
-        self.emitted_kw = f.est_excess_kw;
+        self.emitted_kw = self.kw_smooth;
         self.emitted_kwh = self.excess_kwh;
         self.emitted_severity = sev;
         self.emitted_detectors = self.detectors.len();

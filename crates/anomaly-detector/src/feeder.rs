@@ -9,6 +9,7 @@
 use crate::episode::{round, Episode, Finding};
 use crate::meter::{hour_of, HOUR};
 use crate::peer::Peers;
+use gridwatch_core::DetectorConfig;
 use serde_json::{json, Map, Value};
 
 const RING: usize = 16;
@@ -64,6 +65,12 @@ pub(crate) struct Feeder {
     residual_ratio: [f32; WINDOW],
     filled: usize,
     pos: usize,
+    /// One-sided CUSUM of the residual ratio beyond `feeder_cusum_allowance`, and the
+    /// unexplained energy and ratio summed since it last stood at zero (for the estimate).
+    cusum: f64,
+    rise_kw: f64,
+    rise_ratio: f64,
+    rise_hours: u32,
     pub episode: Option<Episode>,
     /// Its customers' daily energy by class, for `peer_outlier`.
     pub peers: Peers,
@@ -95,6 +102,10 @@ impl Feeder {
             residual_ratio: [0.0; WINDOW],
             filled: 0,
             pos: 0,
+            cusum: 0.0,
+            rise_kw: 0.0,
+            rise_ratio: 0.0,
+            rise_hours: 0,
             episode: None,
             peers: Peers::default(),
         }
@@ -168,8 +179,12 @@ impl Feeder {
         std::array::from_fn(|k| f64::from(self.residual_kw[(self.pos + k) % WINDOW]))
     }
 
-    /// Judges one balanced hour; returns a finding while the feeder shows an unmetered load.
-    pub fn judge(&mut self, b: Balance, min_ratio: f64) -> Option<Finding> {
+    /// Judges one balanced hour; returns a finding while the feeder shows an unmetered load:
+    /// twelve hours averaging `feeder_min_share` above the model (a large tap, named within
+    /// half a day), or a CUSUM of the excess over `feeder_cusum_allowance` reaching
+    /// `feeder_cusum_limit` (a small tap, 2 % of the feeder, within about a day and a half).
+    pub fn judge(&mut self, b: Balance, cfg: &DetectorConfig) -> Option<Finding> {
+        let min_ratio = cfg.feeder_min_share;
         let ratio = (b.head_kw - b.customers_kw) / b.head_kw;
         if self.avg_head_kw == 0.0 {
             self.avg_head_kw = b.head_kw;
@@ -196,6 +211,19 @@ impl Feeder {
         self.residual_ratio[self.pos] = residual as f32;
         self.pos = (self.pos + 1) % WINDOW;
         self.filled = (self.filled + 1).min(WINDOW);
+        let limit = cfg.feeder_cusum_limit;
+        // Each hour adds at most a sixth of the limit: one bad hour (a glitch, a meter's
+        // catch-up) can't raise a case, six steady ones can.
+        let step = (residual - cfg.feeder_cusum_allowance).min(limit / 6.0);
+        self.cusum = (self.cusum + step).clamp(0.0, 2.0 * limit);
+        if self.cusum == 0.0 {
+            (self.rise_kw, self.rise_ratio, self.rise_hours) = (0.0, 0.0, 0);
+        } else {
+            self.rise_kw += residual * b.head_kw;
+            self.rise_ratio += residual;
+            self.rise_hours += 1;
+        }
+        let slow = self.cusum >= limit;
         if self.filled < WINDOW {
             return None;
         }
@@ -210,7 +238,8 @@ impl Feeder {
             .iter()
             .filter(|&&r| f64::from(r) > min_ratio / 3.0)
             .count();
-        if mean_ratio < min_ratio || positive * 2 < WINDOW {
+        let fast = mean_ratio >= min_ratio && positive * 2 >= WINDOW;
+        if !(fast || slow) {
             return None;
         }
         // The unmetered load while it draws: the hours that stand out (the window may still
@@ -219,32 +248,44 @@ impl Feeder {
             .filter(|&k| f64::from(self.residual_ratio[k]) > min_ratio / 3.0)
             .map(|k| f64::from(self.residual_kw[k]))
             .collect();
-        let mean_kw = kws.iter().sum::<f64>() / kws.len() as f64;
-        let spread =
-            (kws.iter().map(|k| (k - mean_kw).powi(2)).sum::<f64>() / kws.len() as f64).sqrt();
+        let n = kws.len().max(1) as f64;
+        let mean_kw = kws.iter().sum::<f64>() / n;
+        let spread = (kws.iter().map(|k| (k - mean_kw).powi(2)).sum::<f64>() / n).sqrt();
         // Flat: steady, and on in every hour since it first showed (a duty cycle has gaps).
         let elevated: Vec<bool> = (0..WINDOW)
             .map(|k| f64::from(self.residual_ratio[(self.pos + k) % WINDOW]) > min_ratio / 3.0)
             .collect();
         let since_first = elevated.iter().skip_while(|e| !**e).all(|e| *e);
-        let shape = if spread < 0.35 * mean_kw.abs() && since_first {
+        let shape = if !kws.is_empty() && spread < 0.35 * mean_kw.abs() && since_first {
             "flat"
         } else {
             "variable"
         };
-        let mut ev = Map::new();
-        for (k, v) in [
-            ("unmetered_kw", round(mean_kw, 2)),
-            ("unmetered_share", round(mean_ratio, 4)),
-            ("loss_ratio_expected", round(expected, 4)),
-            ("loss_ratio_observed", round(ratio, 4)),
-            ("head_kw", round(b.head_kw, 2)),
-            ("customers_kw", round(b.customers_kw, 2)),
-            ("customers", self.members.len() as f64),
-        ] {
-            ev.insert(k.into(), json!(v));
+        if !fast {
+            // A small tap: the estimate is the mean since the CUSUM began to rise.
+            let hours = f64::from(self.rise_hours.max(1));
+            let (kw, share) = (self.rise_kw / hours, self.rise_ratio / hours);
+            let mut ev = self.evidence(b, expected, ratio, kw, share, shape);
+            ev.insert("cusum".into(), json!(round(self.cusum, 3)));
+            ev.insert("rising_hours".into(), json!(self.rise_hours));
+            return Some(Finding {
+                score: (0.55 + 0.3 * (share / 0.05).min(1.0)).min(1.0),
+                est_excess_kw: kw,
+                excess_kwh: residual * b.head_kw,
+                evidence: ev,
+                summary: format!(
+                    "Feeder {} has drawn {:.1} kW ({:.1} %) more than its {} meters and usual losses explain, on and off for {} h; {} load",
+                    self.id,
+                    kw,
+                    share * 100.0,
+                    self.members.len(),
+                    self.rise_hours,
+                    shape
+                ),
+            });
         }
-        ev.insert("shape".into(), Value::from(shape));
+        let mut ev = self.evidence(b, expected, ratio, mean_kw, mean_ratio, shape);
+        ev.insert("cusum".into(), json!(round(self.cusum, 3)));
         Some(Finding {
             score: (0.6 + 0.4 * (mean_ratio / 0.15).min(1.0)).min(1.0),
             est_excess_kw: mean_kw,
@@ -260,5 +301,30 @@ impl Feeder {
                 shape
             ),
         })
+    }
+
+    fn evidence(
+        &self,
+        b: Balance,
+        expected: f64,
+        observed: f64,
+        kw: f64,
+        share: f64,
+        shape: &str,
+    ) -> Map<String, Value> {
+        let mut ev = Map::new();
+        for (k, v) in [
+            ("unmetered_kw", round(kw, 2)),
+            ("unmetered_share", round(share, 4)),
+            ("loss_ratio_expected", round(expected, 4)),
+            ("loss_ratio_observed", round(observed, 4)),
+            ("head_kw", round(b.head_kw, 2)),
+            ("customers_kw", round(b.customers_kw, 2)),
+            ("customers", self.members.len() as f64),
+        ] {
+            ev.insert(k.into(), json!(v));
+        }
+        ev.insert("shape".into(), Value::from(shape));
+        ev
     }
 }

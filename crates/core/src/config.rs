@@ -133,6 +133,10 @@ pub struct DetectorConfig {
     /// Unexplained share of a feeder's energy (beyond its learned losses), sustained over 12
     /// balanced hours, that raises `feeder_imbalance`.
     pub feeder_min_share: f64,
+    /// A smaller, steady excess: a one-sided CUSUM of the hourly unexplained share beyond
+    /// `feeder_cusum_allowance` reaching `feeder_cusum_limit` (share × hours) also raises it.
+    pub feeder_cusum_allowance: f64,
+    pub feeder_cusum_limit: f64,
     /// An episode resolves after its condition has been absent for this long (counting only
     /// hours with readings).
     pub resolve_after_s: i64,
@@ -165,6 +169,8 @@ impl Default for DetectorConfig {
             mining_block_flatness: 1.35,
             mining_duty_hours: 14,
             feeder_min_share: 0.03,
+            feeder_cusum_allowance: 0.01,
+            feeder_cusum_limit: 0.3,
             peer_min_peers: 8,
             peer_learn_days: 2,
             peer_allowance: 0.4,
