@@ -597,6 +597,9 @@ fn on_closed_hour(
             t,
         };
         let mut found = Vec::new();
+        if reg.customer_class != Some(CustomerClass::Residential) {
+            track_step(cx, st);
+        }
         capacity(cx, st, &mut found);
         mining(cx, st, &mut found);
         tamper(cx, st, &mut found);
@@ -833,6 +836,11 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     let floor_before = st.baseline_floor_kw;
     let stepped = learned && w.min_kw - floor_before >= min_kw.max(floor_before);
     if !(unlicensed_class || !within_permit || stepped) {
+        // A flat day (a factory's weekend) at a business that isn't mining by these rules may
+        // still carry a smaller step.
+        if !residential && learned {
+            step_change(cx, st, w, found);
+        }
         return;
     }
     // The added load: the rise of the floor, or of the typical hour where the window still
@@ -972,22 +980,61 @@ fn tamper(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
     cx.raise(AlertKind::Tamper, hour.end - HOUR, f, true, found);
 }
 
-/// A load that switched on and stayed: the site's 24-hour floor at least doubled against the
-/// floor it had learned, by at least `mining_min_kw_other`, while the rest of its pattern
-/// (shifts, opening hours) may carry on above it — rigs installed at a shop or a factory,
-/// inside its permit.
+/// The daily CUSUM behind `step_change`'s smaller steps, run as each UTC day closes at every
+/// business (whatever else the day showed, weekends included): `ln(floor ÷ floor before)`
+/// beyond `step_allowance`, with the floor before frozen when the sum leaves zero.
+fn track_step(cx: HourCtx<'_, '_>, st: &mut MeterState) {
+    let HourCtx { cfg, hour, .. } = cx;
+    if hour.end % 86_400 != 0 || st.floor_hours < 24 {
+        return;
+    }
+    let Some(w) = st.window(hour.end, 24) else {
+        return;
+    };
+    let from = if st.step_cusum > 0.0 {
+        f64::from(st.step_from_kw)
+    } else {
+        st.baseline_floor_kw
+    };
+    let rise = ((w.min_kw + 1.0) / (from + 1.0)).ln();
+    let cusum = (f64::from(st.step_cusum) + rise - cfg.step_allowance).max(0.0);
+    if st.step_cusum == 0.0 {
+        st.step_from_kw = from as f32;
+    }
+    st.step_cusum = cusum as f32;
+    let added = w.min_kw - from;
+    st.step_added_kw = if cusum >= cfg.step_cusum_limit && added >= cfg.mining_min_kw_other {
+        added as f32
+    } else {
+        0.0
+    };
+}
+
+/// A load that switched on and stayed, while the rest of the site's pattern (shifts, opening
+/// hours) may carry on above it — rigs installed at a shop or a factory, inside its permit.
+/// Two ways to see it: the 24-hour floor at least doubled against the floor the site learned,
+/// by at least `mining_min_kw_other` (named within a day); or, for smaller steps, a daily
+/// one-sided CUSUM of `ln(floor ÷ learned floor)` beyond `step_allowance` reaching
+/// `step_cusum_limit` (a floor up by half, in about three days). The floor is the robust
+/// baseline: the quietest hour of the day carries neither shifts nor weekends.
 fn step_change(
     cx: HourCtx<'_, '_>,
     st: &mut MeterState,
     w: crate::meter::Window,
     found: &mut Vec<Raised>,
 ) {
-    let HourCtx { cfg, reg, hour, .. } = cx;
+    let HourCtx { cfg, reg, .. } = cx;
     let before = st.baseline_floor_kw;
-    let added = w.min_kw - before;
-    if added < cfg.mining_min_kw_other.max(before) {
+    let doubled = w.min_kw - before >= cfg.mining_min_kw_other.max(before);
+    let stepped = st.step_added_kw > 0.0;
+    if !(doubled || stepped) {
         return;
     }
+    let (before, added) = if doubled {
+        (before, w.min_kw - before)
+    } else {
+        (f64::from(st.step_from_kw), f64::from(st.step_added_kw))
+    };
     if reg.licensed_mining
         && reg
             .permitted_kw
@@ -995,12 +1042,14 @@ fn step_change(
     {
         return;
     }
+    let hour = cx.hour;
     let ev = evidence([
         ("floor_kw", round(w.min_kw, 2)),
         ("baseline_floor_kw", round(before, 2)),
         ("added_kw", round(added, 2)),
         ("mean_kw", round(w.mean_kw, 2)),
         ("baseline_kw", round(st.baseline_kw, 2)),
+        ("cusum", round(f64::from(st.step_cusum), 2)),
     ])
     .with("customer_class", class_name(reg));
     let f = Finding {
@@ -1012,7 +1061,7 @@ fn step_change(
         excess_kwh: added,
         evidence: ev,
         summary: format!(
-            "Always-on load rose from {} kW to {} kW (+{} kW) and stayed for 24 h at a {} site",
+            "Always-on load rose from {} kW to {} kW (+{} kW) and stayed at a {} site",
             fmt_kw(before),
             fmt_kw(w.min_kw),
             fmt_kw(added),

@@ -88,6 +88,11 @@ pub(crate) struct MeterState {
     pub drop_kw: f32,
     /// When the drop was first seen (end of the hour).
     pub drop_seen: i64,
+    /// Daily CUSUM of the 24-hour floor's rise (ln units) against `step_from_kw`, the floor
+    /// learned when the rise began, and the load it added while the CUSUM stands over its limit.
+    pub step_cusum: f32,
+    pub step_from_kw: f32,
+    pub step_added_kw: f32,
     /// Standing among the peers of its class on its feeder.
     pub peer: PeerTrack,
     /// Hours from UTC to the site's local solar / standard time.
@@ -122,6 +127,9 @@ impl MeterState {
             drop_from_kw: 0.0,
             drop_kw: 0.0,
             drop_seen: 0,
+            step_cusum: 0.0,
+            step_from_kw: 0.0,
+            step_added_kw: 0.0,
             peer: PeerTrack::default(),
             local_shift_h: 0,
             episodes: Vec::new(),
@@ -412,9 +420,17 @@ impl MeterState {
         self.baseline_kw += alpha * (kw - self.baseline_kw);
         // The floor is learned from full days only: a partial day's "floor" is just its hours.
         if let Some(w) = self.window(end, 24) {
+            // Robust to a rise: once learned, each hour's floor counts for at most a quarter
+            // above the baseline, so rigs switched on don't teach it their level before the
+            // step detectors have judged them.
+            let floor = if self.floor_hours >= 24 {
+                w.min_kw.min(1.25 * self.baseline_floor_kw + 0.5)
+            } else {
+                w.min_kw
+            };
             self.floor_hours = self.floor_hours.saturating_add(1);
             let a = 1.0 / f64::from(self.floor_hours.min(168));
-            self.baseline_floor_kw += a * (w.min_kw - self.baseline_floor_kw);
+            self.baseline_floor_kw += a * (floor - self.baseline_floor_kw);
         }
     }
 

@@ -926,3 +926,37 @@ fn a_small_steady_tap_is_found_by_its_cusum_but_one_bad_hour_is_not() {
     );
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
+
+#[test]
+fn a_smaller_step_at_a_factory_is_found_by_its_floor_cusum_but_a_new_fridge_is_not() {
+    // Shifts on weekdays (2026-01-01 is a Thursday), 40 kW at night and at weekends.
+    let factory = |i: i64, h: i64| {
+        let weekday = !matches!((i - 1) / 96 % 7, 2 | 3);
+        if weekday && (6..22).contains(&h) {
+            200.0
+        } else {
+            40.0
+        }
+    };
+    let onset = 5 * 96;
+    let mut e = engine_with(&[site("1", CustomerClass::Industrial, Some(400.0))]);
+    // 25 kW of rigs from day 5: the floor rises by 60 %, nowhere near doubling.
+    let alerts = feed(&mut e, "M1", 14, |i, h| {
+        factory(i, h) + if i >= onset { 25.0 } else { 0.0 }
+    });
+    let open = alerts
+        .iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .unwrap_or_else(|| panic!("the rigs are found: {alerts:#?}"));
+    assert_eq!(open.kind, AlertKind::StepChange, "{open:#?}");
+    let delay = open.detected_at - (T0 + onset * STEP);
+    assert!(delay <= 5 * 86_400, "delay {delay}");
+    let added = open.evidence["added_kw"].as_f64().unwrap();
+    assert!((18.0..30.0).contains(&added), "{open:#?}");
+    // The same factory with an 8 kW cold room added (+20 % on the floor): no case in three weeks.
+    let mut e = engine_with(&[site("1", CustomerClass::Industrial, Some(400.0))]);
+    let alerts = feed(&mut e, "M1", 21, |i, h| {
+        factory(i, h) + if i >= onset { 8.0 } else { 0.0 }
+    });
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}

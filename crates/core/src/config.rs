@@ -88,6 +88,10 @@ pub struct DetectorConfig {
     /// without waiting for a full day.
     pub mining_fast_kw: f64,
     pub mining_fast_hours: u32,
+    /// `step_change` for smaller steps: a daily CUSUM of `ln(floor ÷ learned floor)` beyond
+    /// `step_allowance`, reaching `step_cusum_limit` with at least `mining_min_kw_other` added.
+    pub step_allowance: f64,
+    pub step_cusum_limit: f64,
     /// A residence's night-only (or other fixed-hours) miner: a flat block at least this many
     /// hours long, at the same hours two days running…
     pub mining_block_hours: u32,
@@ -165,6 +169,8 @@ impl Default for DetectorConfig {
             mining_floor_share: 0.75,
             mining_fast_kw: 15.0,
             mining_fast_hours: 5,
+            step_allowance: 0.2,
+            step_cusum_limit: 0.6,
             mining_block_hours: 7,
             mining_block_flatness: 1.35,
             mining_duty_hours: 14,

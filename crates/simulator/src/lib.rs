@@ -585,7 +585,7 @@ impl<'a> Builder<'a> {
                 ];
                 // Cases added later go after the blocks, so the earlier ones keep their sites
                 // and feeders and the benchmark stays comparable across versions.
-                let later = ["tamper_shunt"];
+                let later = ["tamper_shunt", "small_rigs_industrial"];
                 (0..k)
                     .flat_map(|_| per_k)
                     .chain((0..k).flat_map(|_| later))
@@ -707,6 +707,19 @@ impl<'a> Builder<'a> {
                 rec.permitted_kw = Some(permit);
                 let kw = self.log_uniform(100.0, 5000.0);
                 miner(self, factory, kw, Schedule::Always, case, true)
+            }
+            "small_rigs_industrial" => {
+                // Rigs adding half to nine tenths of a factory's night and weekend floor,
+                // well inside its permit: no doubling, no flat day.
+                rec.customer_class = Some(CustomerClass::Industrial);
+                let kw = self.rng.range(80.0, 400.0);
+                let rigs = kw * 0.22 * self.rng.range(0.5, 0.9);
+                let factory = Profile::Factory {
+                    kw,
+                    seed: self.rng.next_u64(),
+                };
+                rec.permitted_kw = Some((kw * 1.5).round());
+                miner(self, factory, rigs, Schedule::Always, case, false)
             }
             "night_miner" => {
                 rec.permitted_kw = Some(15.0);
