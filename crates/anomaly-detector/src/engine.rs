@@ -400,7 +400,10 @@ fn coincident_drops(fd: &Feeder, slots: &[Slot], end: i64, unmetered_kw: f64) ->
             (pairs.len() * 3 >= WINDOW * 2 && r >= 0.6).then_some((m, r))
         })
         .collect();
-    found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    // Ties go by meter id, not slot: slots follow the order the register arrived in, which
+    // differs between a file and a compacted topic.
+    let id = |m: u32| slots[m as usize].reg.as_ref().map(|r| r.meter_id.as_str());
+    found.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| id(a.0).cmp(&id(b.0))));
     found
 }
 

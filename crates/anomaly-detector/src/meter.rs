@@ -1,6 +1,6 @@
 //! Per-meter event-time state: a small ring of open hours (energy, coverage, duplicate masks),
 //! the last 24 closed hours by hour of day, and slow baselines of demand and of its floor.
-//! About 400 bytes per meter.
+//! About 730 bytes per meter.
 
 use crate::episode::Episode;
 use crate::peer::PeerTrack;
