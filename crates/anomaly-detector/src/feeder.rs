@@ -261,43 +261,31 @@ impl Feeder {
         } else {
             "variable"
         };
-        if !fast {
-            // A small tap: the estimate is the mean since the CUSUM began to rise.
-            let hours = f64::from(self.rise_hours.max(1));
-            let (kw, share) = (self.rise_kw / hours, self.rise_ratio / hours);
-            let mut ev = self.evidence(b, expected, ratio, kw, share, shape);
-            ev.insert("cusum".into(), json!(round(self.cusum, 3)));
-            ev.insert("rising_hours".into(), json!(self.rise_hours));
-            return Some(Finding {
-                score: (0.55 + 0.3 * (share / 0.05).min(1.0)).min(1.0),
-                est_excess_kw: kw,
-                excess_kwh: residual * b.head_kw,
-                evidence: ev,
-                summary: format!(
-                    "Feeder {} has drawn {:.1} kW ({:.1} %) more than its {} meters and usual losses explain, on and off for {} h; {} load",
-                    self.id,
-                    kw,
-                    share * 100.0,
-                    self.members.len(),
-                    self.rise_hours,
-                    shape
-                ),
-            });
-        }
-        let mut ev = self.evidence(b, expected, ratio, mean_kw, mean_ratio, shape);
+        // A large tap is estimated over the window; a small one, found by its CUSUM, over the
+        // hours since the sum began to rise.
+        let (kw, share, hours, score) = if fast {
+            let score = (0.6 + 0.4 * (mean_ratio / 0.15).min(1.0)).min(1.0);
+            (mean_kw, mean_ratio, WINDOW as u32, score)
+        } else {
+            let h = f64::from(self.rise_hours.max(1));
+            let share = self.rise_ratio / h;
+            let score = (0.55 + 0.3 * (share / 0.05).min(1.0)).min(1.0);
+            (self.rise_kw / h, share, self.rise_hours, score)
+        };
+        let mut ev = self.evidence(b, expected, ratio, kw, share, shape);
         ev.insert("cusum".into(), json!(round(self.cusum, 3)));
         Some(Finding {
-            score: (0.6 + 0.4 * (mean_ratio / 0.15).min(1.0)).min(1.0),
-            est_excess_kw: mean_kw,
+            score,
+            est_excess_kw: kw,
             excess_kwh: residual * b.head_kw,
             evidence: ev,
             summary: format!(
                 "Feeder {} draws {:.1} kW ({:.1} %) more than its {} meters and usual losses explain, for {} h; {} load",
                 self.id,
-                mean_kw,
-                mean_ratio * 100.0,
+                kw,
+                share * 100.0,
                 self.members.len(),
-                WINDOW,
+                hours,
                 shape
             ),
         })

@@ -81,6 +81,17 @@ fn by(alerts: &[Alert], kind: AlertKind) -> Vec<&Alert> {
         .collect()
 }
 
+/// The case that opened, when every alert is about `site`.
+fn the_one_case<'a>(out: &'a [Alert], site: &str, what: &str) -> &'a Alert {
+    assert!(
+        out.iter().all(|a| a.site_id.as_deref() == Some(site)),
+        "only {site}: {out:#?}"
+    );
+    out.iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .unwrap_or_else(|| panic!("{what}: {out:#?}"))
+}
+
 fn kinds(alerts: &[Alert], status: AlertStatus) -> Vec<AlertKind> {
     alerts
         .iter()
@@ -369,13 +380,9 @@ fn a_busy_shop_over_its_permit_is_a_capacity_case_not_mining() {
 
 /// A feeder with a head meter and `n` households; the head measures their load, losses that
 /// grow with load, and `tap(i)` kW unmetered. `gap` silences one customer meter.
-fn feeder_run(
-    n: usize,
-    days: i64,
-    tap: impl Fn(i64) -> f64,
-    gap: std::ops::Range<i64>,
-) -> Vec<Alert> {
-    let mut records = vec![MeterRecord {
+/// The head meter of feeder F1.
+fn feeder_head() -> MeterRecord {
+    MeterRecord {
         site_id: "F1".into(),
         meter_id: "H1".into(),
         feeder_id: "F1".into(),
@@ -388,7 +395,16 @@ fn feeder_run(
         lon: None,
         region: None,
         timezone: None,
-    }];
+    }
+}
+
+fn feeder_run(
+    n: usize,
+    days: i64,
+    tap: impl Fn(i64) -> f64,
+    gap: std::ops::Range<i64>,
+) -> Vec<Alert> {
+    let mut records = vec![feeder_head()];
     records.extend((0..n).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
     let mut e = engine_with(&records);
     let mut out = Vec::new();
@@ -658,14 +674,7 @@ fn a_small_load_added_for_good_stands_out_from_its_peers_but_large_homes_and_col
             e.on_reading(&reading(&format!("M{k}"), i, kw), &mut out);
         }
     }
-    assert!(
-        out.iter().all(|a| a.site_id.as_deref() == Some("S1")),
-        "{out:#?}"
-    );
-    let open = out
-        .iter()
-        .find(|a| a.status == AlertStatus::Open)
-        .unwrap_or_else(|| panic!("the rig stands out: {out:#?}"));
+    let open = the_one_case(&out, "S1", "the rig stands out");
     assert_eq!(open.kind, AlertKind::PeerOutlier);
     // Six full days above its usual standing, then named.
     let delay = open.detected_at - (T0 + onset * STEP);
@@ -683,20 +692,7 @@ fn a_small_load_added_for_good_stands_out_from_its_peers_but_large_homes_and_col
 
 #[test]
 fn a_bypass_at_a_shop_is_named_on_its_feeder_and_becomes_a_tamper_case_but_weekends_do_not() {
-    let mut records = vec![MeterRecord {
-        site_id: "F1".into(),
-        meter_id: "H1".into(),
-        feeder_id: "F1".into(),
-        role: Role::FeederHead,
-        customer_class: None,
-        permitted_kw: None,
-        status: SiteStatus::Active,
-        licensed_mining: false,
-        lat: None,
-        lon: None,
-        region: None,
-        timezone: None,
-    }];
+    let mut records = vec![feeder_head()];
     records.extend((0..30).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
     records.push(site("SHOP", CustomerClass::Commercial, Some(40.0)));
     records.push(site("SHOP2", CustomerClass::Commercial, Some(40.0)));
@@ -877,14 +873,7 @@ fn current_the_meter_does_not_register_is_tamper_but_motors_standby_and_three_ph
             &mut out,
         );
     }
-    assert!(
-        out.iter().all(|a| a.site_id.as_deref() == Some("S1")),
-        "{out:#?}"
-    );
-    let open = out
-        .iter()
-        .find(|a| a.status == AlertStatus::Open)
-        .unwrap_or_else(|| panic!("the shunted meter is found: {out:#?}"));
+    let open = the_one_case(&out, "S1", "the shunted meter is found");
     assert_eq!(open.kind, AlertKind::Tamper);
     assert_eq!(open.evidence["pattern"], "energy_below_voltage_current");
     assert!(
