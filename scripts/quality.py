@@ -201,7 +201,8 @@ unmet = [l.split(" | ")[0].lstrip("| ") for l in lines if l.endswith("**not met*
 if unmet:
     add("Not met in this run: " + "; ".join(unmet) + ". The per-scenario table and the case lists of")
     add("`gridwatch eval` show which cases are missed. A case whose meter is silent (a simulated comms gap) when")
-    add("it begins can only be found once its readings arrive; a partial bypass shows only at its feeder.")
+    add("it begins can only be found once its readings arrive; a partial bypass shows only at its feeder; a tap")
+    add("that starts within the first day of data is learned as part of the feeder's losses.")
 else:
     add("Every target is met in this run.")
 add("Capacity alerts on farms count as detections: an inspector is sent either way.")

@@ -20,7 +20,9 @@ use std::path::PathBuf;
     about = "Find unauthorized connections to the power grid in smart-meter data",
     long_about = "gridwatch finds unauthorized connections in interval meter data: unregistered meters, \
 consumption on disconnected sites, demand above permit, mining farms (flat loads around the clock, by night \
-or duty-cycled) and unmetered taps on feeders (the head meter against its customers).\n\n\
+or duty-cycled), rigs added inside a permit (step changes, a customer drawing far more than its peers), \
+unmetered taps on feeders (the head meter against its customers) and meters made to under-read (reversed, \
+stopped, bypassed or shunted). A site's evidence forms one case with a risk score.\n\n\
 Start with `gridwatch demo`. Run on your own files with `gridwatch run`. In production, run the three \
 services against Kafka: `gridwatch ingester`, `gridwatch detect`, `gridwatch sink`.",
     after_help = "Configuration: built-in defaults, then --config FILE (TOML), then environment variables \
@@ -75,11 +77,12 @@ The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, th
     #[command(
         long_about = "Write a simulated utility with hidden unauthorized connections and the truth.\n\n\
 Files: registry.csv (the register, in the contract format), readings.csv (meter_id,ts,interval_s,kwh,\
-feeder_id,kwh_export), labels.csv (target_type,target_id,scenario,onset,required) and simulation.json \
+feeder_id,kwh_export,voltage_v,current_a), labels.csv (target_type,target_id,scenario,onset,required) and simulation.json \
 (the parameters). Households replay real half-hourly households; feeder heads measure their customers, \
 technical losses that grow with load, and unmetered taps. Cases: mining farms from 1 kW to 5 MW at \
 homes, shops and factories, home miners, night-only, duty-cycled and ramping miners, unregistered \
-meters, consumption on disconnected or suspended sites, capacity creep, feeder taps, tampering. \
+meters, consumption on disconnected or suspended sites, capacity creep, small rigs in factories, feeder taps, tampering \
+(stopped, reversed, bypassed, shunted meters). \
 Negatives: licensed farms, cold stores, hospitals, bakeries, electric heating, EV chargers, vacations, \
 seasonal pumps. Faults: gaps, duplicates, out-of-order and late readings, skewed clocks, DST (with --tz).\n\n\
 The same seed gives the same files. Output streams, so large fleets need time, not memory.\n\n\
