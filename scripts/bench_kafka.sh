@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# End-to-end throughput through a real Kafka broker, against Kafka's own ProducerPerformance on
-# the same machine, in the same run, with the same records (the JSON readings the ingester
-# produces) and the same producer settings (acks=all, idempotent, zstd, linger 5 ms).
+# End-to-end throughput and latency through a real Kafka broker, against Kafka's own
+# ProducerPerformance on the same machine, in the same run, with the same records (the JSON
+# readings the ingester produces) and the same producer settings (acks=all, idempotent, zstd,
+# linger 5 ms).
 #
 #   scripts/bench_kafka.sh [SITES] [DAYS]      default 10000 sites x 3 days (about 2.9 M readings)
 #
-# Prints three rates and their ratio to the broker's ceiling:
+# Prints:
 #   - ProducerPerformance: the broker's ceiling for these records;
 #   - ingest: `gridwatch ingest` of the readings CSV (parse, validate, produce, acks);
 #   - end to end: from the start of the ingest until the detector has committed every reading
-#     (ingest and detector running together, exactly-once transactions included).
+#     (ingest and detector running together, exactly-once transactions included);
+#   - latency at half the end-to-end rate: readings paced into `gridwatch ingest` for 20 s while a
+#     fresh detector runs; from each reading's produce timestamp to the commit of the transaction
+#     that carries its alerts (the detector's own p50/p99, logged when it stops).
 # A benchmark, not a test: it asserts nothing. It starts the dev broker if none is running and
 # deletes its own topics at the end.
 set -euo pipefail
@@ -28,20 +32,31 @@ deploy/kafka/kafka.sh up >&2
 work=$(mktemp -d)
 prefix=bench-$(date +%s)
 export GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=$bootstrap
-export GRIDWATCH__KAFKA__TOPICS__READINGS=$prefix.readings
-export GRIDWATCH__KAFKA__TOPICS__REGISTRY=$prefix.registry
-export GRIDWATCH__KAFKA__TOPICS__ALERTS=$prefix.alerts
-export GRIDWATCH__KAFKA__TOPICS__DLQ=$prefix.dlq
-export GRIDWATCH__KAFKA__TOPICS__SUSPECTS=$prefix.suspects
-export GRIDWATCH__DETECTOR__GROUP_ID=$prefix-detector
-export GRIDWATCH__DETECTOR__TRANSACTIONAL_ID=$prefix-detector-0
 export GRIDWATCH_LOG=warn
 
+# The topics, consumer group and transactional id of one phase, under one prefix.
+use_prefix() {
+  export GRIDWATCH__KAFKA__TOPICS__READINGS=$1.readings
+  export GRIDWATCH__KAFKA__TOPICS__REGISTRY=$1.registry
+  export GRIDWATCH__KAFKA__TOPICS__ALERTS=$1.alerts
+  export GRIDWATCH__KAFKA__TOPICS__DLQ=$1.dlq
+  export GRIDWATCH__KAFKA__TOPICS__SUSPECTS=$1.suspects
+  export GRIDWATCH__DETECTOR__GROUP_ID=$1-detector
+  export GRIDWATCH__DETECTOR__TRANSACTIONAL_ID=$1-detector-0
+}
+
 detector=
+stop_detector() {
+  if [[ -n $detector ]]; then
+    kill -TERM "$detector" 2>/dev/null || true
+    wait "$detector" 2>/dev/null || true
+    detector=
+  fi
+}
 cleanup() {
-  [[ -n $detector ]] && kill "$detector" 2>/dev/null && wait "$detector" 2>/dev/null
+  stop_detector
   java -cp "$libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
-    --delete --topic "$prefix\..*" >/dev/null 2>&1 || true
+    --delete --topic "$prefix.*" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -49,23 +64,12 @@ trap cleanup EXIT
 echo "simulating $sites sites x $days days" >&2
 $bin simulate --out "$work" --sites "$sites" --days "$days" --seed 1 >/dev/null
 n=$(($(wc -l <"$work/readings.csv") - 1))
+use_prefix "$prefix"
 $bin topics create >/dev/null
 $bin registry load --registry "$work/registry.csv" >/dev/null
 
 # The records the ingester produces, as ProducerPerformance's payloads.
-python3 - "$work/readings.csv" "$work/payloads.txt" <<'EOF'
-import csv, json, sys
-with open(sys.argv[1]) as f, open(sys.argv[2], "w") as w:
-    for i, r in enumerate(csv.DictReader(f)):
-        if i == 200_000:
-            break
-        o = {"meter_id": r["meter_id"], "ts": r["ts"], "interval_s": int(r["interval_s"]), "kwh": float(r["kwh"])}
-        for k in ("kwh_export", "voltage_v", "current_a"):
-            if r.get(k):
-                o[k] = float(r[k])
-        o["feeder_id"] = r["feeder_id"]
-        w.write(json.dumps(o, separators=(",", ":")) + "\n")
-EOF
+python3 scripts/lib/bench_payloads.py "$work/readings.csv" "$work/payloads.txt"
 size=$(awk '{ s += length($0) } END { printf "%.0f", s / NR }' "$work/payloads.txt")
 
 echo "ProducerPerformance: $n records of $size B on average" >&2
@@ -88,19 +92,36 @@ sleep 3
 start=$(date +%s.%N)
 ingest=$($bin ingest --readings "$work/readings.csv")
 ingested=$(date +%s.%N)
-while :; do
-  l=$(lag)
-  [[ $l == 0 ]] && break
+while [[ $(lag) != 0 ]]; do
   kill -0 "$detector" 2>/dev/null || { cat "$work/detect.log" >&2; echo "the detector died" >&2; exit 1; }
   sleep 1
 done
 done_at=$(date +%s.%N)
+stop_detector
 
 ingest_rate=$(awk -v n="$n" -v a="$start" -v b="$ingested" 'BEGIN { printf "%.0f", n / (b - a) }')
 e2e_rate=$(awk -v n="$n" -v a="$start" -v b="$done_at" 'BEGIN { printf "%.0f", n / (b - a) }')
+
+half=$((e2e_rate / 2))
+paced=$((half * 20 < n ? half * 20 : n))
+echo "latency: $paced readings paced at $half/s into a fresh detector" >&2
+use_prefix "$prefix-lat"
+$bin topics create >/dev/null
+$bin registry load --registry "$work/registry.csv" >/dev/null
+GRIDWATCH_LOG=info $bin detect >"$work/latency.log" 2>&1 &
+detector=$!
+sleep 3
+python3 scripts/lib/pace.py "$work/readings.csv" "$half" "$paced" | $bin ingest --readings - >/dev/null
+sleep 3
+stop_detector
+stopped=$(grep "detector stopped" "$work/latency.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')
+p50=$(sed -nE 's/.*latency_p50_ms: ([0-9]+).*/\1/p' <<<"$stopped")
+p99=$(sed -nE 's/.*latency_p99_ms: ([0-9]+).*/\1/p' <<<"$stopped")
+
 pct() { awk -v x="$1" -v y="$pp_rate" 'BEGIN { printf "%.0f %%", 100 * x / y }'; }
 echo
 echo "records:              $n JSON readings, $size B on average, zstd, acks=all, idempotent"
 echo "ProducerPerformance:  $(printf '%.0f' "$pp_rate") records/s (the broker's ceiling here)"
 echo "gridwatch ingest:     $ingest_rate records/s ($(pct "$ingest_rate") of the ceiling) — $ingest"
 echo "end to end:           $e2e_rate records/s ($(pct "$e2e_rate") of the ceiling): ingest start to the detector's last commit"
+echo "latency at $half/s:  p50 ${p50:-?} ms, p99 ${p99:-?} ms from a reading's produce time to the commit of its alerts"

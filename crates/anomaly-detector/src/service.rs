@@ -36,6 +36,50 @@ pub struct Progress {
     pub transactions: u64,
     /// Wall time spent committing transactions (ms).
     pub commit_ms: u64,
+    /// How long after it was produced each live reading's batch committed — the latency from a
+    /// reading to any alert it raises (ms, median and 99th percentile).
+    pub latency_p50_ms: u64,
+    pub latency_p99_ms: u64,
+}
+
+/// Reading-to-commit latencies in 1 ms buckets up to a minute (the last bucket holds the rest).
+#[derive(Debug)]
+struct Latencies {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Latencies {
+            counts: vec![0; 60_001],
+            total: 0,
+        }
+    }
+
+    fn record(&mut self, ms: i64) {
+        let i = ms.clamp(0, 60_000) as usize;
+        self.counts[i] += 1;
+        self.total += 1;
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        let want = (q * self.total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (ms, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return ms as u64;
+            }
+        }
+        0
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn registry_update(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<RegistryUpdate, String> {
@@ -192,6 +236,8 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
     let mut out: Vec<Outgoing> = Vec::new();
     let mut dlq: Vec<Vec<u8>> = Vec::new();
     let mut last_log = Instant::now();
+    let mut latencies = Latencies::new();
+    let mut produced_at: Vec<i64> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         while let Some(msg) = registry.poll(Duration::ZERO) {
             let msg = msg.context("reading the register")?;
@@ -249,6 +295,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
             }
             if is_live {
                 live = true;
+                produced_at.extend(msg.timestamp().to_millis());
                 for a in alerts.drain(..) {
                     out.push(Outgoing::of(&a)?);
                 }
@@ -290,6 +337,10 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
             }
             producer.commit_transaction(TIMEOUT)?;
             progress.commit_ms += committing.elapsed().as_millis() as u64;
+            let committed = now_ms();
+            for t in produced_at.drain(..) {
+                latencies.record(committed - t);
+            }
             progress.alerts += out.len() as u64;
             progress.dlq += dlq.len() as u64;
             progress.transactions += 1;
@@ -299,9 +350,33 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
         producer.poll(Duration::ZERO);
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
+            progress.latency_p50_ms = latencies.quantile(0.5);
+            progress.latency_p99_ms = latencies.quantile(0.99);
             tracing::info!(?progress, meters = engine.meters(), "detector progress");
         }
     }
+    progress.latency_p50_ms = latencies.quantile(0.5);
+    progress.latency_p99_ms = latencies.quantile(0.99);
     tracing::info!(?progress, "detector stopped");
     Ok(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Latencies;
+
+    #[test]
+    fn latency_quantiles_come_from_the_recorded_distribution() {
+        let mut l = Latencies::new();
+        for ms in 1..=100 {
+            l.record(ms);
+        }
+        l.record(-5);
+        l.record(90_000);
+        assert_eq!(l.quantile(0.5), 50);
+        // 102 values: 0 (clamped), 1..=100, 60000 (clamped): the 101st is 100.
+        assert_eq!(l.quantile(0.99), 100);
+        assert_eq!(l.quantile(1.0), 60_000);
+        assert_eq!(Latencies::new().quantile(0.99), 0);
+    }
 }
