@@ -10,8 +10,8 @@
 //! exits and relies on restart + replay (crash-only).
 
 use crate::engine::{Engine, Use};
-use anyhow::{anyhow, bail, Context, Result};
-use gridwatch_core::kafka::{consumer_config, partitions, producer_config};
+use anyhow::{anyhow, Context, Result};
+use gridwatch_core::kafka::{consumer_config, partitions, producer_config, read_compacted};
 use gridwatch_core::{Alert, AlertStatus, Config, DlqRecord, MeterRecord, Reading, RegistryUpdate};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -99,52 +99,22 @@ fn registry_update(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Registr
 /// Reads the whole compacted register into the engine, then leaves the consumer positioned
 /// for live updates.
 fn load_registry(cfg: &Config, engine: &mut Engine) -> Result<BaseConsumer> {
-    let k = &cfg.kafka;
-    let consumer: BaseConsumer =
-        consumer_config(k, &format!("{}-registry", cfg.detector.group_id)).create()?;
-    let topic = &k.topics.registry;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in partitions(&consumer, topic).map_err(|e| anyhow!(e))? {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-        if hi > lo {
-            ends.insert(p, hi);
-        }
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
     let mut sink = Vec::new();
     let mut rows = 0u64;
-    let deadline = Instant::now() + TIMEOUT * 4;
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            bail!(
-                "the register topic {topic} could not be read to its end within {:?}",
-                TIMEOUT * 4
-            );
-        }
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = msg.context("reading the register")?;
-        match registry_update(msg.key(), msg.payload()) {
+    let consumer = read_compacted(
+        &cfg.kafka,
+        &format!("{}-registry", cfg.detector.group_id),
+        &cfg.kafka.topics.registry,
+        TIMEOUT * 4,
+        |key, value| match registry_update(key, value) {
             Ok(u) => {
                 engine.apply_registry(u, &mut sink);
                 rows += 1;
             }
-            Err(e) => tracing::error!(
-                partition = msg.partition(),
-                offset = msg.offset(),
-                "bad register record skipped: {e}"
-            ),
-        }
-        if ends
-            .get(&msg.partition())
-            .is_some_and(|end| msg.offset() + 1 >= *end)
-        {
-            ends.remove(&msg.partition());
-        }
-    }
+            Err(e) => tracing::error!("bad register record skipped: {e}"),
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
     tracing::info!(rows, meters = engine.meters(), "register loaded");
     Ok(consumer)
 }

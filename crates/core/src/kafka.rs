@@ -97,3 +97,57 @@ pub fn consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set("isolation.level", "read_committed");
     c
 }
+
+/// Reads a compacted topic (the register) from the beginning to its current end, handing each
+/// record's key and value (None: a tombstone) to `apply`, and returns the consumer positioned
+/// for what comes next. Fails if the end isn't reached within `timeout`.
+pub fn read_compacted(
+    k: &KafkaConfig,
+    group_id: &str,
+    topic: &str,
+    timeout: std::time::Duration,
+    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+) -> Result<rdkafka::consumer::BaseConsumer, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    let consumer: BaseConsumer = consumer_config(k, group_id)
+        .create()
+        .map_err(|e| format!("consumer for {topic}: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in partitions(&consumer, topic)? {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
+        if hi > lo {
+            ends.insert(p, hi);
+        }
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{topic} could not be read to its end within {timeout:?}"
+            ));
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg.map_err(|e| format!("reading {topic}: {e}"))?;
+        apply(msg.key(), msg.payload());
+        if ends
+            .get(&msg.partition())
+            .is_some_and(|end| msg.offset() + 1 >= *end)
+        {
+            ends.remove(&msg.partition());
+        }
+    }
+    Ok(consumer)
+}

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions};
 use gridwatch_core::Config;
-use gridwatch_ingester::{ingest, read_registry, Format, Sender, Validation};
+use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Sender, Validation};
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -73,7 +73,7 @@ pub fn ingest_file(cfg: &Config, readings: &str) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
-        let sender = Sender::new(&cfg.kafka)?;
+        let sender = Sender::new(&cfg.kafka)?.with_feeders(register_feeders(cfg)?);
         let (input, name): (Box<dyn BufRead>, &str) = if readings == "-" {
             (Box::new(BufReader::new(io::stdin())), "stdin")
         } else {
@@ -134,12 +134,20 @@ pub fn registry_load(cfg: &Config, path: &Path) -> Result<()> {
     })
 }
 
+/// The register's feeders, for keying readings that don't carry theirs.
+fn register_feeders(cfg: &Config) -> Result<FeederIndex> {
+    let index =
+        FeederIndex::follow(&cfg.kafka, "gridwatch-ingester-register").map_err(|e| anyhow!(e))?;
+    tracing::info!(meters = index.len(), "register feeders loaded");
+    Ok(index)
+}
+
 /// `gridwatch ingester`: the HTTP API.
 pub fn ingester(cfg: &Config) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
-        let sender = Sender::new(&cfg.kafka)?;
+        let sender = Sender::new(&cfg.kafka)?.with_feeders(register_feeders(cfg)?);
         let listener = tokio::net::TcpListener::bind(&cfg.ingester.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.ingester.listen))?;

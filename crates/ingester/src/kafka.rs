@@ -3,11 +3,15 @@
 //! counts as stored only once the broker has acknowledged it.
 
 use crate::parse::{Format, Records, Validation};
-use gridwatch_core::kafka::producer_config;
+use gridwatch_core::kafka::{producer_config, read_compacted};
 use gridwatch_core::{DlqRecord, KafkaConfig, MeterRecord, Reading};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::BufRead;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Sends records and hands back futures that resolve on broker acknowledgement.
@@ -15,6 +19,69 @@ use std::time::Duration;
 pub struct Sender {
     producer: FutureProducer,
     cfg: KafkaConfig,
+    feeders: Option<FeederIndex>,
+}
+
+/// Each registered meter's feeder, read from the compacted register topic and kept current by
+/// a background thread: readings that don't carry `feeder_id` are keyed by their register
+/// feeder, so every reading of a feeder shares a partition with its head meter's — the order
+/// the feeder balance, the peers and the drop matching rely on, in Kafka as in a file.
+#[derive(Clone, Default)]
+pub struct FeederIndex(Arc<RwLock<HashMap<String, String>>>);
+
+impl FeederIndex {
+    /// Reads the register topic to its end, then follows it until the last clone is dropped.
+    pub fn follow(cfg: &KafkaConfig, group_id: &str) -> Result<FeederIndex, String> {
+        let index = FeederIndex::default();
+        let consumer = read_compacted(
+            cfg,
+            group_id,
+            &cfg.topics.registry,
+            Duration::from_secs(120),
+            |key, value| index.apply(key, value),
+        )?;
+        let weak = Arc::downgrade(&index.0);
+        std::thread::Builder::new()
+            .name("register-follower".into())
+            .spawn(move || {
+                while let Some(map) = weak.upgrade() {
+                    if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(500)) {
+                        FeederIndex(map).apply(msg.key(), msg.payload());
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the register follower: {e}"))?;
+        Ok(index)
+    }
+
+    fn apply(&self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let Some(meter) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return;
+        };
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        match value.and_then(|v| serde_json::from_slice::<MeterRecord>(v).ok()) {
+            Some(row) => {
+                map.insert(meter, row.feeder_id);
+            }
+            None => {
+                map.remove(&meter);
+            }
+        }
+    }
+
+    /// The register feeder of a meter.
+    pub fn feeder_of(&self, meter_id: &str) -> Option<String> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(meter_id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Why a record was not stored.
@@ -27,10 +94,14 @@ pub enum SendError {
     Kafka(String),
 }
 
-/// The partition key of a reading: its feeder when known, so a feeder's meters and its head
-/// meter share a partition; else its meter.
-pub fn reading_key(r: &Reading) -> &str {
-    r.feeder_id.as_deref().unwrap_or(&r.meter_id)
+/// The partition key of a reading: its feeder when known (from the reading, else from the
+/// register), so a feeder's meters and its head meter share a partition; else its meter.
+pub fn reading_key<'a>(r: &'a Reading, feeders: Option<&FeederIndex>) -> Cow<'a, str> {
+    match (&r.feeder_id, feeders.and_then(|f| f.feeder_of(&r.meter_id))) {
+        (Some(f), _) => Cow::Borrowed(f),
+        (None, Some(f)) => Cow::Owned(f),
+        (None, None) => Cow::Borrowed(&r.meter_id),
+    }
 }
 
 impl Sender {
@@ -39,7 +110,14 @@ impl Sender {
         Ok(Sender {
             producer,
             cfg: cfg.clone(),
+            feeders: None,
         })
+    }
+
+    /// Keys readings without `feeder_id` by their register feeder.
+    pub fn with_feeders(mut self, feeders: FeederIndex) -> Sender {
+        self.feeders = Some(feeders);
+        self
     }
 
     fn send(
@@ -65,7 +143,7 @@ impl Sender {
         let value = serde_json::to_vec(r).expect("a reading serializes");
         self.send(
             &self.cfg.topics.readings,
-            Some(reading_key(r).as_bytes()),
+            Some(reading_key(r, self.feeders.as_ref()).as_bytes()),
             Some(&value),
         )
         .map(Ack)
@@ -195,4 +273,53 @@ pub async fn ingest(
     }
     progress(records.line());
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridwatch_core::{CustomerClass, Role, SiteStatus};
+
+    fn reading(meter: &str, feeder: Option<&str>) -> Reading {
+        Reading {
+            meter_id: meter.into(),
+            ts: 1_767_571_200,
+            interval_s: 900,
+            kwh: 0.1,
+            kvarh: None,
+            kwh_export: None,
+            voltage_v: None,
+            current_a: None,
+            feeder_id: feeder.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn readings_without_a_feeder_are_keyed_by_their_register_feeder() {
+        let index = FeederIndex::default();
+        let row = MeterRecord {
+            site_id: "S1".into(),
+            meter_id: "M1".into(),
+            feeder_id: "F7".into(),
+            role: Role::Customer,
+            customer_class: Some(CustomerClass::Residential),
+            permitted_kw: Some(12.0),
+            status: SiteStatus::Active,
+            licensed_mining: false,
+            lat: None,
+            lon: None,
+            region: None,
+            timezone: None,
+        };
+        index.apply(Some(b"M1"), Some(&serde_json::to_vec(&row).unwrap()));
+        assert_eq!(reading_key(&reading("M1", None), Some(&index)), "F7");
+        // The reading's own feeder wins; an unknown meter keys by itself.
+        assert_eq!(reading_key(&reading("M1", Some("F1")), Some(&index)), "F1");
+        assert_eq!(reading_key(&reading("M9", None), Some(&index)), "M9");
+        assert_eq!(reading_key(&reading("M1", None), None), "M1");
+        // A meter deleted from the register (a tombstone) is keyed by itself again.
+        index.apply(Some(b"M1"), None);
+        assert_eq!(reading_key(&reading("M1", None), Some(&index)), "M1");
+        assert!(index.is_empty());
+    }
 }
