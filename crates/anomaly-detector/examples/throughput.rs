@@ -3,9 +3,7 @@
 //! Optional arguments: meters (default 100000), days (default 2).
 
 use gridwatch_anomaly_detector::Engine;
-use gridwatch_core::{
-    CustomerClass, DetectorConfig, MeterRecord, Reading, RegistryUpdate, Role, SiteStatus,
-};
+use gridwatch_core::{CustomerClass, DetectorConfig, MeterRecord, Reading, RegistryUpdate};
 use std::time::Instant;
 
 fn main() {
@@ -16,20 +14,13 @@ fn main() {
     let mut out = Vec::new();
     let ids: Vec<String> = (0..meters).map(|i| format!("M{i:07}")).collect();
     for (i, id) in ids.iter().enumerate() {
-        let rec = MeterRecord {
-            site_id: format!("S{i:07}"),
-            meter_id: id.clone(),
-            feeder_id: format!("F{:04}", i / 200),
-            role: Role::Customer,
-            customer_class: Some(CustomerClass::Residential),
-            permitted_kw: Some(12.0),
-            status: SiteStatus::Active,
-            licensed_mining: false,
-            lat: None,
-            lon: None,
-            region: None,
-            timezone: None,
-        };
+        let rec = MeterRecord::customer(
+            &format!("S{i:07}"),
+            id,
+            &format!("F{:04}", i / 200),
+            CustomerClass::Residential,
+            Some(12.0),
+        );
         engine.apply_registry(RegistryUpdate::Upsert(rec), &mut out);
     }
     // Pre-built readings, in time order across meters as a head-end would send them.

@@ -3,7 +3,7 @@
 use gridwatch_anomaly_detector::Engine;
 use gridwatch_core::{
     Alert, AlertKind, AlertStatus, CustomerClass, DetectorConfig, MeterRecord, Reading,
-    RegistryUpdate, Role, SiteStatus,
+    RegistryUpdate, SiteStatus,
 };
 
 const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
@@ -11,18 +11,10 @@ const STEP: i64 = 900;
 
 fn site(id: &str, class: CustomerClass, permit: Option<f64>) -> MeterRecord {
     MeterRecord {
-        site_id: format!("S{id}"),
-        meter_id: format!("M{id}"),
-        feeder_id: "F1".into(),
-        role: Role::Customer,
-        customer_class: Some(class),
-        permitted_kw: permit,
-        status: SiteStatus::Active,
-        licensed_mining: false,
         lat: Some(52.3),
         lon: Some(77.0),
         region: Some("Pavlodar".into()),
-        timezone: None,
+        ..MeterRecord::customer(&format!("S{id}"), &format!("M{id}"), "F1", class, permit)
     }
 }
 
@@ -382,20 +374,7 @@ fn a_busy_shop_over_its_permit_is_a_capacity_case_not_mining() {
 /// grow with load, and `tap(i)` kW unmetered. `gap` silences one customer meter.
 /// The head meter of feeder F1.
 fn feeder_head() -> MeterRecord {
-    MeterRecord {
-        site_id: "F1".into(),
-        meter_id: "H1".into(),
-        feeder_id: "F1".into(),
-        role: Role::FeederHead,
-        customer_class: None,
-        permitted_kw: None,
-        status: SiteStatus::Active,
-        licensed_mining: false,
-        lat: None,
-        lon: None,
-        region: None,
-        timezone: None,
-    }
+    MeterRecord::feeder_head("H1", "F1")
 }
 
 fn feeder_run(

@@ -92,6 +92,50 @@ pub struct MeterRecord {
     pub timezone: Option<String>,
 }
 
+impl MeterRecord {
+    /// An active, unlicensed customer meter without coordinates, region or zone — set those
+    /// fields after, where known.
+    pub fn customer(
+        site_id: &str,
+        meter_id: &str,
+        feeder_id: &str,
+        class: CustomerClass,
+        permitted_kw: Option<f64>,
+    ) -> MeterRecord {
+        MeterRecord {
+            site_id: site_id.into(),
+            meter_id: meter_id.into(),
+            feeder_id: feeder_id.into(),
+            role: Role::Customer,
+            customer_class: Some(class),
+            permitted_kw,
+            status: SiteStatus::Active,
+            licensed_mining: false,
+            lat: None,
+            lon: None,
+            region: None,
+            timezone: None,
+        }
+    }
+
+    /// The head meter of a feeder: it measures everything flowing into the feeder. Its site is
+    /// the feeder.
+    pub fn feeder_head(meter_id: &str, feeder_id: &str) -> MeterRecord {
+        MeterRecord {
+            role: Role::FeederHead,
+            customer_class: None,
+            permitted_kw: None,
+            ..MeterRecord::customer(
+                feeder_id,
+                meter_id,
+                feeder_id,
+                CustomerClass::Residential,
+                None,
+            )
+        }
+    }
+}
+
 /// A change to the register as the detector sees it: a row set, or a meter removed
 /// (a null value on the compacted topic).
 #[derive(Debug, Clone, PartialEq)]

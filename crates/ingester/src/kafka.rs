@@ -278,7 +278,7 @@ pub async fn ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gridwatch_core::{CustomerClass, Role, SiteStatus};
+    use gridwatch_core::CustomerClass;
 
     fn reading(meter: &str, feeder: Option<&str>) -> Reading {
         Reading {
@@ -297,20 +297,7 @@ mod tests {
     #[test]
     fn readings_without_a_feeder_are_keyed_by_their_register_feeder() {
         let index = FeederIndex::default();
-        let row = MeterRecord {
-            site_id: "S1".into(),
-            meter_id: "M1".into(),
-            feeder_id: "F7".into(),
-            role: Role::Customer,
-            customer_class: Some(CustomerClass::Residential),
-            permitted_kw: Some(12.0),
-            status: SiteStatus::Active,
-            licensed_mining: false,
-            lat: None,
-            lon: None,
-            region: None,
-            timezone: None,
-        };
+        let row = MeterRecord::customer("S1", "M1", "F7", CustomerClass::Residential, Some(12.0));
         index.apply(Some(b"M1"), Some(&serde_json::to_vec(&row).unwrap()));
         assert_eq!(reading_key(&reading("M1", None), Some(&index)), "F7");
         // The reading's own feeder wins; an unknown meter keys by itself.
