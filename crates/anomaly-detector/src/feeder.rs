@@ -1,8 +1,9 @@
 //! Feeder balance: the feeder-head meter measures everything that flows into a feeder — its
 //! customers' metered energy, technical losses, and anything unmetered. Per closed hour, the
 //! loss ratio `(head − customers) ÷ head` is compared with what this feeder's own history says
-//! it should be at this load (a linear model in load, refitted continuously with a two-week
-//! memory, learned only while nothing is flagged and the hour looks normal). A sustained rise
+//! it should be at this load (a linear model in load against a scale held after the first
+//! week, refitted continuously with a two-week memory, learned only while nothing is flagged
+//! and the hour looks normal). A sustained rise
 //! is an unmetered tap. Hours where customer readings are missing are held back: a comms
 //! outage must not look like a tap.
 
@@ -201,8 +202,11 @@ impl Feeder {
         if !flagged && (self.learned_hours < 24 || residual.abs() < min_ratio / 2.0) {
             self.fit.add(x, ratio, 1.0 - 1.0 / 336.0);
             self.learned_hours += 1;
-            self.avg_head_kw +=
-                (b.head_kw - self.avg_head_kw) / f64::from(self.learned_hours.min(168));
+            // The load scale is learned over the first week, then held: losses grow with the
+            // absolute current, so a scale that followed the load would drift the model.
+            if self.learned_hours <= 168 {
+                self.avg_head_kw += (b.head_kw - self.avg_head_kw) / f64::from(self.learned_hours);
+            }
         }
         if self.learned_hours < 24 {
             return None;

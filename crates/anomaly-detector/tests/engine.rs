@@ -928,3 +928,33 @@ fn a_smaller_step_at_a_factory_is_found_by_its_floor_cusum_but_a_new_fridge_is_n
     });
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
+
+#[test]
+fn losses_that_grow_with_a_new_metered_load_are_not_a_tap() {
+    // 30 homes; from day 8 a metered workshop adds 60 % to the feeder's load for two weeks.
+    // Losses are resistive: 5 % at the feeder's first-week load, growing with the current.
+    let mut records = vec![feeder_head()];
+    records.extend((0..30).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
+    records.push(site("W", CustomerClass::Industrial, Some(60.0)));
+    let mut e = engine_with(&records);
+    let mut out = Vec::new();
+    let nominal = 30.0 * 0.75;
+    for i in 1..=22 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let mut total = 0.0;
+        for c in 0..30i64 {
+            let kw = household(i + c * 7, (hour + c) % 24);
+            total += kw;
+            e.on_reading(&reading(&format!("M{c}"), i, kw), &mut out);
+        }
+        let workshop = if i > 8 * 96 { 0.6 * nominal } else { 0.0 };
+        total += workshop;
+        e.on_reading(&reading("MW", i, workshop), &mut out);
+        let head = total * (1.0 + 0.05 * total / nominal);
+        e.on_reading(&reading("H1", i, head), &mut out);
+    }
+    assert!(
+        out.iter().all(|a| a.kind != AlertKind::FeederImbalance),
+        "{out:#?}"
+    );
+}

@@ -114,6 +114,9 @@ pub struct SimFeeder {
     pub feeder_id: String,
     pub head_meter: String,
     pub loss_ratio: f64,
+    /// The feeder's demand on its first day (kW): the scale of its losses, which grow with the
+    /// square of the current.
+    pub nominal_kw: f64,
     pub taps: Vec<Profile>,
 }
 
@@ -249,7 +252,6 @@ impl Utility {
         let hours = step as f64 / 3600.0;
         let mut fault = Rng::fork(cfg.seed, 2);
         let mut feeder_kw = vec![0.0; self.feeders.len()];
-        let mut feeder_avg: Vec<f64> = vec![0.0; self.feeders.len()];
         // Delayed readings: (emit at step, sequence) → reading values.
         let mut delayed: BinaryHeap<Delayed> = BinaryHeap::new();
         let mut seq = 0u64;
@@ -332,14 +334,9 @@ impl Utility {
             for (f, feeder) in self.feeders.iter().enumerate() {
                 let load =
                     feeder_kw[f] + feeder.taps.iter().map(|t| t.kw(at, f as u64)).sum::<f64>();
-                let avg = &mut feeder_avg[f];
-                *avg = if *avg == 0.0 {
-                    load
-                } else {
-                    *avg + (load - *avg) / 96.0
-                };
-                // Resistive losses grow with the square of the current.
-                let loss = feeder.loss_ratio * load * (load / avg.max(1e-9)).clamp(0.5, 2.0);
+                // Resistive losses grow with the square of the current: `loss_ratio` of the load
+                // at the feeder's nominal demand, more above it, less below.
+                let loss = feeder.loss_ratio * load * (load / feeder.nominal_kw);
                 emit(&SimReading {
                     meter_id: &feeder.head_meter,
                     ts,
@@ -469,6 +466,7 @@ impl<'a> Builder<'a> {
                 feeder_id: format!("F{:02}", f + 1),
                 head_meter: format!("H{:02}", f + 1),
                 loss_ratio: rng.range(0.03, 0.07),
+                nominal_kw: 0.0,
                 taps: Vec::new(),
             })
             .collect();
@@ -640,6 +638,9 @@ impl<'a> Builder<'a> {
                 skew_s,
                 reports_vi,
             });
+        }
+        for f in 0..self.feeders.len() {
+            self.feeders[f].nominal_kw = self.feeder_mean_kw(f, 1).max(1.0);
         }
         if self.cfg.scenarios == Scenarios::Full {
             self.plant_taps();
@@ -932,7 +933,7 @@ impl<'a> Builder<'a> {
             if (n_feeders < 3 && f > 0) || tampered.contains(&self.feeders[f].feeder_id) {
                 continue;
             }
-            let mean = self.feeder_mean_kw(f);
+            let mean = self.feeder_mean_kw(f, 7);
             let share = match kind {
                 "feeder_tap_small" => self.rng.range(0.02, 0.04),
                 _ => self.rng.range(0.06, 0.2),
@@ -962,12 +963,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// A quick estimate of a feeder's mean demand from a sample of its customers' first week.
-    fn feeder_mean_kw(&self, f: usize) -> f64 {
+    /// A quick estimate of a feeder's mean demand from a sample of its customers' first `days`.
+    fn feeder_mean_kw(&self, f: usize, days: i64) -> f64 {
         let n_feeders = self.feeders.len();
         let mut total = 0.0;
         let mut samples = 0.0;
-        for step in (0..7 * 96).step_by(7) {
+        for step in (0..days * 96).step_by(7) {
             let utc = self.cfg.start + step * 900;
             let at = At {
                 utc,
