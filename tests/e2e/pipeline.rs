@@ -425,5 +425,12 @@ fn demo_finds_every_hidden_case_and_no_false_alert() {
     );
     assert!(text.contains("Found 7 of 7 hidden cases."), "{text}");
     assert!(text.contains("No false alerts"), "{text}");
+    // The inspection list heads with a farm: the most unauthorized energy.
+    let first = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Inspectors:"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no inspection list: {text}"));
+    assert!(first.trim_start().starts_with("1. S000"), "{first}");
     check_with_python(&dir.join("flagged"), &dir.join("alerts.jsonl"));
 }

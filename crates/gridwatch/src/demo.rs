@@ -134,6 +134,14 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
             println!("  {} {}: {}", a.kind, a.target_id(), a.summary);
         }
     }
+    let suspects = crate::suspects::rank(&eval::read_alerts(&summary.alerts_path)?);
+    println!("\nInspectors: the open cases, most unauthorized energy × likelihood first (gridwatch suspects):");
+    for s in suspects.iter().filter(|s| s.open).take(5) {
+        println!(
+            "  {}. {:<8} {:>7.2} MWh  score {:.2}  {}",
+            s.rank, s.target, s.est_excess_mwh, s.score, s.summary
+        );
+    }
     println!("\nAnalysts: load the flagged sites with");
     println!(
         "  python -c \"import pyarrow.dataset as ds; print(ds.dataset('{}', format='ipc', partitioning='hive').to_table())\"",
