@@ -790,12 +790,12 @@ fn capacity(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
             ("hours_over", f64::from(st.over_hours)),
         ]),
         summary: format!(
-            "Demand {} kW, {:.1}× the permitted {} kW, for {} h at a {} site",
+            "Demand {} kW, {:.1}× the permitted {} kW, for {} h at {}",
             fmt_kw(hour.kw),
             ratio,
             fmt_kw(permit),
             st.over_hours,
-            class_name(reg)
+            a_site(reg)
         ),
     };
     let ready = i64::from(st.over_hours) * HOUR >= cfg.capacity_min_duration_s;
@@ -890,12 +890,12 @@ fn mining(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>) {
         excess_kwh: excess,
         evidence: ev,
         summary: format!(
-            "Constant {} kW load around the clock for {} h (mean {} kW, load factor {:.2}) at a {} site, {}",
+            "Constant {} kW load around the clock for {} h (mean {} kW, load factor {:.2}) at {}, {}",
             fmt_kw(w.min_kw),
             w.hours,
             fmt_kw(w.mean_kw),
             load_factor,
-            class_name(reg),
+            a_site(reg),
             permit
         ),
     };
@@ -1064,11 +1064,11 @@ fn step_change(
         excess_kwh: added,
         evidence: ev,
         summary: format!(
-            "Always-on load rose from {} kW to {} kW (+{} kW) and stayed at a {} site",
+            "Always-on load rose from {} kW to {} kW (+{} kW) and stayed at {}",
             fmt_kw(before),
             fmt_kw(w.min_kw),
             fmt_kw(added),
-            class_name(reg)
+            a_site(reg)
         ),
     };
     cx.raise(AlertKind::StepChange, hour.end - 24 * HOUR, f, true, found);
@@ -1132,20 +1132,20 @@ fn night_block(cx: HourCtx<'_, '_>, st: &mut MeterState, found: &mut Vec<Raised>
         evidence: ev,
         summary: if pattern == "duty_cycle" {
             format!(
-                "Flat {} kW switching on and off, {} h a day two days running, {} kW between, at a {} site",
+                "Flat {} kW switching on and off, {} h a day two days running, {} kW between, at {}",
                 fmt_kw(block_kw),
                 hours,
                 fmt_kw(outside_kw),
-                class_name(reg)
+                a_site(reg)
             )
         } else {
             format!(
-                "Flat {} kW for {} h from {:02}:00 (local standard time) two days running, {} kW the rest of the day, at a {} site",
+                "Flat {} kW for {} h from {:02}:00 (local standard time) two days running, {} kW the rest of the day, at {}",
                 fmt_kw(block_kw),
                 hours,
                 local_start,
                 fmt_kw(outside_kw),
-                class_name(reg)
+                a_site(reg)
             )
         },
     };
@@ -1236,6 +1236,17 @@ fn local_shift_h(reg: &MeterRecord, default: i8) -> i8 {
         .as_deref()
         .and_then(|z| gridwatch_core::time::standard_offset_hours(z).ok())
         .map_or(default, |h| h as i8)
+}
+
+/// "a residential site", "an industrial site": for summaries.
+fn a_site(reg: &MeterRecord) -> String {
+    let class = class_name(reg);
+    let article = if class.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {class} site")
 }
 
 fn class_name(reg: &MeterRecord) -> &'static str {

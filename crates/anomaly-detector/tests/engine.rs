@@ -921,6 +921,11 @@ fn a_smaller_step_at_a_factory_is_found_by_its_floor_cusum_but_a_new_fridge_is_n
     assert!(delay <= 5 * 86_400, "delay {delay}");
     let added = open.evidence["added_kw"].as_f64().unwrap();
     assert!((18.0..30.0).contains(&added), "{open:#?}");
+    assert!(
+        open.summary.ends_with("at an industrial site"),
+        "{}",
+        open.summary
+    );
     // The same factory with an 8 kW cold room added (+20 % on the floor): no case in three weeks.
     let mut e = engine_with(&[site("1", CustomerClass::Industrial, Some(400.0))]);
     let alerts = feed(&mut e, "M1", 21, |i, h| {
