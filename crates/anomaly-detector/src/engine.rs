@@ -69,6 +69,32 @@ impl Engine {
         if !(1..=24).contains(&cfg.mining_fast_hours) {
             return Err("detector.mining_fast_hours must be between 1 and 24".into());
         }
+        let positive = [
+            ("peer_cusum_limit", cfg.peer_cusum_limit),
+            ("step_cusum_limit", cfg.step_cusum_limit),
+            ("feeder_cusum_limit", cfg.feeder_cusum_limit),
+            ("feeder_min_share", cfg.feeder_min_share),
+            ("tamper_drop_share", cfg.tamper_drop_share),
+        ];
+        for (key, value) in positive {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(format!(
+                    "detector.{key} must be a positive number, got {value}"
+                ));
+            }
+        }
+        if !(cfg.tamper_vi_pf_floor > 0.0 && cfg.tamper_vi_pf_floor <= 1.0) {
+            return Err(format!(
+                "detector.tamper_vi_pf_floor must be in (0, 1], got {}",
+                cfg.tamper_vi_pf_floor
+            ));
+        }
+        if cfg.peer_min_peers < 2 || cfg.peer_learn_days < 1 || cfg.peer_min_days < 1 {
+            return Err(
+                "detector.peer_min_peers must be at least 2, peer_learn_days and peer_min_days at least 1"
+                    .into(),
+            );
+        }
         let default_shift_h = match &cfg.timezone {
             Some(zone) => gridwatch_core::time::standard_offset_hours(zone)
                 .map_err(|e| format!("detector.timezone: {e}"))? as i8,

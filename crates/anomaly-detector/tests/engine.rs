@@ -336,6 +336,32 @@ fn config_is_validated() {
         .err()
         .expect("a lateness beyond the ring is refused");
     assert!(err.contains("allowed_lateness_s"), "{err}");
+    for (cfg, key) in [
+        (
+            DetectorConfig {
+                peer_min_peers: 0,
+                ..DetectorConfig::default()
+            },
+            "peer_min_peers",
+        ),
+        (
+            DetectorConfig {
+                feeder_cusum_limit: 0.0,
+                ..DetectorConfig::default()
+            },
+            "feeder_cusum_limit",
+        ),
+        (
+            DetectorConfig {
+                tamper_vi_pf_floor: 1.5,
+                ..DetectorConfig::default()
+            },
+            "tamper_vi_pf_floor",
+        ),
+    ] {
+        let err = Engine::new(cfg).err().expect("refused");
+        assert!(err.contains(key), "{err}");
+    }
 }
 
 #[test]
