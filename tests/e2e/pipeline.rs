@@ -175,9 +175,63 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
     let (status, _, _) = post(&addr, "/v1/readings", "text/csv", &vec![b'x'; 400_000]);
     assert_eq!(status, 413);
 
+    // Loaded with --delete-missing, a register file is the whole register: M3 leaves it, and
+    // its readings from then on are an unregistered meter's.
+    let without_m3: String = REGISTRY
+        .lines()
+        .filter(|l| !l.contains(",M3,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let reg2 = env.dir.join("registry-without-m3.csv");
+    std::fs::write(&reg2, without_m3).unwrap();
+    let loaded = env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        reg2.to_str().unwrap(),
+        "--delete-missing",
+    ]);
+    let loaded = String::from_utf8_lossy(&loaded.stdout).into_owned();
+    assert!(
+        loaded.contains("1 meters not in the file deleted"),
+        "{loaded}"
+    );
+    // The detector polls the register between batches; give it a moment before M3 speaks again.
+    std::thread::sleep(Duration::from_secs(3));
+    let later: Vec<String> = (193..=196)
+        .map(|i| {
+            format!(
+                "M3,{},900,{:.4},F1",
+                gridwatch_core::time::format_rfc3339(T0 + i * 900),
+                household(i) / 4.0
+            )
+        })
+        .collect();
+    let body = format!(
+        "meter_id,ts,interval_s,kwh,feeder_id\n{}\n",
+        later.join("\n")
+    );
+    let (status, _, resp) = post(&addr, "/v1/readings", "text/csv", body.as_bytes());
+    assert_eq!(status, 200, "{resp}");
+
     // The alerts: every case found, the household and the licensed farm left alone.
-    let alerts = env.tail("alerts", 5, Duration::from_secs(90));
-    let opened: BTreeMap<String, String> = alerts
+    let unregistered_m3 = |rows: &[Value]| {
+        rows.iter()
+            .any(|a| a["kind"] == "unregistered_meter" && a["meter_id"] == "M3")
+    };
+    let mut alerts = env.tail("alerts", 5, Duration::from_secs(90));
+    for _ in 0..60 {
+        if unregistered_m3(&alerts) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        alerts = env.tail("alerts", 5, Duration::from_secs(5));
+    }
+    assert!(
+        unregistered_m3(&alerts),
+        "M3 deleted from the register: {alerts:#?}"
+    );
+    let opened: std::collections::BTreeSet<(String, String)> = alerts
         .iter()
         .filter(|a| a["status"] == "open")
         .map(|a| {
@@ -189,24 +243,19 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
         .collect();
     // The farm is over its permit within hours, then flat around the clock: one case, with
     // both detectors' evidence on it.
-    assert_eq!(
-        opened.get("capacity_exceeded").map(String::as_str),
-        Some("M1"),
-        "{alerts:#?}"
-    );
-    assert_eq!(opened.len(), 3, "one case per target: {opened:#?}");
-    assert_eq!(
-        opened.get("disconnected_consumption").map(String::as_str),
-        Some("M2")
-    );
-    assert_eq!(
-        opened.get("unregistered_meter").map(String::as_str),
-        Some("MX")
-    );
+    let want: std::collections::BTreeSet<(String, String)> = [
+        ("capacity_exceeded", "M1"),
+        ("disconnected_consumption", "M2"),
+        ("unregistered_meter", "MX"),
+        ("unregistered_meter", "M3"),
+    ]
+    .into_iter()
+    .map(|(k, m)| (k.to_string(), m.to_string()))
+    .collect();
+    assert_eq!(opened, want, "one case per target: {alerts:#?}");
     assert!(
-        alerts
-            .iter()
-            .all(|a| a["meter_id"] != "M3" && a["meter_id"] != "M4"),
+        alerts.iter().all(|a| a["meter_id"] != "M4"
+            && (a["meter_id"] != "M3" || a["kind"] == "unregistered_meter")),
         "{alerts:#?}"
     );
     let farm = alerts

@@ -206,9 +206,21 @@ struct Size {
 #[derive(Subcommand)]
 enum RegistryCommand {
     /// Validate a register CSV and publish every row to the compacted register topic.
+    #[command(
+        long_about = "Validate a register CSV (every problem is listed with file, line and field; \
+nothing is published unless the whole file is valid) and publish every row to the compacted register \
+topic, keyed by meter. The detector applies changes as they arrive: a raised permit or a mining licence \
+settles the cases it covers; a site no longer active starts flagging its consumption.\n\n\
+With --delete-missing the file is the whole register: meters on the topic but not in the file are \
+deleted (a null value), and their readings are then flagged as unregistered.\n\n\
+Example: gridwatch registry load --registry registry.csv --delete-missing"
+    )]
     Load {
         #[arg(long)]
         registry: PathBuf,
+        /// Delete meters that are on the register topic but not in this file.
+        #[arg(long)]
+        delete_missing: bool,
     },
 }
 
@@ -319,8 +331,12 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Ingest { readings } => services::ingest_file(&config, &readings)?,
         Command::Registry {
-            command: RegistryCommand::Load { registry },
-        } => services::registry_load(&config, &registry)?,
+            command:
+                RegistryCommand::Load {
+                    registry,
+                    delete_missing,
+                },
+        } => services::registry_load(&config, &registry, delete_missing)?,
         Command::Ingester => services::ingester(&config)?,
         Command::Detect => services::detect(&config)?,
         Command::Sink { out } => {

@@ -2,7 +2,7 @@
 //! helpers (ingest, registry load, alerts tail, topics create).
 
 use anyhow::{anyhow, bail, Context, Result};
-use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions};
+use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions, read_compacted};
 use gridwatch_core::Config;
 use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Sender, Validation};
 use indicatif::ProgressBar;
@@ -111,24 +111,64 @@ pub fn ingest_file(cfg: &Config, readings: &str) -> Result<()> {
 }
 
 /// `gridwatch registry load`: a register CSV to the compacted register topic.
-pub fn registry_load(cfg: &Config, path: &Path) -> Result<()> {
+pub fn registry_load(cfg: &Config, path: &Path, delete_missing: bool) -> Result<()> {
     let name = path.display().to_string();
     let f = File::open(path).with_context(|| format!("{name}: cannot open register"))?;
     let rows = read_registry(BufReader::new(f), &name)?;
     runtime()?.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
+        // Meters on the topic now that the file no longer has: deleted only when asked.
+        let missing: Vec<String> = if delete_missing {
+            let mut on_topic = std::collections::BTreeSet::new();
+            read_compacted(
+                &cfg.kafka,
+                "gridwatch-registry-load",
+                &cfg.kafka.topics.registry,
+                Duration::from_secs(120),
+                |key, value| {
+                    let Some(meter) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
+                        return;
+                    };
+                    if value.is_some() {
+                        on_topic.insert(meter);
+                    } else {
+                        on_topic.remove(&meter);
+                    }
+                },
+            )
+            .map_err(|e| anyhow!(e))?;
+            for r in &rows {
+                on_topic.remove(&r.meter_id);
+            }
+            on_topic.into_iter().collect()
+        } else {
+            Vec::new()
+        };
         let sender = Sender::new(&cfg.kafka)?;
-        let mut acks = Vec::with_capacity(rows.len());
+        let mut acks = Vec::with_capacity(rows.len() + missing.len());
         for r in &rows {
             acks.push(sender.send_patiently(|s| s.send_registry(r)).await?.wait());
+        }
+        for m in &missing {
+            acks.push(
+                sender
+                    .send_patiently(|s| s.send_registry_delete(m))
+                    .await?
+                    .wait(),
+            );
         }
         for ack in acks {
             ack.await?;
         }
         println!(
-            "{name}: {} meters loaded to {}",
+            "{name}: {} meters loaded to {}{}",
             rows.len(),
-            cfg.kafka.topics.registry
+            cfg.kafka.topics.registry,
+            if delete_missing {
+                format!(", {} meters not in the file deleted", missing.len())
+            } else {
+                String::new()
+            }
         );
         Ok(())
     })
@@ -313,7 +353,7 @@ pub fn simulate_to_kafka(
 ) -> Result<()> {
     let utility = gridwatch_simulator::Utility::generate(sim).map_err(|e| anyhow!(e))?;
     crate::demo::write_truth(out, &utility)?;
-    registry_load(cfg, &out.join("registry.csv"))?;
+    registry_load(cfg, &out.join("registry.csv"), false)?;
     let rt = runtime()?;
     let sender = rt.block_on(async { Sender::new(&cfg.kafka) })?;
     let bar = if io::stderr().is_terminal() {
