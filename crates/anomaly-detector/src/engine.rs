@@ -153,19 +153,25 @@ impl Engine {
             RegistryUpdate::Delete { meter_id } => (meter_id, None),
         };
         let i = self.slot_of(&meter_id);
-        // Keep each feeder's count of customer meters, for the completeness of its balance.
+        // Keep each feeder's customer meters, for the completeness of its balance, its peers
+        // and its suspects; a row re-sent unchanged (a whole register reloaded) moves nothing.
         let was_customer = self.slots[i]
             .reg
             .as_ref()
             .is_some_and(|r| r.role == Role::Customer);
-        if let (true, Some(f)) = (was_customer, self.slots[i].feeder) {
-            self.feeders[f as usize]
-                .members
-                .retain(|&m| m as usize != i);
-        }
         let feeder = reg.as_ref().map(|r| self.feeder_of(&r.feeder_id));
-        if let (Some(f), Some(Role::Customer)) = (feeder, reg.as_ref().map(|r| r.role)) {
-            self.feeders[f as usize].members.push(i as u32);
+        let is_customer = reg.as_ref().is_some_and(|r| r.role == Role::Customer);
+        let old_membership = self.slots[i].feeder.filter(|_| was_customer);
+        let new_membership = feeder.filter(|_| is_customer);
+        if old_membership != new_membership {
+            if let Some(f) = old_membership {
+                self.feeders[f as usize]
+                    .members
+                    .retain(|&m| m as usize != i);
+            }
+            if let Some(f) = new_membership {
+                self.feeders[f as usize].members.push(i as u32);
+            }
         }
         let slot = &mut self.slots[i];
         let old_permit = slot.reg.as_ref().and_then(|r| r.permitted_kw);

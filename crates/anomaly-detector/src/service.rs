@@ -106,12 +106,15 @@ fn load_registry(cfg: &Config, engine: &mut Engine) -> Result<BaseConsumer> {
         &format!("{}-registry", cfg.detector.group_id),
         &cfg.kafka.topics.registry,
         TIMEOUT * 4,
-        |key, value| match registry_update(key, value) {
-            Ok(u) => {
-                engine.apply_registry(u, &mut sink);
-                rows += 1;
+        |key, value| {
+            match registry_update(key, value) {
+                Ok(u) => {
+                    engine.apply_registry(u, &mut sink);
+                    rows += 1;
+                }
+                Err(e) => tracing::error!("bad register record skipped: {e}"),
             }
-            Err(e) => tracing::error!("bad register record skipped: {e}"),
+            Ok(())
         },
     )
     .map_err(|e| anyhow!(e))?;
@@ -210,7 +213,10 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
     let mut produced_at: Vec<i64> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         while let Some(msg) = registry.poll(Duration::ZERO) {
-            let msg = msg.context("reading the register")?;
+            let msg = match msg {
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                other => other.context("reading the register")?,
+            };
             match registry_update(msg.key(), msg.payload()) {
                 Ok(u) => engine.apply_registry(u, &mut alerts),
                 Err(e) => {

@@ -98,55 +98,61 @@ pub fn consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
     c
 }
 
-/// Reads a compacted topic (the register) from the beginning to its current end, handing each
-/// record's key and value (None: a tombstone) to `apply`, and returns the consumer positioned
-/// for what comes next. Fails if the end isn't reached within `timeout`.
+/// Reads a compacted topic (the register, the suspects) from the beginning to its current end,
+/// handing each record's key and value (None: a tombstone) to `apply`, and returns the consumer
+/// positioned for what comes next. The end is the partition-EOF event, which also holds for
+/// topics written in transactions (their last offsets are commit markers no message carries);
+/// a caller that keeps polling gets `KafkaError::PartitionEOF` again whenever it catches up and
+/// should skip it. Fails if the end isn't reached within `timeout`, or when `apply` fails.
 pub fn read_compacted(
     k: &KafkaConfig,
     group_id: &str,
     topic: &str,
     timeout: std::time::Duration,
-    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
 ) -> Result<rdkafka::consumer::BaseConsumer, String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
     use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
-    use std::collections::HashMap;
+    use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
 
     let consumer: BaseConsumer = consumer_config(k, group_id)
+        .set("enable.partition.eof", "true")
         .create()
         .map_err(|e| format!("consumer for {topic}: {e}"))?;
+    let parts = partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in partitions(&consumer, topic)? {
-        let (lo, hi) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
-        if hi > lo {
-            ends.insert(p, hi);
-        }
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
             .map_err(|e| e.to_string())?;
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut at_end = BTreeSet::new();
     let deadline = Instant::now() + timeout;
-    while !ends.is_empty() {
+    while at_end.len() < parts.len() {
         if Instant::now() > deadline {
             return Err(format!(
                 "{topic} could not be read to its end within {timeout:?}"
             ));
         }
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = msg.map_err(|e| format!("reading {topic}: {e}"))?;
-        apply(msg.key(), msg.payload());
-        if ends
-            .get(&msg.partition())
-            .is_some_and(|end| msg.offset() + 1 >= *end)
-        {
-            ends.remove(&msg.partition());
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+            Some(Ok(msg)) => {
+                at_end.remove(&msg.partition());
+                apply(msg.key(), msg.payload()).map_err(|e| {
+                    format!(
+                        "{topic} partition {} offset {}: {e}",
+                        msg.partition(),
+                        msg.offset()
+                    )
+                })?;
+            }
         }
     }
     Ok(consumer)

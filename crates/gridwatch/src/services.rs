@@ -127,13 +127,14 @@ pub fn registry_load(cfg: &Config, path: &Path, delete_missing: bool) -> Result<
                 Duration::from_secs(120),
                 |key, value| {
                     let Some(meter) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else {
-                        return;
+                        return Ok(());
                     };
                     if value.is_some() {
                         on_topic.insert(meter);
                     } else {
                         on_topic.remove(&meter);
                     }
+                    Ok(())
                 },
             )
             .map_err(|e| anyhow!(e))?;
@@ -295,52 +296,28 @@ pub fn tail(cfg: &Config, topic: &str, t: Tail) -> Result<()> {
 /// The open cases on the compacted `gridwatch.suspects` topic, read to its end: the latest
 /// alert of each case still standing (a resolved case is a tombstone).
 pub fn read_suspects(cfg: &Config) -> Result<Vec<gridwatch_core::Alert>> {
-    let topic = &cfg.kafka.topics.suspects;
-    let consumer: BaseConsumer = consumer_config(&cfg.kafka, "gridwatch-suspects")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
-    for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
     let mut cases = std::collections::BTreeMap::new();
-    let mut at_end = std::collections::BTreeSet::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while at_end.len() < parts.len() {
-        if std::time::Instant::now() > deadline {
-            bail!("{topic} could not be read to its end within 120 s");
-        }
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = match msg {
-            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                at_end.insert(p);
-                continue;
+    read_compacted(
+        &cfg.kafka,
+        "gridwatch-suspects",
+        &cfg.kafka.topics.suspects,
+        Duration::from_secs(120),
+        |key, value| {
+            let key = String::from_utf8_lossy(key.unwrap_or_default()).into_owned();
+            match value {
+                None => {
+                    cases.remove(&key);
+                }
+                Some(v) => {
+                    let alert: gridwatch_core::Alert =
+                        serde_json::from_slice(v).map_err(|e| e.to_string())?;
+                    cases.insert(key, alert);
+                }
             }
-            other => other?,
-        };
-        at_end.remove(&msg.partition());
-        let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
-        match msg.payload() {
-            None => {
-                cases.remove(&key);
-            }
-            Some(p) => {
-                let alert: gridwatch_core::Alert =
-                    serde_json::from_slice(p).with_context(|| {
-                        format!(
-                            "{topic} partition {} offset {}",
-                            msg.partition(),
-                            msg.offset()
-                        )
-                    })?;
-                cases.insert(key, alert);
-            }
-        }
-    }
+            Ok(())
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
     Ok(cases.into_values().collect())
 }
 

@@ -38,7 +38,10 @@ impl FeederIndex {
             group_id,
             &cfg.topics.registry,
             Duration::from_secs(120),
-            |key, value| index.apply(key, value),
+            |key, value| {
+                index.apply(key, value);
+                Ok(())
+            },
         )?;
         let weak = Arc::downgrade(&index.0);
         std::thread::Builder::new()
@@ -97,10 +100,12 @@ pub enum SendError {
 /// The partition key of a reading: its feeder when known (from the reading, else from the
 /// register), so a feeder's meters and its head meter share a partition; else its meter.
 pub fn reading_key<'a>(r: &'a Reading, feeders: Option<&FeederIndex>) -> Cow<'a, str> {
-    match (&r.feeder_id, feeders.and_then(|f| f.feeder_of(&r.meter_id))) {
-        (Some(f), _) => Cow::Borrowed(f),
-        (None, Some(f)) => Cow::Owned(f),
-        (None, None) => Cow::Borrowed(&r.meter_id),
+    if let Some(f) = &r.feeder_id {
+        return Cow::Borrowed(f);
+    }
+    match feeders.and_then(|f| f.feeder_of(&r.meter_id)) {
+        Some(f) => Cow::Owned(f),
+        None => Cow::Borrowed(&r.meter_id),
     }
 }
 
