@@ -18,13 +18,11 @@ import sys
 import tempfile
 import time
 
-SUITE = [  # (seed, sites, days, extra simulate arguments)
-    (1, 3000, 14, []),
-    (2, 3000, 14, []),
-    (3, 1500, 21, []),
-    (4, 6000, 7, []),
-    # Unlike the others: half-hourly readings, Central European time across the spring DST change.
-    (5, 2000, 14, ["--interval", "30m", "--tz", "Europe/Berlin", "--start", "2026-03-20T00:00:00Z"]),
+# The fixed suite (several seeds and sizes; the fifth half-hourly, Central European time across
+# the spring DST change), shared with the golden-alerts test (scripts/golden.sh).
+SUITE = [
+    (s["seed"], s["sites"], s["days"], s["extra"])
+    for s in json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden", "suite.json")))
 ]
 FARMS = ["mining_farm_residential", "mining_farm_commercial", "mining_farm_industrial", "ramp_up_miner"]
 
