@@ -2,15 +2,15 @@
 //! and engine memory per meter. Run: `cargo run --release -p gridwatch-anomaly-detector --example throughput`
 //! Optional arguments: meters (default 100000), days (default 2).
 
-use gridwatch_anomaly_detector::Engine;
-use gridwatch_core::{CustomerClass, DetectorConfig, MeterRecord, Reading, RegistryUpdate};
+use gridwatch_anomaly_detector::{Engine, EngineConfig};
+use gridwatch_core::{CustomerClass, MeterRecord, Reading, RegistryUpdate};
 use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let meters: usize = args.next().map_or(100_000, |a| a.parse().expect("meters"));
     let days: i64 = args.next().map_or(2, |a| a.parse().expect("days"));
-    let mut engine = Engine::new(DetectorConfig::default()).expect("config");
+    let mut engine = Engine::new(EngineConfig::default()).expect("config");
     let mut out = Vec::new();
     let ids: Vec<String> = (0..meters).map(|i| format!("M{i:07}")).collect();
     for (i, id) in ids.iter().enumerate() {

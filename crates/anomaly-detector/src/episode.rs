@@ -1,20 +1,44 @@
 //! The alert lifecycle of one (target, kind) episode: one `open`, rate-limited `update`s,
 //! one `resolved`.
 
+use crate::evidence::{render, round, Evidence};
 use gridwatch_core::{alert_id, Alert, AlertKind, AlertStatus, MeterRecord, Severity};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// What a detector says about its condition at one point in event time.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Finding {
     pub score: f64,
     pub est_excess_kw: f64,
     /// Energy judged unauthorized during the step that produced this finding.
     pub excess_kwh: f64,
-    pub evidence: Map<String, Value>,
+    /// In order of precedence: a later piece wins a clash of keys.
+    pub evidence: Vec<Evidence>,
     pub summary: String,
 }
 
-#[derive(Debug, Clone)]
+impl Finding {
+    pub fn new(
+        score: f64,
+        est_excess_kw: f64,
+        excess_kwh: f64,
+        evidence: Evidence,
+        summary: String,
+    ) -> Finding {
+        Finding {
+            score,
+            est_excess_kw,
+            excess_kwh,
+            evidence: vec![evidence],
+            summary,
+        }
+    }
+}
+
+/// The alert lifecycle of one (target, kind): its state is part of the meter's (or feeder's)
+/// checkpointed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Episode {
     pub kind: AlertKind,
     pub id: String,
@@ -25,8 +49,8 @@ pub(crate) struct Episode {
     pub last_emit: i64,
     /// The estimate and the score smoothed over about a day of findings, and the estimate at
     /// the last message: a load that swings with opening hours is not news every six hours.
-    kw_smooth: f64,
-    score_smooth: f64,
+    kw_smooth: Option<f64>,
+    score_smooth: Option<f64>,
     pub emitted_kw: f64,
     pub emitted_kwh: f64,
     pub emitted_severity: Severity,
@@ -38,11 +62,11 @@ pub(crate) struct Episode {
     emitted_detectors: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct LastFinding {
     pub score: f64,
     pub est_excess_kw: f64,
-    pub evidence: Map<String, Value>,
+    pub evidence: Vec<Evidence>,
     pub summary: String,
 }
 
@@ -55,7 +79,8 @@ pub(crate) struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn id(&self) -> &str {
+    /// The id alerts are keyed by: the site, else the meter, else the feeder.
+    pub fn id(&self) -> &str {
         self.reg
             .map(|r| r.site_id.as_str())
             .or(self.meter_id)
@@ -73,8 +98,8 @@ impl Episode {
             last_active: start,
             quiet_hours: 0,
             last_emit: i64::MIN,
-            kw_smooth: f64::NAN,
-            score_smooth: f64::NAN,
+            kw_smooth: None,
+            score_smooth: None,
             emitted_kw: 0.0,
             emitted_kwh: 0.0,
             emitted_severity: Severity::Low,
@@ -128,17 +153,13 @@ impl Episode {
             .product::<f64>()
     }
 
-    pub fn target_id<'a>(t: &'a Target<'a>) -> &'a str {
-        t.id()
-    }
-
-    /// Records an active finding at event time `at`; returns the alert to emit, if any.
-    /// `open_ready` says whether the condition is strong enough to open the episode.
+    /// Records an active finding at event time `at` (also the alert's `window_end`); returns
+    /// the alert to emit, if any. `open_ready` says whether the condition is strong enough to
+    /// open the episode.
     pub fn activate(
         &mut self,
         f: Finding,
         at: i64,
-        window_end: i64,
         open_ready: bool,
         update_interval_s: i64,
         t: &Target<'_>,
@@ -146,21 +167,12 @@ impl Episode {
         self.last_active = at;
         self.quiet_hours = 0;
         self.excess_kwh += f.excess_kwh;
-        let smooth = |old: f64, new: f64| {
-            if old.is_nan() {
-                new
-            } else {
-                old + (new - old) / 24.0
-            }
-        };
-        self.kw_smooth = smooth(self.kw_smooth, f.est_excess_kw);
-        self.score_smooth = smooth(self.score_smooth, f.score);
+        let smooth = |old: Option<f64>, new: f64| old.map_or(new, |old| old + (new - old) / 24.0);
+        let kw_smooth = smooth(self.kw_smooth, f.est_excess_kw);
+        let score_smooth = smooth(self.score_smooth, f.score);
+        (self.kw_smooth, self.score_smooth) = (Some(kw_smooth), Some(score_smooth));
         // Severity as it stands over the day, not as one hour swings it.
-        let sev = Severity::from_score(if self.opened {
-            self.score_smooth
-        } else {
-            f.score
-        });
+        let sev = Severity::from_score(if self.opened { score_smooth } else { f.score });
         let status = if !self.opened {
             if !open_ready {
                 self.remember(f);
@@ -171,7 +183,7 @@ impl Episode {
         } else {
             let due = at - self.last_emit >= update_interval_s;
             let changed = sev != self.emitted_severity
-                || (self.kw_smooth - self.emitted_kw).abs() > 0.5 * self.emitted_kw.abs().max(1.0)
+                || (kw_smooth - self.emitted_kw).abs() > 0.5 * self.emitted_kw.abs().max(1.0)
                 || self.excess_kwh > 2.0 * self.emitted_kwh.max(1.0)
                 || self.detectors.len() != self.emitted_detectors;
             if !(due && changed) {
@@ -181,12 +193,12 @@ impl Episode {
             AlertStatus::Update
         };
         self.last_emit = at;
-        self.emitted_kw = self.kw_smooth;
+        self.emitted_kw = kw_smooth;
         self.emitted_kwh = self.excess_kwh;
         self.emitted_severity = sev;
         self.emitted_detectors = self.detectors.len();
         self.remember(f);
-        Some(self.alert(status, at, window_end, t))
+        Some(self.alert(status, at, at, t))
     }
 
     fn remember(&mut self, f: Finding) {
@@ -235,13 +247,8 @@ impl Episode {
             window_end,
             est_excess_kw: round(last.est_excess_kw, 2),
             est_excess_kwh: round(self.excess_kwh, 1),
-            evidence: last.evidence.clone(),
+            evidence: render(&last.evidence),
             summary: last.summary.clone(),
         }
     }
-}
-
-pub(crate) fn round(x: f64, digits: i32) -> f64 {
-    let p = 10f64.powi(digits);
-    (x * p).round() / p
 }

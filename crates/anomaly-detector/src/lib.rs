@@ -1,11 +1,31 @@
-//! The anomaly detector: a pure, I/O-free detection core ([`engine`]) and the Kafka service
-//! around it ([`service`]). The embedded mode (`gridwatch run`) drives the same engine.
+//! The detection core of gridwatch: a pure, I/O-free state machine ([`Engine`]) that takes
+//! register changes and readings and returns alerts. No clock, no files, no Kafka: the embedded
+//! mode (`gridwatch run`) and the Kafka detector service (`gridwatch-detector-service`) drive the
+//! same engine.
+//!
+//! Layout: [`engine`] routes; `series` holds each meter's event-time demand; `detectors/` has
+//! one file per detector (its config section, its state, its judgement); `case` combines a
+//! site's findings into one case; `episode` is an alert's lifecycle; `evidence` the typed
+//! evidence alerts carry.
 
+mod case;
+pub mod config;
+mod detectors;
 pub mod engine;
 mod episode;
-mod feeder;
-mod meter;
-mod peer;
-pub mod service;
+mod evidence;
+mod series;
 
-pub use engine::{Engine, Stats, Use};
+pub use config::EngineConfig;
+pub use detectors::blocks::BlocksConfig;
+pub use detectors::bypass::BypassConfig;
+pub use detectors::capacity::CapacityConfig;
+pub use detectors::feeder::FeederConfig;
+pub use detectors::mining::MiningConfig;
+pub use detectors::peer::PeerConfig;
+pub use detectors::register::RegisterConfig;
+pub use detectors::step::StepConfig;
+pub use detectors::tamper::TamperConfig;
+pub use detectors::ConfigError;
+pub use engine::{Engine, Stats};
+pub use series::Use;

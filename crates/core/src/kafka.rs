@@ -3,6 +3,31 @@
 use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;
 
+/// Whether a send failed only because the producer's local queue is full: the broker is slower
+/// than the input, so the sender waits for space and tries again.
+pub fn queue_full(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e,
+        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+    )
+}
+
+/// Sends with `send`, retrying while `full` says the producer's local queue is full, after
+/// `wait` (serving delivery reports, or a short sleep) each time: the one place gridwatch waits
+/// for queue space. Any other error is returned.
+pub fn retry_while_full<T, E>(
+    mut send: impl FnMut() -> Result<T, E>,
+    full: impl Fn(&E) -> bool,
+    mut wait: impl FnMut(),
+) -> Result<T, E> {
+    loop {
+        match send() {
+            Err(e) if full(&e) => wait(),
+            other => return other,
+        }
+    }
+}
+
 /// A client config with the bootstrap servers and the passthrough properties applied.
 pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();

@@ -1,5 +1,5 @@
 //! Shared types of gridwatch: readings, register rows, alerts, the Arrow schema,
-//! configuration and event-time helpers. No I/O beyond reading a config file.
+//! shared configuration sections and event-time helpers. No I/O.
 
 pub mod alert;
 pub mod config;
@@ -11,6 +11,6 @@ pub mod schema;
 pub mod time;
 
 pub use alert::{alert_id, Alert, AlertKind, AlertStatus, Severity};
-pub use config::{Config, DetectorConfig, IngesterConfig, KafkaConfig, SinkConfig};
+pub use config::{IngesterConfig, KafkaConfig, SinkConfig, Topics};
 pub use reading::{DlqRecord, Reading};
 pub use registry::{CustomerClass, MeterRecord, RegistryUpdate, Role, SiteStatus};

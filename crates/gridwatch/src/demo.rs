@@ -1,9 +1,9 @@
 //! `gridwatch demo` and `gridwatch simulate`.
 
+use crate::config::Config;
 use crate::{create, embedded, eval};
 use anyhow::Result;
 use gridwatch_core::time::format_rfc3339;
-use gridwatch_core::Config;
 use gridwatch_simulator::{Scenarios, SimConfig, Utility};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -95,7 +95,7 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
         registry: &data.join("registry.csv"),
         readings: &readings,
         out,
-        detector: config.detector.clone(),
+        detector: config.detector.engine.clone(),
         roll_rows: config.sink.roll_rows,
         progress: true,
     })?;

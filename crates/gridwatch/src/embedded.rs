@@ -3,8 +3,8 @@
 //! core and the same formats as the services.
 
 use anyhow::{Context, Result};
-use gridwatch_anomaly_detector::{Engine, Use};
-use gridwatch_core::{Alert, AlertKind, DetectorConfig, DlqRecord, RegistryUpdate};
+use gridwatch_anomaly_detector::{Engine, EngineConfig, Use};
+use gridwatch_core::{Alert, AlertKind, DlqRecord, RegistryUpdate};
 use gridwatch_ingester::{read_registry, Format, Records, Validation};
 use gridwatch_sink::{ArrowFiles, Batches, Row};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,7 +22,7 @@ pub struct RunArgs<'a> {
     /// A file path, or `-` for standard input.
     pub readings: &'a str,
     pub out: &'a Path,
-    pub detector: DetectorConfig,
+    pub detector: EngineConfig,
     pub roll_rows: usize,
     pub progress: bool,
 }
@@ -108,7 +108,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let reg_file =
         File::open(args.registry).with_context(|| format!("{reg_name}: cannot open register"))?;
     let rows = read_registry(BufReader::new(reg_file), &reg_name)?;
-    let mut engine = Engine::new(args.detector).map_err(anyhow::Error::msg)?;
+    let mut engine = Engine::new(args.detector)?;
     let mut alerts = Vec::new();
     let registry_rows = rows.len();
     for r in rows {

@@ -1,5 +1,6 @@
 //! `gridwatch`: find unauthorized connections to the power grid in smart-meter data.
 
+mod config;
 mod demo;
 mod embedded;
 mod eval;
@@ -8,7 +9,7 @@ mod suspects;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use gridwatch_core::Config;
+use config::Config;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -268,7 +269,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 registry: &registry,
                 readings: &readings,
                 out: &out,
-                detector: config.detector,
+                detector: config.detector.engine,
                 roll_rows: config.sink.roll_rows,
                 progress: !quiet,
             })?;

@@ -1,9 +1,9 @@
 //! The Kafka-facing commands: the three services (ingester, detect, sink) and the operator
 //! helpers (ingest, registry load, alerts tail, topics create).
 
+use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions, read_compacted};
-use gridwatch_core::Config;
 use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Sender, Validation};
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -213,9 +213,10 @@ pub fn detect(cfg: &Config) -> Result<()> {
         .map_err(|e| anyhow!(e))?;
     let stop = stop_flag(&rt);
     let cfg = cfg.clone();
-    let progress = rt.block_on(
-        rt.spawn_blocking(move || gridwatch_anomaly_detector::service::run(&cfg, &stop)),
-    )??;
+    let progress = rt.block_on(rt.spawn_blocking(move || {
+        let d = &cfg.detector;
+        gridwatch_detector_service::run(&cfg.kafka, &d.service, &d.engine, &stop)
+    }))??;
     println!("detector stopped: {progress:?}");
     Ok(())
 }
@@ -227,8 +228,9 @@ pub fn sink(cfg: &Config, out: &Path) -> Result<()> {
         .map_err(|e| anyhow!(e))?;
     let stop = stop_flag(&rt);
     let (cfg, out) = (cfg.clone(), out.to_path_buf());
-    let progress =
-        rt.block_on(rt.spawn_blocking(move || gridwatch_sink::service::run(&cfg, &out, &stop)))??;
+    let progress = rt.block_on(rt.spawn_blocking(move || {
+        gridwatch_sink::service::run(&cfg.kafka, &cfg.sink, &out, &stop)
+    }))??;
     println!("sink stopped: {progress:?}");
     Ok(())
 }

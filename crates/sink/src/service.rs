@@ -6,7 +6,7 @@
 use crate::writer::{ArrowFiles, Batches, Row};
 use anyhow::{anyhow, Context, Result};
 use gridwatch_core::kafka::{consumer_config, partitions};
-use gridwatch_core::{Alert, Config};
+use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -23,9 +23,7 @@ pub struct Progress {
 }
 
 /// Runs until `stop` is set; then writes what is pending, commits, and returns.
-pub fn run(cfg: &Config, out: &Path, stop: &AtomicBool) -> Result<Progress> {
-    let k = &cfg.kafka;
-    let s = &cfg.sink;
+pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Result<Progress> {
     let files = ArrowFiles::open(out)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
     let written = files.progress()?;

@@ -1,4 +1,4 @@
-//! Feeder balance: the feeder-head meter measures everything that flows into a feeder — its
+//! `feeder_imbalance`, the feeder balance: the feeder-head meter measures everything that flows into a feeder — its
 //! customers' metered energy, technical losses, and anything unmetered. Per closed hour, the
 //! loss ratio `(head − customers) ÷ head` is compared with what this feeder's own history says
 //! it should be at this load (a linear model in load against a scale held after the first
@@ -7,17 +7,53 @@
 //! is an unmetered tap. Hours where customer readings are missing are held back: a comms
 //! outage must not look like a tap.
 
-use crate::episode::{round, Episode, Finding};
-use crate::meter::{hour_of, HOUR};
-use crate::peer::Peers;
-use gridwatch_core::DetectorConfig;
-use serde_json::{json, Map, Value};
+use super::{positive, ConfigError};
+use crate::episode::Finding;
+use crate::evidence::{round, Evidence::Feeder as Piece, Feeder as Evidence, LoadShape};
+use crate::series::{hour_of, Closed, HOUR};
+use serde::{Deserialize, Serialize};
 
 const RING: usize = 16;
 /// Residuals remembered for the decision window.
 pub(crate) const WINDOW: usize = 12;
 
-#[derive(Debug, Clone, Copy, Default)]
+/// `[detector.feeder]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeederConfig {
+    /// Unexplained share of a feeder's energy (beyond its learned losses), sustained over 12
+    /// balanced hours, that raises a case.
+    pub min_share: f64,
+    /// A smaller, steady excess: a one-sided CUSUM of the hourly unexplained share beyond
+    /// `cusum_allowance` reaching `cusum_limit` (share × hours) also raises it.
+    pub cusum_allowance: f64,
+    pub cusum_limit: f64,
+}
+
+impl Default for FeederConfig {
+    fn default() -> Self {
+        FeederConfig {
+            min_share: 0.03,
+            cusum_allowance: 0.01,
+            cusum_limit: 0.3,
+        }
+    }
+}
+
+impl FeederConfig {
+    pub(crate) fn build(&self) -> Result<FeederDetector, ConfigError> {
+        positive("feeder.min_share", self.min_share)?;
+        positive("feeder.cusum_allowance", self.cusum_allowance)?;
+        positive("feeder.cusum_limit", self.cusum_limit)?;
+        Ok(FeederDetector { cfg: self.clone() })
+    }
+}
+
+pub(crate) struct FeederDetector {
+    cfg: FeederConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Fit {
     s1: f64,
     sx: f64,
@@ -47,12 +83,10 @@ impl Fit {
     }
 }
 
-/// One feeder's balance state.
-#[derive(Debug, Clone)]
-pub(crate) struct Feeder {
-    pub id: String,
-    /// Registered customer meters on the feeder (engine slots), in registration order.
-    pub members: Vec<u32>,
+/// One feeder's balance: the open hours of its head and customers, the learned loss model, and
+/// the recent residuals. Per-feeder state of this detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct BalanceState {
     next_hour: i64,
     head_max_ts: i64,
     head_kwh: [f64; RING],
@@ -72,24 +106,19 @@ pub(crate) struct Feeder {
     rise_kw: f64,
     rise_ratio: f64,
     rise_hours: u32,
-    pub episode: Option<Episode>,
-    /// Its customers' daily energy by class, for `peer_outlier`.
-    pub peers: Peers,
 }
 
 /// A closed, fully covered hour's balance.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Balance {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BalancedHour {
     pub end: i64,
     pub head_kw: f64,
     pub customers_kw: f64,
 }
 
-impl Feeder {
-    pub fn new(id: &str) -> Feeder {
-        Feeder {
-            id: id.to_string(),
-            members: Vec::new(),
+impl BalanceState {
+    pub fn new() -> BalanceState {
+        BalanceState {
             next_hour: i64::MIN,
             head_max_ts: i64::MIN,
             head_kwh: [0.0; RING],
@@ -107,8 +136,6 @@ impl Feeder {
             rise_kw: 0.0,
             rise_ratio: 0.0,
             rise_hours: 0,
-            episode: None,
-            peers: Peers::default(),
         }
     }
 
@@ -140,8 +167,9 @@ impl Feeder {
     }
 
     /// Closes the next hour once the head's watermark has passed it (with `lateness_s` of
-    /// slack for customer readings). `Some(None)`: closed but held back for missing data.
-    pub fn pop_closed(&mut self, lateness_s: i64) -> Option<Option<Balance>> {
+    /// slack for customer readings); it is judged only if all but 1.5 % of its `members`'
+    /// customer data are in.
+    pub fn pop_closed(&mut self, lateness_s: i64, members: usize) -> Option<Closed<BalancedHour>> {
         let h = self.next_hour;
         if h == i64::MIN
             || self.head_max_ts == i64::MIN
@@ -161,14 +189,14 @@ impl Feeder {
         self.cust_kwh[s] = 0.0;
         self.cust_cov[s] = 0;
         self.next_hour += 1;
-        let expected = self.members.len() as u64 * 3600;
+        let expected = members as u64 * 3600;
         let complete = hc >= 3540 && expected > 0 && u64::from(cc) * 1000 >= expected * 985;
         if !complete || head <= 0.0 {
-            return Some(None);
+            return Some(Closed::Empty);
         }
         // A few missing customer readings (at most 1.5 %) are filled in proportionally.
         let fill = (expected as f64 / f64::from(cc)).max(1.0);
-        Some(Some(Balance {
+        Some(Closed::Data(BalancedHour {
             end: (h + 1) * HOUR,
             head_kw: head * 3600.0 / f64::from(hc),
             customers_kw: cust * fill,
@@ -179,65 +207,77 @@ impl Feeder {
     pub fn residuals(&self) -> [f64; WINDOW] {
         std::array::from_fn(|k| f64::from(self.residual_kw[(self.pos + k) % WINDOW]))
     }
+}
 
+/// Who the feeder is, for the finding's words.
+pub(crate) struct FeederId<'a> {
+    pub id: &'a str,
+    pub customers: usize,
+    /// Its case is open: the model must not learn the tap as losses.
+    pub flagged: bool,
+}
+
+impl FeederDetector {
     /// Judges one balanced hour; returns a finding while the feeder shows an unmetered load:
-    /// twelve hours averaging `feeder_min_share` above the model (a large tap, named within
-    /// half a day), or a CUSUM of the excess over `feeder_cusum_allowance` reaching
-    /// `feeder_cusum_limit` (a small tap, 2 % of the feeder, within about a day and a half).
-    pub fn judge(&mut self, b: Balance, cfg: &DetectorConfig) -> Option<Finding> {
-        let min_ratio = cfg.feeder_min_share;
+    /// twelve hours averaging `min_share` above the model (a large tap, named within half a
+    /// day), or a CUSUM of the excess over `cusum_allowance` reaching `cusum_limit` (a small
+    /// tap, 2 % of the feeder, within about a day and a half).
+    pub fn judge(
+        &self,
+        st: &mut BalanceState,
+        b: BalancedHour,
+        who: FeederId<'_>,
+    ) -> Option<Finding> {
+        let cfg = &self.cfg;
+        let min_ratio = cfg.min_share;
         let ratio = (b.head_kw - b.customers_kw) / b.head_kw;
-        if self.avg_head_kw == 0.0 {
-            self.avg_head_kw = b.head_kw;
+        if st.avg_head_kw == 0.0 {
+            st.avg_head_kw = b.head_kw;
         }
-        let x = b.head_kw / self.avg_head_kw;
-        let expected = if self.learned_hours >= 24 {
-            self.fit.predict(x)
+        let x = b.head_kw / st.avg_head_kw;
+        let expected = if st.learned_hours >= 24 {
+            st.fit.predict(x)
         } else {
             ratio
         };
         let residual = ratio - expected;
-        let flagged = self.episode.as_ref().is_some_and(|e| e.opened);
+        let flagged = who.flagged;
         // Learn from normal hours only: not while flagged, not from outliers once learned.
-        if !flagged && (self.learned_hours < 24 || residual.abs() < min_ratio / 2.0) {
-            self.fit.add(x, ratio, 1.0 - 1.0 / 336.0);
-            self.learned_hours += 1;
+        if !flagged && (st.learned_hours < 24 || residual.abs() < min_ratio / 2.0) {
+            st.fit.add(x, ratio, 1.0 - 1.0 / 336.0);
+            st.learned_hours += 1;
             // The load scale is learned over the first week, then held: losses grow with the
             // absolute current, so a scale that followed the load would drift the model.
-            if self.learned_hours <= 168 {
-                self.avg_head_kw += (b.head_kw - self.avg_head_kw) / f64::from(self.learned_hours);
+            if st.learned_hours <= 168 {
+                st.avg_head_kw += (b.head_kw - st.avg_head_kw) / f64::from(st.learned_hours);
             }
         }
-        if self.learned_hours < 24 {
+        if st.learned_hours < 24 {
             return None;
         }
-        self.residual_kw[self.pos] = (residual * b.head_kw) as f32;
-        self.residual_ratio[self.pos] = residual as f32;
-        self.pos = (self.pos + 1) % WINDOW;
-        self.filled = (self.filled + 1).min(WINDOW);
-        let limit = cfg.feeder_cusum_limit;
+        st.residual_kw[st.pos] = (residual * b.head_kw) as f32;
+        st.residual_ratio[st.pos] = residual as f32;
+        st.pos = (st.pos + 1) % WINDOW;
+        st.filled = (st.filled + 1).min(WINDOW);
+        let limit = cfg.cusum_limit;
         // Each hour adds at most a sixth of the limit: one bad hour (a glitch, a meter's
         // catch-up) can't raise a case, six steady ones can.
-        let step = (residual - cfg.feeder_cusum_allowance).min(limit / 6.0);
-        self.cusum = (self.cusum + step).clamp(0.0, 2.0 * limit);
-        if self.cusum == 0.0 {
-            (self.rise_kw, self.rise_ratio, self.rise_hours) = (0.0, 0.0, 0);
+        let step = (residual - cfg.cusum_allowance).min(limit / 6.0);
+        st.cusum = (st.cusum + step).clamp(0.0, 2.0 * limit);
+        if st.cusum == 0.0 {
+            (st.rise_kw, st.rise_ratio, st.rise_hours) = (0.0, 0.0, 0);
         } else {
-            self.rise_kw += residual * b.head_kw;
-            self.rise_ratio += residual;
-            self.rise_hours += 1;
+            st.rise_kw += residual * b.head_kw;
+            st.rise_ratio += residual;
+            st.rise_hours += 1;
         }
-        let slow = self.cusum >= limit;
-        if self.filled < WINDOW {
+        let slow = st.cusum >= limit;
+        if st.filled < WINDOW {
             return None;
         }
-        let mean_ratio = self
-            .residual_ratio
-            .iter()
-            .map(|&r| f64::from(r))
-            .sum::<f64>()
-            / WINDOW as f64;
-        let positive = self
+        let mean_ratio =
+            st.residual_ratio.iter().map(|&r| f64::from(r)).sum::<f64>() / WINDOW as f64;
+        let positive = st
             .residual_ratio
             .iter()
             .filter(|&&r| f64::from(r) > min_ratio / 3.0)
@@ -249,21 +289,21 @@ impl Feeder {
         // The unmetered load while it draws: the hours that stand out (the window may still
         // hold hours from before it began).
         let kws: Vec<f64> = (0..WINDOW)
-            .filter(|&k| f64::from(self.residual_ratio[k]) > min_ratio / 3.0)
-            .map(|k| f64::from(self.residual_kw[k]))
+            .filter(|&k| f64::from(st.residual_ratio[k]) > min_ratio / 3.0)
+            .map(|k| f64::from(st.residual_kw[k]))
             .collect();
         let n = kws.len().max(1) as f64;
         let mean_kw = kws.iter().sum::<f64>() / n;
         let spread = (kws.iter().map(|k| (k - mean_kw).powi(2)).sum::<f64>() / n).sqrt();
         // Flat: steady, and on in every hour since it first showed (a duty cycle has gaps).
         let elevated: Vec<bool> = (0..WINDOW)
-            .map(|k| f64::from(self.residual_ratio[(self.pos + k) % WINDOW]) > min_ratio / 3.0)
+            .map(|k| f64::from(st.residual_ratio[(st.pos + k) % WINDOW]) > min_ratio / 3.0)
             .collect();
         let since_first = elevated.iter().skip_while(|e| !**e).all(|e| *e);
         let shape = if !kws.is_empty() && spread < 0.35 * mean_kw.abs() && since_first {
-            "flat"
+            LoadShape::Flat
         } else {
-            "variable"
+            LoadShape::Variable
         };
         // A large tap is estimated over the window; a small one, found by its CUSUM, over the
         // hours since the sum began to rise.
@@ -271,52 +311,36 @@ impl Feeder {
             let score = (0.6 + 0.4 * (mean_ratio / 0.15).min(1.0)).min(1.0);
             (mean_kw, mean_ratio, WINDOW as u32, score)
         } else {
-            let h = f64::from(self.rise_hours.max(1));
-            let share = self.rise_ratio / h;
+            let h = f64::from(st.rise_hours.max(1));
+            let share = st.rise_ratio / h;
             let score = (0.55 + 0.3 * (share / 0.05).min(1.0)).min(1.0);
-            (self.rise_kw / h, share, self.rise_hours, score)
+            (st.rise_kw / h, share, st.rise_hours, score)
         };
-        let mut ev = self.evidence(b, expected, ratio, kw, share, shape);
-        ev.insert("cusum".into(), json!(round(self.cusum, 3)));
-        Some(Finding {
+        let evidence = Evidence {
+            unmetered_kw: round(kw, 2),
+            unmetered_share: round(share, 4),
+            loss_ratio_expected: round(expected, 4),
+            loss_ratio_observed: round(ratio, 4),
+            head_kw: round(b.head_kw, 2),
+            customers_kw: round(b.customers_kw, 2),
+            customers: who.customers as f64,
+            shape,
+            cusum: round(st.cusum, 3),
+        };
+        Some(Finding::new(
             score,
-            est_excess_kw: kw,
-            excess_kwh: residual * b.head_kw,
-            evidence: ev,
-            summary: format!(
+            kw,
+            residual * b.head_kw,
+            Piece(evidence),
+            format!(
                 "Feeder {} draws {:.1} kW ({:.1} %) more than its {} meters and usual losses explain, for {} h; {} load",
-                self.id,
+                who.id,
                 kw,
                 share * 100.0,
-                self.members.len(),
+                who.customers,
                 hours,
-                shape
+                shape.as_str()
             ),
-        })
-    }
-
-    fn evidence(
-        &self,
-        b: Balance,
-        expected: f64,
-        observed: f64,
-        kw: f64,
-        share: f64,
-        shape: &str,
-    ) -> Map<String, Value> {
-        let mut ev = Map::new();
-        for (k, v) in [
-            ("unmetered_kw", round(kw, 2)),
-            ("unmetered_share", round(share, 4)),
-            ("loss_ratio_expected", round(expected, 4)),
-            ("loss_ratio_observed", round(observed, 4)),
-            ("head_kw", round(b.head_kw, 2)),
-            ("customers_kw", round(b.customers_kw, 2)),
-            ("customers", self.members.len() as f64),
-        ] {
-            ev.insert(k.into(), json!(v));
-        }
-        ev.insert("shape".into(), Value::from(shape));
-        ev
+        ))
     }
 }

@@ -1,4 +1,4 @@
-//! Peers: each day, a customer's energy is compared with that of the customers of its class
+//! `peer_outlier`: each day, a customer's energy is compared with that of the customers of its class
 //! on its feeder, on the same day. The comparison is in log units: `ratio = ln(own) −
 //! median(ln peers)`. The peers carry the season, the weather and the day of the week, so
 //! what is left is the site's own standing among them, which for a real customer drifts little.
@@ -6,7 +6,128 @@
 //! load that was added and stayed — a small miner well below any fixed threshold — without
 //! flagging the customers who are simply large (they always were).
 
-use gridwatch_core::{CustomerClass, DetectorConfig};
+use super::{at_least, class_name, fmt_kw, in_range, positive, ConfigError, HourCx, SiteDetector};
+use crate::case::Raised;
+use crate::episode::Finding;
+use crate::evidence::{round, ClassName, Evidence::Peer as Piece, Peer as Evidence};
+use crate::series::HOUR;
+use gridwatch_core::{AlertKind, CustomerClass};
+use serde::{Deserialize, Serialize};
+
+/// `[detector.peer]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConfig {
+    /// A customer's daily energy is compared (in log units) with the median of the customers
+    /// of its class on its feeder that day, when at least `min_peers` have closed it. After
+    /// `learn_days` days of its usual standing, a one-sided CUSUM of its rises above that
+    /// standing, less `allowance` a day, must reach `cusum_limit`…
+    pub min_peers: usize,
+    pub learn_days: u16,
+    pub allowance: f64,
+    pub cusum_limit: f64,
+    /// …adding at least `min_kw` above what its peers say it would draw, of which the site's
+    /// 24-hour floor carries at least `flat_share` (a load that stays on), for `min_days` days
+    /// running: real households hold a flat few kW for up to four days.
+    pub min_kw: f64,
+    pub flat_share: f64,
+    pub min_days: u16,
+    /// The most a site's usual standing may be (times its peers' median) and still excuse it.
+    pub max_usual: f64,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            min_peers: 8,
+            learn_days: 2,
+            allowance: 0.4,
+            cusum_limit: 2.0,
+            min_kw: 1.0,
+            flat_share: 0.5,
+            min_days: 6,
+            max_usual: 3.0,
+        }
+    }
+}
+
+impl PeerConfig {
+    pub(crate) fn build(&self) -> Result<PeerDetector, ConfigError> {
+        at_least("peer.min_peers", self.min_peers, 2)?;
+        at_least("peer.learn_days", self.learn_days, 1)?;
+        at_least("peer.min_days", self.min_days, 1)?;
+        positive("peer.allowance", self.allowance)?;
+        positive("peer.cusum_limit", self.cusum_limit)?;
+        positive("peer.min_kw", self.min_kw)?;
+        in_range("peer.flat_share", self.flat_share, 0.0, 1.0)?;
+        at_least("peer.max_usual", self.max_usual, 1.0)?;
+        Ok(PeerDetector { cfg: self.clone() })
+    }
+}
+
+pub(crate) struct PeerDetector {
+    cfg: PeerConfig,
+}
+
+impl SiteDetector for PeerDetector {
+    const KIND: AlertKind = AlertKind::PeerOutlier;
+    type State = PeerTrack;
+
+    /// Judged as each UTC day closes; raised every hour while it holds.
+    fn on_hour(&self, cx: &mut HourCx<'_>, st: &mut PeerTrack) -> Option<Raised> {
+        let cfg = &self.cfg;
+        let (reg, hour) = (cx.reg, cx.hour);
+        let class = reg.customer_class?;
+        if hour.end % 86_400 == 0 {
+            let day = cx.day.map(|w| DayView {
+                mean_kw: w.mean_kw,
+                floor_kw: w.min_kw,
+                usual_floor_kw: cx.series.baseline_floor_kw,
+                may_learn: !cx.has_case,
+            });
+            let stats = day.zip(cx.peers.as_deref_mut()).and_then(|(d, p)| {
+                p.observe(class, hour.end / 86_400 - 1, d.mean_kw, cfg.min_peers)
+                    .map(|s| (d, s))
+            });
+            match stats {
+                Some((d, s)) => st.judge(d, s, cfg),
+                None => st.added_kw = 0.0,
+            }
+        }
+        let added = f64::from(st.added_kw);
+        if added <= 0.0 || cx.licensed_within_permit(hour.kw) {
+            return None;
+        }
+        let usual = f64::from(st.usual).exp();
+        let f = Finding::new(
+            (0.5 + 0.25 * (f64::from(st.cusum) / (2.0 * cfg.cusum_limit)).min(1.0)
+                + 0.2 * (added / 5.0).min(1.0))
+            .min(1.0),
+            added,
+            added,
+            Piece(Evidence {
+                ratio_to_peers: round(f64::from(st.ratio), 2),
+                usual_ratio_to_peers: round(usual, 2),
+                peer_median_kw: round(f64::from(st.peer_kw), 2),
+                peers: f64::from(st.peers),
+                robust_z: round(f64::from(st.z), 1),
+                cusum: round(f64::from(st.cusum), 2),
+                added_kw: round(added, 2),
+                customer_class: ClassName(reg.customer_class),
+            }),
+            format!(
+                "Draws {:.1}× the median of its {} {} peers on feeder {} (usually {:.1}×): +{} kW that stays on, day and night",
+                st.ratio,
+                st.peers,
+                class_name(reg),
+                reg.feeder_id,
+                usual,
+                fmt_kw(added)
+            ),
+        );
+        Some(Raised::new(Self::KIND, hour.end - 24 * HOUR, f, true))
+    }
+}
 
 /// Days of peer values kept per group: the day being closed and the one before.
 const DAYS: usize = 2;
@@ -23,23 +144,24 @@ pub(crate) struct PeerStats {
     pub peers: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Day {
     day: i64,
     values: Vec<f32>,
 }
 
 /// The daily values of one feeder's customers of one class.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Group {
     class: CustomerClass,
     days: [Day; DAYS],
 }
 
-/// A feeder's peer groups, one per customer class.
-#[derive(Debug, Clone, Default)]
+/// A feeder's peer groups, one per customer class: per-feeder state of this detector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Peers {
     groups: Vec<Group>,
+    #[serde(skip)]
     scratch: Vec<f32>,
 }
 
@@ -108,8 +230,9 @@ fn median_of(v: &mut [f32]) -> f64 {
     f64::from(*m)
 }
 
-/// One meter's standing among its peers, and the CUSUM of its rises.
-#[derive(Debug, Clone, Copy, Default)]
+/// One meter's standing among its peers, and the CUSUM of its rises: per-meter state of this
+/// detector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PeerTrack {
     /// The usual `ln(own) − median(ln peers)`.
     pub usual: f32,
@@ -132,7 +255,7 @@ pub(crate) struct PeerTrack {
 
 /// What one closed day showed.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct DayView {
+struct DayView {
     pub mean_kw: f64,
     /// The day's lowest hour and the 24-hour floor the site had learned (kW).
     pub floor_kw: f64,
@@ -144,23 +267,23 @@ pub(crate) struct DayView {
 impl PeerTrack {
     /// Judges a closed day against the peers; afterwards `added_kw > 0` while an added,
     /// always-on load holds.
-    pub fn judge(&mut self, d: DayView, peers: PeerStats, cfg: &DetectorConfig) {
+    fn judge(&mut self, d: DayView, peers: PeerStats, cfg: &PeerConfig) {
         let ratio = ln_kw(d.mean_kw) - peers.median;
         // A site is measured against its own usual standing, but no usual excuses more than
         // `peer_max_usual` times its peers: a site that has drawn that much, flat, from its
         // first day stands out as surely as one that rose.
-        let usual = f64::from(self.usual).min(cfg.peer_max_usual.ln());
+        let usual = f64::from(self.usual).min(cfg.max_usual.ln());
         let expected_kw = ((peers.median + usual).exp() - OFFSET).max(0.0);
         self.ratio = ratio.exp() as f32;
         self.z = (ratio / peers.spread.max(0.05)) as f32;
         self.peer_kw = ((peers.median.exp() - OFFSET).max(0.0)) as f32;
         self.peers = peers.peers.min(usize::from(u16::MAX)) as u16;
-        if self.learned_days < cfg.peer_learn_days {
+        if self.learned_days < cfg.learn_days {
             self.learn(ratio, f64::INFINITY);
             return;
         }
         let shift = ratio - usual;
-        let cusum = (f64::from(self.cusum) + shift - cfg.peer_allowance).max(0.0);
+        let cusum = (f64::from(self.cusum) + shift - cfg.allowance).max(0.0);
         self.cusum = cusum as f32;
         let added = d.mean_kw - expected_kw;
         // The rise must be a load that stays on (the floor carries it), not more of the
@@ -168,20 +291,20 @@ impl PeerTrack {
         if self.rise_days == 0 {
             self.floor_before = d.usual_floor_kw as f32;
         }
-        let flat = d.floor_kw - f64::from(self.floor_before) >= cfg.peer_flat_share * added;
-        let risen = shift > cfg.peer_allowance && added >= cfg.peer_min_kw && flat;
+        let flat = d.floor_kw - f64::from(self.floor_before) >= cfg.flat_share * added;
+        let risen = shift > cfg.allowance && added >= cfg.min_kw && flat;
         self.rise_days = if risen {
             self.rise_days.saturating_add(1)
         } else {
             0
         };
-        self.added_kw = if cusum >= cfg.peer_cusum_limit && self.rise_days >= cfg.peer_min_days {
+        self.added_kw = if cusum >= cfg.cusum_limit && self.rise_days >= cfg.min_days {
             added as f32
         } else {
             0.0
         };
         if cusum == 0.0 && d.may_learn {
-            self.learn(ratio, 2.0 * cfg.peer_allowance);
+            self.learn(ratio, 2.0 * cfg.allowance);
         }
     }
 

@@ -1,9 +1,8 @@
-//! Per-meter event-time state: a small ring of open hours (energy, coverage, duplicate masks),
-//! the last 24 closed hours by hour of day, and slow baselines of demand and of its floor.
-//! About 730 bytes per meter.
+//! A meter's demand series in event time, which every detector reads: a small ring of open
+//! hours (energy, coverage, duplicate masks), the last 48 closed hours by hour of day, and slow
+//! baselines of demand and of its floor. The detectors' own state lives with each detector.
 
-use crate::episode::Episode;
-use crate::peer::PeerTrack;
+use serde::{Deserialize, Serialize};
 
 /// Open (not yet closed) hours held per meter; bounds the allowed lateness.
 pub(crate) const OPEN_RING: usize = 8;
@@ -15,13 +14,23 @@ pub(crate) fn hour_of(ts: i64) -> i64 {
     (ts - 1).div_euclid(HOUR)
 }
 
-/// What happened to one reading.
+/// What became of one reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admit {
-    Accepted,
+pub enum Use {
+    Counted,
+    /// The same (meter, ts) was already counted.
     Duplicate,
-    /// Its hour was already closed by the watermark.
+    /// Its hour had already closed: more than the allowed lateness behind its meter.
     Late,
+}
+
+/// An hour (of a meter, or of a feeder's balance) that closed: with data to judge, or without.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Closed<T> {
+    Data(T),
+    /// No readings (a meter's comms gap), or too few to judge (a feeder's incomplete hour):
+    /// it neither confirms nor clears a case.
+    Empty,
 }
 
 /// A closed hour, ready for the hourly detectors.
@@ -39,6 +48,27 @@ pub(crate) struct ClosedHour {
     pub vi_missing_kw: f64,
 }
 
+/// The longest flat block of hours seen two days running ([`Series::recurring_block`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RecurringBlock {
+    /// Start of its first hour, epoch seconds.
+    pub start: i64,
+    pub hours: u32,
+    /// Mean demand in the block and outside it (kW).
+    pub block_kw: f64,
+    pub outside_kw: f64,
+}
+
+/// Hours at a high level today and the day before ([`Series::high_hours`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HighHours {
+    pub today: u32,
+    pub before: u32,
+    /// Mean demand of today's high hours and of its other hours (kW).
+    pub high_kw: f64,
+    pub low_kw: f64,
+}
+
 /// Demand statistics over the last few closed hours.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Window {
@@ -48,8 +78,8 @@ pub(crate) struct Window {
     pub max_kw: f64,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct MeterState {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Series {
     /// The first hour not yet closed; `i64::MIN` before any reading.
     next_hour: i64,
     max_ts: i64,
@@ -74,35 +104,13 @@ pub(crate) struct MeterState {
     /// Hours the floor baseline has learned from.
     pub floor_hours: u32,
     pub baseline_hours: u32,
-    /// Consecutive closed hours above the permit.
-    pub over_hours: u32,
-    /// Consecutive closed hours reading exactly zero, and night hours exporting.
-    pub zero_hours: u32,
-    pub night_export_hours: u32,
-    /// Consecutive closed hours mostly contradicted by voltage and current.
-    pub vi_hours: u32,
-    /// A sustained drop: hours the 24-hour mean has stayed below `tamper_drop_share` of the
-    /// demand the site drew before (`drop_from_kw`), and by how much (kW).
-    pub drop_hours: u32,
-    pub drop_from_kw: f32,
-    pub drop_kw: f32,
-    /// When the drop was first seen (end of the hour).
-    pub drop_seen: i64,
-    /// Daily CUSUM of the 24-hour floor's rise (ln units) against `step_from_kw`, the floor
-    /// learned when the rise began, and the load it added while the CUSUM stands over its limit.
-    pub step_cusum: f32,
-    pub step_from_kw: f32,
-    pub step_added_kw: f32,
-    /// Standing among the peers of its class on its feeder.
-    pub peer: PeerTrack,
     /// Hours from UTC to the site's local solar / standard time.
     pub local_shift_h: i8,
-    pub episodes: Vec<Episode>,
 }
 
-impl MeterState {
+impl Series {
     pub fn new() -> Self {
-        MeterState {
+        Series {
             next_hour: i64::MIN,
             max_ts: i64::MIN,
             kwh: [0.0; OPEN_RING],
@@ -119,20 +127,7 @@ impl MeterState {
             baseline_floor_kw: 0.0,
             floor_hours: 0,
             baseline_hours: 0,
-            over_hours: 0,
-            zero_hours: 0,
-            night_export_hours: 0,
-            vi_hours: 0,
-            drop_hours: 0,
-            drop_from_kw: 0.0,
-            drop_kw: 0.0,
-            drop_seen: 0,
-            step_cusum: 0.0,
-            step_from_kw: 0.0,
-            step_added_kw: 0.0,
-            peer: PeerTrack::default(),
             local_shift_h: 0,
-            episodes: Vec::new(),
         }
     }
 
@@ -141,7 +136,7 @@ impl MeterState {
     }
 
     /// True when the reading's hour lies beyond the open ring: the oldest open hours must be
-    /// closed (see [`MeterState::pop_before`]) before it can be admitted.
+    /// closed (see [`Series::pop_closed`]) before it can be admitted.
     pub fn must_close_before(&self, ts: i64) -> Option<i64> {
         let h = hour_of(ts);
         (self.next_hour != i64::MIN && h >= self.next_hour + OPEN_RING as i64)
@@ -149,26 +144,26 @@ impl MeterState {
     }
 
     /// Adds a reading to its hour, unless it duplicates one already counted or arrives after
-    /// its hour closed. The caller has made room with [`MeterState::must_close_before`].
-    pub fn admit(&mut self, ts: i64, interval_s: u32, kwh: f64) -> Admit {
+    /// its hour closed. The caller has made room with [`Series::must_close_before`].
+    pub fn admit(&mut self, ts: i64, interval_s: u32, kwh: f64) -> Use {
         let h = hour_of(ts);
         if self.next_hour == i64::MIN {
             self.next_hour = h;
         }
         if h < self.next_hour {
-            return Admit::Late;
+            return Use::Late;
         }
         debug_assert!(h < self.next_hour + OPEN_RING as i64);
         let slot = h.rem_euclid(OPEN_RING as i64) as usize;
         let bit = 1u64 << ((ts - 1).rem_euclid(HOUR) / 60);
         if self.seen[slot] & bit != 0 {
-            return Admit::Duplicate;
+            return Use::Duplicate;
         }
         self.seen[slot] |= bit;
         self.kwh[slot] += kwh as f32;
         self.covered[slot] = (u32::from(self.covered[slot]) + interval_s).min(3600) as u16;
         self.max_ts = self.max_ts.max(ts);
-        Admit::Accepted
+        Use::Counted
     }
 
     /// Adds exported energy of a reading just admitted to its hour.
@@ -201,8 +196,8 @@ impl MeterState {
     }
 
     /// Closes the oldest open hour if it ends at or before `watermark`, or lies before hour
-    /// `before`. Returns it when it had readings; hours without readings return `Some(None)`.
-    pub fn pop_closed(&mut self, watermark: i64, before: i64) -> Option<Option<ClosedHour>> {
+    /// `before`.
+    pub fn pop_closed(&mut self, watermark: i64, before: i64) -> Option<Closed<ClosedHour>> {
         let h = self.next_hour;
         if h == i64::MIN || ((h + 1) * HOUR > watermark && h >= before) {
             return None;
@@ -228,12 +223,12 @@ impl MeterState {
         self.prev_mask = (self.prev_mask & !(1 << day_slot)) | (self.day_mask & (1 << day_slot));
         if covered == 0 {
             self.day_mask &= !(1 << day_slot);
-            return Some(None);
+            return Some(Closed::Empty);
         }
         let kw = kwh * 3600.0 / f64::from(covered);
         self.day_kw[day_slot as usize] = kw as f32;
         self.day_mask |= 1 << day_slot;
-        Some(Some(ClosedHour {
+        Some(Closed::Data(ClosedHour {
             end: (h + 1) * HOUR,
             kw,
             export_kw: export * 3600.0 / f64::from(covered),
@@ -244,14 +239,8 @@ impl MeterState {
 
     /// The longest block of consecutive hours, among the last 24 closed ones ending at `end`,
     /// in which demand was at least `level` kW both on that day and at the same hours the day
-    /// before, with max/min within `flatness` over both days. Returns (first hour's start,
-    /// hours, mean kW in the block, mean kW outside it).
-    pub fn recurring_block(
-        &self,
-        end: i64,
-        level: f64,
-        flatness: f64,
-    ) -> Option<(i64, u32, f64, f64)> {
+    /// before, with max/min within `flatness` over both days.
+    pub fn recurring_block(&self, end: i64, level: f64, flatness: f64) -> Option<RecurringBlock> {
         let last = end / HOUR - 1;
         let first = last - 23;
         let at = |h: i64, prev: bool| -> Option<f64> {
@@ -302,13 +291,18 @@ impl MeterState {
                 v.iter().sum::<f64>() / v.len() as f64
             }
         };
-        Some((start * HOUR, hours, mean(&block), mean(&outside)))
+        Some(RecurringBlock {
+            start: start * HOUR,
+            hours,
+            block_kw: mean(&block),
+            outside_kw: mean(&outside),
+        })
     }
 
     /// Hours at or above `level` kW among the last 24 closed ones and among the 24 before,
     /// with the mean demand of today's such hours and of the rest: a load that switches on and
     /// off all day long.
-    pub fn high_hours(&self, level: f64) -> (u32, u32, f64, f64) {
+    pub fn high_hours(&self, level: f64) -> HighHours {
         let (mut today, mut before, mut high, mut low, mut n_low) = (0u32, 0u32, 0.0, 0.0, 0u32);
         for slot in 0..24 {
             if self.day_mask & (1 << slot) != 0 {
@@ -326,7 +320,12 @@ impl MeterState {
             }
         }
         let mean = |sum: f64, n: u32| if n == 0 { 0.0 } else { sum / f64::from(n) };
-        (today, before, mean(high, today), mean(low, n_low))
+        HighHours {
+            today,
+            before,
+            high_kw: mean(high, today),
+            low_kw: mean(low, n_low),
+        }
     }
 
     /// Skips a long stretch of empty hours at once (they hold no data to evaluate).
@@ -381,31 +380,6 @@ impl MeterState {
         }
         v.sort_by(f32::total_cmp);
         f64::from(v[v.len() / 2])
-    }
-
-    /// Follows a drop of the 24-hour mean below `share` of the learned demand by at least
-    /// `min_kw`, measured from the demand before the drop began (the baseline itself slowly
-    /// learns the new level). A gap neither confirms nor clears it.
-    pub fn track_drop(&mut self, end: i64, share: f64, min_kw: f64) {
-        let Some(w) = self.window(end, 24) else {
-            return;
-        };
-        let from = if self.drop_hours > 0 {
-            f64::from(self.drop_from_kw)
-        } else {
-            self.baseline_kw
-        };
-        if self.baseline_hours >= 48 && w.mean_kw <= share * from && from - w.mean_kw >= min_kw {
-            if self.drop_hours == 0 {
-                self.drop_seen = end;
-            }
-            self.drop_from_kw = from as f32;
-            self.drop_kw = (from - w.mean_kw) as f32;
-            self.drop_hours += 1;
-        } else {
-            self.drop_hours = 0;
-            self.drop_kw = 0.0;
-        }
     }
 
     /// The local hour of day (0–23) of the hour that starts at `start`.
@@ -466,20 +440,22 @@ mod tests {
 
     #[test]
     fn duplicates_and_late_readings_are_recognised() {
-        let mut m = MeterState::new();
+        let mut m = Series::new();
         let t0 = 1_767_225_600; // 2026-01-01T00:00:00Z
-        assert_eq!(m.admit(t0 + 900, 900, 1.0), Admit::Accepted);
-        assert_eq!(m.admit(t0 + 900, 900, 1.0), Admit::Duplicate);
-        assert_eq!(m.admit(t0 + 1800, 900, 1.0), Admit::Accepted);
-        assert_eq!(m.admit(t0 + 3600, 900, 1.0), Admit::Accepted);
+        assert_eq!(m.admit(t0 + 900, 900, 1.0), Use::Counted);
+        assert_eq!(m.admit(t0 + 900, 900, 1.0), Use::Duplicate);
+        assert_eq!(m.admit(t0 + 1800, 900, 1.0), Use::Counted);
+        assert_eq!(m.admit(t0 + 3600, 900, 1.0), Use::Counted);
         assert_eq!(
             m.admit(t0 + 2700, 900, 1.0),
-            Admit::Accepted,
+            Use::Counted,
             "out of order but in time"
         );
         // Close hour 0 via the watermark, then a reading for it is late.
-        assert_eq!(m.admit(t0 + 2 * 3600, 900, 1.0), Admit::Accepted);
-        let closed = m.pop_closed(t0 + 3600, i64::MIN).unwrap().unwrap();
+        assert_eq!(m.admit(t0 + 2 * 3600, 900, 1.0), Use::Counted);
+        let Some(Closed::Data(closed)) = m.pop_closed(t0 + 3600, i64::MIN) else {
+            panic!("hour 0 closes with data");
+        };
         assert_eq!(closed.end, t0 + 3600);
         assert!(
             (closed.kw - 4.0).abs() < 1e-9,
@@ -487,17 +463,17 @@ mod tests {
             closed.kw
         );
         assert!(m.pop_closed(t0 + 3600, i64::MIN).is_none());
-        assert_eq!(m.admit(t0 + 900, 900, 1.0), Admit::Late);
+        assert_eq!(m.admit(t0 + 900, 900, 1.0), Use::Late);
     }
 
     #[test]
     fn windows_cover_the_last_closed_hours() {
-        let mut m = MeterState::new();
+        let mut m = Series::new();
         let t0 = 1_767_225_600;
         for i in 1..=30 * 4 {
             let ts = t0 + i * 900;
             let kw = if i > 26 * 4 { 20.0 } else { 2.0 };
-            assert_eq!(m.admit(ts, 900, kw / 4.0), Admit::Accepted);
+            assert_eq!(m.admit(ts, 900, kw / 4.0), Use::Counted);
             while m.pop_closed(ts, i64::MIN).is_some() {}
         }
         let end = t0 + 30 * 3600;

@@ -1,4 +1,5 @@
-//! The detector as a Kafka service: register from `gridwatch.registry`, readings from
+//! The anomaly detector as a Kafka service: a thin shell around the pure engine
+//! (`gridwatch-anomaly-detector`). Register from `gridwatch.registry`, readings from
 //! `gridwatch.readings`, alerts to `gridwatch.alerts` and each case's latest state to the
 //! compacted `gridwatch.suspects` — exactly once. Each batch of alerts
 //! and the consumed offsets are committed in one Kafka transaction.
@@ -9,20 +10,48 @@
 //! alerts, with the same ids, as an uninterrupted run. On any transaction error the service
 //! exits and relies on restart + replay (crash-only).
 
-use crate::engine::{Engine, Use};
 use anyhow::{anyhow, Context, Result};
-use gridwatch_core::kafka::{consumer_config, partitions, producer_config, read_compacted};
-use gridwatch_core::{Alert, AlertStatus, Config, DlqRecord, MeterRecord, Reading, RegistryUpdate};
+use gridwatch_anomaly_detector::{Engine, EngineConfig, Use};
+use gridwatch_core::kafka::{
+    consumer_config, partitions, producer_config, queue_full, read_compacted, retry_while_full,
+};
+use gridwatch_core::{
+    Alert, AlertStatus, DlqRecord, KafkaConfig, MeterRecord, Reading, RegistryUpdate,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The service's own keys of the `[detector]` table (the engine's are
+/// [`EngineConfig`]'s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Consumer group whose committed offsets mark the detector's progress.
+    pub group_id: String,
+    /// Transactional id of the detector's producer; unique per running instance.
+    pub transactional_id: String,
+    /// Readings per transaction, at most.
+    pub batch_size: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            group_id: "gridwatch-detector".into(),
+            transactional_id: "gridwatch-detector-0".into(),
+            batch_size: 20_000,
+        }
+    }
+}
 
 /// Counters the service logs as it goes.
 #[derive(Debug, Default, Clone)]
@@ -98,13 +127,13 @@ fn registry_update(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Registr
 
 /// Reads the whole compacted register into the engine, then leaves the consumer positioned
 /// for live updates.
-fn load_registry(cfg: &Config, engine: &mut Engine) -> Result<BaseConsumer> {
+fn load_registry(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<BaseConsumer> {
     let mut sink = Vec::new();
     let mut rows = 0u64;
     let consumer = read_compacted(
-        &cfg.kafka,
-        &format!("{}-registry", cfg.detector.group_id),
-        &cfg.kafka.topics.registry,
+        k,
+        &format!("{group_id}-registry"),
+        &k.topics.registry,
         TIMEOUT * 4,
         |key, value| {
             match registry_update(key, value) {
@@ -142,25 +171,34 @@ impl Outgoing {
     }
 }
 
-fn send_retrying(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
-    loop {
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                producer.poll(Duration::from_millis(10));
-                rec = r;
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
+/// Sends in the open transaction, serving delivery reports while the queue is full.
+fn send_retrying(producer: &BaseProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    let mut rec = Some(rec);
+    retry_while_full(
+        || {
+            let r = rec.take().expect("a record to send");
+            producer.send(r).map_err(|(e, r)| {
+                rec = Some(r);
+                e
+            })
+        },
+        queue_full,
+        || {
+            producer.poll(Duration::from_millis(10));
+        },
+    )
+    .map_err(Into::into)
 }
 
 /// Runs until `stop` is set (then finishes the open batch) or an error occurs.
-pub fn run(cfg: &Config, stop: &AtomicBool) -> Result<Progress> {
-    let k = &cfg.kafka;
-    let d = &cfg.detector;
-    let mut engine = Engine::new(d.clone()).map_err(|e| anyhow!(e))?;
-    let registry = load_registry(cfg, &mut engine)?;
+pub fn run(
+    k: &KafkaConfig,
+    d: &ServiceConfig,
+    engine: &EngineConfig,
+    stop: &AtomicBool,
+) -> Result<Progress> {
+    let mut engine = Engine::new(engine.clone())?;
+    let registry = load_registry(k, &d.group_id, &mut engine)?;
 
     // Fence any previous instance first: this aborts a transaction it left open, without
     // which the group's committed offsets stay unstable (unreadable) until it times out.

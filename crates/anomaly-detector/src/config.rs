@@ -1,0 +1,120 @@
+//! The engine's settings: the `[detector]` table's event-time keys, and one sub-table per
+//! detector (`[detector.mining]`, …), each defined and validated in its detector's file.
+
+use crate::detectors::blocks::{BlocksConfig, BlocksDetector};
+use crate::detectors::bypass::{BypassConfig, BypassDetector};
+use crate::detectors::capacity::{CapacityConfig, CapacityDetector};
+use crate::detectors::feeder::{FeederConfig, FeederDetector};
+use crate::detectors::mining::{MiningConfig, MiningDetector};
+use crate::detectors::peer::{PeerConfig, PeerDetector};
+use crate::detectors::register::{RegisterChecks, RegisterConfig};
+use crate::detectors::step::{StepConfig, StepDetector};
+use crate::detectors::tamper::{TamperConfig, TamperDetector};
+use crate::detectors::{at_least, in_range, ConfigError};
+use crate::series::{HOUR, OPEN_RING};
+use serde::{Deserialize, Serialize};
+
+/// Detection settings. All durations are event time, in seconds. (The detector service's own
+/// keys share the `[detector]` table; the CLI's config keeps them apart.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How late a reading may arrive (behind the newest reading of its meter) and still count.
+    pub allowed_lateness_s: i64,
+    /// Demand up to `permitted_kw × (1 + permit_tolerance)` is within a permit: for capacity
+    /// cases, and for what a licensed mining site may draw.
+    pub permit_tolerance: f64,
+    /// An episode resolves after its condition has been absent for this long (counting only
+    /// hours with readings).
+    pub resolve_after_s: i64,
+    /// At most one `update` per episode per this much event time.
+    pub update_interval_s: i64,
+    /// IANA time zone for sites whose register row has neither `lon` nor `timezone`: night and
+    /// day are judged on its standard time. Unset: UTC.
+    pub timezone: Option<String>,
+    pub register: RegisterConfig,
+    pub capacity: CapacityConfig,
+    pub mining: MiningConfig,
+    pub blocks: BlocksConfig,
+    pub step: StepConfig,
+    pub tamper: TamperConfig,
+    pub bypass: BypassConfig,
+    pub peer: PeerConfig,
+    pub feeder: FeederConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            allowed_lateness_s: 3600,
+            permit_tolerance: 0.10,
+            resolve_after_s: 24 * 3600,
+            update_interval_s: 6 * 3600,
+            timezone: None,
+            register: RegisterConfig::default(),
+            capacity: CapacityConfig::default(),
+            mining: MiningConfig::default(),
+            blocks: BlocksConfig::default(),
+            step: StepConfig::default(),
+            tamper: TamperConfig::default(),
+            bypass: BypassConfig::default(),
+            peer: PeerConfig::default(),
+            feeder: FeederConfig::default(),
+        }
+    }
+}
+
+/// The detectors, built from their validated sections.
+pub(crate) struct Detectors {
+    pub register: RegisterChecks,
+    pub capacity: CapacityDetector,
+    pub mining: MiningDetector,
+    pub blocks: BlocksDetector,
+    pub step: StepDetector,
+    pub tamper: TamperDetector,
+    pub bypass: BypassDetector,
+    pub peer: PeerDetector,
+    pub feeder: FeederDetector,
+    /// `1 + permit_tolerance`.
+    pub tolerance: f64,
+    /// Hours from UTC to `timezone`'s standard time, for sites without their own.
+    pub default_shift_h: i8,
+}
+
+impl EngineConfig {
+    /// Validates every section and builds the detectors; the error names the key.
+    pub(crate) fn build(&self) -> Result<Detectors, ConfigError> {
+        let max_lateness = (OPEN_RING as i64 - 2) * HOUR;
+        in_range(
+            "allowed_lateness_s",
+            self.allowed_lateness_s,
+            0,
+            max_lateness,
+        )?;
+        in_range("permit_tolerance", self.permit_tolerance, 0.0, 10.0)?;
+        at_least("resolve_after_s", self.resolve_after_s, HOUR)?;
+        at_least("update_interval_s", self.update_interval_s, 0)?;
+        let default_shift_h = match &self.timezone {
+            Some(zone) => {
+                gridwatch_core::time::standard_offset_hours(zone).map_err(|e| ConfigError {
+                    key: "timezone".into(),
+                    problem: e,
+                })? as i8
+            }
+            None => 0,
+        };
+        Ok(Detectors {
+            register: self.register.build()?,
+            capacity: self.capacity.build()?,
+            mining: self.mining.build()?,
+            blocks: self.blocks.build()?,
+            step: self.step.build()?,
+            tamper: self.tamper.build()?,
+            bypass: self.bypass.build()?,
+            peer: self.peer.build()?,
+            feeder: self.feeder.build()?,
+            tolerance: 1.0 + self.permit_tolerance,
+            default_shift_h,
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! `mining_signature` in blocks: a miner that runs only in a nightly window (the cheap tariff)
+//! or another fixed block of hours, or one that switches on and off all day (duty-cycled), to
+//! dodge a check for a flat 24/7 load. Judged at residences with no flat load standing.
+
+use super::mining::Flat;
+use super::{a_site, at_least, fmt_kw, in_range, positive, ConfigError, HourCx, SiteDetector};
+use crate::case::Raised;
+use crate::episode::Finding;
+use crate::evidence::{
+    round, Block as Evidence, BlockPattern, ClassName, Evidence::Block as Piece,
+};
+use crate::series::HOUR;
+use gridwatch_core::AlertKind;
+use serde::{Deserialize, Serialize};
+
+/// `[detector.blocks]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlocksConfig {
+    /// The mining level of a block or a duty cycle's "on" hours (kW).
+    pub min_kw: f64,
+    /// A flat block at least this many hours long, at the same hours two days running…
+    pub block_hours: u32,
+    /// …whose hourly demand stays within this max/min ratio.
+    pub flatness: f64,
+    /// A duty cycle: at least this many hours a day at the mining level, two days running
+    /// (real households show at most 9).
+    pub duty_hours: u32,
+}
+
+impl Default for BlocksConfig {
+    fn default() -> Self {
+        BlocksConfig {
+            min_kw: 4.5,
+            block_hours: 7,
+            flatness: 1.35,
+            duty_hours: 14,
+        }
+    }
+}
+
+impl BlocksConfig {
+    pub(crate) fn build(&self) -> Result<BlocksDetector, ConfigError> {
+        positive("blocks.min_kw", self.min_kw)?;
+        in_range("blocks.block_hours", self.block_hours, 1, 24)?;
+        at_least("blocks.flatness", self.flatness, 1.0)?;
+        in_range("blocks.duty_hours", self.duty_hours, 1, 24)?;
+        Ok(BlocksDetector { cfg: self.clone() })
+    }
+}
+
+pub(crate) struct BlocksDetector {
+    cfg: BlocksConfig,
+}
+
+impl SiteDetector for BlocksDetector {
+    const KIND: AlertKind = AlertKind::MiningSignature;
+    type State = ();
+
+    /// At a residence, a flat block of at least `min_kw` for at least `block_hours`, at the same
+    /// hours on two consecutive days, far above the rest of the day (EV charging sessions are
+    /// shorter; thermostat-driven heating is not flat); or `duty_hours` at that level both days.
+    fn on_hour(&self, cx: &mut HourCx<'_>, _: &mut ()) -> Option<Raised> {
+        if !(cx.residential() && cx.flat == Flat::None) {
+            return None;
+        }
+        let (cfg, reg, hour, series) = (&self.cfg, cx.reg, cx.hour, cx.series);
+        let block = series
+            .recurring_block(hour.end, cfg.min_kw, cfg.flatness)
+            .filter(|b| b.hours >= cfg.block_hours && b.outside_kw * 2.0 <= b.block_kw);
+        let high = series.high_hours(cfg.min_kw);
+        let duty = high.today >= cfg.duty_hours
+            && high.before >= cfg.duty_hours
+            && high.low_kw * 2.0 <= high.high_kw;
+        let (start, hours, block_kw, outside_kw, pattern) = match block {
+            Some(b) => (
+                b.start,
+                b.hours,
+                b.block_kw,
+                b.outside_kw,
+                BlockPattern::RecurringBlock,
+            ),
+            None if duty => (
+                hour.end - 24 * HOUR,
+                high.today,
+                high.high_kw,
+                high.low_kw,
+                BlockPattern::DutyCycle,
+            ),
+            None => return None,
+        };
+        if cx.licensed_within_permit(block_kw) {
+            return None;
+        }
+        let excess = (block_kw - outside_kw).max(0.0);
+        let local_start = series.local_hour(start);
+        let summary = match pattern {
+            BlockPattern::DutyCycle => format!(
+                "Flat {} kW switching on and off, {} h a day two days running, {} kW between, at {}",
+                fmt_kw(block_kw),
+                hours,
+                fmt_kw(outside_kw),
+                a_site(reg)
+            ),
+            BlockPattern::RecurringBlock => format!(
+                "Flat {} kW for {} h from {:02}:00 (local standard time) two days running, {} kW the rest of the day, at {}",
+                fmt_kw(block_kw),
+                hours,
+                local_start,
+                fmt_kw(outside_kw),
+                a_site(reg)
+            ),
+        };
+        let f = Finding {
+            score: (0.6 + 0.2 * (excess / 30.0).min(1.0) + 0.2 * f64::from(hours.min(12)) / 12.0)
+                .min(1.0),
+            est_excess_kw: excess,
+            // Energy counts for the hours inside the block only.
+            excess_kwh: if hour.end - HOUR >= start && hour.end <= start + i64::from(hours) * HOUR {
+                excess
+            } else {
+                0.0
+            },
+            evidence: vec![Piece(Evidence {
+                block_kw: round(block_kw, 2),
+                outside_kw: round(outside_kw, 2),
+                block_hours: f64::from(hours),
+                block_start_local_hour: local_start as f64,
+                permitted_kw: reg.permitted_kw,
+                customer_class: ClassName(reg.customer_class),
+                pattern,
+            })],
+            summary,
+        };
+        Some(Raised::new(Self::KIND, start, f, true))
+    }
+}

@@ -1,0 +1,207 @@
+//! `mining_signature`, around the clock: a mining rig is a large load that never switches off,
+//! so the site's demand floor (its lowest hour) rises to the rigs' power and stays there.
+//! Judged against the site's class, permit, licence and its own history.
+//!
+//! This detector also reads each day for the others ([`Flat`]): night blocks are looked for
+//! only where no flat load stands, steps only where a flat load isn't mining by these rules.
+
+use super::{a_site, fmt_kw, in_range, positive, ConfigError, HourCx, SiteDetector};
+use crate::case::Raised;
+use crate::episode::Finding;
+use crate::evidence::{round, ClassName, Evidence::Mining as Piece, Mining as Evidence};
+use crate::series::{Window, HOUR};
+use gridwatch_core::{AlertKind, CustomerClass, MeterRecord};
+use serde::{Deserialize, Serialize};
+
+/// Typical always-on and mean demand of a household, for the excess at residences without
+/// history of their own.
+const HOUSEHOLD_FLOOR_KW: f64 = 0.3;
+const HOUSEHOLD_KW: f64 = 0.6;
+
+/// `[detector.mining]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MiningConfig {
+    /// Smallest flat load worth a case at a residence (kW)…
+    pub min_kw_residential: f64,
+    /// …and elsewhere (kW).
+    pub min_kw_other: f64,
+    /// Share of the 24-hour mean that the 24-hour floor must reach to count as around the clock.
+    pub floor_share: f64,
+    /// A floor at least `fast_kw` for `fast_hours` at a residence is called mining without
+    /// waiting for a full day.
+    pub fast_kw: f64,
+    pub fast_hours: u32,
+}
+
+impl Default for MiningConfig {
+    fn default() -> Self {
+        MiningConfig {
+            min_kw_residential: 4.5,
+            min_kw_other: 5.0,
+            floor_share: 0.75,
+            fast_kw: 15.0,
+            fast_hours: 5,
+        }
+    }
+}
+
+impl MiningConfig {
+    pub(crate) fn build(&self) -> Result<MiningDetector, ConfigError> {
+        positive("mining.min_kw_residential", self.min_kw_residential)?;
+        positive("mining.min_kw_other", self.min_kw_other)?;
+        in_range("mining.floor_share", self.floor_share, 0.0, 1.0)?;
+        positive("mining.fast_kw", self.fast_kw)?;
+        in_range("mining.fast_hours", self.fast_hours, 1, 24)?;
+        Ok(MiningDetector { cfg: self.clone() })
+    }
+}
+
+pub(crate) struct MiningDetector {
+    cfg: MiningConfig,
+}
+
+/// What the last 24 hours say about a flat load at the site.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Flat {
+    /// No flat load at a mining level (and none blatant yet).
+    None,
+    /// A licensed mining site's flat load inside its permit: authorized.
+    Licensed,
+    /// A flat day at a business that isn't mining by these rules (a factory's weekend): it may
+    /// still carry a smaller step.
+    Ordinary(Window),
+    /// A flat load that is mining: around the clock (`always_on`) or a residence's blatant
+    /// floor within hours.
+    Mining { w: Window, always_on: bool },
+}
+
+impl MiningDetector {
+    /// Reads the day for a flat load. Pure: the engine calls it once an hour, before the
+    /// detectors, and hands the answer to all of them.
+    pub fn classify(&self, cx: &HourCx<'_>) -> Flat {
+        let (cfg, reg, series) = (&self.cfg, cx.reg, cx.series);
+        let residential = cx.residential();
+        let min_kw = self.min_kw(reg);
+        let learned = series.floor_hours >= 24;
+        // Around the clock: the 24-hour floor carries most of the load.
+        let always_on = cx
+            .day
+            .filter(|w| w.min_kw >= min_kw && w.min_kw >= cfg.floor_share * w.mean_kw);
+        // A farm far beyond any household is named within hours. Elsewhere a large load may be
+        // legitimate for a few hours (pumps, shifts, a busy day), so it takes a full day.
+        let blatant = series
+            .window(cx.hour.end, cfg.fast_hours)
+            .filter(|w| residential && w.min_kw >= cfg.fast_kw);
+        let Some(w) = always_on.or(blatant) else {
+            return Flat::None;
+        };
+        let within_permit = reg
+            .permitted_kw
+            .is_none_or(|p| w.mean_kw <= p * cx.tolerance);
+        if reg.licensed_mining && within_permit {
+            return Flat::Licensed;
+        }
+        let unlicensed_class = residential || reg.customer_class == Some(CustomerClass::Mining);
+        let floor_before = series.baseline_floor_kw;
+        let stepped = learned && w.min_kw - floor_before >= min_kw.max(floor_before);
+        if unlicensed_class || !within_permit || stepped {
+            Flat::Mining {
+                w,
+                always_on: always_on.is_some(),
+            }
+        } else {
+            Flat::Ordinary(w)
+        }
+    }
+
+    fn min_kw(&self, reg: &MeterRecord) -> f64 {
+        if reg.customer_class == Some(CustomerClass::Residential) {
+            self.cfg.min_kw_residential
+        } else {
+            self.cfg.min_kw_other
+        }
+    }
+}
+
+impl SiteDetector for MiningDetector {
+    const KIND: AlertKind = AlertKind::MiningSignature;
+    type State = ();
+
+    fn on_hour(&self, cx: &mut HourCx<'_>, _: &mut ()) -> Option<Raised> {
+        let Flat::Mining { w, always_on } = cx.flat else {
+            return None;
+        };
+        let (reg, hour, series) = (cx.reg, cx.hour, cx.series);
+        let floor_before = series.baseline_floor_kw;
+        // The added load: the rise of the floor, or of the typical hour where the window still
+        // holds the hour the rigs came on.
+        let (floor_typical, mean_typical) = if series.floor_hours >= 24 {
+            (floor_before, series.baseline_kw)
+        } else if cx.residential() {
+            (HOUSEHOLD_FLOOR_KW, HOUSEHOLD_KW)
+        } else {
+            let p = reg.permitted_kw.map_or(0.0, |p| p.min(w.min_kw));
+            (p, p)
+        };
+        let median = series.median_kw(hour.end, w.hours);
+        let excess = (w.min_kw - floor_typical)
+            .max(median - mean_typical)
+            .max(0.0);
+        let load_factor = w.mean_kw / w.max_kw;
+        let score = (0.6
+            + 0.15 * ((load_factor - 0.5) / 0.5).clamp(0.0, 1.0)
+            + 0.15 * (excess / 50.0).min(1.0)
+            + if always_on { 0.1 } else { 0.0 })
+        .min(1.0);
+        let night_day_ratio = always_on
+            .then(|| series.night_day_kw())
+            .flatten()
+            .map(|(night, day)| round(night / day, 2));
+        let permit = reg.permitted_kw.map_or("no permit limit".to_string(), |p| {
+            format!("permitted {} kW", fmt_kw(p))
+        });
+        let f = Finding::new(
+            score,
+            excess,
+            excess,
+            Piece(Evidence {
+                load_factor: round(load_factor, 3),
+                mean_kw: round(w.mean_kw, 2),
+                floor_kw: round(w.min_kw, 2),
+                hours: f64::from(w.hours),
+                baseline_floor_kw: round(floor_before, 2),
+                night_day_ratio,
+                permitted_kw: reg.permitted_kw,
+                customer_class: ClassName(reg.customer_class),
+            }),
+            format!(
+                "Constant {} kW load around the clock for {} h (mean {} kW, load factor {:.2}) at {}, {}",
+                fmt_kw(w.min_kw),
+                w.hours,
+                fmt_kw(w.mean_kw),
+                load_factor,
+                a_site(reg),
+                permit
+            ),
+        );
+        let start = hour.end - i64::from(w.hours) * HOUR;
+        Some(Raised::new(Self::KIND, start, f, true))
+    }
+
+    fn on_register(
+        &self,
+        old: Option<&MeterRecord>,
+        new: Option<&MeterRecord>,
+        _: &mut (),
+    ) -> Option<&'static str> {
+        licensed_now(old, new).then_some(LICENSED)
+    }
+}
+
+pub(crate) const LICENSED: &str = "the site was licensed for mining";
+
+/// The row now carries a mining licence it didn't before.
+pub(crate) fn licensed_now(old: Option<&MeterRecord>, new: Option<&MeterRecord>) -> bool {
+    !old.is_some_and(|r| r.licensed_mining) && new.is_some_and(|r| r.licensed_mining)
+}
