@@ -12,5 +12,5 @@ pub mod time;
 
 pub use alert::{alert_id, Alert, AlertKind, AlertStatus, Severity};
 pub use config::{IngesterConfig, KafkaConfig, SinkConfig, Topics};
-pub use reading::{DlqRecord, Reading};
+pub use reading::{DlqRecord, Reading, Validation};
 pub use registry::{CustomerClass, MeterRecord, RegistryUpdate, Role, SiteStatus};

@@ -24,7 +24,104 @@ pub struct Reading {
     pub feeder_id: Option<String>,
 }
 
+/// Largest plausible mean demand of one meter (kW): 100 MW. Beyond it a value is a unit or
+/// transmission error, not a load.
+pub const MAX_KW: f64 = 100_000.0;
+/// Longest interval accepted (one day).
+pub const MAX_INTERVAL_S: u32 = 86_400;
+/// Longest meter or feeder id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Limits that need a clock or configuration; a reading's own checks need neither.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Validation {
+    /// Readings stamped after this (epoch seconds) are rejected as from the future.
+    pub max_ts: Option<i64>,
+}
+
+/// An id is 1–128 printable characters.
+pub fn check_id(name: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() || v.len() > MAX_ID_LEN || v.chars().any(char::is_control) {
+        return Err(format!(
+            "field {name}: {v:?} is not a valid id (1–{MAX_ID_LEN} printable characters)"
+        ));
+    }
+    Ok(())
+}
+
 impl Reading {
+    /// The one validation of a reading: the ingester's parsers apply it to every record they
+    /// read, and the detector again to every record it consumes from the topic (which anyone
+    /// with access may write). The reason names the field.
+    pub fn validate(&self, v: Validation) -> Result<(), String> {
+        check_id("meter_id", &self.meter_id)?;
+        if let Some(max) = v.max_ts {
+            if self.ts > max {
+                return Err(format!(
+                    "field ts: {} is in the future",
+                    crate::time::format_rfc3339(self.ts)
+                ));
+            }
+        }
+        if !(1..=MAX_INTERVAL_S).contains(&self.interval_s) {
+            return Err(format!(
+                "field interval_s: {} is outside 1..={MAX_INTERVAL_S}",
+                self.interval_s
+            ));
+        }
+        let per_hour = 3600.0 / f64::from(self.interval_s);
+        for (name, x) in [
+            ("kwh", Some(self.kwh)),
+            ("kvarh", self.kvarh),
+            ("kwh_export", self.kwh_export),
+            ("voltage_v", self.voltage_v),
+            ("current_a", self.current_a),
+        ] {
+            if x.is_some_and(|x| !x.is_finite()) {
+                return Err(format!("field {name}: not a finite number"));
+            }
+        }
+        if self.kwh < 0.0 {
+            return Err(format!(
+                "field kwh: {} is negative (exported energy belongs in kwh_export)",
+                self.kwh
+            ));
+        }
+        let kw = self.kwh * per_hour;
+        if kw > MAX_KW {
+            return Err(format!(
+                "field kwh: {} kWh in {} s is {kw:.0} kW, beyond any meter ({MAX_KW} kW)",
+                self.kwh, self.interval_s
+            ));
+        }
+        for (name, val) in [("kvarh", self.kvarh), ("kwh_export", self.kwh_export)] {
+            if let Some(x) = val {
+                if x.abs() * per_hour > MAX_KW {
+                    return Err(format!("field {name}: {x} is beyond any meter"));
+                }
+            }
+        }
+        if self.kwh_export.is_some_and(|x| x < 0.0) {
+            return Err("field kwh_export: negative".into());
+        }
+        if self
+            .voltage_v
+            .is_some_and(|x| !(0.0..=1_000_000.0).contains(&x))
+        {
+            return Err("field voltage_v: outside 0–1,000,000 V".into());
+        }
+        if self
+            .current_a
+            .is_some_and(|x| !(0.0..=1_000_000.0).contains(&x))
+        {
+            return Err("field current_a: outside 0–1,000,000 A".into());
+        }
+        if let Some(f) = &self.feeder_id {
+            check_id("feeder_id", f)?;
+        }
+        Ok(())
+    }
+
     /// Mean demand over the interval, in kW.
     pub fn mean_kw(&self) -> f64 {
         self.kwh * 3600.0 / f64::from(self.interval_s)
@@ -46,4 +143,50 @@ pub struct DlqRecord {
     pub source: String,
     /// The record as received.
     pub raw: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading() -> Reading {
+        Reading {
+            meter_id: "M1".into(),
+            ts: 1_767_225_600,
+            interval_s: 900,
+            kwh: 0.5,
+            kvarh: None,
+            kwh_export: None,
+            voltage_v: None,
+            current_a: None,
+            feeder_id: None,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(reading().validate(Validation::default()), Ok(()));
+        type Spoil = fn(&mut Reading);
+        let cases: [(Spoil, &str); 9] = [
+            (|r| r.meter_id = String::new(), "field meter_id"),
+            (|r| r.interval_s = 0, "field interval_s"),
+            (|r| r.interval_s = 90_000, "field interval_s"),
+            (|r| r.kwh = -1.0, "field kwh"),
+            (|r| r.kwh = 1e9, "field kwh"),
+            (|r| r.kwh_export = Some(-0.1), "field kwh_export"),
+            (|r| r.voltage_v = Some(f64::NAN), "field voltage_v"),
+            (|r| r.current_a = Some(-3.0), "field current_a"),
+            (|r| r.feeder_id = Some("F\n1".into()), "field feeder_id"),
+        ];
+        for (spoil, field) in cases {
+            let mut r = reading();
+            spoil(&mut r);
+            let err = r.validate(Validation::default()).unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+        }
+        let future = Validation {
+            max_ts: Some(1_767_225_599),
+        };
+        assert!(reading().validate(future).unwrap_err().contains("future"));
+    }
 }

@@ -16,7 +16,7 @@ use gridwatch_core::kafka::{
     consumer_config, partitions, producer_config, queue_full, read_compacted, retry_while_full,
 };
 use gridwatch_core::{
-    Alert, AlertStatus, DlqRecord, KafkaConfig, MeterRecord, Reading, RegistryUpdate,
+    Alert, AlertStatus, DlqRecord, KafkaConfig, MeterRecord, Reading, RegistryUpdate, Validation,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -283,7 +283,8 @@ pub fn run(
             let parsed = msg
                 .payload()
                 .ok_or_else(|| "empty value".to_string())
-                .and_then(|p| serde_json::from_slice::<Reading>(p).map_err(|e| e.to_string()));
+                .and_then(|p| serde_json::from_slice::<Reading>(p).map_err(|e| e.to_string()))
+                .and_then(|r| r.validate(Validation::default()).map(|()| r));
             match parsed {
                 Ok(r) => {
                     let used = engine.on_reading(&r, &mut alerts);
@@ -298,7 +299,7 @@ pub fn run(
                 }
                 Err(reason) if is_live => {
                     let rec = DlqRecord {
-                        reason: format!("detector: not a reading: {reason}"),
+                        reason: format!("detector: not a valid reading: {reason}"),
                         source: format!("{topic}/{}/{}", msg.partition(), msg.offset()),
                         raw: String::from_utf8_lossy(msg.payload().unwrap_or_default())
                             .into_owned(),

@@ -87,7 +87,7 @@ pub fn print(e: &Evaluation) {
     for s in &e.scenarios {
         let as_: Vec<String> = s.found_as.iter().map(|(k, n)| format!("{k}×{n}")).collect();
         let name = if s.required {
-            s.scenario.clone()
+            s.scenario.to_string()
         } else {
             format!("{} (not required)", s.scenario)
         };

@@ -2,17 +2,12 @@
 //! Each record becomes a [`Reading`] or a [`Reject`] naming the field and the reason; nothing
 //! is dropped and nothing panics. Whole files are never loaded into memory.
 
+use gridwatch_core::reading::MAX_INTERVAL_S;
 use gridwatch_core::time::parse_rfc3339;
-use gridwatch_core::Reading;
+pub use gridwatch_core::Validation;
+use gridwatch_core::{reading::check_id, Reading};
 use serde_json::{Map, Value};
 use std::io::BufRead;
-
-/// Largest plausible mean demand of one meter (kW): 100 MW. Beyond it a value is a unit or
-/// transmission error, not a load.
-pub const MAX_KW: f64 = 100_000.0;
-/// Longest interval accepted (one day).
-pub const MAX_INTERVAL_S: i64 = 86_400;
-const MAX_ID_LEN: usize = 128;
 
 /// A record that can't be a reading: where it was, why, and the text as received.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,13 +15,6 @@ pub struct Reject {
     pub line: u64,
     pub reason: String,
     pub raw: String,
-}
-
-/// Limits that need a clock or configuration; the parser itself has neither.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Validation {
-    /// Readings stamped after this (epoch seconds) are rejected as from the future.
-    pub max_ts: Option<i64>,
 }
 
 /// The input formats the ingester reads.
@@ -48,6 +36,17 @@ impl Format {
 }
 
 /// Known reading fields, in their CSV contract order.
+const FIELDS: [&str; 9] = [
+    "meter_id",
+    "ts",
+    "interval_s",
+    "kwh",
+    "kvarh",
+    "kwh_export",
+    "voltage_v",
+    "current_a",
+    "feeder_id",
+];
 const REQUIRED: [&str; 4] = ["meter_id", "ts", "interval_s", "kwh"];
 const OPTIONAL: [&str; 5] = ["kvarh", "kwh_export", "voltage_v", "current_a", "feeder_id"];
 
@@ -63,137 +62,248 @@ pub enum InputError {
 /// Iterates over the records of a readings stream. Use [`Records::new`], then iterate;
 /// a bad header or an I/O error ends the stream with an [`InputError`].
 pub struct Records<R> {
-    input: R,
-    format: Format,
+    source: Source<R>,
     validation: Validation,
     line: u64,
-    buf: String,
-    /// CSV: for each column, the field it holds (index into REQUIRED ++ OPTIONAL), if known.
-    columns: Vec<Option<usize>>,
     done: bool,
+}
+
+enum Source<R> {
+    /// RFC 4180 CSV (quoted fields may hold commas, quotes and line breaks), read by the `csv`
+    /// crate into one reused record.
+    Csv {
+        reader: csv::Reader<R>,
+        record: csv::ByteRecord,
+        /// For each column, the field it holds (index into REQUIRED ++ OPTIONAL), if known;
+        /// empty until the header is read.
+        columns: Vec<Option<usize>>,
+    },
+    JsonLines {
+        input: R,
+        buf: String,
+    },
 }
 
 pub type Item = Result<Result<Reading, Reject>, InputError>;
 
 impl<R: BufRead> Records<R> {
     pub fn new(input: R, format: Format, validation: Validation) -> Self {
+        let source = match format {
+            Format::Csv => Source::Csv {
+                reader: csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(input),
+                record: csv::ByteRecord::new(),
+                columns: Vec::new(),
+            },
+            Format::JsonLines => Source::JsonLines {
+                input,
+                buf: String::new(),
+            },
+        };
         Records {
-            input,
-            format,
+            source,
             validation,
             line: 0,
-            buf: String::new(),
-            columns: Vec::new(),
             done: false,
         }
     }
 
-    /// Lines read so far.
+    /// The line the last record started on (lines read so far, for JSON Lines).
     pub fn line(&self) -> u64 {
         self.line
     }
 
-    fn read_line(&mut self) -> Result<bool, InputError> {
-        self.buf.clear();
-        let mut bytes = Vec::new();
-        let n = self
-            .input
-            .read_until(b'\n', &mut bytes)
-            .map_err(|source| InputError::Io {
+    fn next_json_line(&mut self) -> Option<Item> {
+        let Source::JsonLines { input, buf } = &mut self.source else {
+            unreachable!("called for JSON Lines only")
+        };
+        loop {
+            let mut bytes = Vec::new();
+            match input.read_until(b'\n', &mut bytes) {
+                Err(source) => {
+                    return Some(Err(InputError::Io {
+                        line: self.line,
+                        source,
+                    }))
+                }
+                Ok(0) => return None,
+                Ok(_) => {}
+            }
+            self.line += 1;
+            *buf = match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
+            while buf.ends_with('\n') || buf.ends_with('\r') {
+                buf.pop();
+            }
+            if buf.trim().is_empty() {
+                continue;
+            }
+            let parsed = json_line(buf, self.validation);
+            return Some(Ok(parsed.map_err(|reason| Reject {
                 line: self.line,
-                source,
-            })?;
-        if n == 0 {
-            return Ok(false);
+                reason,
+                raw: buf.clone(),
+            })));
         }
-        self.line += 1;
-        match String::from_utf8(bytes) {
-            Ok(s) => self.buf = s,
-            Err(e) => self.buf = String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        }
-        while self.buf.ends_with('\n') || self.buf.ends_with('\r') {
-            self.buf.pop();
-        }
-        Ok(true)
     }
 
-    fn header(&mut self) -> Result<(), InputError> {
-        let cols: Vec<&str> = split_csv(&self.buf).map_err(|msg| InputError::Header {
-            line: self.line,
-            msg,
-        })?;
-        let cols: Vec<String> = cols
-            .iter()
-            .map(|c| c.trim().trim_start_matches('\u{feff}').to_string())
-            .collect();
-        let head: Vec<&str> = cols.iter().take(4).map(String::as_str).collect();
-        if head != REQUIRED {
-            return Err(InputError::Header {
+    fn next_csv_record(&mut self) -> Option<Item> {
+        let Source::Csv {
+            reader,
+            record,
+            columns,
+        } = &mut self.source
+        else {
+            unreachable!("called for CSV only")
+        };
+        loop {
+            match reader.read_byte_record(record) {
+                Ok(false) => return None,
+                Ok(true) => {}
+                Err(e) => {
+                    let line = e.position().map_or(self.line, |p| p.line());
+                    return Some(Err(match e.into_kind() {
+                        csv::ErrorKind::Io(source) => InputError::Io { line, source },
+                        other => InputError::Header {
+                            line,
+                            msg: format!("unreadable CSV: {other:?}"),
+                        },
+                    }));
+                }
+            }
+            self.line = record.position().map_or(self.line + 1, |p| p.line());
+            if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+                continue;
+            }
+            if columns.is_empty() {
+                match header(record, self.line) {
+                    Ok(c) => *columns = c,
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            }
+            let parsed = csv_record(record, columns, self.validation);
+            return Some(Ok(parsed.map_err(|reason| Reject {
                 line: self.line,
-                msg: format!(
-                    "readings CSV header must start with meter_id,ts,interval_s,kwh; found {:?}",
-                    cols.join(",")
-                ),
+                reason,
+                raw: raw_csv(record),
+            })));
+        }
+    }
+}
+
+/// Reads the header: the contract's four columns first, then optional ones in any order
+/// (unknown ones are ignored); no column twice.
+fn header(record: &csv::ByteRecord, line: u64) -> Result<Vec<Option<usize>>, InputError> {
+    let cols: Vec<String> = record
+        .iter()
+        .map(|c| {
+            String::from_utf8_lossy(c)
+                .trim()
+                .trim_start_matches('\u{feff}')
+                .to_string()
+        })
+        .collect();
+    let head: Vec<&str> = cols.iter().take(4).map(String::as_str).collect();
+    if head != REQUIRED {
+        return Err(InputError::Header {
+            line,
+            msg: format!(
+                "readings CSV header must start with meter_id,ts,interval_s,kwh; found {:?}",
+                cols.join(",")
+            ),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &cols {
+        if !seen.insert(c.as_str()) {
+            return Err(InputError::Header {
+                line,
+                msg: format!("column {c:?} appears twice"),
             });
         }
-        let mut seen = std::collections::HashSet::new();
-        for c in &cols {
-            if !seen.insert(c.as_str()) {
-                return Err(InputError::Header {
-                    line: self.line,
-                    msg: format!("column {c:?} appears twice"),
-                });
-            }
-        }
-        self.columns = cols
-            .iter()
-            .map(|c| REQUIRED.iter().chain(OPTIONAL.iter()).position(|k| k == c))
-            .collect();
-        Ok(())
     }
+    Ok(cols
+        .iter()
+        .map(|c| REQUIRED.iter().chain(OPTIONAL.iter()).position(|k| k == c))
+        .collect())
+}
 
-    fn csv_record(&self) -> Result<Reading, String> {
-        let fields = split_csv(&self.buf)?;
-        if fields.len() != self.columns.len() {
-            return Err(format!(
+fn csv_record(
+    record: &csv::ByteRecord,
+    columns: &[Option<usize>],
+    validation: Validation,
+) -> Result<Reading, String> {
+    if record.len() != columns.len() {
+        let spans_lines = record.iter().any(|f| f.contains(&b'\n'));
+        return Err(if spans_lines {
+            format!(
+                "expected {} fields as in the header, found {}: a quoted field runs across lines (an unterminated quote?)",
+                columns.len(),
+                record.len()
+            )
+        } else {
+            format!(
                 "expected {} fields as in the header, found {}",
-                self.columns.len(),
-                fields.len()
-            ));
-        }
-        let mut vals: [Option<&str>; 9] = [None; 9];
-        for (f, col) in fields.iter().zip(&self.columns) {
-            if let Some(k) = col {
-                vals[*k] = Some(f.trim()).filter(|s| !s.is_empty());
-            }
-        }
-        let req = |i: usize| vals[i].ok_or_else(|| format!("field {}: missing", REQUIRED[i]));
-        let num = |i: usize, name: &str| -> Result<Option<f64>, String> {
-            vals[i]
-                .map(|s| parse_f64(s).map_err(|e| format!("field {name}: {e}")))
-                .transpose()
-        };
-        let interval = req(2)?;
-        let interval_s = interval.parse::<i64>().map_err(|_| {
-            format!("field interval_s: {interval:?} is not a whole number of seconds")
-        })?;
-        let kwh_text = req(3)?;
-        let kwh = parse_f64(kwh_text).map_err(|e| format!("field kwh: {e}"))?;
-        build(
-            RawReading {
-                meter_id: req(0)?,
-                ts: req(1)?,
-                interval_s,
-                kwh,
-                kvarh: num(4, "kvarh")?,
-                kwh_export: num(5, "kwh_export")?,
-                voltage_v: num(6, "voltage_v")?,
-                current_a: num(7, "current_a")?,
-                feeder_id: vals[8],
-            },
-            self.validation,
-        )
+                columns.len(),
+                record.len()
+            )
+        });
     }
+    let mut vals: [Option<&str>; 9] = [None; 9];
+    for (f, col) in record.iter().zip(columns) {
+        if let Some(k) = col {
+            let text = std::str::from_utf8(f)
+                .map_err(|_| format!("field {}: not UTF-8 text", FIELDS[*k]))?;
+            vals[*k] = Some(text.trim()).filter(|s| !s.is_empty());
+        }
+    }
+    let req = |i: usize| vals[i].ok_or_else(|| format!("field {}: missing", REQUIRED[i]));
+    let num = |i: usize, name: &str| -> Result<Option<f64>, String> {
+        vals[i]
+            .map(|s| parse_f64(s).map_err(|e| format!("field {name}: {e}")))
+            .transpose()
+    };
+    let interval = req(2)?;
+    let interval_s = interval
+        .parse::<i64>()
+        .map_err(|_| format!("field interval_s: {interval:?} is not a whole number of seconds"))?;
+    let kwh_text = req(3)?;
+    let kwh = parse_f64(kwh_text).map_err(|e| format!("field kwh: {e}"))?;
+    build(
+        RawReading {
+            meter_id: req(0)?,
+            ts: req(1)?,
+            interval_s,
+            kwh,
+            kvarh: num(4, "kvarh")?,
+            kwh_export: num(5, "kwh_export")?,
+            voltage_v: num(6, "voltage_v")?,
+            current_a: num(7, "current_a")?,
+            feeder_id: vals[8],
+        },
+        validation,
+    )
+}
+
+/// A record as CSV text again, for a reject's `raw` (fields quoted where they must be).
+fn raw_csv(record: &csv::ByteRecord) -> String {
+    let fields: Vec<String> = record
+        .iter()
+        .map(|f| {
+            let f = String::from_utf8_lossy(f);
+            if f.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.into_owned()
+            }
+        })
+        .collect();
+    fields.join(",")
 }
 
 impl<R: BufRead> Iterator for Records<R> {
@@ -203,74 +313,15 @@ impl<R: BufRead> Iterator for Records<R> {
         if self.done {
             return None;
         }
-        loop {
-            match self.read_line() {
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                Ok(false) => {
-                    self.done = true;
-                    return None;
-                }
-                Ok(true) => {}
-            }
-            if self.buf.trim().is_empty() {
-                continue;
-            }
-            if self.format == Format::Csv && self.columns.is_empty() {
-                if let Err(e) = self.header() {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                continue;
-            }
-            let parsed = match self.format {
-                Format::Csv => self.csv_record(),
-                Format::JsonLines => json_line(&self.buf, self.validation),
-            };
-            return Some(Ok(parsed.map_err(|reason| Reject {
-                line: self.line,
-                reason,
-                raw: self.buf.clone(),
-            })));
+        let item = match self.source {
+            Source::Csv { .. } => self.next_csv_record(),
+            Source::JsonLines { .. } => self.next_json_line(),
+        };
+        // The end, a bad header or an I/O error ends the stream.
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
         }
-    }
-}
-
-/// Splits one CSV line. Fields may be quoted with `"` (a doubled `""` inside is a quote);
-/// a quoted field can't span lines.
-pub fn split_csv(line: &str) -> Result<Vec<&str>, String> {
-    let mut out = Vec::with_capacity(8);
-    let b = line.as_bytes();
-    let mut i = 0;
-    loop {
-        if b.get(i) == Some(&b'"') {
-            let start = i + 1;
-            let mut j = start;
-            loop {
-                match b.get(j) {
-                    None => return Err("unterminated quoted field".into()),
-                    Some(b'"') if b.get(j + 1) == Some(&b'"') => j += 2,
-                    Some(b'"') => break,
-                    _ => j += 1,
-                }
-            }
-            out.push(&line[start..j]);
-            i = j + 1;
-            match b.get(i) {
-                None => return Ok(out),
-                Some(b',') => i += 1,
-                _ => return Err("text after a closing quote".into()),
-            }
-        } else {
-            let end = line[i..].find(',').map_or(line.len(), |p| i + p);
-            out.push(&line[i..end]);
-            if end == line.len() {
-                return Ok(out);
-            }
-            i = end + 1;
-        }
+        item
     }
 }
 
@@ -297,76 +348,32 @@ struct RawReading<'a> {
     feeder_id: Option<&'a str>,
 }
 
-fn check_id(name: &str, v: &str) -> Result<(), String> {
-    if v.is_empty() || v.len() > MAX_ID_LEN || v.chars().any(char::is_control) {
-        return Err(format!(
-            "field {name}: {v:?} is not a valid id (1–{MAX_ID_LEN} printable characters)"
-        ));
-    }
-    Ok(())
-}
-
+/// Turns the parsed fields into a reading and validates it ([`Reading::validate`]).
 fn build(r: RawReading<'_>, v: Validation) -> Result<Reading, String> {
     check_id("meter_id", r.meter_id)?;
     let ts = parse_rfc3339(r.ts).map_err(|e| format!("field ts: {e}: {:?}", r.ts))?;
-    if let Some(max) = v.max_ts {
-        if ts > max {
-            return Err(format!("field ts: {} is in the future", r.ts));
-        }
-    }
-    if r.interval_s <= 0 || r.interval_s > MAX_INTERVAL_S {
-        return Err(format!(
-            "field interval_s: {} is outside 1..={MAX_INTERVAL_S}",
-            r.interval_s
-        ));
-    }
-    if r.kwh < 0.0 {
-        return Err(format!(
-            "field kwh: {} is negative (exported energy belongs in kwh_export)",
-            r.kwh
-        ));
-    }
-    let kw = r.kwh * 3600.0 / r.interval_s as f64;
-    if kw > MAX_KW {
-        return Err(format!(
-            "field kwh: {} kWh in {} s is {kw:.0} kW, beyond any meter ({MAX_KW} kW)",
-            r.kwh, r.interval_s
-        ));
-    }
-    for (name, val) in [("kvarh", r.kvarh), ("kwh_export", r.kwh_export)] {
-        if let Some(x) = val {
-            if x.abs() * 3600.0 / r.interval_s as f64 > MAX_KW {
-                return Err(format!("field {name}: {x} is beyond any meter"));
-            }
-        }
-    }
-    if r.kwh_export.is_some_and(|x| x < 0.0) {
-        return Err("field kwh_export: negative".into());
-    }
-    if r.voltage_v
-        .is_some_and(|x| !(0.0..=1_000_000.0).contains(&x))
-    {
-        return Err("field voltage_v: outside 0–1,000,000 V".into());
-    }
-    if r.current_a
-        .is_some_and(|x| !(0.0..=1_000_000.0).contains(&x))
-    {
-        return Err("field current_a: outside 0–1,000,000 A".into());
-    }
-    if let Some(f) = r.feeder_id {
-        check_id("feeder_id", f)?;
-    }
-    Ok(Reading {
+    let interval_s = u32::try_from(r.interval_s)
+        .ok()
+        .filter(|i| (1..=MAX_INTERVAL_S).contains(i))
+        .ok_or_else(|| {
+            format!(
+                "field interval_s: {} is outside 1..={MAX_INTERVAL_S}",
+                r.interval_s
+            )
+        })?;
+    let reading = Reading {
         meter_id: r.meter_id.to_string(),
         ts,
-        interval_s: r.interval_s as u32,
+        interval_s,
         kwh: r.kwh,
         kvarh: r.kvarh,
         kwh_export: r.kwh_export,
         voltage_v: r.voltage_v,
         current_a: r.current_a,
         feeder_id: r.feeder_id.map(str::to_string),
-    })
+    };
+    reading.validate(v)?;
+    Ok(reading)
 }
 
 /// One JSON Lines record.
@@ -499,12 +506,23 @@ mod tests {
                 "M1,2026-01-05T00:15:00Z,900,0.2,230,F1,extra",
                 "expected 6 fields",
             ),
-            ("\"M1,2026-01-05T00:15:00Z,900,0.2,,", "unterminated"),
         ];
         for (line, want) in cases {
             let reason = reject_reason(line);
             assert!(reason.contains(want), "{line:?}: {reason:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_one_reject_that_keeps_the_text() {
+        let items = csv("meter_id,ts,interval_s,kwh\n\"M1,2026-01-05T00:15:00Z,900,0.2\nM2,2026-01-05T00:15:00Z,900,0.2\n");
+        assert_eq!(items.len(), 1, "{items:?}");
+        let Ok(Err(r)) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(r.line, 2);
+        assert!(r.reason.contains("unterminated quote"), "{}", r.reason);
+        assert!(r.raw.contains("M2,2026-01-05T00:15:00Z"), "{}", r.raw);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! refused with every error listed (file, line, field): loading half a register would make
 //! every meter left out look unregistered.
 
-use crate::parse::split_csv;
 use gridwatch_core::registry::REGISTRY_HEADER;
 use gridwatch_core::{MeterRecord, Role};
 use std::collections::HashMap;
@@ -29,31 +28,34 @@ pub fn read_registry(
     let mut tz_col = None;
     let mut width = 0;
     let mut header_seen = false;
-    for (n, line) in input.split(b'\n').enumerate() {
-        let line_no = n as u64 + 1;
-        let at = |field: &str| format!("{source_name}:{line_no}: field {field}");
-        let bytes = match line {
-            Ok(b) => b,
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(input);
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
-                problems.push(format!("{source_name}:{line_no}: read error: {e}"));
+                let line = e.position().map_or(0, |p| p.line());
+                problems.push(format!("{source_name}:{line}: read error: {e}"));
                 break;
             }
-        };
-        let Ok(text) = String::from_utf8(bytes) else {
+        }
+        let line_no = record.position().map_or(0, |p| p.line());
+        let at = |field: &str| format!("{source_name}:{line_no}: field {field}");
+        let Ok(fields) = record
+            .iter()
+            .map(std::str::from_utf8)
+            .collect::<Result<Vec<&str>, _>>()
+        else {
             problems.push(format!("{source_name}:{line_no}: not UTF-8 text"));
             continue;
         };
-        let text = text.trim_end_matches(['\r', '\n']);
-        if text.trim().is_empty() {
+        if fields.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let fields = match split_csv(text) {
-            Ok(f) => f,
-            Err(e) => {
-                problems.push(format!("{source_name}:{line_no}: {e}"));
-                continue;
-            }
-        };
         if !header_seen {
             header_seen = true;
             let cols: Vec<&str> = fields
@@ -66,8 +68,9 @@ pub fn read_registry(
                 return Err(RegistryError {
                     source_name: source_name.into(),
                     problems: vec![format!(
-                        "{source_name}:{line_no}: header must start with {}; found {text:?}",
-                        REGISTRY_HEADER.join(",")
+                        "{source_name}:{line_no}: header must start with {}; found {:?}",
+                        REGISTRY_HEADER.join(","),
+                        cols.join(",")
                     )],
                 });
             }

@@ -6,10 +6,12 @@
 pub mod household;
 mod profile;
 mod rng;
+pub mod scenario;
 pub mod score;
 
 pub use profile::{At, Profile, Schedule};
 pub use rng::Rng;
+pub use scenario::{Scenario, TargetType};
 
 use gridwatch_core::time::format_rfc3339;
 use gridwatch_core::{CustomerClass, MeterRecord, Role, SiteStatus};
@@ -72,9 +74,9 @@ impl Default for SimConfig {
 /// One ground-truth label (`labels.csv`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Label {
-    pub target_type: String,
+    pub target_type: TargetType,
     pub target_id: String,
-    pub scenario: String,
+    pub scenario: Scenario,
     pub onset: i64,
     /// Counts toward the detection targets (false for cases below them).
     pub required: bool,
@@ -493,11 +495,18 @@ impl<'a> Builder<'a> {
         self.cfg.start + lo * 86_400 + self.rng.below(((hi - lo) * 96) as u64) as i64 * 900
     }
 
-    fn label(&mut self, target_type: &str, id: &str, scenario: &str, onset: i64, required: bool) {
+    fn label(
+        &mut self,
+        target_type: TargetType,
+        id: &str,
+        scenario: Scenario,
+        onset: i64,
+        required: bool,
+    ) {
         self.labels.push(Label {
-            target_type: target_type.into(),
+            target_type,
             target_id: id.into(),
-            scenario: scenario.into(),
+            scenario,
             onset,
             required,
         });
@@ -538,52 +547,52 @@ impl<'a> Builder<'a> {
     /// ordinary customers.
     fn plant(&mut self) {
         let n = self.cfg.sites;
-        let mut cases: Vec<&str> = match self.cfg.scenarios {
+        let mut cases: Vec<Scenario> = match self.cfg.scenarios {
             Scenarios::Demo => vec![
-                "mining_farm_residential",
-                "home_miner",
-                "mining_farm_commercial",
-                "unregistered_meter",
-                "disconnected_consumption",
-                "capacity_exceedance",
-                "licensed_farm",
-                "cold_storage",
-                "hospital",
-                "bakery",
-                "suspended_quiet",
-                "mining_farm_residential",
+                Scenario::MiningFarmResidential,
+                Scenario::HomeMiner,
+                Scenario::MiningFarmCommercial,
+                Scenario::UnregisteredMeter,
+                Scenario::DisconnectedConsumption,
+                Scenario::CapacityExceedance,
+                Scenario::LicensedFarm,
+                Scenario::ColdStorage,
+                Scenario::Hospital,
+                Scenario::Bakery,
+                Scenario::SuspendedQuiet,
+                Scenario::MiningFarmResidential,
             ],
             Scenarios::Full => {
                 let k = n.div_ceil(300).max(1);
                 let per_k = [
-                    "mining_farm_residential",
-                    "mining_farm_residential",
-                    "small_miner_residential",
-                    "home_miner",
-                    "home_miner",
-                    "mining_farm_commercial",
-                    "mining_farm_industrial",
-                    "night_miner",
-                    "duty_cycled_miner",
-                    "ramp_up_miner",
-                    "unregistered_meter",
-                    "disconnected_consumption",
-                    "suspended_consumption",
-                    "capacity_creep",
-                    "tamper_zeroing",
-                    "tamper_bypass",
-                    "tamper_reverse",
-                    "licensed_farm",
-                    "cold_storage",
-                    "cold_storage",
-                    "hospital",
-                    "bakery",
-                    "bakery",
-                    "suspended_quiet",
+                    Scenario::MiningFarmResidential,
+                    Scenario::MiningFarmResidential,
+                    Scenario::SmallMinerResidential,
+                    Scenario::HomeMiner,
+                    Scenario::HomeMiner,
+                    Scenario::MiningFarmCommercial,
+                    Scenario::MiningFarmIndustrial,
+                    Scenario::NightMiner,
+                    Scenario::DutyCycledMiner,
+                    Scenario::RampUpMiner,
+                    Scenario::UnregisteredMeter,
+                    Scenario::DisconnectedConsumption,
+                    Scenario::SuspendedConsumption,
+                    Scenario::CapacityCreep,
+                    Scenario::TamperZeroing,
+                    Scenario::TamperBypass,
+                    Scenario::TamperReverse,
+                    Scenario::LicensedFarm,
+                    Scenario::ColdStorage,
+                    Scenario::ColdStorage,
+                    Scenario::Hospital,
+                    Scenario::Bakery,
+                    Scenario::Bakery,
+                    Scenario::SuspendedQuiet,
                 ];
                 // Cases added later go after the blocks, so the earlier ones keep their sites
                 // and feeders and the benchmark stays comparable across versions.
-                let later = ["tamper_shunt", "small_rigs_industrial"];
+                let later = [Scenario::TamperShunt, Scenario::SmallRigsIndustrial];
                 (0..k)
                     .flat_map(|_| per_k)
                     .chain((0..k).flat_map(|_| later))
@@ -649,7 +658,7 @@ impl<'a> Builder<'a> {
 
     fn case(
         &mut self,
-        case: &str,
+        case: Scenario,
         rec: &mut MeterRecord,
         registered: &mut bool,
         tamper: &mut Option<Tamper>,
@@ -659,10 +668,10 @@ impl<'a> Builder<'a> {
                      base: Profile,
                      kw: f64,
                      schedule: Schedule,
-                     scenario: &str,
+                     scenario: Scenario,
                      required: bool| {
             let onset = b.onset();
-            b.label("site", &site, scenario, onset, required);
+            b.label(TargetType::Site, &site, scenario, onset, required);
             Profile::Miner {
                 base: Box::new(base),
                 kw,
@@ -671,7 +680,7 @@ impl<'a> Builder<'a> {
             }
         };
         match case {
-            "mining_farm_residential" => {
+            Scenario::MiningFarmResidential => {
                 let kw = if self.cfg.scenarios == Scenarios::Demo && self.meters.is_empty() {
                     86.0
                 } else {
@@ -680,18 +689,18 @@ impl<'a> Builder<'a> {
                 let base = self.household();
                 miner(self, base, kw, Schedule::Always, case, true)
             }
-            "small_miner_residential" => {
+            Scenario::SmallMinerResidential => {
                 let kw = self.rng.range(1.0, 4.0);
                 let base = self.household();
                 miner(self, base, kw, Schedule::Always, case, false)
             }
-            "home_miner" => {
+            Scenario::HomeMiner => {
                 rec.permitted_kw = Some(15.0);
                 let kw = self.rng.range(5.0, 9.0);
                 let base = self.household();
                 miner(self, base, kw, Schedule::Always, case, true)
             }
-            "mining_farm_commercial" => {
+            Scenario::MiningFarmCommercial => {
                 rec.customer_class = Some(CustomerClass::Commercial);
                 let (shop, permit) = self.shop();
                 let kw = if self.cfg.scenarios == Scenarios::Demo {
@@ -702,14 +711,14 @@ impl<'a> Builder<'a> {
                 rec.permitted_kw = Some(permit.max(100.0));
                 miner(self, shop, kw, Schedule::Always, case, true)
             }
-            "mining_farm_industrial" => {
+            Scenario::MiningFarmIndustrial => {
                 rec.customer_class = Some(CustomerClass::Industrial);
                 let (factory, permit) = self.factory();
                 rec.permitted_kw = Some(permit);
                 let kw = self.log_uniform(100.0, 5000.0);
                 miner(self, factory, kw, Schedule::Always, case, true)
             }
-            "small_rigs_industrial" => {
+            Scenario::SmallRigsIndustrial => {
                 // Rigs adding half to nine tenths of a factory's night and weekend floor,
                 // well inside its permit: no doubling, no flat day.
                 rec.customer_class = Some(CustomerClass::Industrial);
@@ -722,7 +731,7 @@ impl<'a> Builder<'a> {
                 rec.permitted_kw = Some((kw * 1.5).round());
                 miner(self, factory, rigs, Schedule::Always, case, false)
             }
-            "night_miner" => {
+            Scenario::NightMiner => {
                 rec.permitted_kw = Some(15.0);
                 let kw = self.rng.range(8.0, 40.0);
                 let base = self.household();
@@ -738,20 +747,20 @@ impl<'a> Builder<'a> {
                     true,
                 )
             }
-            "duty_cycled_miner" => {
+            Scenario::DutyCycledMiner => {
                 let kw = self.rng.range(10.0, 40.0);
                 let base = self.household();
                 miner(self, base, kw, Schedule::Duty { on: 2, off: 1 }, case, true)
             }
-            "ramp_up_miner" => {
+            Scenario::RampUpMiner => {
                 let kw = self.rng.range(20.0, 80.0);
                 let base = self.household();
                 miner(self, base, kw, Schedule::Ramp { days: 4.0 }, case, true)
             }
-            "unregistered_meter" => {
+            Scenario::UnregisteredMeter => {
                 // Wired in before the data begins: every reading of it is unauthorized.
                 *registered = false;
-                self.label("meter", &meter, case, self.cfg.start, true);
+                self.label(TargetType::Meter, &meter, case, self.cfg.start, true);
                 let kw = self.rng.range(5.0, 60.0);
                 Profile::Miner {
                     base: Box::new(Profile::Off),
@@ -760,8 +769,8 @@ impl<'a> Builder<'a> {
                     schedule: Schedule::Always,
                 }
             }
-            "disconnected_consumption" | "suspended_consumption" => {
-                rec.status = if case == "disconnected_consumption" {
+            Scenario::DisconnectedConsumption | Scenario::SuspendedConsumption => {
+                rec.status = if case == Scenario::DisconnectedConsumption {
                     SiteStatus::Disconnected
                 } else {
                     SiteStatus::Suspended
@@ -783,18 +792,22 @@ impl<'a> Builder<'a> {
                         ) >= 0.004
                     })
                     .unwrap_or(switched_on);
-                self.label("site", &site, case, onset, true);
+                self.label(TargetType::Site, &site, case, onset, true);
                 Profile::After {
                     inner: Box::new(inner),
                     onset: switched_on,
                 }
             }
-            "capacity_exceedance" | "capacity_creep" => {
+            Scenario::CapacityExceedance | Scenario::CapacityCreep => {
                 rec.customer_class = Some(CustomerClass::Commercial);
                 rec.permitted_kw = Some(20.0);
                 let onset = self.onset();
-                self.label("site", &site, case, onset, true);
-                let days = if case == "capacity_creep" { 4.0 } else { 0.01 };
+                self.label(TargetType::Site, &site, case, onset, true);
+                let days = if case == Scenario::CapacityCreep {
+                    4.0
+                } else {
+                    0.01
+                };
                 let inner = Profile::Shop {
                     peak_kw: 16.0,
                     seed: self.rng.next_u64(),
@@ -806,16 +819,20 @@ impl<'a> Builder<'a> {
                     days,
                 }
             }
-            "tamper_zeroing" | "tamper_bypass" | "tamper_reverse" | "tamper_shunt" => {
+            Scenario::TamperZeroing
+            | Scenario::TamperBypass
+            | Scenario::TamperReverse
+            | Scenario::TamperShunt => {
                 let onset = self.onset();
-                self.label("site", &site, case, onset, false);
+                self.label(TargetType::Site, &site, case, onset, false);
                 // What the meter no longer counts still flows through the feeder head.
                 let feeder = rec.feeder_id.clone();
-                self.label("feeder", &feeder, &format!("{case}_feeder"), onset, false);
+                let at_feeder = case.at_feeder().expect("a tamper case");
+                self.label(TargetType::Feeder, &feeder, at_feeder, onset, false);
                 *tamper = Some(match case {
-                    "tamper_zeroing" => Tamper::Zero { onset },
-                    "tamper_bypass" => Tamper::Bypass { share: 0.35, onset },
-                    "tamper_shunt" => Tamper::Shunt { share: 0.2, onset },
+                    Scenario::TamperZeroing => Tamper::Zero { onset },
+                    Scenario::TamperBypass => Tamper::Bypass { share: 0.35, onset },
+                    Scenario::TamperShunt => Tamper::Shunt { share: 0.2, onset },
                     _ => Tamper::Reverse { onset },
                 });
                 rec.customer_class = Some(CustomerClass::Commercial);
@@ -823,7 +840,7 @@ impl<'a> Builder<'a> {
                 rec.permitted_kw = Some(permit);
                 shop
             }
-            "licensed_farm" => {
+            Scenario::LicensedFarm => {
                 rec.customer_class = Some(CustomerClass::Mining);
                 rec.licensed_mining = true;
                 let kw = self.log_uniform(200.0, 2000.0);
@@ -834,7 +851,7 @@ impl<'a> Builder<'a> {
                     seed: self.rng.next_u64(),
                 }
             }
-            "cold_storage" => {
+            Scenario::ColdStorage => {
                 rec.customer_class = Some(CustomerClass::Commercial);
                 let kw = self.rng.range(30.0, 80.0);
                 rec.permitted_kw = Some((kw * 1.6).round());
@@ -844,7 +861,7 @@ impl<'a> Builder<'a> {
                     seed: self.rng.next_u64(),
                 }
             }
-            "hospital" => {
+            Scenario::Hospital => {
                 rec.customer_class = Some(CustomerClass::Public);
                 let kw = self.rng.range(150.0, 300.0);
                 rec.permitted_kw = Some((kw * 1.7).round());
@@ -853,7 +870,7 @@ impl<'a> Builder<'a> {
                     seed: self.rng.next_u64(),
                 }
             }
-            "bakery" => {
+            Scenario::Bakery => {
                 rec.customer_class = Some(CustomerClass::Commercial);
                 let kw = self.rng.range(20.0, 50.0);
                 rec.permitted_kw = Some((kw * 1.5).round());
@@ -862,11 +879,11 @@ impl<'a> Builder<'a> {
                     seed: self.rng.next_u64(),
                 }
             }
-            "suspended_quiet" => {
+            Scenario::SuspendedQuiet => {
                 rec.status = SiteStatus::Suspended;
                 Profile::Off
             }
-            other => unreachable!("unknown scenario {other}"),
+            other => unreachable!("{other} is not planted at a site"),
         }
     }
 
@@ -920,14 +937,14 @@ impl<'a> Builder<'a> {
         let tampered: std::collections::HashSet<String> = self
             .labels
             .iter()
-            .filter(|l| l.target_type == "feeder")
+            .filter(|l| l.target_type == TargetType::Feeder)
             .map(|l| l.target_id.clone())
             .collect();
         for f in 0..n_feeders {
             let kind = match f % 4 {
-                0 => "feeder_tap_flat",
-                1 => "feeder_tap_duty",
-                2 => "feeder_tap_small",
+                0 => Scenario::FeederTapFlat,
+                1 => Scenario::FeederTapDuty,
+                2 => Scenario::FeederTapSmall,
                 _ => continue,
             };
             if (n_feeders < 3 && f > 0) || tampered.contains(&self.feeders[f].feeder_id) {
@@ -935,11 +952,11 @@ impl<'a> Builder<'a> {
             }
             let mean = self.feeder_mean_kw(f, 7);
             let share = match kind {
-                "feeder_tap_small" => self.rng.range(0.02, 0.04),
+                Scenario::FeederTapSmall => self.rng.range(0.02, 0.04),
                 _ => self.rng.range(0.06, 0.2),
             };
             let onset = self.onset();
-            let schedule = if kind == "feeder_tap_duty" {
+            let schedule = if kind == Scenario::FeederTapDuty {
                 Schedule::Duty { on: 3, off: 2 }
             } else {
                 Schedule::Always
@@ -947,7 +964,7 @@ impl<'a> Builder<'a> {
             // A duty-cycled tap draws more while on, for the same share of energy.
             let kw = mean
                 * share
-                * if kind == "feeder_tap_duty" {
+                * if kind == Scenario::FeederTapDuty {
                     5.0 / 3.0
                 } else {
                     1.0
@@ -959,7 +976,13 @@ impl<'a> Builder<'a> {
                 schedule,
             });
             let id = self.feeders[f].feeder_id.clone();
-            self.label("feeder", &id, kind, onset, kind != "feeder_tap_small");
+            self.label(
+                TargetType::Feeder,
+                &id,
+                kind,
+                onset,
+                kind != Scenario::FeederTapSmall,
+            );
         }
     }
 
@@ -989,48 +1012,60 @@ impl<'a> Builder<'a> {
 }
 
 /// Reads `labels.csv`; errors name the line and field.
-pub fn read_labels(input: impl io::BufRead, name: &str) -> Result<Vec<Label>, String> {
+pub fn read_labels(input: impl io::Read, name: &str) -> Result<Vec<Label>, String> {
+    const HEADER: [&str; 5] = ["target_type", "target_id", "scenario", "onset", "required"];
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
     let mut out = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line.map_err(|e| format!("{name}: {e}"))?;
-        if i == 0 {
-            if line.trim() != "target_type,target_id,scenario,onset,required" {
+    let mut record = csv::StringRecord::new();
+    let mut header_seen = false;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        if !header_seen {
+            header_seen = true;
+            if record.iter().ne(HEADER) {
                 return Err(format!(
-                    "{name}:1: header must be target_type,target_id,scenario,onset,required"
+                    "{name}:{line}: header must be {}",
+                    HEADER.join(",")
                 ));
             }
             continue;
         }
-        if line.trim().is_empty() {
+        if record.iter().all(str::is_empty) {
             continue;
         }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let at = |field: &str| format!("{name}:{}: field {field}", i + 1);
-        if f.len() != 5 {
+        let at = |field: &str| format!("{name}:{line}: field {field}");
+        if record.len() != 5 {
             return Err(format!(
-                "{name}:{}: expected 5 fields, found {}",
-                i + 1,
-                f.len()
+                "{name}:{line}: expected 5 fields, found {}",
+                record.len()
             ));
         }
-        if !["site", "meter", "feeder"].contains(&f[0]) {
-            return Err(format!(
-                "{}: {:?} is not site, meter or feeder",
-                at("target_type"),
-                f[0]
-            ));
-        }
-        let onset = gridwatch_core::time::parse_rfc3339(f[3])
+        let target_type = record[0]
+            .parse()
+            .map_err(|e| format!("{}: {e}", at("target_type")))?;
+        let scenario = record[2]
+            .parse()
+            .map_err(|e| format!("{}: {e}", at("scenario")))?;
+        let onset = gridwatch_core::time::parse_rfc3339(&record[3])
             .map_err(|e| format!("{}: {e}", at("onset")))?;
-        let required = match f[4] {
+        let required = match &record[4] {
             "true" => true,
             "false" => false,
             v => return Err(format!("{}: {v:?} is not true or false", at("required"))),
         };
         out.push(Label {
-            target_type: f[0].into(),
-            target_id: f[1].into(),
-            scenario: f[2].into(),
+            target_type,
+            target_id: record[1].to_string(),
+            scenario,
             onset,
             required,
         });
@@ -1087,7 +1122,7 @@ mod tests {
         let mut text = Vec::new();
         u.write_labels(&mut text).unwrap();
         assert_eq!(read_labels(&text[..], "labels.csv").unwrap(), u.labels);
-        let kinds: HashSet<&str> = u.labels.iter().map(|l| l.scenario.as_str()).collect();
+        let kinds: HashSet<Scenario> = u.labels.iter().map(|l| l.scenario).collect();
         assert!(kinds.len() >= 8, "{kinds:?}");
         let by_site: HashMap<&str, &SimMeter> = u
             .meters
@@ -1095,25 +1130,24 @@ mod tests {
             .map(|m| (m.record.site_id.as_str(), m))
             .collect();
         for l in &u.labels {
-            match l.target_type.as_str() {
-                "site" => {
+            match l.target_type {
+                TargetType::Site => {
                     let m = by_site[l.target_id.as_str()];
                     assert!(m.registered);
-                    if l.scenario.starts_with("disconnected") {
+                    if l.scenario == Scenario::DisconnectedConsumption {
                         assert_eq!(m.record.status, SiteStatus::Disconnected);
                     }
                 }
-                "meter" => assert!(!u
+                TargetType::Meter => assert!(!u
                     .meters
                     .iter()
                     .any(|m| m.registered && m.record.meter_id == l.target_id)),
-                "feeder" => assert!(
-                    l.scenario.starts_with("tamper")
+                TargetType::Feeder => assert!(
+                    l.scenario.as_str().starts_with("tamper")
                         || u.feeders
                             .iter()
                             .any(|f| f.feeder_id == l.target_id && !f.taps.is_empty())
                 ),
-                other => panic!("{other}"),
             }
             assert!(
                 l.onset >= u.cfg.start && l.onset < u.cfg.start + i64::from(u.cfg.days) * 86_400
@@ -1126,10 +1160,21 @@ mod tests {
             parsed,
             u.meters.iter().filter(|m| m.registered).count() + u.feeders.len()
         );
-        let bad = b"target_type,target_id,scenario,onset,required\nsite,S1,x,never,true\n";
-        assert!(read_labels(&bad[..], "l.csv")
-            .unwrap_err()
-            .starts_with("l.csv:2: field onset"));
+        for (row, field) in [
+            ("site,S1,home_miner,never,true", "l.csv:2: field onset"),
+            (
+                "site,S1,x,2026-01-05T00:00:00Z,true",
+                "l.csv:2: field scenario",
+            ),
+            (
+                "house,S1,home_miner,2026-01-05T00:00:00Z,true",
+                "l.csv:2: field target_type",
+            ),
+        ] {
+            let bad = format!("target_type,target_id,scenario,onset,required\n{row}\n");
+            let err = read_labels(bad.as_bytes(), "l.csv").unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+        }
     }
 
     /// Rows of the register CSV with the header's width (the ingester's parser is tested

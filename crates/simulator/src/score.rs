@@ -2,7 +2,7 @@
 //! time, the precision of each alert kind, and false alerts per 10,000 site-days — per
 //! scenario and per customer class.
 
-use crate::Label;
+use crate::{Label, Scenario, TargetType};
 use gridwatch_core::{Alert, AlertKind, AlertStatus};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,15 +32,14 @@ pub struct Report {
 }
 
 fn targets(label: &Label, a: &Alert) -> bool {
-    match label.target_type.as_str() {
-        "site" => a.site_id.as_deref() == Some(&label.target_id),
-        "meter" => a.meter_id.as_deref() == Some(&label.target_id),
-        "feeder" => {
+    match label.target_type {
+        TargetType::Site => a.site_id.as_deref() == Some(&label.target_id),
+        TargetType::Meter => a.meter_id.as_deref() == Some(&label.target_id),
+        TargetType::Feeder => {
             a.site_id.is_none()
                 && a.meter_id.is_none()
                 && a.feeder_id.as_deref() == Some(&label.target_id)
         }
-        _ => false,
     }
 }
 
@@ -90,7 +89,7 @@ pub struct Fleet {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioRow {
-    pub scenario: String,
+    pub scenario: Scenario,
     pub cases: usize,
     pub required: bool,
     pub found: usize,
@@ -122,9 +121,9 @@ pub struct ClassRow {
 /// One labelled case and how it fared.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseRow {
-    pub target_type: String,
+    pub target_type: TargetType,
     pub target_id: String,
-    pub scenario: String,
+    pub scenario: Scenario,
     pub required: bool,
     pub onset: String,
     pub found_as: Option<String>,
@@ -133,9 +132,9 @@ pub struct CaseRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Miss {
-    pub target_type: String,
+    pub target_type: TargetType,
     pub target_id: String,
-    pub scenario: String,
+    pub scenario: Scenario,
     pub onset: String,
 }
 
@@ -197,13 +196,19 @@ impl Report {
                     .into()
                 })
         };
-        let mut by_scenario: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
+        // By name, so the tables read alphabetically.
+        let mut by_scenario: BTreeMap<&str, (Scenario, Vec<&Outcome>)> = BTreeMap::new();
         for o in &self.outcomes {
-            by_scenario.entry(&o.label.scenario).or_default().push(o);
+            let s = o.label.scenario;
+            by_scenario
+                .entry(s.as_str())
+                .or_insert((s, Vec::new()))
+                .1
+                .push(o);
         }
         let scenarios = by_scenario
             .into_iter()
-            .map(|(s, os)| {
+            .map(|(_, (s, os))| {
                 let mut delays: Vec<i64> = os.iter().filter_map(|o| o.delay_s()).collect();
                 delays.sort_unstable();
                 let mut found_as = BTreeMap::new();
@@ -213,7 +218,7 @@ impl Report {
                     }
                 }
                 ScenarioRow {
-                    scenario: s.to_string(),
+                    scenario: s,
                     cases: os.len(),
                     required: os.iter().any(|o| o.label.required),
                     found: delays.len(),
@@ -251,7 +256,7 @@ impl Report {
                 .class_of
                 .get(&l.target_id)
                 .cloned()
-                .unwrap_or_else(|| l.target_type.clone())
+                .unwrap_or_else(|| l.target_type.to_string())
         };
         let mut classes: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
         for o in &self.outcomes {
@@ -294,9 +299,9 @@ impl Report {
                 .iter()
                 .filter(|o| o.found.is_none())
                 .map(|o| Miss {
-                    target_type: o.label.target_type.clone(),
+                    target_type: o.label.target_type,
                     target_id: o.label.target_id.clone(),
-                    scenario: o.label.scenario.clone(),
+                    scenario: o.label.scenario,
                     onset: fmt(o.label.onset),
                 })
                 .collect(),
@@ -304,9 +309,9 @@ impl Report {
                 .outcomes
                 .iter()
                 .map(|o| CaseRow {
-                    target_type: o.label.target_type.clone(),
+                    target_type: o.label.target_type,
                     target_id: o.label.target_id.clone(),
-                    scenario: o.label.scenario.clone(),
+                    scenario: o.label.scenario,
                     required: o.label.required,
                     onset: fmt(o.label.onset),
                     found_as: o.found.map(|(k, _)| k.to_string()),
@@ -363,11 +368,11 @@ mod tests {
         }
     }
 
-    fn label(t: &str, id: &str, scenario: &str, onset: i64) -> Label {
+    fn label(t: TargetType, id: &str, scenario: Scenario, onset: i64) -> Label {
         Label {
-            target_type: t.into(),
+            target_type: t,
             target_id: id.into(),
-            scenario: scenario.into(),
+            scenario,
             onset,
             required: true,
         }
@@ -376,11 +381,16 @@ mod tests {
     #[test]
     fn a_hand_made_alert_file_scores_exactly() {
         let labels = vec![
-            label("site", "S1", "mining", 1000),
-            label("site", "S2", "mining", 0),
-            label("site", "S3", "mining", 0),
-            label("meter", "MX", "unreg", 0),
-            label("feeder", "F1", "tap", 0),
+            label(
+                TargetType::Site,
+                "S1",
+                Scenario::MiningFarmResidential,
+                1000,
+            ),
+            label(TargetType::Site, "S2", Scenario::MiningFarmResidential, 0),
+            label(TargetType::Site, "S3", Scenario::MiningFarmResidential, 0),
+            label(TargetType::Meter, "MX", Scenario::UnregisteredMeter, 0),
+            label(TargetType::Feeder, "F1", Scenario::FeederTapFlat, 0),
         ];
         use AlertKind::*;
         use AlertStatus::*;
@@ -420,7 +430,11 @@ mod tests {
             days: 10.0,
         };
         let e = r.evaluate(&fleet);
-        let mining = e.scenarios.iter().find(|s| s.scenario == "mining").unwrap();
+        let mining = e
+            .scenarios
+            .iter()
+            .find(|s| s.scenario == Scenario::MiningFarmResidential)
+            .unwrap();
         assert_eq!((mining.cases, mining.found), (3, 2));
         assert!((mining.recall - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(mining.median_delay_h, Some(10.0));

@@ -58,8 +58,9 @@ pub(crate) struct DropState {
     pub hours: u32,
     pub from_kw: f32,
     pub kw: f32,
-    /// When the drop was first seen (end of the hour).
-    pub seen: i64,
+    /// When the drop was first seen: the end of that hour, in hours since the epoch (4 bytes
+    /// where a timestamp takes 8, a million meters over).
+    pub seen_h: i32,
 }
 
 /// One of a feeder's customers, as the bypass search sees it.
@@ -96,7 +97,7 @@ impl BypassDetector {
             && from - w.mean_kw >= self.cfg.drop_min_kw
         {
             if st.hours == 0 {
-                st.seen = end;
+                st.seen_h = (end / HOUR) as i32;
             }
             st.from_kw = from as f32;
             st.kw = (from - w.mean_kw) as f32;
@@ -206,7 +207,7 @@ impl BypassDetector {
                 drop_hours: f64::from(drop.hours),
                 feeder_unmetered_kw: round(unmetered_kw, 2),
                 correlation: round(correlation, 2),
-                drop_seen_at: drop.seen,
+                drop_seen_at: i64::from(drop.seen_h) * HOUR,
                 pattern: BypassPattern::SuddenDrop,
                 customer_class: ClassName(reg.customer_class),
             }),
