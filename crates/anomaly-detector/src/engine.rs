@@ -18,19 +18,11 @@ use crate::detectors::step::StepState;
 use crate::detectors::tamper::TamperState;
 use crate::detectors::{ConfigError, HourCx, SiteDetector};
 use crate::episode::{Episode, Target};
-use crate::series::{Closed, ClosedHour, Series, Use, HOUR};
+use crate::series::{Closed, ClosedHour, Series, HOUR};
+use gridwatch_core::events::ReadingUse;
 use gridwatch_core::{Alert, AlertKind, MeterRecord, Reading, RegistryUpdate, Role};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-
-/// Counters of what the engine has seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub readings: u64,
-    pub duplicates: u64,
-    pub late: u64,
-    pub alerts: u64,
-}
 
 /// A meter's state: its demand series, each detector's part, and its episodes (the site's
 /// case, and the register checks').
@@ -88,7 +80,6 @@ pub struct Engine {
     slots: Vec<Slot>,
     feeder_index: FxHashMap<Box<str>, u32>,
     feeders: Vec<FeederSlot>,
-    stats: Stats,
 }
 
 impl Engine {
@@ -102,12 +93,7 @@ impl Engine {
             slots: Vec::new(),
             feeder_index: FxHashMap::default(),
             feeders: Vec::new(),
-            stats: Stats::default(),
         })
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.stats
     }
 
     /// Meters tracked (registered or seen).
@@ -205,7 +191,6 @@ impl Engine {
                 .map(|why| (AlertKind::StepChange, why)),
         );
         settled.extend(RegisterChecks::on_register(new));
-        let before = out.len();
         let t = Target {
             meter_id: Some(&meter_id),
             reg: new,
@@ -215,18 +200,17 @@ impl Engine {
         for (kind, reason) in settled {
             case::withdraw(&mut st.episodes, kind, reason, at, &t, out);
         }
-        self.stats.alerts += (out.len() - before) as u64;
     }
 
-    /// Takes one validated reading; appends any alerts it raises to `out`.
-    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> Use {
+    /// Takes one validated reading; appends any alerts it raises to `out`, and says what it
+    /// made of the reading.
+    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> ReadingUse {
         let i = self.slot_of(&r.meter_id);
         if self.slots[i].feeder.is_none() {
             if let Some(hint) = &r.feeder_id {
                 self.slots[i].feeder = Some(self.feeder_of(hint));
             }
         }
-        let before = out.len();
         let (cfg, d) = (&self.cfg, &self.d);
         let Slot { reg, feeder, st } = &mut self.slots[i];
         let t = Target {
@@ -244,46 +228,40 @@ impl Engine {
         }
         let used = st.series.admit(r.ts, r.interval_s, r.kwh);
         let mut head_of = None;
-        match used {
-            Use::Duplicate => self.stats.duplicates += 1,
-            Use::Late => self.stats.late += 1,
-            Use::Counted => {
-                self.stats.readings += 1;
-                if let Some(export) = r.kwh_export {
-                    st.series.add_export(r.ts, export);
-                }
-                if let (Some(v), Some(a)) = (r.voltage_v, r.current_a) {
-                    // Energy registered either way counts: a reversed meter still registers
-                    // what flows (night export catches it).
-                    let registered = r.kwh + r.kwh_export.unwrap_or(0.0);
-                    let limits = d.tamper.vi_limits();
-                    st.series
-                        .add_vi(r.ts, r.interval_s, registered, (v, a), limits);
-                }
-                out.extend(
-                    d.register
-                        .on_reading(&mut st.episodes, r, &t, cfg.update_interval_s),
-                );
-                let watermark = st.series.max_ts() - cfg.allowed_lateness_s;
-                while let Some(closed) = st.series.pop_closed(watermark, i64::MIN) {
-                    let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
-                    on_closed_hour(cfg, d, st, closed, &t, peers, out);
-                }
-                if let Some(f) = *feeder {
-                    let balance = &mut feeders[f as usize].st.balance;
-                    if reg.as_ref().is_some_and(|r| r.role == Role::FeederHead) {
-                        balance.add_head(r.ts, r.interval_s, r.kwh);
-                        head_of = Some(f as usize);
-                    } else {
-                        balance.add_customer(r.ts, r.interval_s, r.kwh);
-                    }
+        if used == ReadingUse::Counted {
+            if let Some(export) = r.kwh_export {
+                st.series.add_export(r.ts, export);
+            }
+            if let (Some(v), Some(a)) = (r.voltage_v, r.current_a) {
+                // Energy registered either way counts: a reversed meter still registers
+                // what flows (night export catches it).
+                let registered = r.kwh + r.kwh_export.unwrap_or(0.0);
+                let limits = d.tamper.vi_limits();
+                st.series
+                    .add_vi(r.ts, r.interval_s, registered, (v, a), limits);
+            }
+            out.extend(
+                d.register
+                    .on_reading(&mut st.episodes, r, &t, cfg.update_interval_s),
+            );
+            let watermark = st.series.max_ts() - cfg.allowed_lateness_s;
+            while let Some(closed) = st.series.pop_closed(watermark, i64::MIN) {
+                let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
+                on_closed_hour(cfg, d, st, closed, &t, peers, out);
+            }
+            if let Some(f) = *feeder {
+                let balance = &mut feeders[f as usize].st.balance;
+                if reg.as_ref().is_some_and(|r| r.role == Role::FeederHead) {
+                    balance.add_head(r.ts, r.interval_s, r.kwh);
+                    head_of = Some(f as usize);
+                } else {
+                    balance.add_customer(r.ts, r.interval_s, r.kwh);
                 }
             }
         }
         if let Some(f) = head_of {
             balance_feeder(cfg, d, &mut feeders[f], &mut self.slots, out);
         }
-        self.stats.alerts += (out.len() - before) as u64;
         used
     }
 }

@@ -27,5 +27,5 @@ pub use detectors::register::RegisterConfig;
 pub use detectors::step::StepConfig;
 pub use detectors::tamper::TamperConfig;
 pub use detectors::ConfigError;
-pub use engine::{Engine, Stats};
-pub use series::Use;
+pub use engine::Engine;
+pub use gridwatch_core::events::ReadingUse;

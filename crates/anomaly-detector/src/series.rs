@@ -2,6 +2,7 @@
 //! hours (energy, coverage, duplicate masks), the last 48 closed hours by hour of day, and slow
 //! baselines of demand and of its floor. The detectors' own state lives with each detector.
 
+use gridwatch_core::events::ReadingUse as Use;
 use serde::{Deserialize, Serialize};
 
 /// Open (not yet closed) hours held per meter; bounds the allowed lateness.
@@ -12,16 +13,6 @@ pub(crate) const HOUR: i64 = 3600;
 /// a reading at 01:00:00 belongs to the hour 00:00–01:00.
 pub(crate) fn hour_of(ts: i64) -> i64 {
     (ts - 1).div_euclid(HOUR)
-}
-
-/// What became of one reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Use {
-    Counted,
-    /// The same (meter, ts) was already counted.
-    Duplicate,
-    /// Its hour had already closed: more than the allowed lateness behind its meter.
-    Late,
 }
 
 /// An hour (of a meter, or of a feeder's balance) that closed: with data to judge, or without.

@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod events;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod reading;

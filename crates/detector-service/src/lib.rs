@@ -11,7 +11,11 @@
 //! exits and relies on restart + replay (crash-only).
 
 use anyhow::{anyhow, Context, Result};
-use gridwatch_anomaly_detector::{Engine, EngineConfig, Use};
+use gridwatch_anomaly_detector::{Engine, EngineConfig};
+use gridwatch_core::events::{
+    AlertsEmitted, Counters, DlqWritten, InternalEvent, ReadingProcessed, ReadingReplayed,
+    RecordRejected, TransactionCommitted,
+};
 use gridwatch_core::kafka::{
     consumer_config, partitions, producer_config, queue_full, read_compacted, retry_while_full,
 };
@@ -51,24 +55,6 @@ impl Default for ServiceConfig {
             batch_size: 20_000,
         }
     }
-}
-
-/// Counters the service logs as it goes.
-#[derive(Debug, Default, Clone)]
-pub struct Progress {
-    pub replayed: u64,
-    pub readings: u64,
-    pub alerts: u64,
-    pub dlq: u64,
-    pub late: u64,
-    pub duplicates: u64,
-    pub transactions: u64,
-    /// Wall time spent committing transactions (ms).
-    pub commit_ms: u64,
-    /// How long after it was produced each live reading's batch committed — the latency from a
-    /// reading to any alert it raises (ms, median and 99th percentile).
-    pub latency_p50_ms: u64,
-    pub latency_p99_ms: u64,
 }
 
 /// Reading-to-commit latencies in 1 ms buckets up to a minute (the last bucket holds the rest).
@@ -190,13 +176,14 @@ fn send_retrying(producer: &BaseProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Re
     .map_err(Into::into)
 }
 
-/// Runs until `stop` is set (then finishes the open batch) or an error occurs.
+/// Runs until `stop` is set (then finishes the open batch) or an error occurs; returns what it
+/// counted.
 pub fn run(
     k: &KafkaConfig,
     d: &ServiceConfig,
     engine: &EngineConfig,
     stop: &AtomicBool,
-) -> Result<Progress> {
+) -> Result<Counters> {
     let mut engine = Engine::new(engine.clone())?;
     let registry = load_registry(k, &d.group_id, &mut engine)?;
 
@@ -242,7 +229,7 @@ pub fn run(
         .group_metadata()
         .ok_or_else(|| anyhow!("no consumer group metadata"))?;
 
-    let mut progress = Progress::default();
+    let counters = Counters::default();
     let mut alerts = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
     let mut dlq: Vec<Vec<u8>> = Vec::new();
@@ -289,12 +276,7 @@ pub fn run(
                 Ok(r) => {
                     let used = engine.on_reading(&r, &mut alerts);
                     if is_live {
-                        progress.readings += 1;
-                        match used {
-                            Use::Late => progress.late += 1,
-                            Use::Duplicate => progress.duplicates += 1,
-                            Use::Counted => {}
-                        }
+                        ReadingProcessed(used).emit(&counters);
                     }
                 }
                 Err(reason) if is_live => {
@@ -304,6 +286,11 @@ pub fn run(
                         raw: String::from_utf8_lossy(msg.payload().unwrap_or_default())
                             .into_owned(),
                     };
+                    RecordRejected {
+                        reason: &rec.reason,
+                        source: &rec.source,
+                    }
+                    .emit(&counters);
                     dlq.push(serde_json::to_vec(&rec)?);
                 }
                 Err(_) => {}
@@ -315,7 +302,7 @@ pub fn run(
                     out.push(Outgoing::of(&a)?);
                 }
             } else {
-                progress.replayed += 1;
+                ReadingReplayed.emit(&counters);
                 alerts.clear();
             }
         }
@@ -351,29 +338,39 @@ pub fn run(
                 producer.poll(Duration::from_millis(1));
             }
             producer.commit_transaction(TIMEOUT)?;
-            progress.commit_ms += committing.elapsed().as_millis() as u64;
+            TransactionCommitted {
+                millis: committing.elapsed().as_millis() as u64,
+            }
+            .emit(&counters);
             let committed = now_ms();
             for t in produced_at.drain(..) {
                 latencies.record(committed - t);
             }
-            progress.alerts += out.len() as u64;
-            progress.dlq += dlq.len() as u64;
-            progress.transactions += 1;
+            AlertsEmitted(out.len() as u64).emit(&counters);
+            DlqWritten(dlq.len() as u64).emit(&counters);
             out.clear();
             dlq.clear();
         }
         producer.poll(Duration::ZERO);
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
-            progress.latency_p50_ms = latencies.quantile(0.5);
-            progress.latency_p99_ms = latencies.quantile(0.99);
-            tracing::info!(?progress, meters = engine.meters(), "detector progress");
+            log_progress("detector progress", &counters, &latencies, engine.meters());
         }
     }
-    progress.latency_p50_ms = latencies.quantile(0.5);
-    progress.latency_p99_ms = latencies.quantile(0.99);
-    tracing::info!(?progress, "detector stopped");
-    Ok(progress)
+    log_progress("detector stopped", &counters, &latencies, engine.meters());
+    Ok(counters)
+}
+
+/// Its counts, and how long after it was produced each live reading's batch committed — the
+/// latency from a reading to any alert it raises.
+fn log_progress(what: &str, counters: &Counters, latencies: &Latencies, meters: usize) {
+    tracing::info!(
+        counters = ?counters.snapshot(),
+        latency_p50_ms = latencies.quantile(0.5),
+        latency_p99_ms = latencies.quantile(0.99),
+        meters,
+        "{what}"
+    );
 }
 
 #[cfg(test)]

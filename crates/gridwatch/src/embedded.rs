@@ -3,7 +3,11 @@
 //! core and the same formats as the services.
 
 use anyhow::{Context, Result};
-use gridwatch_anomaly_detector::{Engine, EngineConfig, Use};
+use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse};
+use gridwatch_core::events::{
+    AlertsEmitted, ArrowFilesWritten, Counter, Counters, DlqWritten, InternalEvent,
+    ReadingProcessed, RecordRejected,
+};
 use gridwatch_core::{Alert, AlertKind, DlqRecord, RegistryUpdate};
 use gridwatch_ingester::{read_registry, Format, Records, Validation};
 use gridwatch_sink::{ArrowFiles, Batches, Row};
@@ -27,18 +31,13 @@ pub struct RunArgs<'a> {
     pub progress: bool,
 }
 
-/// What a run saw and produced.
+/// What a run saw and produced: its counts (from the events it emitted), alerts by kind, and
+/// where its files are.
 #[derive(Debug, Default)]
 pub struct Summary {
     pub registry_rows: usize,
-    pub records: u64,
-    pub readings: u64,
-    pub duplicates: u64,
-    pub late: u64,
-    pub rejects: u64,
-    pub alerts: u64,
+    pub counters: Counters,
     pub by_kind: BTreeMap<AlertKind, (u64, u64)>,
-    pub arrow_files: usize,
     pub alerts_path: PathBuf,
     pub rejects_path: PathBuf,
     pub flagged_path: PathBuf,
@@ -150,13 +149,13 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
             for a in alerts.drain(..) {
                 serde_json::to_writer(&mut alerts_out, &a)?;
                 alerts_out.write_all(b"\n")?;
+                AlertsEmitted(1).emit(&summary.counters);
                 let e = summary.by_kind.entry(a.kind).or_default();
                 if a.status == gridwatch_core::AlertStatus::Open {
                     e.0 += 1;
                 } else {
                     e.1 += 1;
                 }
-                summary.alerts += 1;
                 batches.push(
                     0,
                     Row {
@@ -167,7 +166,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
                 next_offset += 1;
                 if batches.len() >= args.roll_rows {
                     alerts_out.flush()?;
-                    summary.arrow_files += batches.flush(&files)?.len();
+                    flush_arrow(batches, &files, &summary.counters)?;
                 }
             }
             Ok(())
@@ -176,17 +175,28 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let format = Format::from_path(args.readings);
     let mut records = Records::new(input, format, validation);
     while let Some(item) = records.next() {
-        summary.records += 1;
         let line = records.line();
         let rejected = match item.with_context(|| source.to_string())? {
-            Ok(reading) => match engine.on_reading(&reading, &mut alerts) {
-                Use::Late => Some((LATE_REASON.to_string(), serde_json::to_string(&reading)?)),
-                Use::Counted | Use::Duplicate => None,
-            },
-            Err(rej) => Some((rej.reason, rej.raw)),
+            Ok(reading) => {
+                let used = engine.on_reading(&reading, &mut alerts);
+                ReadingProcessed(used).emit(&summary.counters);
+                match used {
+                    ReadingUse::Late => {
+                        Some((LATE_REASON.to_string(), serde_json::to_string(&reading)?))
+                    }
+                    ReadingUse::Counted | ReadingUse::Duplicate => None,
+                }
+            }
+            Err(rej) => {
+                RecordRejected {
+                    reason: &rej.reason,
+                    source,
+                }
+                .emit(&summary.counters);
+                Some((rej.reason, rej.raw))
+            }
         };
         if let Some((reason, raw)) = rejected {
-            summary.rejects += 1;
             let rec = DlqRecord {
                 reason,
                 source: format!("{source}:{line}"),
@@ -194,6 +204,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
             };
             serde_json::to_writer(&mut rejects_out, &rec)?;
             rejects_out.write_all(b"\n")?;
+            DlqWritten(1).emit(&summary.counters);
         }
         if !alerts.is_empty() {
             emit(&mut alerts, &mut summary, &mut batches)?;
@@ -205,13 +216,20 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     alerts_out.get_ref().sync_all()?;
     rejects_out.get_ref().sync_all()?;
     if !batches.is_empty() {
-        summary.arrow_files += batches.flush(&files)?.len();
+        flush_arrow(&mut batches, &files, &summary.counters)?;
     }
-    let s = engine.stats();
-    summary.readings = s.readings;
-    summary.duplicates = s.duplicates;
-    summary.late = s.late;
     Ok(summary)
+}
+
+fn flush_arrow(batches: &mut Batches, files: &ArrowFiles, counters: &Counters) -> Result<()> {
+    let rows = batches.len() as u64;
+    let written = batches.flush(files)?;
+    ArrowFilesWritten {
+        files: written.len() as u64,
+        rows,
+    }
+    .emit(counters);
+    Ok(())
 }
 
 fn wall_clock_now() -> i64 {
@@ -223,21 +241,21 @@ fn wall_clock_now() -> i64 {
 impl Summary {
     /// The short human summary printed at the end of a run.
     pub fn print(&self, w: &mut impl Write) -> io::Result<()> {
+        let n = |c| self.counters.get(c);
+        let (late, rejects) = (n(Counter::Late), n(Counter::Dlq));
+        let records = n(Counter::Readings) + n(Counter::Duplicates) + late + n(Counter::Rejected);
         writeln!(w, "register: {} meters", self.registry_rows)?;
         writeln!(
             w,
-            "readings: {} records, {} used, {} duplicates counted once, {} rejected ({} of them too late){}",
-            self.records,
-            self.readings,
-            self.duplicates,
-            self.rejects,
-            self.late,
-            if self.rejects > 0 { format!(" (reasons in {})", self.rejects_path.display()) } else { String::new() }
+            "readings: {records} records, {} used, {} duplicates counted once, {rejects} rejected ({late} of them too late){}",
+            n(Counter::Readings),
+            n(Counter::Duplicates),
+            if rejects > 0 { format!(" (reasons in {})", self.rejects_path.display()) } else { String::new() }
         )?;
         writeln!(
             w,
             "alerts:   {} messages in {}",
-            self.alerts,
+            n(Counter::Alerts),
             self.alerts_path.display()
         )?;
         for (kind, (open, other)) in &self.by_kind {
@@ -250,7 +268,7 @@ impl Summary {
         writeln!(
             w,
             "arrow:    {} file(s) under {}",
-            self.arrow_files,
+            n(Counter::ArrowFiles),
             self.flagged_path.display()
         )
     }

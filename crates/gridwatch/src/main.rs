@@ -252,8 +252,14 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    // Services log their progress; one-shot commands print a summary of their own, so their
+    // logs default to warnings.
+    let default_level = match cli.command {
+        Command::Ingester | Command::Detect | Command::Sink { .. } => "info",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRIDWATCH_LOG")
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| default_level.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
+use gridwatch_core::events::{Counter, Counters};
 use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions, read_compacted};
 use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Sender, Validation};
 use indicatif::ProgressBar;
@@ -82,28 +83,30 @@ pub fn ingest_file(cfg: &Config, readings: &str) -> Result<()> {
         };
         let bar = if io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
         let started = std::time::Instant::now();
-        let counts = ingest(&sender, input, name, Format::from_path(readings), Validation { max_ts: Some(now() + 86_400) }, |line| {
+        let counters = Counters::default();
+        let validation = Validation { max_ts: Some(now() + 86_400) };
+        let first_failure = ingest(&sender, input, name, Format::from_path(readings), validation, &counters, |line| {
             bar.set_message(format!("{line} lines"));
             bar.tick();
         })
         .await?;
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
+        let (sent, rejects) = (counters.get(Counter::Ingested), counters.get(Counter::Rejected));
         println!(
             "{}: {} readings to {}, {} rejects to {} in {:.1} s ({:.0} records/s)",
             name,
-            counts.readings,
+            sent,
             cfg.kafka.topics.readings,
-            counts.rejects,
+            rejects,
             cfg.kafka.topics.dlq,
             secs,
-            (counts.readings + counts.rejects) as f64 / secs.max(1e-9)
+            (sent + rejects) as f64 / secs.max(1e-9)
         );
-        if counts.failed > 0 {
+        if let Some(first) = first_failure {
             bail!(
-                "{} records were not acknowledged by Kafka (first: {}); run the ingest again — duplicates are counted once",
-                counts.failed,
-                counts.first_failure.unwrap_or_default()
+                "{} records were not acknowledged by Kafka (first: {first}); run the ingest again — duplicates are counted once",
+                counters.get(Counter::SendFailures),
             );
         }
         Ok(())
@@ -148,15 +151,10 @@ pub fn registry_load(cfg: &Config, path: &Path, delete_missing: bool) -> Result<
         let sender = Sender::new(&cfg.kafka)?;
         let mut acks = Vec::with_capacity(rows.len() + missing.len());
         for r in &rows {
-            acks.push(sender.send_patiently(|s| s.send_registry(r)).await?.wait());
+            acks.push(sender.send_patiently(|s| s.send_registry(r))?.wait());
         }
         for m in &missing {
-            acks.push(
-                sender
-                    .send_patiently(|s| s.send_registry_delete(m))
-                    .await?
-                    .wait(),
-            );
+            acks.push(sender.send_patiently(|s| s.send_registry_delete(m))?.wait());
         }
         for ack in acks {
             ack.await?;
@@ -217,7 +215,7 @@ pub fn detect(cfg: &Config) -> Result<()> {
         let d = &cfg.detector;
         gridwatch_detector_service::run(&cfg.kafka, &d.service, &d.engine, &stop)
     }))??;
-    println!("detector stopped: {progress:?}");
+    println!("detector stopped: {:?}", progress.snapshot());
     Ok(())
 }
 
@@ -231,7 +229,7 @@ pub fn sink(cfg: &Config, out: &Path) -> Result<()> {
     let progress = rt.block_on(rt.spawn_blocking(move || {
         gridwatch_sink::service::run(&cfg.kafka, &cfg.sink, &out, &stop)
     }))??;
-    println!("sink stopped: {progress:?}");
+    println!("sink stopped: {:?}", progress.snapshot());
     Ok(())
 }
 
@@ -360,15 +358,7 @@ pub fn simulate_to_kafka(
                 current_a: r.vi.map(|(_, a)| a),
                 feeder_id: Some(r.feeder_id.to_string()),
             };
-            loop {
-                match sender.send_reading(&reading) {
-                    Ok(ack) => break acks.push(ack),
-                    Err(gridwatch_ingester::SendError::QueueFull) => {
-                        std::thread::sleep(Duration::from_millis(1))
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            acks.push(sender.send_patiently(|s| s.send_reading(&reading))?);
             if acks.len() >= 50_000 {
                 settle(&mut acks);
             }

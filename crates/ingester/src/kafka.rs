@@ -3,9 +3,12 @@
 //! counts as stored only once the broker has acknowledged it.
 
 use crate::parse::{Format, Records, Validation};
+use gridwatch_core::events::{
+    Counters, DlqWritten, InternalEvent, ReadingIngested, RecordRejected, SendFailed,
+};
 use gridwatch_core::kafka::{producer_config, read_compacted};
 use gridwatch_core::{DlqRecord, KafkaConfig, MeterRecord, Reading};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::borrow::Cow;
@@ -138,9 +141,12 @@ impl Sender {
         if let Some(v) = value {
             rec = rec.payload(v);
         }
-        self.producer.send_result(rec).map_err(|(e, _)| match e {
-            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => SendError::QueueFull,
-            other => SendError::Kafka(other.to_string()),
+        self.producer.send_result(rec).map_err(|(e, _)| {
+            if gridwatch_core::kafka::queue_full(&e) {
+                SendError::QueueFull
+            } else {
+                SendError::Kafka(e.to_string())
+            }
         })
     }
 
@@ -187,17 +193,17 @@ impl Sender {
         self.producer.flush(timeout)
     }
 
-    /// Sends, retrying while the local queue is full (the caller is a batch job that may wait).
-    pub async fn send_patiently(
+    /// Sends, retrying while the local queue is full (the caller is a batch job that may
+    /// wait: the queue drains on librdkafka's own threads).
+    pub fn send_patiently(
         &self,
         mut send: impl FnMut(&Sender) -> Result<Ack, SendError>,
     ) -> Result<Ack, SendError> {
-        loop {
-            match send(self) {
-                Err(SendError::QueueFull) => tokio::time::sleep(Duration::from_millis(5)).await,
-                other => return other,
-            }
-        }
+        gridwatch_core::kafka::retry_while_full(
+            || send(self),
+            |e| *e == SendError::QueueFull,
+            || std::thread::sleep(Duration::from_millis(1)),
+        )
     }
 }
 
@@ -214,59 +220,58 @@ impl Ack {
     }
 }
 
-/// Counts of a file ingest.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct IngestCounts {
-    pub readings: u64,
-    pub rejects: u64,
-    pub failed: u64,
-    pub first_failure: Option<String>,
-}
-
 /// Streams a readings file to Kafka: readings to the readings topic, rejects to the DLQ with
-/// `source` = `<name>:<line>`. Waits for every acknowledgement; `failed` counts records the
-/// broker did not take.
+/// `source` = `<name>:<line>`. Waits for every acknowledgement; counts in `counters`
+/// (`gridwatch_send_failures_total`: records the broker did not take); returns the first
+/// failure, if any.
 pub async fn ingest(
     sender: &Sender,
     input: impl BufRead,
     name: &str,
     format: Format,
     validation: Validation,
+    counters: &Counters,
     mut progress: impl FnMut(u64),
-) -> anyhow::Result<IngestCounts> {
+) -> anyhow::Result<Option<String>> {
     use futures::stream::{FuturesUnordered, StreamExt};
-    let mut counts = IngestCounts::default();
+    let mut first_failure = None;
     let mut inflight = FuturesUnordered::new();
     let mut records = Records::new(input, format, validation);
-    let note = |counts: &mut IngestCounts, r: Result<(), SendError>| {
+    let mut note = |r: Result<(), SendError>| {
         if let Err(e) = r {
-            counts.failed += 1;
-            counts.first_failure.get_or_insert_with(|| e.to_string());
+            let error = e.to_string();
+            SendFailed { error: &error }.emit(counters);
+            first_failure.get_or_insert(error);
         }
     };
     while let Some(item) = records.next() {
         let ack = match item.map_err(|e| anyhow::anyhow!("{name}: {e}"))? {
             Ok(r) => {
-                counts.readings += 1;
-                sender.send_patiently(|s| s.send_reading(&r)).await
+                ReadingIngested.emit(counters);
+                sender.send_patiently(|s| s.send_reading(&r))
             }
             Err(rej) => {
-                counts.rejects += 1;
                 let rec = DlqRecord {
                     reason: rej.reason,
                     source: format!("{name}:{}", rej.line),
                     raw: rej.raw,
                 };
-                sender.send_patiently(|s| s.send_dlq(&rec)).await
+                RecordRejected {
+                    reason: &rec.reason,
+                    source: &rec.source,
+                }
+                .emit(counters);
+                DlqWritten(1).emit(counters);
+                sender.send_patiently(|s| s.send_dlq(&rec))
             }
         };
         match ack {
             Ok(a) => inflight.push(a.wait()),
-            Err(e) => note(&mut counts, Err(e)),
+            Err(e) => note(Err(e)),
         }
         while inflight.len() >= 50_000 {
             if let Some(r) = inflight.next().await {
-                note(&mut counts, r);
+                note(r);
             }
         }
         if records.line() % 10_000 == 0 {
@@ -274,10 +279,10 @@ pub async fn ingest(
         }
     }
     while let Some(r) = inflight.next().await {
-        note(&mut counts, r);
+        note(r);
     }
     progress(records.line());
-    Ok(counts)
+    Ok(first_failure)
 }
 
 #[cfg(test)]

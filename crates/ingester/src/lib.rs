@@ -6,6 +6,6 @@ pub mod kafka;
 pub mod parse;
 pub mod registry;
 
-pub use kafka::{ingest, reading_key, FeederIndex, IngestCounts, SendError, Sender};
+pub use kafka::{ingest, reading_key, FeederIndex, SendError, Sender};
 pub use parse::{Format, Records, Reject, Validation};
 pub use registry::{read_registry, RegistryError};

@@ -5,6 +5,9 @@
 
 use crate::writer::{ArrowFiles, Batches, Row};
 use anyhow::{anyhow, Context, Result};
+use gridwatch_core::events::{
+    AlertSkipped, ArrowFilesWritten, Counters, InternalEvent, RecordRejected,
+};
 use gridwatch_core::kafka::{consumer_config, partitions};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -14,16 +17,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Default, Clone)]
-pub struct Progress {
-    pub rows: u64,
-    pub files: u64,
-    pub skipped: u64,
-    pub bad: u64,
-}
-
-/// Runs until `stop` is set; then writes what is pending, commits, and returns.
-pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Result<Progress> {
+/// Runs until `stop` is set; then writes what is pending, commits, and returns what it
+/// counted.
+pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Result<Counters> {
     let files = ArrowFiles::open(out)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
     let written = files.progress()?;
@@ -36,7 +32,7 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
     consumer.assign(&tpl)?;
     tracing::info!(out = %out.display(), ?written, "sink started");
 
-    let mut progress = Progress::default();
+    let counters = Counters::default();
     let mut batches = Batches::default();
     let mut oldest: Option<Instant> = None;
     let mut consumed = false;
@@ -48,7 +44,7 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
                 consumed = true;
                 let (p, offset) = (msg.partition(), msg.offset());
                 if written.get(&p).is_some_and(|last| offset <= *last) {
-                    progress.skipped += 1;
+                    AlertSkipped.emit(&counters);
                 } else {
                     match msg.payload().map(serde_json::from_slice::<Alert>) {
                         Some(Ok(alert)) => {
@@ -56,12 +52,14 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
                             oldest.get_or_insert_with(Instant::now);
                         }
                         other => {
-                            progress.bad += 1;
-                            tracing::error!(
-                                partition = p,
-                                offset,
-                                "not an alert, skipped: {other:?}"
-                            );
+                            let reason = format!("not an alert, skipped: {other:?}");
+                            let source = format!("{topic}/{p}/{offset}");
+                            tracing::error!("{source}: {reason}");
+                            RecordRejected {
+                                reason: &reason,
+                                source: &source,
+                            }
+                            .emit(&counters);
                         }
                     }
                 }
@@ -71,8 +69,11 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
         if batches.len() >= s.roll_rows || aged || stopping {
             let rows = batches.len() as u64;
             let done = batches.flush(&files)?;
-            progress.rows += rows;
-            progress.files += done.len() as u64;
+            ArrowFilesWritten {
+                files: done.len() as u64,
+                rows,
+            }
+            .emit(&counters);
             oldest = None;
             if consumed {
                 consumer
@@ -80,14 +81,11 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
                     .context("committing sink offsets")?;
                 consumed = false;
             }
-            if rows > 0 {
-                tracing::info!(rows, files = done.len(), "alerts written");
-            }
         }
         if stopping {
             break;
         }
     }
-    tracing::info!(?progress, "sink stopped");
-    Ok(progress)
+    tracing::info!(counters = ?counters.snapshot(), "sink stopped");
+    Ok(counters)
 }
