@@ -1,77 +1,24 @@
-//! Event-time helpers: RFC 3339 parsing and formatting on whole epoch seconds, without a
-//! time-zone database. Timestamps in gridwatch are `i64` seconds since the Unix epoch (UTC).
+//! Event-time helpers on whole epoch seconds, by `jiff`: RFC 3339 parsing and formatting,
+//! UTC dates, and the standard offset of an IANA zone. Timestamps in gridwatch are `i64`
+//! seconds since the Unix epoch (UTC).
 
 /// Parses an RFC 3339 timestamp (`2026-01-05T00:15:00Z`, `2026-01-05T06:15:00+06:00`,
-/// `2026-01-05 00:15:00.000Z`) into epoch seconds. Fractional seconds are rounded to the
-/// nearest second. Returns a short reason on failure.
-pub fn parse_rfc3339(s: &str) -> Result<i64, &'static str> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return Err("timestamp too short for RFC 3339 (want e.g. 2026-01-05T00:15:00Z)");
+/// `2026-01-05 00:15:00.000Z`) into epoch seconds, with `jiff`. Fractional seconds are rounded
+/// to the nearest second. A timestamp needs its offset (`Z` or `±HH:MM`): a local time alone
+/// doesn't say when it was.
+pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    let t: jiff::Timestamp = s.parse().map_err(|e| {
+        format!("not an RFC 3339 timestamp with an offset (e.g. 2026-01-05T00:15:00Z): {e}")
+    })?;
+    if t.subsec_nanosecond() == 0 {
+        return Ok(t.as_second());
     }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, &'static str> {
-        let mut v = 0i64;
-        for &c in &b[r] {
-            if !c.is_ascii_digit() {
-                return Err("timestamp has a non-digit where a digit belongs");
-            }
-            v = v * 10 + i64::from(c - b'0');
-        }
-        Ok(v)
-    };
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err("timestamp is not RFC 3339 (want YYYY-MM-DDTHH:MM:SS plus Z or an offset)");
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return Err("timestamp has an impossible date");
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err("timestamp has an impossible time of day");
-    }
-    let mut i = 19;
-    let mut frac_round = 0;
-    if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return Err("timestamp has an empty fraction of a second");
-        }
-        if b[start] >= b'5' {
-            frac_round = 1;
-        }
-    }
-    let offset = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if oh > 23 || om > 59 {
-                return Err("timestamp has an impossible UTC offset");
-            }
-            let o = oh * 3600 + om * 60;
-            if *sign == b'+' {
-                o
-            } else {
-                -o
-            }
-        }
-        _ => return Err("timestamp lacks a time zone (Z or +HH:MM) or has trailing text"),
-    };
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59);
-    Ok(secs + frac_round - offset)
+    let rounded = t
+        .round(jiff::Unit::Second)
+        .map_err(|e| format!("timestamp out of range: {e}"))?;
+    Ok(rounded.as_second())
 }
 
-/// Formats epoch seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 /// The standard (winter, non-DST) UTC offset of an IANA time zone, in whole hours: the local
 /// clock the diurnal cycle follows all year. DST moves the clock, not the sun, so night and
 /// day are judged on standard time. The smaller of the zone's offsets on 1 January and 1 July
@@ -89,59 +36,22 @@ pub fn standard_offset_hours(zone: &str) -> Result<i64, String> {
 }
 
 pub fn format_rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t.to_string(),
+        // Beyond jiff's range (years -9999 to 9999): no parsed reading gets here.
+        Err(_) => format!("{secs}s since 1970-01-01T00:00:00Z"),
+    }
+}
+
+/// The UTC calendar date of epoch seconds.
+pub fn utc_date(secs: i64) -> jiff::civil::Date {
+    let t = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    jiff::tz::Offset::UTC.to_datetime(t).date()
 }
 
 /// The UTC calendar date of epoch seconds, as `YYYY-MM-DD`.
 pub fn format_date(secs: i64) -> String {
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    utc_date(secs).to_string()
 }
 
 /// Serde adapter: epoch seconds on the Rust side, an RFC 3339 string on the wire.
@@ -210,10 +120,9 @@ mod tests {
     }
 
     #[test]
-    fn civil_conversions_agree_over_centuries() {
-        for z in (-800_000..800_000).step_by(997) {
-            let (y, m, d) = civil_from_days(z);
-            assert_eq!(days_from_civil(y, m, d), z);
-        }
+    fn utc_dates() {
+        assert_eq!(utc_date(0).to_string(), "1970-01-01");
+        assert_eq!(utc_date(-1).to_string(), "1969-12-31");
+        assert_eq!(utc_date(1_709_208_000).month(), 2);
     }
 }

@@ -4,8 +4,8 @@
 
 use gridwatch_core::reading::MAX_INTERVAL_S;
 use gridwatch_core::time::parse_rfc3339;
+use gridwatch_core::Reading;
 pub use gridwatch_core::Validation;
-use gridwatch_core::{reading::check_id, Reading};
 use serde_json::{Map, Value};
 use std::io::BufRead;
 
@@ -350,7 +350,6 @@ struct RawReading<'a> {
 
 /// Turns the parsed fields into a reading and validates it ([`Reading::validate`]).
 fn build(r: RawReading<'_>, v: Validation) -> Result<Reading, String> {
-    check_id("meter_id", r.meter_id)?;
     let ts = parse_rfc3339(r.ts).map_err(|e| format!("field ts: {e}: {:?}", r.ts))?;
     let interval_s = u32::try_from(r.interval_s)
         .ok()

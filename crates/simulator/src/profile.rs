@@ -14,7 +14,7 @@ impl At {
     /// Local hour of day as a fraction, local day number, weekday (0 = Monday), month (1–12).
     fn parts(self) -> (f64, i64, i64, i64) {
         let day = self.local.div_euclid(86_400);
-        let (_, month, _) = gridwatch_core::time::civil_from_days(day);
+        let month = i64::from(gridwatch_core::time::utc_date(day * 86_400).month());
         (
             self.local.rem_euclid(86_400) as f64 / 3600.0,
             day,
