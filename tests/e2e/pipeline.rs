@@ -483,3 +483,66 @@ fn demo_finds_every_hidden_case_and_no_false_alert() {
     assert!(first.trim_start().starts_with("1. S000"), "{first}");
     check_with_python(&dir.join("flagged"), &dir.join("alerts.jsonl"));
 }
+
+/// Records written to the readings topic past the ingester — a broken producer, a replayed
+/// export, anyone with write access — are validated again by the detector: the invalid ones
+/// reach the DLQ with the reason and their place on the topic, and the valid ones are used.
+#[test]
+fn detector_revalidates_what_it_consumes_and_dead_letters_the_invalid() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let env = Env::new(&bootstrap, "revalidate");
+    let reg = env.dir.join("registry.csv");
+    std::fs::write(&reg, REGISTRY).unwrap();
+    env.run(&["registry", "load", "--registry", reg.to_str().unwrap()]);
+    env.run(&["topics", "create"]);
+    let mut detector = env.spawn("detector", &["detect"]);
+    let topic = env.var("GRIDWATCH__KAFKA__TOPICS__READINGS").to_string();
+    env.produce_raw(
+        &topic,
+        &[
+            r#"{"meter_id":"MX","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1.5}"#,
+            r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":-2.0}"#,
+            r#"{"meter_id":"M1","ts":"2026-01-05T00:30:00Z","interval_s":0,"kwh":0.2}"#,
+            r#"{"meter_id":"M1","ts":"2026-01-05T00:45:00Z","interval_s":900,"kwh":1e9}"#,
+            "not json at all",
+        ],
+    );
+    let dlq = env.tail("dlq", 4, Duration::from_secs(60));
+    let reasons: Vec<&str> = dlq.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(dlq.len(), 4, "{dlq:#?}\n{}", detector.log_text());
+    for (want, raw) in [
+        ("field kwh: -2 is negative", "-2.0"),
+        ("field interval_s", "\"interval_s\":0"),
+        ("field kwh: 1000000000 kWh", "1e9"),
+        ("not a valid reading", "not json at all"),
+    ] {
+        let d = dlq
+            .iter()
+            .find(|d| d["raw"].as_str().unwrap().contains(raw))
+            .unwrap_or_else(|| panic!("{raw} not on the DLQ: {dlq:#?}"));
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("detector: not a valid reading"),
+            "{reason}"
+        );
+        assert!(reason.contains(want), "{reason} lacks {want}");
+        assert!(
+            d["source"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{topic}/")),
+            "{d}"
+        );
+    }
+    assert!(reasons.iter().all(|r| !r.contains("MX")), "{reasons:?}");
+    // The valid one was used: an unregistered meter, named within its first reading.
+    let alerts = env.tail("alerts", 1, Duration::from_secs(60));
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["kind"] == "unregistered_meter" && a["meter_id"] == "MX"),
+        "{alerts:#?}"
+    );
+    assert!(detector.stop(), "{}", detector.log_text());
+}

@@ -148,6 +148,45 @@ impl Env {
         }
     }
 
+    /// The value of one of the test's `GRIDWATCH__…` settings (its topic names, say).
+    pub fn var(&self, key: &str) -> &str {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{key} is not set"))
+    }
+
+    /// Writes raw records (one a line, no key) to a topic with Kafka's own console producer,
+    /// past gridwatch's ingester: what a broken or hostile producer would put there.
+    pub fn produce_raw(&self, topic: &str, lines: &[&str]) {
+        let libs = repo_root().join("deploy/kafka/libs");
+        let mut child = Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}/*", libs.display()))
+            .args(["org.apache.kafka.tools.ConsoleProducer", "--topic", topic])
+            .args([
+                "--bootstrap-server",
+                self.var("GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("java runs Kafka's console producer (deploy/kafka/kafka.sh fetches it)");
+        let mut stdin = child.stdin.take().expect("piped");
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "console producer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Reads a topic's committed records as JSON until `n` arrived or `timeout` passed.
     pub fn tail(&self, what: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + timeout;
