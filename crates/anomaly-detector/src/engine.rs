@@ -8,7 +8,7 @@
 
 use crate::case::{self, Settle};
 use crate::config::{Detectors, EngineConfig};
-use crate::detectors::bypass::{BypassDetector, DropState, Member};
+use crate::detectors::bypass::{BypassDetector, DropState, Member, Unmetered};
 use crate::detectors::capacity::CapacityState;
 use crate::detectors::feeder::{BalanceState, FeederId, WINDOW};
 use crate::detectors::mining::Flat;
@@ -382,10 +382,11 @@ fn balance_feeder(
         for s in suspects {
             let Slot { reg, st, .. } = &mut slots[s.slot as usize];
             let Some(reg) = reg.as_ref() else { continue };
-            let Some(raised) =
-                d.bypass
-                    .case(reg, &st.drop, (&fd.id, unmetered_kw), s.correlation, b.end)
-            else {
+            let tap = Unmetered {
+                feeder_id: &fd.id,
+                kw: unmetered_kw,
+            };
+            let Some(raised) = d.bypass.case(reg, &st.drop, tap, s.correlation, b.end) else {
                 continue;
             };
             let t = Target {

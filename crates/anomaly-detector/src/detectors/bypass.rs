@@ -70,6 +70,13 @@ pub(crate) struct Member<'a> {
     pub drop: &'a DropState,
 }
 
+/// A feeder's unexplained load while it draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Unmetered<'a> {
+    pub feeder_id: &'a str,
+    pub kw: f64,
+}
+
 /// A customer whose drop matches the feeder's unmetered load.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Suspect {
@@ -182,11 +189,11 @@ impl BypassDetector {
         &self,
         reg: &MeterRecord,
         drop: &DropState,
-        feeder: (&str, f64),
+        feeder: Unmetered<'_>,
         correlation: f64,
         at: i64,
     ) -> Option<Raised> {
-        let (feeder_id, unmetered_kw) = feeder;
+        let (feeder_id, unmetered_kw) = (feeder.feeder_id, feeder.kw);
         let kw = f64::from(drop.kw);
         let ratio = kw / unmetered_kw.max(1e-6);
         if reg.customer_class == Some(CustomerClass::Residential)
