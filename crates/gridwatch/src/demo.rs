@@ -94,6 +94,7 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
     let summary = embedded::run(embedded::RunArgs {
         registry: &data.join("registry.csv"),
         readings: &readings,
+        meter_id: None,
         out,
         detector: config.detector.engine.clone(),
         roll_rows: config.sink.roll_rows,

@@ -25,6 +25,8 @@ pub struct RunArgs<'a> {
     pub registry: &'a Path,
     /// A file path, or `-` for standard input.
     pub readings: &'a str,
+    /// Green Button: the meter id for every reading.
+    pub meter_id: Option<String>,
     pub out: &'a Path,
     pub detector: EngineConfig,
     pub roll_rows: usize,
@@ -134,7 +136,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
         ..Summary::default()
     };
 
-    let (input, bar) = open_readings(args.readings, args.progress)?;
+    let (mut input, bar) = open_readings(args.readings, args.progress)?;
     let source = if args.readings == "-" {
         "stdin"
     } else {
@@ -172,8 +174,9 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
             Ok(())
         };
     emit(&mut alerts, &mut summary, &mut batches)?;
-    let format = Format::from_path(args.readings);
-    let mut records = Records::new(input, format, validation);
+    let format = Format::detect(&mut input, args.readings)
+        .with_context(|| format!("{source}: cannot read"))?;
+    let mut records = Records::new(input, format, validation).with_meter_id(args.meter_id);
     while let Some(item) = records.next() {
         let line = records.line();
         let rejected = match item.with_context(|| source.to_string())? {

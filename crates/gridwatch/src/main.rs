@@ -50,9 +50,14 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         /// Register CSV: site_id,meter_id,feeder_id,role,customer_class,permitted_kw,status,licensed_mining,lat,lon,region
         #[arg(long)]
         registry: PathBuf,
-        /// Readings: CSV (meter_id,ts,interval_s,kwh[,...]) or JSON Lines (.jsonl); - reads standard input as CSV.
+        /// Readings: CSV (meter_id,ts,interval_s,kwh[,...]), JSON Lines (.jsonl), Green Button
+        /// (ESPI Atom XML) or IEC 61968-9 MeterReadings XML, told apart by content; - reads
+        /// standard input.
         #[arg(long)]
         readings: String,
+        /// Green Button: the meter id for every reading, instead of the usage point's id.
+        #[arg(long)]
+        meter_id: Option<String>,
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -153,10 +158,13 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[arg(long)]
         json: bool,
     },
-    /// Send a readings file (CSV or JSON Lines, or - for stdin) to Kafka; rejects go to the DLQ.
+    /// Send a readings file (CSV, JSON Lines, Green Button or IEC 61968-9 XML, or - for stdin) to Kafka; rejects go to the DLQ.
     Ingest {
         #[arg(long)]
         readings: String,
+        /// Green Button: the meter id for every reading, instead of the usage point's id.
+        #[arg(long)]
+        meter_id: Option<String>,
     },
     /// Manage the register on Kafka.
     Registry {
@@ -268,12 +276,14 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Run {
             registry,
             readings,
+            meter_id,
             out,
             quiet,
         } => {
             let summary = embedded::run(embedded::RunArgs {
                 registry: &registry,
                 readings: &readings,
+                meter_id,
                 out: &out,
                 detector: config.detector.engine,
                 roll_rows: config.sink.roll_rows,
@@ -336,7 +346,9 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             suspects::run(&cases, top, all, json)?
         }
-        Command::Ingest { readings } => services::ingest_file(&config, &readings)?,
+        Command::Ingest { readings, meter_id } => {
+            services::ingest_file(&config, &readings, meter_id)?
+        }
         Command::Registry {
             command:
                 RegistryCommand::Load {

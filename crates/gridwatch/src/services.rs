@@ -5,7 +5,7 @@ use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::events::{Counter, Counters};
 use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions, read_compacted};
-use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Sender, Validation};
+use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Records, Sender, Validation};
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -70,12 +70,12 @@ pub fn topics_create(cfg: &Config) -> Result<()> {
 }
 
 /// `gridwatch ingest`: a readings file (or stdin) to Kafka.
-pub fn ingest_file(cfg: &Config, readings: &str) -> Result<()> {
+pub fn ingest_file(cfg: &Config, readings: &str, meter_id: Option<String>) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
         let sender = Sender::new(&cfg.kafka)?.with_feeders(register_feeders(cfg)?);
-        let (input, name): (Box<dyn BufRead>, &str) = if readings == "-" {
+        let (mut input, name): (Box<dyn BufRead>, &str) = if readings == "-" {
             (Box::new(BufReader::new(io::stdin())), "stdin")
         } else {
             let f = File::open(readings).with_context(|| format!("{readings}: cannot open"))?;
@@ -85,7 +85,9 @@ pub fn ingest_file(cfg: &Config, readings: &str) -> Result<()> {
         let started = std::time::Instant::now();
         let counters = Counters::default();
         let validation = Validation { max_ts: Some(now() + 86_400) };
-        let first_failure = ingest(&sender, input, name, Format::from_path(readings), validation, &counters, |line| {
+        let format = Format::detect(&mut input, readings).with_context(|| format!("{name}: cannot read"))?;
+        let records = Records::new(input, format, validation).with_meter_id(meter_id);
+        let first_failure = ingest(&sender, records, name, &counters, |line| {
             bar.set_message(format!("{line} lines"));
             bar.tick();
         })

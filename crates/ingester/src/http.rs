@@ -112,11 +112,18 @@ fn parse_body(
                 }
             }
         }
-        "application/x-ndjson" | "application/jsonl" | "text/csv" => {
-            let format = if kind == "text/csv" {
-                Format::Csv
-            } else {
-                Format::JsonLines
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "text/csv"
+        | "application/atom+xml"
+        | "application/xml"
+        | "text/xml" => {
+            let format = match kind {
+                "text/csv" => Format::Csv,
+                "application/atom+xml" => Format::GreenButton,
+                // Plain XML: Green Button or IEC 61968-9, by its content.
+                "application/xml" | "text/xml" => Format::sniff(body, Format::IecMeterReadings),
+                _ => Format::JsonLines,
             };
             for item in Records::new(body, format, v) {
                 match item.map_err(|e| e.to_string())? {
@@ -155,12 +162,18 @@ async fn post_readings(
         .unwrap_or_default();
     if !matches!(
         kind.as_str(),
-        "application/json" | "application/x-ndjson" | "application/jsonl" | "text/csv"
+        "application/json"
+            | "application/x-ndjson"
+            | "application/jsonl"
+            | "text/csv"
+            | "application/atom+xml"
+            | "application/xml"
+            | "text/xml"
     ) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &request_id,
-            format!("Content-Type must be application/json (an array), application/x-ndjson or text/csv; got {kind:?}"),
+            format!("Content-Type must be application/json (an array), application/x-ndjson, text/csv, application/atom+xml (Green Button) or application/xml (IEC 61968-9 MeterReadings); got {kind:?}"),
         );
     }
     let now = std::time::SystemTime::now()
@@ -262,5 +275,31 @@ mod tests {
             .unwrap_err()
             .contains("invalid JSON"));
         assert!(parse_body("application/json", b"42", "x", v).is_err());
+    }
+
+    #[test]
+    fn green_button_and_iec_bodies_parse_by_content_type() {
+        let v = Validation::default();
+        let data = |f: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/data")
+                    .join(f),
+            )
+            .unwrap()
+        };
+        let gb = data("greenbutton_openespi_usage_15min.xml");
+        let (ok, bad) = parse_body("application/atom+xml", &gb, "http:r4", v).unwrap();
+        assert_eq!((ok.len(), bad.len()), (96, 0));
+        let iec = data("iec_61968_9_meter_readings.xml");
+        let (ok, bad) = parse_body("application/xml", &iec, "http:r5", v).unwrap();
+        assert_eq!((ok.len(), bad.len()), (3, 2));
+        assert!(
+            bad.iter().all(|b| b.source.starts_with("http:r5:")),
+            "{bad:?}"
+        );
+        // Plain XML that is a Green Button feed is read as one.
+        assert_eq!(parse_body("text/xml", &gb, "x", v).unwrap().0.len(), 96);
+        assert!(parse_body("application/xml", b"<MeterReadings><oops", "x", v).is_err());
     }
 }

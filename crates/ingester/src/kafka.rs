@@ -2,7 +2,7 @@
 //! register rows to the compacted `gridwatch.registry`. Idempotent, `acks=all`: a record
 //! counts as stored only once the broker has acknowledged it.
 
-use crate::parse::{Format, Records, Validation};
+use crate::parse::Records;
 use gridwatch_core::events::{
     Counters, DlqWritten, InternalEvent, ReadingIngested, RecordRejected, SendFailed,
 };
@@ -220,23 +220,20 @@ impl Ack {
     }
 }
 
-/// Streams a readings file to Kafka: readings to the readings topic, rejects to the DLQ with
-/// `source` = `<name>:<line>`. Waits for every acknowledgement; counts in `counters`
+/// Streams a readings file (`records`, read from `name`) to Kafka: readings to the readings
+/// topic, rejects to the DLQ with `source` = `<name>:<line>`. Waits for every acknowledgement; counts in `counters`
 /// (`gridwatch_send_failures_total`: records the broker did not take); returns the first
 /// failure, if any.
 pub async fn ingest(
     sender: &Sender,
-    input: impl BufRead,
+    mut records: Records<impl BufRead>,
     name: &str,
-    format: Format,
-    validation: Validation,
     counters: &Counters,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Option<String>> {
     use futures::stream::{FuturesUnordered, StreamExt};
     let mut first_failure = None;
     let mut inflight = FuturesUnordered::new();
-    let mut records = Records::new(input, format, validation);
     let mut note = |r: Result<(), SendError>| {
         if let Err(e) = r {
             let error = e.to_string();

@@ -7,6 +7,7 @@ use gridwatch_core::time::parse_rfc3339;
 use gridwatch_core::Reading;
 pub use gridwatch_core::Validation;
 use serde_json::{Map, Value};
+use std::collections::VecDeque;
 use std::io::BufRead;
 
 /// A record that can't be a reading: where it was, why, and the text as received.
@@ -22,15 +23,48 @@ pub struct Reject {
 pub enum Format {
     Csv,
     JsonLines,
+    /// Green Button (NAESB ESPI) Atom XML.
+    GreenButton,
+    /// IEC 61968-9 `MeterReadings` XML.
+    IecMeterReadings,
 }
 
 impl Format {
-    /// The format a file's name implies: `.jsonl`/`.ndjson` (optionally `.gz`-less) or CSV.
+    /// The format a file's name implies: `.jsonl`/`.ndjson`/`.json` JSON Lines, `.xml` XML
+    /// (which kind: see [`Format::sniff`]), else CSV.
     pub fn from_path(path: &str) -> Format {
         if path.ends_with(".jsonl") || path.ends_with(".ndjson") || path.ends_with(".json") {
             Format::JsonLines
+        } else if path.ends_with(".xml") {
+            Format::GreenButton
         } else {
             Format::Csv
+        }
+    }
+
+    /// The format of a stream named `name` (a path, or `-`): its content where the start shows
+    /// one, else its name. Consumes nothing.
+    pub fn detect(input: &mut impl BufRead, name: &str) -> std::io::Result<Format> {
+        let head = input.fill_buf()?;
+        Ok(Format::sniff(head, Format::from_path(name)))
+    }
+
+    /// The format the start of the content shows, where it shows one: XML that is an Atom
+    /// feed or mentions ESPI is Green Button; XML with IEC 61968-9 `MeterReadings` is that. For
+    /// anything else, `fallback` (from the file name).
+    pub fn sniff(head: &[u8], fallback: Format) -> Format {
+        let text = String::from_utf8_lossy(&head[..head.len().min(64 * 1024)]);
+        let xml = text
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .starts_with('<');
+        if !xml {
+            return fallback;
+        }
+        if text.contains("MeterReadings") || text.contains("iec.ch/TC57") {
+            Format::IecMeterReadings
+        } else {
+            Format::GreenButton
         }
     }
 }
@@ -66,6 +100,8 @@ pub struct Records<R> {
     validation: Validation,
     line: u64,
     done: bool,
+    /// Green Button: the meter id for every reading (else each usage point's id).
+    meter_id: Option<String>,
 }
 
 enum Source<R> {
@@ -81,6 +117,12 @@ enum Source<R> {
     JsonLines {
         input: R,
         buf: String,
+    },
+    /// An XML document, read whole at the first `next()` into a queue of items.
+    Xml {
+        input: Option<R>,
+        format: Format,
+        queue: VecDeque<Item>,
     },
 }
 
@@ -101,13 +143,58 @@ impl<R: BufRead> Records<R> {
                 input,
                 buf: String::new(),
             },
+            Format::GreenButton | Format::IecMeterReadings => Source::Xml {
+                input: Some(input),
+                format,
+                queue: VecDeque::new(),
+            },
         };
         Records {
             source,
             validation,
             line: 0,
             done: false,
+            meter_id: None,
         }
+    }
+
+    /// The meter id for every reading of a Green Button feed, instead of its usage point's id.
+    pub fn with_meter_id(mut self, meter_id: Option<String>) -> Self {
+        self.meter_id = meter_id;
+        self
+    }
+
+    fn next_xml(&mut self) -> Option<Item> {
+        let Source::Xml {
+            input,
+            format,
+            queue,
+        } = &mut self.source
+        else {
+            unreachable!("called for XML only")
+        };
+        if let Some(input) = input.take() {
+            let read = match format {
+                Format::IecMeterReadings => {
+                    crate::xml::iec_meter_readings(input, self.validation, queue)
+                }
+                _ => crate::xml::green_button(
+                    input,
+                    self.meter_id.as_deref(),
+                    self.validation,
+                    queue,
+                ),
+            };
+            // Whatever was read before a malformed part is kept; then the error ends the stream.
+            if let Err(msg) = read {
+                queue.push_back(Err(InputError::Header { line: 0, msg }));
+            }
+        }
+        let item = queue.pop_front()?;
+        if let Ok(Err(r)) = &item {
+            self.line = r.line;
+        }
+        Some(item)
     }
 
     /// The line the last record started on (lines read so far, for JSON Lines).
@@ -316,6 +403,7 @@ impl<R: BufRead> Iterator for Records<R> {
         let item = match self.source {
             Source::Csv { .. } => self.next_csv_record(),
             Source::JsonLines { .. } => self.next_json_line(),
+            Source::Xml { .. } => self.next_xml(),
         };
         // The end, a bad header or an I/O error ends the stream.
         if !matches!(item, Some(Ok(_))) {
