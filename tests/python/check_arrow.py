@@ -6,6 +6,7 @@ usage: check_arrow.py FLAGGED_DIR ALERTS_JSONL README
 import collections
 import datetime
 import json
+import pathlib
 import re
 import sys
 
@@ -41,6 +42,9 @@ assert schema.field("detected_at").type == pa.timestamp("ms", tz="UTC"), schema.
 assert schema.field("window_start").type == pa.timestamp("ms", tz="UTC")
 assert schema.field("evidence").type == pa.string()
 assert schema.field("score").type == pa.float64()
+# Dictionary-encoded batches break readers such as DuckDB's Arrow extension: none in the files.
+for f in pa.ipc.open_file(str(next(pathlib.Path(flagged_dir).rglob("*.arrow")))).schema:
+    assert not pa.types.is_dictionary(f.type), f"{f.name} is dictionary-encoded"
 rows = table.to_pylist()
 got = collections.Counter()
 for r in rows:

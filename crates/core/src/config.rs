@@ -75,11 +75,47 @@ impl Default for IngesterConfig {
     }
 }
 
+/// The file format of the flagged-site files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Arrow IPC files (`.arrow`, zstd): pyarrow, polars.
+    #[default]
+    Arrow,
+    /// Parquet files (`.parquet`, zstd): DuckDB, Spark and every warehouse, natively.
+    Parquet,
+}
+
+impl OutputFormat {
+    /// The file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Arrow => "arrow",
+            OutputFormat::Parquet => "parquet",
+        }
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "arrow" => Ok(OutputFormat::Arrow),
+            "parquet" => Ok(OutputFormat::Parquet),
+            other => Err(format!(
+                "{other:?} is not an output format (arrow or parquet)"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinkConfig {
     /// Output folder; files go to `<out>/flagged/date=…/`.
     pub out: String,
+    /// `arrow` (IPC files) or `parquet`.
+    pub format: OutputFormat,
     pub group_id: String,
     /// Roll a file after this many rows…
     pub roll_rows: usize,
@@ -91,6 +127,7 @@ impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
             out: "gridwatch-out".into(),
+            format: OutputFormat::Arrow,
             group_id: "gridwatch-sink".into(),
             roll_rows: 100_000,
             roll_age_s: 30,

@@ -42,9 +42,9 @@ counters! {
     /// Kafka transactions committed, and the wall time they took.
     Transactions => "gridwatch_transactions_total",
     CommitMillis => "gridwatch_commit_milliseconds_total",
-    /// Arrow files moved into place, and the alert rows they hold.
-    ArrowFiles => "gridwatch_arrow_files_total",
-    ArrowRows => "gridwatch_arrow_rows_total",
+    /// Flagged-site files (Arrow or Parquet) moved into place, and the alert rows they hold.
+    FlaggedFiles => "gridwatch_flagged_files_total",
+    FlaggedRows => "gridwatch_flagged_rows_total",
     /// Alert rows already on disk (a restart re-read them), not written twice.
     AlertsSkipped => "gridwatch_alerts_skipped_total",
     /// Records the broker did not acknowledge.
@@ -176,19 +176,19 @@ impl InternalEvent for TransactionCommitted {
     }
 }
 
-/// Arrow files moved into place.
-pub struct ArrowFilesWritten {
+/// Flagged-site files moved into place.
+pub struct FilesWritten {
     pub files: u64,
     pub rows: u64,
 }
 
-impl InternalEvent for ArrowFilesWritten {
+impl InternalEvent for FilesWritten {
     fn emit(self, c: &Counters) {
         if self.rows > 0 {
             tracing::info!(rows = self.rows, files = self.files, "alerts written");
         }
-        c.add(Counter::ArrowFiles, self.files);
-        c.add(Counter::ArrowRows, self.rows);
+        c.add(Counter::FlaggedFiles, self.files);
+        c.add(Counter::FlaggedRows, self.rows);
     }
 }
 

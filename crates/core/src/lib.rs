@@ -12,6 +12,6 @@ pub mod schema;
 pub mod time;
 
 pub use alert::{alert_id, Alert, AlertKind, AlertStatus, Severity};
-pub use config::{IngesterConfig, KafkaConfig, SinkConfig, Topics};
+pub use config::{IngesterConfig, KafkaConfig, OutputFormat, SinkConfig, Topics};
 pub use reading::{DlqRecord, Reading, Validation};
 pub use registry::{CustomerClass, MeterRecord, RegistryUpdate, Role, SiteStatus};

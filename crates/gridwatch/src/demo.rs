@@ -98,6 +98,7 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
         out,
         detector: config.detector.engine.clone(),
         roll_rows: config.sink.roll_rows,
+        format: config.sink.format,
         progress: true,
     })?;
     summary.print(&mut std::io::stdout())?;

@@ -5,12 +5,12 @@
 use anyhow::{Context, Result};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse};
 use gridwatch_core::events::{
-    AlertsEmitted, ArrowFilesWritten, Counter, Counters, DlqWritten, InternalEvent,
-    ReadingProcessed, RecordRejected,
+    AlertsEmitted, Counter, Counters, DlqWritten, FilesWritten, InternalEvent, ReadingProcessed,
+    RecordRejected,
 };
-use gridwatch_core::{Alert, AlertKind, DlqRecord, RegistryUpdate};
+use gridwatch_core::{Alert, AlertKind, DlqRecord, OutputFormat, RegistryUpdate};
 use gridwatch_ingester::{read_registry, Format, Records, Validation};
-use gridwatch_sink::{ArrowFiles, Batches, Row};
+use gridwatch_sink::{Batches, FlaggedFiles, Row};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,6 +30,8 @@ pub struct RunArgs<'a> {
     pub out: &'a Path,
     pub detector: EngineConfig,
     pub roll_rows: usize,
+    /// Arrow IPC or Parquet files under `flagged/`.
+    pub format: OutputFormat,
     pub progress: bool,
 }
 
@@ -126,7 +128,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let mut rejects_out = BufWriter::new(
         File::create(&rejects_path).with_context(|| format!("{}", rejects_path.display()))?,
     );
-    let files = ArrowFiles::open(args.out)?;
+    let files = FlaggedFiles::open(args.out, args.format)?;
     let mut batches = Batches::default();
     let mut summary = Summary {
         registry_rows,
@@ -224,10 +226,10 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     Ok(summary)
 }
 
-fn flush_arrow(batches: &mut Batches, files: &ArrowFiles, counters: &Counters) -> Result<()> {
+fn flush_arrow(batches: &mut Batches, files: &FlaggedFiles, counters: &Counters) -> Result<()> {
     let rows = batches.len() as u64;
     let written = batches.flush(files)?;
-    ArrowFilesWritten {
+    FilesWritten {
         files: written.len() as u64,
         rows,
     }
@@ -270,8 +272,8 @@ impl Summary {
         }
         writeln!(
             w,
-            "arrow:    {} file(s) under {}",
-            n(Counter::ArrowFiles),
+            "files:    {} file(s) under {}",
+            n(Counter::FlaggedFiles),
             self.flagged_path.display()
         )
     }

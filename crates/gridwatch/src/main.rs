@@ -10,6 +10,7 @@ mod suspects;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::Config;
+use gridwatch_core::OutputFormat;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
@@ -58,6 +59,10 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         /// Green Button: the meter id for every reading, instead of the usage point's id.
         #[arg(long)]
         meter_id: Option<String>,
+        /// Flagged-site files: arrow (IPC, for pyarrow and polars) or parquet (for DuckDB,
+        /// Spark and warehouses); default: sink.format.
+        #[arg(long)]
+        format: Option<OutputFormat>,
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -277,6 +282,7 @@ fn real_main(cli: Cli) -> Result<()> {
             registry,
             readings,
             meter_id,
+            format,
             out,
             quiet,
         } => {
@@ -287,6 +293,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 out: &out,
                 detector: config.detector.engine,
                 roll_rows: config.sink.roll_rows,
+                format: format.unwrap_or(config.sink.format),
                 progress: !quiet,
             })?;
             summary.print(&mut std::io::stdout())?;

@@ -5,4 +5,4 @@
 pub mod service;
 pub mod writer;
 
-pub use writer::{ArrowFiles, Batches, Row};
+pub use writer::{Batches, FlaggedFiles, Row};

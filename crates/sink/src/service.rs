@@ -3,11 +3,9 @@
 //! by their offsets, and rows at or below the highest offset already on disk are skipped, so
 //! a crash between rename and commit neither loses nor duplicates a row.
 
-use crate::writer::{ArrowFiles, Batches, Row};
+use crate::writer::{Batches, FlaggedFiles, Row};
 use anyhow::{anyhow, Context, Result};
-use gridwatch_core::events::{
-    AlertSkipped, ArrowFilesWritten, Counters, InternalEvent, RecordRejected,
-};
+use gridwatch_core::events::{AlertSkipped, Counters, FilesWritten, InternalEvent, RecordRejected};
 use gridwatch_core::kafka::{consumer_config, partitions};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -20,7 +18,7 @@ use std::time::{Duration, Instant};
 /// Runs until `stop` is set; then writes what is pending, commits, and returns what it
 /// counted.
 pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Result<Counters> {
-    let files = ArrowFiles::open(out)
+    let files = FlaggedFiles::open(out, s.format)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
     let written = files.progress()?;
     let consumer: BaseConsumer = consumer_config(k, &s.group_id).create()?;
@@ -69,7 +67,7 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
         if batches.len() >= s.roll_rows || aged || stopping {
             let rows = batches.len() as u64;
             let done = batches.flush(&files)?;
-            ArrowFilesWritten {
+            FilesWritten {
                 files: done.len() as u64,
                 rows,
             }

@@ -1,6 +1,6 @@
-//! Arrow IPC file writing: alert rows to zstd-compressed `.arrow` files, Hive-partitioned by
-//! the UTC date of `detected_at`, written under `_tmp/`, fsynced and renamed into place so a
-//! reader never sees half a file.
+//! Flagged-site files: alert rows to zstd-compressed Arrow IPC (`.arrow`, the default) or
+//! Parquet (`.parquet`) files, Hive-partitioned by the UTC date of `detected_at`, written under
+//! `_tmp/`, fsynced and renamed into place so a reader never sees half a file.
 
 use arrow_array::builder::{Float64Builder, StringBuilder, TimestampMillisecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
@@ -8,7 +8,7 @@ use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_ipc::CompressionType;
 use gridwatch_core::schema::alert_schema;
 use gridwatch_core::time::format_date;
-use gridwatch_core::Alert;
+use gridwatch_core::{Alert, OutputFormat};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
@@ -25,21 +25,22 @@ pub struct Row {
 
 /// Writes files under `<out>/flagged/`.
 #[derive(Debug, Clone)]
-pub struct ArrowFiles {
+pub struct FlaggedFiles {
     root: PathBuf,
+    format: OutputFormat,
 }
 
-impl ArrowFiles {
+impl FlaggedFiles {
     /// Prepares `<out>/flagged/_tmp/`, removing what a crashed run left there (never visible
     /// to readers, and rewritten from uncommitted input).
-    pub fn open(out: &Path) -> io::Result<ArrowFiles> {
+    pub fn open(out: &Path, format: OutputFormat) -> io::Result<FlaggedFiles> {
         let root = out.join("flagged");
         let tmp = root.join("_tmp");
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
-        Ok(ArrowFiles { root })
+        Ok(FlaggedFiles { root, format })
     }
 
     pub fn root(&self) -> &Path {
@@ -61,9 +62,16 @@ impl ArrowFiles {
         for (date, rows) in by_date {
             let first = rows.first().map_or(0, |r| r.offset);
             let last = rows.last().map_or(0, |r| r.offset);
-            let name = format!("part-{partition}-{first}-{last}.arrow");
+            let name = format!(
+                "part-{partition}-{first}-{last}.{}",
+                self.format.extension()
+            );
             let tmp = self.root.join("_tmp").join(&name);
-            write_file(&tmp, &rows)?;
+            let batch = to_batch(&rows).map_err(io::Error::other)?;
+            match self.format {
+                OutputFormat::Arrow => write_ipc(&tmp, &batch)?,
+                OutputFormat::Parquet => write_parquet(&tmp, &batch)?,
+            }
             let dir = self.root.join(format!("date={date}"));
             fs::create_dir_all(&dir)?;
             let dest = dir.join(&name);
@@ -74,9 +82,10 @@ impl ArrowFiles {
         Ok(written)
     }
 
-    /// The highest offset already written per partition, read from the file names. A sink
-    /// that restarts skips rows up to it, so a crash between rename and offset commit does
-    /// not duplicate rows.
+    /// The highest offset already written per partition, read from the file names (of either
+    /// format: a sink switched from one to the other doesn't write rows twice). A sink that
+    /// restarts skips rows up to it, so a crash between rename and offset commit does not
+    /// duplicate rows.
     pub fn progress(&self) -> io::Result<HashMap<i32, i64>> {
         let mut out: HashMap<i32, i64> = HashMap::new();
         for dir in fs::read_dir(&self.root)? {
@@ -86,10 +95,10 @@ impl ArrowFiles {
             }
             for f in fs::read_dir(dir.path())? {
                 let name = f?.file_name().to_string_lossy().into_owned();
-                let Some(stem) = name
-                    .strip_prefix("part-")
-                    .and_then(|s| s.strip_suffix(".arrow"))
-                else {
+                let Some(stem) = name.strip_prefix("part-").and_then(|s| {
+                    s.strip_suffix(".arrow")
+                        .or_else(|| s.strip_suffix(".parquet"))
+                }) else {
                     continue;
                 };
                 let parts: Vec<&str> = stem.split('-').collect();
@@ -105,16 +114,35 @@ impl ArrowFiles {
     }
 }
 
-fn write_file(path: &Path, rows: &[&Row]) -> io::Result<()> {
-    let batch = to_batch(rows).map_err(io::Error::other)?;
+fn write_ipc(path: &Path, batch: &RecordBatch) -> io::Result<()> {
     let file = File::create(path)?;
     let opts = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::ZSTD))
         .map_err(io::Error::other)?;
     let mut w = FileWriter::try_new_with_options(BufWriter::new(file), &batch.schema(), opts)
         .map_err(io::Error::other)?;
-    w.write(&batch).map_err(io::Error::other)?;
+    w.write(batch).map_err(io::Error::other)?;
     w.finish().map_err(io::Error::other)?;
+    let file = w
+        .into_inner()
+        .map_err(io::Error::other)?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    file.sync_all()
+}
+
+/// Parquet, zstd, the Arrow schema (and its metadata) embedded, so readers get the same types.
+fn write_parquet(path: &Path, batch: &RecordBatch) -> io::Result<()> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let file = File::create(path)?;
+    let mut w = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(props))
+        .map_err(io::Error::other)?;
+    w.write(batch).map_err(io::Error::other)?;
     let file = w
         .into_inner()
         .map_err(io::Error::other)?
@@ -198,7 +226,7 @@ impl Batches {
     }
 
     /// Writes every pending partition; returns (partition, last offset written) pairs.
-    pub fn flush(&mut self, files: &ArrowFiles) -> io::Result<Vec<(i32, i64)>> {
+    pub fn flush(&mut self, files: &FlaggedFiles) -> io::Result<Vec<(i32, i64)>> {
         let mut done = Vec::new();
         for (p, rows) in std::mem::take(&mut self.pending) {
             if let Some(last) = rows.last().map(|r| r.offset) {
@@ -245,7 +273,7 @@ mod tests {
     #[test]
     fn writes_partitioned_files_that_read_back_and_records_progress() {
         let dir = tempfile::tempdir().unwrap();
-        let files = ArrowFiles::open(dir.path()).unwrap();
+        let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
         let rows: Vec<Row> = (0..10)
             .map(|i| Row {
                 offset: 100 + i,
@@ -269,5 +297,38 @@ mod tests {
             .next()
             .is_none());
         assert_eq!(files.progress().unwrap(), HashMap::from([(3, 109)]));
+    }
+
+    #[test]
+    fn parquet_files_read_back_with_the_same_schema_and_count_toward_progress() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<Row> = (0..10)
+            .map(|i| Row {
+                offset: 200 + i,
+                alert: alert(i, i / 5),
+            })
+            .collect();
+        let arrow = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
+        arrow.write(1, &rows[..3]).unwrap();
+        let files = FlaggedFiles::open(dir.path(), OutputFormat::Parquet).unwrap();
+        let paths = files.write(1, &rows[3..]).unwrap();
+        assert!(
+            paths[0].ends_with("flagged/date=2026-01-01/part-1-203-204.parquet"),
+            "{paths:?}"
+        );
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&paths[1]).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+        assert_eq!(batches[0].schema().fields(), alert_schema().fields());
+        assert_eq!(
+            batches[0].schema().metadata()["gridwatch.schema_version"],
+            "1"
+        );
+        // Both formats count: a sink switched to Parquet doesn't rewrite the Arrow rows.
+        assert_eq!(files.progress().unwrap(), HashMap::from([(1, 209)]));
     }
 }
