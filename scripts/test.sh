@@ -16,6 +16,7 @@ extra=()
 command -v mvn >/dev/null || extra+=(maven)
 command -v java >/dev/null || extra+=(openjdk-17-jre-headless)
 python3 -c 'import ensurepip' 2>/dev/null || extra+=(python3-venv)
+command -v chromium >/dev/null || extra+=(chromium)   # renders report.html in the tests
 install_build_deps "${extra[@]}"
 
 step "python venv with pyarrow and polars"

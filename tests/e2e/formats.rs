@@ -155,3 +155,75 @@ fn walk(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// The demo's `report.html` renders in headless Chromium (Debian's `chromium`): a screenshot,
+/// no console message (the page has no script), nothing fetched from a network, a card with a
+/// plot for every open case and a map.
+#[test]
+fn report_renders_in_headless_chromium_without_console_errors() {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true and no chromium: scripts/test.sh installs Debian's chromium"
+        );
+        eprintln!("SKIPPED: no chromium on this machine (scripts/test.sh installs it)");
+        return;
+    };
+    let dir = tempfile_dir("report");
+    let demo = gridwatch(&["demo", "--out", s(&dir)]);
+    let text = String::from_utf8_lossy(&demo.stdout);
+    let html =
+        std::fs::read_to_string(dir.join("report.html")).expect("the demo writes report.html");
+    assert!(
+        !html.contains("<script") && !html.contains("src=") && !html.contains("http"),
+        "self-contained"
+    );
+    let open: usize = html
+        .split("open cases")
+        .next()
+        .and_then(|h| h.rsplit('>').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the header counts the open cases");
+    assert!(open >= 5, "{open}");
+    assert_eq!(html.matches("<article class=\"case\">").count(), open);
+    assert_eq!(
+        html.matches("<svg class=\"plot\"").count(),
+        open,
+        "a plot per case"
+    );
+    assert_eq!(html.matches("<svg class=\"map\"").count(), 1);
+    assert!(
+        text.contains("report.html"),
+        "the demo says where the report is: {text}"
+    );
+    let png = dir.join("report.png");
+    let shot = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args([
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1000,2600",
+        ])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", dir.join("report.html").display()))
+        .output()
+        .expect("chromium runs");
+    let log = String::from_utf8_lossy(&shot.stderr);
+    assert!(shot.status.success(), "{log}");
+    assert!(!log.contains("CONSOLE"), "console messages: {log}");
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 50_000, "a screenshot with content ({size} bytes)");
+}

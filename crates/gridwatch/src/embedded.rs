@@ -2,6 +2,7 @@
 //! alerts to `alerts.jsonl` and Arrow files, rejects to `rejects.jsonl`. No Kafka; the same
 //! core and the same formats as the services.
 
+use crate::report::Report;
 use anyhow::{Context, Result};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse};
 use gridwatch_core::events::{
@@ -44,6 +45,7 @@ pub struct Summary {
     pub by_kind: BTreeMap<AlertKind, (u64, u64)>,
     pub alerts_path: PathBuf,
     pub rejects_path: PathBuf,
+    pub report_path: PathBuf,
     pub flagged_path: PathBuf,
 }
 
@@ -105,14 +107,31 @@ fn open_readings(path: &str, progress: bool) -> Result<(Box<dyn BufRead>, Progre
     ))
 }
 
+/// Reads and validates a register CSV file.
+pub fn read_register(path: &Path) -> Result<Vec<gridwatch_core::MeterRecord>> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("{name}: cannot open register"))?;
+    Ok(read_registry(BufReader::new(file), &name)?)
+}
+
+/// Reads a readings file again for the report's load curves (its valid readings only).
+pub fn add_readings(report: &mut Report, path: &str, meter_id: Option<String>) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("{path}: cannot open readings"))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let format =
+        Format::detect(&mut input, path).with_context(|| format!("{path}: cannot read"))?;
+    let records = Records::new(input, format, Validation::default()).with_meter_id(meter_id);
+    report.add_readings(records.map_while(Result::ok).flatten());
+    Ok(())
+}
+
 /// Runs the embedded pipeline end to end.
 pub fn run(args: RunArgs<'_>) -> Result<Summary> {
-    let reg_name = args.registry.display().to_string();
-    let reg_file =
-        File::open(args.registry).with_context(|| format!("{reg_name}: cannot open register"))?;
-    let rows = read_registry(BufReader::new(reg_file), &reg_name)?;
+    let rows = read_register(args.registry)?;
+    let registry = rows.clone();
     let mut engine = Engine::new(args.detector)?;
     let mut alerts = Vec::new();
+    let mut emitted: Vec<Alert> = Vec::new();
     let registry_rows = rows.len();
     for r in rows {
         engine.apply_registry(RegistryUpdate::Upsert(r), &mut alerts);
@@ -134,6 +153,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
         registry_rows,
         alerts_path,
         rejects_path,
+        report_path: args.out.join("report.html"),
         flagged_path: files.root().to_path_buf(),
         ..Summary::default()
     };
@@ -154,6 +174,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
                 serde_json::to_writer(&mut alerts_out, &a)?;
                 alerts_out.write_all(b"\n")?;
                 AlertsEmitted(1).emit(&summary.counters);
+                emitted.push(a.clone());
                 let e = summary.by_kind.entry(a.kind).or_default();
                 if a.status == gridwatch_core::AlertStatus::Open {
                     e.0 += 1;
@@ -178,7 +199,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     emit(&mut alerts, &mut summary, &mut batches)?;
     let format = Format::detect(&mut input, args.readings)
         .with_context(|| format!("{source}: cannot read"))?;
-    let mut records = Records::new(input, format, validation).with_meter_id(args.meter_id);
+    let mut records = Records::new(input, format, validation).with_meter_id(args.meter_id.clone());
     while let Some(item) = records.next() {
         let line = records.line();
         let rejected = match item.with_context(|| source.to_string())? {
@@ -223,6 +244,12 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     if !batches.is_empty() {
         flush_arrow(&mut batches, &files, &summary.counters)?;
     }
+    // The report's load curves come from a second pass over the readings file.
+    let mut report = Report::new(&emitted, &registry);
+    if args.readings != "-" {
+        add_readings(&mut report, args.readings, args.meter_id)?;
+    }
+    report.write(&summary.report_path, &format!("from {source}"))?;
     Ok(summary)
 }
 
@@ -275,6 +302,7 @@ impl Summary {
             "files:    {} file(s) under {}",
             n(Counter::FlaggedFiles),
             self.flagged_path.display()
-        )
+        )?;
+        writeln!(w, "report:   {}", self.report_path.display())
     }
 }

@@ -4,6 +4,7 @@ mod config;
 mod demo;
 mod embedded;
 mod eval;
+mod report;
 mod services;
 mod suspects;
 
@@ -42,10 +43,11 @@ struct Cli {
 enum Command {
     /// Run the whole pipeline on files, without Kafka.
     #[command(long_about = "Run the whole pipeline on files, without Kafka.\n\n\
-Reads the register (CSV) and readings (CSV or JSON Lines, or - for standard input), and writes:\n  \
+Reads the register (CSV) and readings (CSV, JSON Lines, Green Button or IEC 61968-9 XML, or - for standard input), and writes:\n  \
 DIR/alerts.jsonl     one alert JSON per line (open, update, resolved)\n  \
-DIR/flagged/         the same alerts as zstd Arrow IPC files, partitioned by date=YYYY-MM-DD\n  \
-DIR/rejects.jsonl    every record that could not be used, with its reason and file:line\n\n\
+DIR/flagged/         the same alerts as zstd Arrow IPC (or --format parquet) files, partitioned by date=YYYY-MM-DD\n  \
+DIR/rejects.jsonl    every record that could not be used, with its reason and file:line\n  \
+DIR/report.html      the open cases ranked for inspection, with their load curves and a map (the curves take a second pass over the readings file)\n\n\
 Example: gridwatch run --registry registry.csv --readings readings.csv --out results")]
     Run {
         /// Register CSV: site_id,meter_id,feeder_id,role,customer_class,permitted_kw,status,licensed_mining,lat,lon,region
@@ -141,6 +143,27 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// The inspection report as one HTML file: ranked open cases with their load curves and a map.
+    #[command(
+        long_about = "The inspection report, made from saved output: one self-contained HTML file (no network, opens from disk) with the open cases ranked like `gridwatch suspects`, each with its summary, score, estimated energy, evidence and a plot of its load over the case and the days before it (permit and peers' median drawn; for a feeder, its head against its meters plus expected losses), and a map of the flagged sites. `gridwatch run` and `gridwatch demo` write OUT/report.html themselves.\n\nExample: gridwatch report --alerts results/alerts.jsonl --registry registry.csv --readings readings.csv --out report.html"
+    )]
+    Report {
+        /// alerts.jsonl (an embedded run's, or alerts saved from the topic).
+        #[arg(long)]
+        alerts: PathBuf,
+        /// The register CSV the alerts were made with (for sites' meters, permits, places).
+        #[arg(long)]
+        registry: PathBuf,
+        /// The readings (any input format) to draw the load curves from.
+        #[arg(long)]
+        readings: PathBuf,
+        /// Green Button: the meter id for every reading, as given to the run.
+        #[arg(long)]
+        meter_id: Option<String>,
+        /// The HTML file to write.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
     },
     /// The ranked inspection list: sites (and feeders) by likelihood × estimated unauthorized energy.
     #[command(
@@ -340,6 +363,20 @@ fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Command::Eval { data, alerts, json } => eval::run(&data, &alerts, json)?,
+        Command::Report {
+            alerts,
+            registry,
+            readings,
+            meter_id,
+            out,
+        } => {
+            let alerts = eval::read_alerts(&alerts)?;
+            let registry = embedded::read_register(&registry)?;
+            let mut report = report::Report::new(&alerts, &registry);
+            embedded::add_readings(&mut report, &readings.display().to_string(), meter_id)?;
+            report.write(&out, &format!("from {}", readings.display()))?;
+            println!("report: {}", out.display());
+        }
         Command::Suspects {
             alerts,
             kafka,
