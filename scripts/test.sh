@@ -19,12 +19,12 @@ python3 -c 'import ensurepip' 2>/dev/null || extra+=(python3-venv)
 command -v chromium >/dev/null || extra+=(chromium)   # renders report.html in the tests
 install_build_deps "${extra[@]}"
 
-step "python venv with pyarrow and polars"
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import pyarrow, polars' 2>/dev/null; then
+step "python venv with pyarrow, polars and duckdb"
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import pyarrow, polars, duckdb' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi
-.venv/bin/python -c 'import pyarrow, polars; print("pyarrow", pyarrow.__version__, "polars", polars.__version__)'
+.venv/bin/python -c 'import pyarrow, polars, duckdb; print("pyarrow", pyarrow.__version__, "polars", polars.__version__, "duckdb", duckdb.__version__)'
 
 step "kafka broker"
 port=${KAFKA_PORT:-9092}
