@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Result<Counters> {
     let files = FlaggedFiles::open(out, s.format)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
-    let written = files.progress()?;
+    let written = files.on_disk()?;
     let consumer: BaseConsumer = consumer_config(k, &s.group_id).create()?;
     let topic = &k.topics.alerts;
     let mut tpl = TopicPartitionList::new();
@@ -28,7 +28,7 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
         tpl.add_partition_offset(topic, p, Offset::Stored)?;
     }
     consumer.assign(&tpl)?;
-    tracing::info!(out = %out.display(), ?written, "sink started");
+    tracing::info!(out = %out.display(), written = ?written.last_offsets(), "sink started");
 
     let counters = Counters::default();
     let mut batches = Batches::default();
@@ -41,24 +41,25 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
                 let msg = msg.context("reading alerts")?;
                 consumed = true;
                 let (p, offset) = (msg.partition(), msg.offset());
-                if written.get(&p).is_some_and(|last| offset <= *last) {
-                    AlertSkipped.emit(&counters);
-                } else {
-                    match msg.payload().map(serde_json::from_slice::<Alert>) {
-                        Some(Ok(alert)) => {
-                            batches.push(p, Row { offset, alert });
+                match msg.payload().map(serde_json::from_slice::<Alert>) {
+                    Some(Ok(alert)) => {
+                        let row = Row { offset, alert };
+                        if written.covers(p, &row) {
+                            AlertSkipped.emit(&counters);
+                        } else {
+                            batches.push(p, row);
                             oldest.get_or_insert_with(Instant::now);
                         }
-                        other => {
-                            let reason = format!("not an alert, skipped: {other:?}");
-                            let source = format!("{topic}/{p}/{offset}");
-                            tracing::error!("{source}: {reason}");
-                            RecordRejected {
-                                reason: &reason,
-                                source: &source,
-                            }
-                            .emit(&counters);
+                    }
+                    other => {
+                        let reason = format!("not an alert, skipped: {other:?}");
+                        let source = format!("{topic}/{p}/{offset}");
+                        tracing::error!("{source}: {reason}");
+                        RecordRejected {
+                            reason: &reason,
+                            source: &source,
                         }
+                        .emit(&counters);
                     }
                 }
             }

@@ -9,7 +9,7 @@ use arrow_ipc::CompressionType;
 use gridwatch_core::schema::alert_schema;
 use gridwatch_core::time::format_date;
 use gridwatch_core::{Alert, OutputFormat};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
@@ -73,7 +73,11 @@ impl FlaggedFiles {
                 OutputFormat::Parquet => write_parquet(&tmp, &batch)?,
             }
             let dir = self.root.join(format!("date={date}"));
-            fs::create_dir_all(&dir)?;
+            if !dir.exists() {
+                fs::create_dir_all(&dir)?;
+                // The new folder's entry must be durable before the file in it is.
+                File::open(&self.root)?.sync_all()?;
+            }
             let dest = dir.join(&name);
             fs::rename(&tmp, &dest)?;
             File::open(&dir)?.sync_all()?;
@@ -82,17 +86,19 @@ impl FlaggedFiles {
         Ok(written)
     }
 
-    /// The highest offset already written per partition, read from the file names (of either
-    /// format: a sink switched from one to the other doesn't write rows twice). A sink that
-    /// restarts skips rows up to it, so a crash between rename and offset commit does not
-    /// duplicate rows.
-    pub fn progress(&self) -> io::Result<HashMap<i32, i64>> {
-        let mut out: HashMap<i32, i64> = HashMap::new();
+    /// What is already on disk, read from the file names (of either format: a sink switched
+    /// from one to the other doesn't write rows twice). A sink that restarts skips the rows it
+    /// covers, so a crash between a rename and the offset commit neither loses nor duplicates
+    /// a row — including a batch whose rows span several dates, whose files are renamed one by
+    /// one: coverage is per date, so the rows of a date whose file didn't make it are written.
+    pub fn on_disk(&self) -> io::Result<OnDisk> {
+        let mut out = OnDisk::default();
         for dir in fs::read_dir(&self.root)? {
             let dir = dir?;
-            if !dir.file_name().to_string_lossy().starts_with("date=") {
+            let folder = dir.file_name().to_string_lossy().into_owned();
+            let Some(date) = folder.strip_prefix("date=") else {
                 continue;
-            }
+            };
             for f in fs::read_dir(dir.path())? {
                 let name = f?.file_name().to_string_lossy().into_owned();
                 let Some(stem) = name.strip_prefix("part-").and_then(|s| {
@@ -102,15 +108,50 @@ impl FlaggedFiles {
                     continue;
                 };
                 let parts: Vec<&str> = stem.split('-').collect();
-                if let [p, _, last] = parts[..] {
-                    if let (Ok(p), Ok(last)) = (p.parse::<i32>(), last.parse::<i64>()) {
-                        let e = out.entry(p).or_insert(last);
-                        *e = (*e).max(last);
+                if let [p, first, last] = parts[..] {
+                    if let (Ok(p), Ok(first), Ok(last)) =
+                        (p.parse::<i32>(), first.parse::<i64>(), last.parse::<i64>())
+                    {
+                        out.files
+                            .entry((p, date.to_string()))
+                            .or_default()
+                            .push((first, last));
                     }
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// The offset ranges of the files on disk, per input partition and date.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OnDisk {
+    files: BTreeMap<(i32, String), Vec<(i64, i64)>>,
+}
+
+impl OnDisk {
+    /// Whether the row at `offset` of `partition` is already in a file: one of its date whose
+    /// offset range holds it (a batch's file of a date holds all its rows of that date).
+    pub fn covers(&self, partition: i32, row: &Row) -> bool {
+        let date = format_date(row.alert.detected_at);
+        self.files.get(&(partition, date)).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|&(first, last)| (first..=last).contains(&row.offset))
+        })
+    }
+
+    /// The highest offset in a file, per partition (for the start-up log).
+    pub fn last_offsets(&self) -> BTreeMap<i32, i64> {
+        let mut out = BTreeMap::new();
+        for ((p, _), ranges) in &self.files {
+            for &(_, last) in ranges {
+                let e = out.entry(*p).or_insert(last);
+                *e = (*e).max(last);
+            }
+        }
+        out
     }
 }
 
@@ -296,7 +337,42 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
-        assert_eq!(files.progress().unwrap(), HashMap::from([(3, 109)]));
+        let disk = files.on_disk().unwrap();
+        assert_eq!(disk.last_offsets(), BTreeMap::from([(3, 109)]));
+        assert!(rows.iter().all(|r| disk.covers(3, r)));
+        assert!(!disk.covers(2, &rows[0]), "another partition");
+        let later = Row {
+            offset: 110,
+            alert: alert(1, 0),
+        };
+        assert!(!disk.covers(3, &later));
+    }
+
+    /// A batch whose rows span two dates, interleaved in offsets (a late alert): the file of
+    /// one date is in place, the other's never got renamed (the sink died). On restart the rows
+    /// of the missing date must be written, and those on disk skipped: none lost, none twice.
+    #[test]
+    fn a_batch_half_renamed_across_dates_loses_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
+        // Offsets 100..=105, alternating between 1 and 2 January.
+        let rows: Vec<Row> = (0..6)
+            .map(|i| Row {
+                offset: 100 + i,
+                alert: alert(i, (i + 1) % 2),
+            })
+            .collect();
+        let second_day: Vec<Row> = rows.iter().filter(|r| r.offset % 2 == 0).cloned().collect();
+        // Only the 2 January file made it: offsets 100, 102, 104 (its range 100–104 spans
+        // offsets 101 and 103, which are 1 January's).
+        files.write(0, &second_day).unwrap();
+        let disk = files.on_disk().unwrap();
+        let again: Vec<&Row> = rows.iter().filter(|r| !disk.covers(0, r)).collect();
+        assert_eq!(
+            again.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![101, 103, 105],
+            "the 1 January rows are written on restart, the rest skipped"
+        );
     }
 
     #[test]
@@ -317,18 +393,16 @@ mod tests {
             paths[0].ends_with("flagged/date=2026-01-01/part-1-203-204.parquet"),
             "{paths:?}"
         );
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&paths[1]).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&paths[1]).unwrap()).unwrap();
+        // The Arrow schema travels in the file, metadata and all.
+        assert_eq!(builder.schema().metadata()["gridwatch.schema_version"], "1");
+        let batches: Vec<_> = builder.build().unwrap().map(Result::unwrap).collect();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
         assert_eq!(batches[0].schema().fields(), alert_schema().fields());
-        assert_eq!(
-            batches[0].schema().metadata()["gridwatch.schema_version"],
-            "1"
-        );
         // Both formats count: a sink switched to Parquet doesn't rewrite the Arrow rows.
-        assert_eq!(files.progress().unwrap(), HashMap::from([(1, 209)]));
+        let disk = files.on_disk().unwrap();
+        assert_eq!(disk.last_offsets(), BTreeMap::from([(1, 209)]));
+        assert!(rows.iter().all(|r| disk.covers(1, r)));
     }
 }
