@@ -498,19 +498,46 @@ fn detector_revalidates_what_it_consumes_and_dead_letters_the_invalid() {
     env.run(&["topics", "create"]);
     let mut detector = env.spawn("detector", &["detect"]);
     let topic = env.var("GRIDWATCH__KAFKA__TOPICS__READINGS").to_string();
+    // A 900 KB record first: its DLQ copy is cut to 16 KiB, so the transaction carrying it fits
+    // Kafka's message size and the detector carries on to the records after it.
+    let huge = format!(
+        r#"{{"meter_id":"{}","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1}}"#,
+        "Z".repeat(900_000)
+    );
     env.produce_raw(
         &topic,
         &[
-            r#"{"meter_id":"MX","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1.5}"#,
+            &huge,
+            // A field this version doesn't know: ignored, the reading used.
+            r#"{"meter_id":"MX","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1.5,"firmware":"4.2"}"#,
             r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":-2.0}"#,
             r#"{"meter_id":"M1","ts":"2026-01-05T00:30:00Z","interval_s":0,"kwh":0.2}"#,
             r#"{"meter_id":"M1","ts":"2026-01-05T00:45:00Z","interval_s":900,"kwh":1e9}"#,
             "not json at all",
         ],
     );
-    let dlq = env.tail("dlq", 4, Duration::from_secs(60));
+    let dlq = env.tail("dlq", 5, Duration::from_secs(60));
     let reasons: Vec<&str> = dlq.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(dlq.len(), 4, "{dlq:#?}\n{}", detector.log_text());
+    assert_eq!(dlq.len(), 5, "{reasons:#?}\n{}", detector.log_text());
+    let cut = dlq
+        .iter()
+        .find(|d| {
+            d["raw"]
+                .as_str()
+                .unwrap()
+                .starts_with("{\"meter_id\":\"ZZZ")
+        })
+        .expect("the huge record is on the DLQ");
+    assert!(cut["raw"].as_str().unwrap().len() <= 16 * 1024);
+    let reason = cut["reason"].as_str().unwrap();
+    assert!(
+        reason.len() < 500,
+        "the reason quotes the id in part: {reason:.300}"
+    );
+    assert!(
+        reason.contains("field meter_id") && reason.contains("of 900068 bytes"),
+        "{reason}"
+    );
     for (want, raw) in [
         ("field kwh: -2 is negative", "-2.0"),
         ("field interval_s", "\"interval_s\":0"),

@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A validated interval reading. `ts` is the END of the interval, in epoch seconds (UTC).
+/// A validated interval reading. `ts` is the END of the interval, in epoch seconds (UTC). On the
+/// topic, fields this version doesn't know are ignored: a producer that adds one is read by
+/// older detectors (the ingester's own parsers still name an unknown field in a file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Reading {
     pub meter_id: String,
     #[serde(with = "crate::time::serde_rfc3339")]
@@ -39,11 +40,17 @@ pub struct Validation {
     pub max_ts: Option<i64>,
 }
 
-/// An id is 1–128 printable characters.
+/// An id is 1–128 printable characters. The reason quotes a long one only in part.
 pub fn check_id(name: &str, v: &str) -> Result<(), String> {
     if v.is_empty() || v.len() > MAX_ID_LEN || v.chars().any(char::is_control) {
+        let shown: String = v.chars().take(40).collect();
+        let more = if shown.len() < v.len() {
+            format!("… ({} bytes)", v.len())
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "field {name}: {v:?} is not a valid id (1–{MAX_ID_LEN} printable characters)"
+            "field {name}: {shown:?}{more} is not a valid id (1–{MAX_ID_LEN} printable characters)"
         ));
     }
     Ok(())
@@ -139,10 +146,37 @@ impl Reading {
 pub struct DlqRecord {
     /// What is wrong, naming the field.
     pub reason: String,
-    /// Where it came from: `file:line` or `http:<request id>#<record>`.
+    /// Where it came from: `file:line`, `http:<request id>#<record>` or
+    /// `topic/partition/offset`.
     pub source: String,
-    /// The record as received.
+    /// The record as received, up to [`MAX_DLQ_RAW`] bytes.
     pub raw: String,
+}
+
+/// The most of a rejected record a DLQ record keeps: a huge record must not make a DLQ record
+/// larger than Kafka takes (which would fail the transaction carrying it, again and again).
+pub const MAX_DLQ_RAW: usize = 16 * 1024;
+
+impl DlqRecord {
+    /// A DLQ record; a `raw` longer than [`MAX_DLQ_RAW`] is cut there (at a character
+    /// boundary), and the reason says so and how long it was.
+    pub fn new(reason: String, source: String, mut raw: String) -> DlqRecord {
+        let mut reason = reason;
+        if raw.len() > MAX_DLQ_RAW {
+            let size = raw.len();
+            let mut cut = MAX_DLQ_RAW;
+            while !raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            raw.truncate(cut);
+            reason = format!("{reason} (raw cut to its first {cut} of {size} bytes)");
+        }
+        DlqRecord {
+            reason,
+            source,
+            raw,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +195,25 @@ mod tests {
             current_a: None,
             feeder_id: None,
         }
+    }
+
+    #[test]
+    fn dlq_records_keep_at_most_16_kib_of_the_record_and_say_so() {
+        let small = DlqRecord::new("bad".into(), "x:1".into(), "abc".into());
+        assert_eq!((small.reason.as_str(), small.raw.as_str()), ("bad", "abc"));
+        let huge = "é".repeat(500_000);
+        let cut = DlqRecord::new("bad".into(), "x:1".into(), huge);
+        assert!(cut.raw.len() <= MAX_DLQ_RAW && cut.raw.len() > MAX_DLQ_RAW - 2);
+        assert!(cut.reason.contains("of 1000000 bytes"), "{}", cut.reason);
+    }
+
+    #[test]
+    fn unknown_fields_on_the_topic_are_ignored() {
+        let r: Reading = serde_json::from_str(
+            r#"{"meter_id":"M1","ts":"2026-01-01T00:00:00Z","interval_s":900,"kwh":0.5,"firmware":"2.1"}"#,
+        )
+        .unwrap();
+        assert_eq!(r, reading());
     }
 
     #[test]

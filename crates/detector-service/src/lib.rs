@@ -280,12 +280,11 @@ pub fn run(
                     }
                 }
                 Err(reason) if is_live => {
-                    let rec = DlqRecord {
-                        reason: format!("detector: not a valid reading: {reason}"),
-                        source: format!("{topic}/{}/{}", msg.partition(), msg.offset()),
-                        raw: String::from_utf8_lossy(msg.payload().unwrap_or_default())
-                            .into_owned(),
-                    };
+                    let rec = DlqRecord::new(
+                        format!("detector: not a valid reading: {reason}"),
+                        format!("{topic}/{}/{}", msg.partition(), msg.offset()),
+                        String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
+                    );
                     RecordRejected {
                         reason: &rec.reason,
                         source: &rec.source,

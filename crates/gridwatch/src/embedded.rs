@@ -223,11 +223,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
             }
         };
         if let Some((reason, raw)) = rejected {
-            let rec = DlqRecord {
-                reason,
-                source: format!("{source}:{line}"),
-                raw,
-            };
+            let rec = DlqRecord::new(reason, format!("{source}:{line}"), raw);
             serde_json::to_writer(&mut rejects_out, &rec)?;
             rejects_out.write_all(b"\n")?;
             DlqWritten(1).emit(&summary.counters);

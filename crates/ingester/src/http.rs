@@ -104,11 +104,11 @@ fn parse_body(
                 };
                 match parsed {
                     Ok(r) => readings.push(r),
-                    Err(reason) => rejects.push(DlqRecord {
+                    Err(reason) => rejects.push(DlqRecord::new(
                         reason,
-                        source: format!("{source}#{i}"),
-                        raw: item.to_string(),
-                    }),
+                        format!("{source}#{i}"),
+                        item.to_string(),
+                    )),
                 }
             }
         }
@@ -128,11 +128,11 @@ fn parse_body(
             for item in Records::new(body, format, v) {
                 match item.map_err(|e| e.to_string())? {
                     Ok(r) => readings.push(r),
-                    Err(rej) => rejects.push(DlqRecord {
-                        reason: rej.reason,
-                        source: format!("{source}:{}", rej.line),
-                        raw: rej.raw,
-                    }),
+                    Err(rej) => rejects.push(DlqRecord::new(
+                        rej.reason,
+                        format!("{source}:{}", rej.line),
+                        rej.raw,
+                    )),
                 }
             }
         }

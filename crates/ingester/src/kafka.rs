@@ -248,11 +248,7 @@ pub async fn ingest(
                 sender.send_patiently(|s| s.send_reading(&r))
             }
             Err(rej) => {
-                let rec = DlqRecord {
-                    reason: rej.reason,
-                    source: format!("{name}:{}", rej.line),
-                    raw: rej.raw,
-                };
+                let rec = DlqRecord::new(rej.reason, format!("{name}:{}", rej.line), rej.raw);
                 RecordRejected {
                     reason: &rec.reason,
                     source: &rec.source,
