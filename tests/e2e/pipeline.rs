@@ -166,6 +166,18 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
     assert_eq!(status, 200, "{resp}");
     assert!(resp.contains("field interval_s"), "{resp}");
 
+    // A reading stamped an hour ahead of the clock (beyond ingester.max_future_s, 15 min) is a
+    // reject: it would make the meter's genuine readings look late.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ahead = gridwatch_core::time::format_rfc3339((now / 900 + 4) * 900);
+    let body = format!("meter_id,ts,interval_s,kwh\nM3,{ahead},900,0.1\n");
+    let (status, _, resp) = post(&addr, "/v1/readings", "text/csv", body.as_bytes());
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("is in the future"), "{resp}");
+
     // Unusable requests are refused outright.
     let (status, _, resp) = post(&addr, "/v1/readings", "text/plain", b"hello");
     assert_eq!(status, 415, "{resp}");
@@ -292,8 +304,8 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
     assert!(first["est_excess_mwh"].as_f64().unwrap() > 1.0, "{first}");
 
     // Every reject is on the DLQ with its reason and source.
-    let dlq = env.tail("dlq", 3, Duration::from_secs(30));
-    assert_eq!(dlq.len(), 3, "{dlq:#?}");
+    let dlq = env.tail("dlq", 4, Duration::from_secs(30));
+    assert_eq!(dlq.len(), 4, "{dlq:#?}");
     assert!(dlq
         .iter()
         .all(|d| d["source"].as_str().unwrap().starts_with("http:")

@@ -63,6 +63,9 @@ pub struct IngesterConfig {
     pub max_body_bytes: usize,
     /// How long a request waits for the broker to acknowledge its records before 503.
     pub ack_timeout_ms: u64,
+    /// A reading stamped more than this ahead of the server's clock is rejected (a meter's
+    /// clock gone wrong, or a reading meant to make genuine ones look late).
+    pub max_future_s: i64,
 }
 
 impl Default for IngesterConfig {
@@ -71,6 +74,7 @@ impl Default for IngesterConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 16 * 1024 * 1024,
             ack_timeout_ms: 10_000,
+            max_future_s: 900,
         }
     }
 }

@@ -79,6 +79,12 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         gridwatch_anomaly_detector::Engine::new(cfg.detector.engine.clone())
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        if cfg.ingester.max_future_s < 0 {
+            bail!(
+                "configuration: ingester.max_future_s must be at least 0, got {}",
+                cfg.ingester.max_future_s
+            );
+        }
         Ok(cfg)
     }
 }

@@ -99,6 +99,7 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
         detector: config.detector.engine.clone(),
         roll_rows: config.sink.roll_rows,
         format: config.sink.format,
+        max_future_s: config.ingester.max_future_s,
         progress: true,
     })?;
     summary.print(&mut std::io::stdout())?;

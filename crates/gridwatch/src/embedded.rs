@@ -33,6 +33,8 @@ pub struct RunArgs<'a> {
     pub roll_rows: usize,
     /// Arrow IPC or Parquet files under `flagged/`.
     pub format: OutputFormat,
+    /// Readings stamped further ahead of the clock than this are rejected.
+    pub max_future_s: i64,
     pub progress: bool,
 }
 
@@ -165,7 +167,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
         args.readings
     };
     let validation = Validation {
-        max_ts: Some(wall_clock_now() + 86_400),
+        max_ts: Some(wall_clock_now() + args.max_future_s),
     };
     let mut next_offset = 0i64;
     let mut emit =

@@ -317,6 +317,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 detector: config.detector.engine,
                 roll_rows: config.sink.roll_rows,
                 format: format.unwrap_or(config.sink.format),
+                max_future_s: config.ingester.max_future_s,
                 progress: !quiet,
             })?;
             summary.print(&mut std::io::stdout())?;

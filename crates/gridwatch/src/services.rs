@@ -84,7 +84,7 @@ pub fn ingest_file(cfg: &Config, readings: &str, meter_id: Option<String>) -> Re
         let bar = if io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
         let started = std::time::Instant::now();
         let counters = Counters::default();
-        let validation = Validation { max_ts: Some(now() + 86_400) };
+        let validation = Validation { max_ts: Some(now() + cfg.ingester.max_future_s) };
         let format = Format::detect(&mut input, readings).with_context(|| format!("{name}: cannot read"))?;
         let records = Records::new(input, format, validation).with_meter_id(meter_id);
         let first_failure = ingest(&sender, records, name, &counters, |line| {

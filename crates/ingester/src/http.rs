@@ -180,7 +180,7 @@ async fn post_readings(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let validation = Validation {
-        max_ts: Some(now + 86_400),
+        max_ts: Some(now + app.cfg.max_future_s),
     };
     let (readings, rejects) = match parse_body(&kind, &body, &source, validation) {
         Ok(x) => x,
