@@ -176,6 +176,28 @@ fn send_retrying(producer: &BaseProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Re
     .map_err(Into::into)
 }
 
+/// The offsets to commit: each partition's position, but never behind the offset it was
+/// committed at when this instance started. A partition still replaying sits below it, and
+/// committing that would make the next start treat readings already answered as live, and
+/// send their alerts a second time.
+fn committable(
+    position: &TopicPartitionList,
+    topic: &str,
+    replay_until: &HashMap<i32, i64>,
+) -> Result<TopicPartitionList> {
+    let mut out = TopicPartitionList::new();
+    for e in position.elements() {
+        let floor = replay_until.get(&e.partition()).copied().unwrap_or(0);
+        let offset = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o.max(floor)),
+            _ if floor > 0 => Offset::Offset(floor),
+            other => other,
+        };
+        out.add_partition_offset(topic, e.partition(), offset)?;
+    }
+    Ok(out)
+}
+
 /// Runs until `stop` is set (then finishes the open batch) or an error occurs; returns what it
 /// counted.
 pub fn run(
@@ -327,7 +349,7 @@ pub fn run(
             for value in &dlq {
                 send_retrying(&producer, BaseRecord::to(&k.topics.dlq).payload(value))?;
             }
-            let position = consumer.position()?;
+            let position = committable(&consumer.position()?, topic, &replay_until)?;
             producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
             // Serve the delivery reports ourselves until the batch is acknowledged: left to
             // commit_transaction's own flush, a BaseProducer waits in 100 ms steps, which
@@ -374,7 +396,41 @@ fn log_progress(what: &str, counters: &Counters, latencies: &Latencies, meters: 
 
 #[cfg(test)]
 mod tests {
-    use super::Latencies;
+    use super::{committable, Latencies};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_replaying_partition_never_commits_behind_where_it_started() {
+        let mut position = TopicPartitionList::new();
+        position
+            .add_partition_offset("r", 0, Offset::Offset(40))
+            .unwrap();
+        position
+            .add_partition_offset("r", 1, Offset::Offset(900))
+            .unwrap();
+        position
+            .add_partition_offset("r", 2, Offset::Invalid)
+            .unwrap();
+        position
+            .add_partition_offset("r", 3, Offset::Invalid)
+            .unwrap();
+        let replay_until = HashMap::from([(0, 500), (1, 800), (2, 70), (3, 0)]);
+        let c = committable(&position, "r", &replay_until).unwrap();
+        let at = |p| c.find_partition("r", p).unwrap().offset();
+        assert_eq!(
+            at(0),
+            Offset::Offset(500),
+            "still replaying: stays at its commit"
+        );
+        assert_eq!(at(1), Offset::Offset(900), "live: its position");
+        assert_eq!(
+            at(2),
+            Offset::Offset(70),
+            "nothing read yet: stays at its commit"
+        );
+        assert_eq!(at(3), Offset::Invalid, "never committed, nothing read");
+    }
 
     #[test]
     fn latency_quantiles_come_from_the_recorded_distribution() {
