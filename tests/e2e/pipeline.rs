@@ -2,7 +2,9 @@
 //! alerts topic → sink → Arrow files, read back by pyarrow and polars; rejects on the DLQ;
 //! the embedded and Kafka runs agree alert for alert, through kill -9 of detector and sink.
 
-use gridwatch_e2e::{free_port, get, kafka, post, python, repo_root, serial, wait_until, Env};
+use gridwatch_e2e::{
+    free_port, get, get_text, kafka, metric, post, python, repo_root, serial, wait_until, Env,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -316,6 +318,47 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
 
     // The sink writes them all; on SIGTERM it flushes and exits cleanly.
     settle(|| logged_rows(&sink.log_text()) >= alerts.len());
+
+    // Both services count what they did at /metrics, in Prometheus text: every reading the
+    // ingester took reached the detector's count (used, duplicate or late), every alert row
+    // the sink's.
+    let detector_metrics = env.var("GRIDWATCH__DETECTOR__METRICS_LISTEN").to_string();
+    let sink_metrics = env.var("GRIDWATCH__SINK__METRICS_LISTEN").to_string();
+    let seen = |text: &str| {
+        [
+            "gridwatch_readings_total",
+            "gridwatch_readings_duplicate_total",
+            "gridwatch_readings_late_total",
+        ]
+        .iter()
+        .map(|m| metric(text, m).unwrap_or(0))
+        .sum::<u64>()
+    };
+    wait_until(
+        "the detector's metrics to count every reading",
+        Duration::from_secs(30),
+        || seen(&get_text(&detector_metrics, "/metrics").1) >= accepted,
+    );
+    let (status, text) = get_text(&detector_metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("# TYPE gridwatch_readings_total counter"),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "gridwatch_alerts_total").unwrap_or(0) >= alerts.len() as u64,
+        "{text}"
+    );
+    let (status, text) = get_text(&sink_metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        metric(&text, "gridwatch_flagged_rows_total").unwrap_or(0) >= alerts.len() as u64,
+        "{text}"
+    );
+    assert_eq!(
+        get(env.var("GRIDWATCH__DETECTOR__METRICS_LISTEN"), "/healthz"),
+        200
+    );
     assert!(
         sink.stop(),
         "sink did not stop cleanly:\n{}",

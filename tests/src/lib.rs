@@ -99,6 +99,14 @@ impl Env {
             ),
             ("GRIDWATCH__SINK__GROUP_ID", format!("{p}-sink")),
             ("GRIDWATCH__SINK__ROLL_AGE_S", "1".to_string()),
+            (
+                "GRIDWATCH__DETECTOR__METRICS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
+                "GRIDWATCH__SINK__METRICS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
             ("GRIDWATCH_LOG", "info".to_string()),
         ]
         .into_iter()
@@ -289,8 +297,13 @@ pub fn post(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, St
 
 /// GET, for health checks.
 pub fn get(addr: &str, path: &str) -> u16 {
+    get_text(addr, path).0
+}
+
+/// GET; returns (status, body). Status 0 when nothing answers.
+pub fn get_text(addr: &str, path: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr) else {
-        return 0;
+        return (0, String::new());
     };
     let _ = write!(
         s,
@@ -298,10 +311,19 @@ pub fn get(addr: &str, path: &str) -> u16 {
     );
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    resp.split_whitespace()
+    let status = resp
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// A counter's value in a Prometheus text body.
+pub fn metric(body: &str, name: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Waits until `f` holds or panics after `timeout` with `what`.

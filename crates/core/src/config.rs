@@ -120,6 +120,8 @@ pub struct SinkConfig {
     pub out: String,
     /// `arrow` (IPC files) or `parquet`.
     pub format: OutputFormat,
+    /// Address of the sink's `/metrics` (Prometheus text) and `/healthz`.
+    pub metrics_listen: String,
     pub group_id: String,
     /// Roll a file after this many rows…
     pub roll_rows: usize,
@@ -132,6 +134,7 @@ impl Default for SinkConfig {
         SinkConfig {
             out: "gridwatch-out".into(),
             format: OutputFormat::Arrow,
+            metrics_listen: "127.0.0.1:9642".into(),
             group_id: "gridwatch-sink".into(),
             roll_rows: 100_000,
             roll_age_s: 30,

@@ -70,7 +70,21 @@ impl Counters {
         self.0[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Every counter that moved, by name: for progress logs and the metrics endpoint.
+    /// Every counter in the Prometheus text format (a `# TYPE` line and its value), for a
+    /// `/metrics` endpoint.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        for &c in Counter::ALL {
+            out.push_str(&format!(
+                "# TYPE {name} counter\n{name} {}\n",
+                self.get(c),
+                name = c.name()
+            ));
+        }
+        out
+    }
+
+    /// Every counter that moved, by name: for progress logs.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         Counter::ALL
             .iter()
@@ -247,5 +261,11 @@ mod tests {
             let n = k.name();
             assert!(n.starts_with("gridwatch_") && n.ends_with("_total"), "{n}");
         }
+        let text = c.prometheus_text();
+        assert!(
+            text.contains("# TYPE gridwatch_readings_total counter\ngridwatch_readings_total 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("gridwatch_alerts_total 0\n"), "{text}");
     }
 }

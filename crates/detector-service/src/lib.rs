@@ -45,6 +45,8 @@ pub struct ServiceConfig {
     pub transactional_id: String,
     /// Readings per transaction, at most.
     pub batch_size: usize,
+    /// Address of the service's `/metrics` (Prometheus text) and `/healthz`.
+    pub metrics_listen: String,
 }
 
 impl Default for ServiceConfig {
@@ -53,6 +55,7 @@ impl Default for ServiceConfig {
             group_id: "gridwatch-detector".into(),
             transactional_id: "gridwatch-detector-0".into(),
             batch_size: 20_000,
+            metrics_listen: "127.0.0.1:9641".into(),
         }
     }
 }
@@ -198,14 +201,15 @@ fn committable(
     Ok(out)
 }
 
-/// Runs until `stop` is set (then finishes the open batch) or an error occurs; returns what it
-/// counted.
+/// Runs until `stop` is set (then finishes the open batch) or an error occurs, counting in
+/// `counters` (which the metrics endpoint serves).
 pub fn run(
     k: &KafkaConfig,
     d: &ServiceConfig,
     engine: &EngineConfig,
+    counters: &Counters,
     stop: &AtomicBool,
-) -> Result<Counters> {
+) -> Result<()> {
     let mut engine = Engine::new(engine.clone())?;
     let registry = load_registry(k, &d.group_id, &mut engine)?;
 
@@ -251,7 +255,6 @@ pub fn run(
         .group_metadata()
         .ok_or_else(|| anyhow!("no consumer group metadata"))?;
 
-    let counters = Counters::default();
     let mut alerts = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
     let mut dlq: Vec<Vec<u8>> = Vec::new();
@@ -298,7 +301,7 @@ pub fn run(
                 Ok(r) => {
                     let used = engine.on_reading(&r, &mut alerts);
                     if is_live {
-                        ReadingProcessed(used).emit(&counters);
+                        ReadingProcessed(used).emit(counters);
                     }
                 }
                 Err(reason) if is_live => {
@@ -311,7 +314,7 @@ pub fn run(
                         reason: &rec.reason,
                         source: &rec.source,
                     }
-                    .emit(&counters);
+                    .emit(counters);
                     dlq.push(serde_json::to_vec(&rec)?);
                 }
                 Err(_) => {}
@@ -323,7 +326,7 @@ pub fn run(
                     out.push(Outgoing::of(&a)?);
                 }
             } else {
-                ReadingReplayed.emit(&counters);
+                ReadingReplayed.emit(counters);
                 alerts.clear();
             }
         }
@@ -362,24 +365,24 @@ pub fn run(
             TransactionCommitted {
                 millis: committing.elapsed().as_millis() as u64,
             }
-            .emit(&counters);
+            .emit(counters);
             let committed = now_ms();
             for t in produced_at.drain(..) {
                 latencies.record(committed - t);
             }
-            AlertsEmitted(out.len() as u64).emit(&counters);
-            DlqWritten(dlq.len() as u64).emit(&counters);
+            AlertsEmitted(out.len() as u64).emit(counters);
+            DlqWritten(dlq.len() as u64).emit(counters);
             out.clear();
             dlq.clear();
         }
         producer.poll(Duration::ZERO);
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
-            log_progress("detector progress", &counters, &latencies, engine.meters());
+            log_progress("detector progress", counters, &latencies, engine.meters());
         }
     }
-    log_progress("detector stopped", &counters, &latencies, engine.meters());
-    Ok(counters)
+    log_progress("detector stopped", counters, &latencies, engine.meters());
+    Ok(())
 }
 
 /// Its counts, and how long after it was produced each live reading's batch committed — the

@@ -206,18 +206,56 @@ pub fn ingester(cfg: &Config) -> Result<()> {
     })
 }
 
+/// Serves a service's counters at `/metrics` (Prometheus text) and `/healthz` on `listen`.
+fn serve_metrics(
+    rt: &tokio::runtime::Runtime,
+    listen: &str,
+    counters: Arc<Counters>,
+) -> Result<()> {
+    use axum::routing::get;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("metrics: cannot listen on {listen}"))?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = counters.prometheus_text();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics endpoint stopped: {e}");
+        }
+    });
+    tracing::info!(listen, "metrics on /metrics");
+    Ok(())
+}
+
 /// `gridwatch detect`: the anomaly-detector service.
 pub fn detect(cfg: &Config) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(ensure_topics(&cfg.kafka))
         .map_err(|e| anyhow!(e))?;
     let stop = stop_flag(&rt);
-    let cfg = cfg.clone();
-    let progress = rt.block_on(rt.spawn_blocking(move || {
+    let counters = Arc::new(Counters::default());
+    serve_metrics(&rt, &cfg.detector.service.metrics_listen, counters.clone())?;
+    let (cfg, served) = (cfg.clone(), counters.clone());
+    rt.block_on(rt.spawn_blocking(move || {
         let d = &cfg.detector;
-        gridwatch_detector_service::run(&cfg.kafka, &d.service, &d.engine, &stop)
+        gridwatch_detector_service::run(&cfg.kafka, &d.service, &d.engine, &served, &stop)
     }))??;
-    println!("detector stopped: {:?}", progress.snapshot());
+    println!("detector stopped: {:?}", counters.snapshot());
     Ok(())
 }
 
@@ -227,11 +265,13 @@ pub fn sink(cfg: &Config, out: &Path) -> Result<()> {
     rt.block_on(ensure_topics(&cfg.kafka))
         .map_err(|e| anyhow!(e))?;
     let stop = stop_flag(&rt);
-    let (cfg, out) = (cfg.clone(), out.to_path_buf());
-    let progress = rt.block_on(rt.spawn_blocking(move || {
-        gridwatch_sink::service::run(&cfg.kafka, &cfg.sink, &out, &stop)
+    let counters = Arc::new(Counters::default());
+    serve_metrics(&rt, &cfg.sink.metrics_listen, counters.clone())?;
+    let (cfg, out, served) = (cfg.clone(), out.to_path_buf(), counters.clone());
+    rt.block_on(rt.spawn_blocking(move || {
+        gridwatch_sink::service::run(&cfg.kafka, &cfg.sink, &out, &served, &stop)
     }))??;
-    println!("sink stopped: {:?}", progress.snapshot());
+    println!("sink stopped: {:?}", counters.snapshot());
     Ok(())
 }
 

@@ -15,9 +15,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Runs until `stop` is set; then writes what is pending, commits, and returns what it
-/// counted.
-pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Result<Counters> {
+/// Runs until `stop` is set; then writes what is pending, commits, and returns. Counts in
+/// `counters` (which the metrics endpoint serves).
+pub fn run(
+    k: &KafkaConfig,
+    s: &SinkConfig,
+    out: &Path,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> Result<()> {
     let files = FlaggedFiles::open(out, s.format)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
     let written = files.on_disk()?;
@@ -30,7 +36,6 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
     consumer.assign(&tpl)?;
     tracing::info!(out = %out.display(), written = ?written.last_offsets(), "sink started");
 
-    let counters = Counters::default();
     let mut batches = Batches::default();
     let mut oldest: Option<Instant> = None;
     let mut consumed = false;
@@ -45,7 +50,7 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
                     Some(Ok(alert)) => {
                         let row = Row { offset, alert };
                         if written.covers(p, &row) {
-                            AlertSkipped.emit(&counters);
+                            AlertSkipped.emit(counters);
                         } else {
                             batches.push(p, row);
                             oldest.get_or_insert_with(Instant::now);
@@ -59,7 +64,7 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
                             reason: &reason,
                             source: &source,
                         }
-                        .emit(&counters);
+                        .emit(counters);
                     }
                 }
             }
@@ -72,7 +77,7 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
                 files: done.len() as u64,
                 rows,
             }
-            .emit(&counters);
+            .emit(counters);
             oldest = None;
             if consumed {
                 consumer
@@ -86,5 +91,5 @@ pub fn run(k: &KafkaConfig, s: &SinkConfig, out: &Path, stop: &AtomicBool) -> Re
         }
     }
     tracing::info!(counters = ?counters.snapshot(), "sink stopped");
-    Ok(counters)
+    Ok(())
 }
