@@ -2,7 +2,7 @@
 //! by DuckDB (as docs/analysts.md shows it), pyarrow and polars; Green Button and IEC 61968-9
 //! files read by `gridwatch run`.
 
-use gridwatch_e2e::{bin, python, repo_root};
+use gridwatch_e2e::{bin, python_check, repo_root};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -58,25 +58,14 @@ fn parquet_output_reads_natively_in_duckdb_pyarrow_and_polars() {
     let parquet = walk(&out.join("flagged"), "parquet");
     assert!(!parquet.is_empty(), "no Parquet files");
     assert!(walk(&out.join("flagged"), "arrow").is_empty());
-    let check = Command::new(python())
-        .arg(repo_root().join("tests/python/check_parquet.py"))
-        .arg(out.join("flagged"))
-        .arg(out.join("alerts.jsonl"))
-        .arg(repo_root().join("docs/analysts.md"))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}); scripts/test.sh installs it",
-                python().display()
-            )
-        });
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+    python_check(
+        "check_parquet.py",
+        &[
+            &out.join("flagged"),
+            &out.join("alerts.jsonl"),
+            &repo_root().join("docs/analysts.md"),
+        ],
     );
-    println!("{said}");
-    assert!(check.status.success(), "parquet checks failed:\n{said}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! the embedded and Kafka runs agree alert for alert, through kill -9 of detector and sink.
 
 use gridwatch_e2e::{
-    free_port, get, get_text, kafka, metric, post, python, repo_root, serial, wait_until, Env,
+    free_port, get, get_text, kafka, metric, post, python_check, repo_root, serial, wait_until, Env,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -62,25 +62,8 @@ fn write_jsonl(path: &Path, rows: &[Value]) {
 /// Loads the Arrow output with the README's pyarrow and polars snippets and checks it holds
 /// exactly the rows of `alerts` (a JSON Lines file).
 fn check_with_python(flagged: &Path, alerts: &Path) {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/check_arrow.py"))
-        .arg(flagged)
-        .arg(alerts)
-        .arg(repo_root().join("README.md"))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}); scripts/test.sh installs it",
-                python().display()
-            )
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert!(out.status.success(), "python checks failed:\n{text}");
+    let readme = repo_root().join("README.md");
+    python_check("check_arrow.py", &[flagged, alerts, &readme]);
 }
 
 #[test]

@@ -320,6 +320,28 @@ pub fn get_text(addr: &str, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// Runs one of the Python checks in `tests/python` with `args` (pyarrow, polars and duckdb
+/// installed by scripts/test.sh); panics with its output unless it passes.
+pub fn python_check(script: &str, args: &[&Path]) {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); scripts/test.sh installs it",
+                python().display()
+            )
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{said}");
+    assert!(out.status.success(), "{script} failed:\n{said}");
+}
+
 /// A counter's value in a Prometheus text body.
 pub fn metric(body: &str, name: &str) -> Option<u64> {
     body.lines()

@@ -291,6 +291,7 @@ fn on_closed_hour(
             peers,
         };
         cx.flat = d.mining.classify(&cx);
+        let day = cx.day;
         let found: Vec<_> = [
             d.step.on_hour(&mut cx, &mut st.step),
             d.capacity.on_hour(&mut cx, &mut st.capacity),
@@ -309,7 +310,7 @@ fn on_closed_hour(
             update_interval_s: cfg.update_interval_s,
         };
         case::settle(s, &mut st.episodes, found, out);
-        d.bypass.track(&st.series, hour.end, &mut st.drop);
+        d.bypass.track(day, &st.series, hour.end, &mut st.drop);
     }
     if st.episodes.is_empty() {
         st.series.learn_baseline(hour.end, hour.kw);

@@ -9,7 +9,7 @@
 use crate::suspects::{rank, Suspect};
 use anyhow::{Context, Result};
 use gridwatch_core::time::format_rfc3339;
-use gridwatch_core::{Alert, AlertStatus, MeterRecord, Reading, Role};
+use gridwatch_core::{Alert, MeterRecord, Reading, Role};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -58,24 +58,6 @@ impl Report {
         let ranked: Vec<Suspect> = rank(alerts).into_iter().filter(|s| s.open).collect();
         let total_open = ranked.len();
         let total_mwh = ranked.iter().map(|s| s.est_excess_mwh).sum();
-        // The latest message of every episode; a target's strongest open one speaks for it.
-        let mut latest: HashMap<&str, &Alert> = HashMap::new();
-        for a in alerts {
-            let e = latest.entry(&a.alert_id).or_insert(a);
-            if a.detected_at >= e.detected_at {
-                *e = a;
-            }
-        }
-        let mut best: HashMap<&str, &Alert> = HashMap::new();
-        for a in latest
-            .values()
-            .filter(|a| a.status != AlertStatus::Resolved)
-        {
-            let e = best.entry(a.target_id()).or_insert(a);
-            if a.score > e.score {
-                *e = a;
-            }
-        }
         let registry: HashMap<String, MeterRecord> = registry
             .iter()
             .map(|r| (r.meter_id.clone(), r.clone()))
@@ -83,9 +65,7 @@ impl Report {
         let mut cases = Vec::new();
         let mut wanted: HashMap<String, Vec<(usize, Line)>> = HashMap::new();
         for s in ranked.into_iter().take(MAX_CASES) {
-            let Some(alert) = best.get(s.target.as_str()).map(|a| (*a).clone()) else {
-                continue;
-            };
+            let alert = s.alert.clone();
             let i = cases.len();
             let lasted = (alert.window_end - alert.window_start).clamp(2 * 86_400, 7 * 86_400);
             let to = alert.detected_at.max(alert.window_end);

@@ -22,6 +22,9 @@ pub struct Suspect {
     pub kinds: Vec<String>,
     pub open: bool,
     pub summary: String,
+    /// The alert that speaks for the target (its strongest open episode's latest message).
+    #[serde(skip)]
+    pub alert: Alert,
 }
 
 /// One row per target: the latest message of each of its episodes, combined.
@@ -70,6 +73,7 @@ pub fn rank(alerts: &[Alert]) -> Vec<Suspect> {
                 kinds,
                 open: eps.iter().any(|a| a.status != AlertStatus::Resolved),
                 summary: best.summary.clone(),
+                alert: (*best).clone(),
             }
         })
         .collect();

@@ -311,16 +311,21 @@ mod tests {
         }
     }
 
+    /// `n` rows from offset `first`, the i-th detected on day `day(i)` after 1 January.
+    fn rows(first: i64, n: i64, day: impl Fn(i64) -> i64) -> Vec<Row> {
+        (0..n)
+            .map(|i| Row {
+                offset: first + i,
+                alert: alert(i, day(i)),
+            })
+            .collect()
+    }
+
     #[test]
     fn writes_partitioned_files_that_read_back_and_records_progress() {
         let dir = tempfile::tempdir().unwrap();
         let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
-        let rows: Vec<Row> = (0..10)
-            .map(|i| Row {
-                offset: 100 + i,
-                alert: alert(i, i / 5),
-            })
-            .collect();
+        let rows = rows(100, 10, |i| i / 5);
         let paths = files.write(3, &rows).unwrap();
         assert_eq!(paths.len(), 2);
         assert!(
@@ -356,12 +361,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
         // Offsets 100..=105, alternating between 1 and 2 January.
-        let rows: Vec<Row> = (0..6)
-            .map(|i| Row {
-                offset: 100 + i,
-                alert: alert(i, (i + 1) % 2),
-            })
-            .collect();
+        let rows = rows(100, 6, |i| (i + 1) % 2);
         let second_day: Vec<Row> = rows.iter().filter(|r| r.offset % 2 == 0).cloned().collect();
         // Only the 2 January file made it: offsets 100, 102, 104 (its range 100–104 spans
         // offsets 101 and 103, which are 1 January's).
@@ -379,12 +379,7 @@ mod tests {
     fn parquet_files_read_back_with_the_same_schema_and_count_toward_progress() {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let dir = tempfile::tempdir().unwrap();
-        let rows: Vec<Row> = (0..10)
-            .map(|i| Row {
-                offset: 200 + i,
-                alert: alert(i, i / 5),
-            })
-            .collect();
+        let rows = rows(200, 10, |i| i / 5);
         let arrow = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
         arrow.write(1, &rows[..3]).unwrap();
         let files = FlaggedFiles::open(dir.path(), OutputFormat::Parquet).unwrap();

@@ -10,7 +10,7 @@ use super::{at_least, fmt_kw, in_range, positive, ConfigError};
 use crate::case::Raised;
 use crate::episode::Finding;
 use crate::evidence::{round, Bypass, BypassPattern, ClassName, Evidence, SuspectSite};
-use crate::series::{Series, HOUR};
+use crate::series::{Series, Window, HOUR};
 use gridwatch_core::{AlertKind, CustomerClass, MeterRecord};
 use serde::{Deserialize, Serialize};
 
@@ -89,9 +89,9 @@ pub(crate) struct Suspect {
 impl BypassDetector {
     /// Follows a drop of the 24-hour mean (as each of a customer's hours closes), measured from
     /// the demand before the drop began (the baseline itself slowly learns the new level). A
-    /// gap neither confirms nor clears it.
-    pub fn track(&self, series: &Series, end: i64, st: &mut DropState) {
-        let Some(w) = series.window(end, 24) else {
+    /// gap neither confirms nor clears it. `day` is the 24-hour window ending at `end`.
+    pub fn track(&self, day: Option<Window>, series: &Series, end: i64, st: &mut DropState) {
+        let Some(w) = day else {
             return;
         };
         let from = if st.hours > 0 {
