@@ -36,6 +36,7 @@ fn main() {
         voltage_v: None,
         current_a: None,
         feeder_id: None,
+        quality: Default::default(),
     };
     let started = Instant::now();
     let mut n = 0u64;

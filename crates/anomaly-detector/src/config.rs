@@ -11,7 +11,10 @@ use crate::detectors::register::{RegisterChecks, RegisterConfig};
 use crate::detectors::step::{StepConfig, StepDetector};
 use crate::detectors::tamper::{TamperConfig, TamperDetector};
 use crate::detectors::{at_least, in_range, ConfigError};
-use crate::series::{HOUR, OPEN_RING};
+use crate::series::HOUR;
+
+/// The longest lateness horizon: two weeks (a long comms outage's backfill).
+pub const MAX_HORIZON_S: i64 = 14 * 24 * HOUR;
 use serde::{Deserialize, Serialize};
 
 /// Detection settings. All durations are event time, in seconds. (The detector service's own
@@ -19,8 +22,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// How late a reading may arrive (behind the newest reading of its meter) and still count.
-    pub allowed_lateness_s: i64,
+    /// How far behind the newest reading of its meter a reading may arrive and still count
+    /// (a day's batch, a backfill after an outage). Hours are judged once complete, or once
+    /// this horizon has passed them; a feeder's hours once all its meters' data are in, or
+    /// once its newest reading is this far past them.
+    pub lateness_horizon_s: i64,
     /// Demand up to `permitted_kw × (1 + permit_tolerance)` is within a permit: for capacity
     /// cases, and for what a licensed mining site may draw.
     pub permit_tolerance: f64,
@@ -46,7 +52,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            allowed_lateness_s: 3600,
+            lateness_horizon_s: 48 * 3600,
             permit_tolerance: 0.10,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
@@ -84,12 +90,11 @@ pub(crate) struct Detectors {
 impl EngineConfig {
     /// Validates every section and builds the detectors; the error names the key.
     pub(crate) fn build(&self) -> Result<Detectors, ConfigError> {
-        let max_lateness = (OPEN_RING as i64 - 2) * HOUR;
         in_range(
-            "allowed_lateness_s",
-            self.allowed_lateness_s,
+            "lateness_horizon_s",
+            self.lateness_horizon_s,
             0,
-            max_lateness,
+            MAX_HORIZON_S,
         )?;
         in_range("permit_tolerance", self.permit_tolerance, 0.0, 10.0)?;
         at_least("resolve_after_s", self.resolve_after_s, HOUR)?;

@@ -10,7 +10,7 @@ use crate::case::{self, Settle};
 use crate::config::{Detectors, EngineConfig};
 use crate::detectors::bypass::{BypassDetector, DropState, Member, Unmetered};
 use crate::detectors::capacity::CapacityState;
-use crate::detectors::feeder::{BalanceState, FeederId, WINDOW};
+use crate::detectors::feeder::{BalanceState, FeederId, Side, WINDOW};
 use crate::detectors::mining::Flat;
 use crate::detectors::peer::{PeerTrack, Peers};
 use crate::detectors::register::RegisterChecks;
@@ -18,9 +18,9 @@ use crate::detectors::step::StepState;
 use crate::detectors::tamper::TamperState;
 use crate::detectors::{ConfigError, HourCx, SiteDetector};
 use crate::episode::{Episode, Target};
-use crate::series::{Closed, ClosedHour, Series, HOUR};
+use crate::series::{Admitted, Closed, ClosedHour, Series, HOUR};
 use gridwatch_core::events::ReadingUse;
-use gridwatch_core::{Alert, AlertKind, MeterRecord, Reading, RegistryUpdate, Role};
+use gridwatch_core::{Alert, AlertKind, MeterRecord, Quality, Reading, RegistryUpdate, Role};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -101,9 +101,18 @@ impl Engine {
         self.slots.len()
     }
 
-    /// Size of the per-meter detection state, for memory budgeting.
+    /// Mean detection state per meter, for memory budgeting: its fixed part, plus what its
+    /// open hours, estimates and episodes hold on the heap now (the register row and the id
+    /// index are not counted).
     pub fn state_bytes_per_meter(&self) -> usize {
-        std::mem::size_of::<Slot>()
+        let heap: usize = self
+            .slots
+            .iter()
+            .map(|s| {
+                s.st.series.heap_bytes() + s.st.episodes.capacity() * std::mem::size_of::<Episode>()
+            })
+            .sum();
+        std::mem::size_of::<Slot>() + heap / self.slots.len().max(1)
     }
 
     fn slot_of(&mut self, meter_id: &str) -> usize {
@@ -219,20 +228,17 @@ impl Engine {
             feeder_hint: r.feeder_id.as_deref(),
         };
         let feeders = &mut self.feeders;
-        if let Some(h) = st.series.must_close_before(r.ts) {
-            st.series.skip_empty_to(h);
-            while let Some(closed) = st.series.pop_closed(i64::MIN, h) {
-                let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
-                on_closed_hour(cfg, d, st, closed, &t, peers, out);
-            }
+        let horizon = cfg.lateness_horizon_s;
+        // A newer reading may put the oldest open hours beyond the horizon: they close first.
+        st.series.advance(r);
+        while let Some(closed) = st.series.pop_closed(horizon) {
+            let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
+            on_closed_hour(cfg, d, st, closed, &t, peers, out);
         }
-        let used = st.series.admit(r.ts, r.interval_s, r.kwh);
-        let mut head_of = None;
-        if used == ReadingUse::Counted {
-            if let Some(export) = r.kwh_export {
-                st.series.add_export(r.ts, export);
-            }
-            if let (Some(v), Some(a)) = (r.voltage_v, r.current_a) {
+        let admitted = st.series.admit(r, horizon);
+        let mut balance_of = None;
+        if matches!(admitted, Admitted::Counted | Admitted::Corrected(_)) {
+            if let (Some(v), Some(a), Quality::Actual) = (r.voltage_v, r.current_a, r.quality) {
                 // Energy registered either way counts: a reversed meter still registers
                 // what flows (night export catches it).
                 let registered = r.kwh + r.kwh_export.unwrap_or(0.0);
@@ -244,25 +250,28 @@ impl Engine {
                 d.register
                     .on_reading(&mut st.episodes, r, &t, cfg.update_interval_s),
             );
-            let watermark = st.series.max_ts() - cfg.allowed_lateness_s;
-            while let Some(closed) = st.series.pop_closed(watermark, i64::MIN) {
+            if let Some(f) = *feeder {
+                balance_of = Some(f as usize);
+                let side = if reg.as_ref().is_some_and(|r| r.role == Role::FeederHead) {
+                    Side::Head
+                } else {
+                    Side::Customers
+                };
+                let balance = &mut feeders[f as usize].st.balance;
+                if let Admitted::Corrected(old) = admitted {
+                    balance.remove_estimate(side, old.ts, old.interval_s, f64::from(old.kwh));
+                }
+                balance.add(side, r.ts, r.interval_s, r.kwh, r.quality);
+            }
+            while let Some(closed) = st.series.pop_closed(horizon) {
                 let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
                 on_closed_hour(cfg, d, st, closed, &t, peers, out);
             }
-            if let Some(f) = *feeder {
-                let balance = &mut feeders[f as usize].st.balance;
-                if reg.as_ref().is_some_and(|r| r.role == Role::FeederHead) {
-                    balance.add_head(r.ts, r.interval_s, r.kwh);
-                    head_of = Some(f as usize);
-                } else {
-                    balance.add_customer(r.ts, r.interval_s, r.kwh);
-                }
-            }
         }
-        if let Some(f) = head_of {
+        if let Some(f) = balance_of {
             balance_feeder(cfg, d, &mut feeders[f], &mut self.slots, out);
         }
-        used
+        admitted.reading_use()
     }
 }
 
@@ -328,8 +337,8 @@ fn balance_feeder(
     slots: &mut [Slot],
     out: &mut Vec<Alert>,
 ) {
-    let lateness = cfg.allowed_lateness_s + HOUR;
-    while let Some(closed) = fd.st.balance.pop_closed(lateness, fd.members.len()) {
+    let horizon = cfg.lateness_horizon_s;
+    while let Some(closed) = fd.st.balance.pop_closed(horizon, fd.members.len()) {
         // An hour held back for missing readings neither confirms nor clears a case.
         let Closed::Data(b) = closed else { continue };
         let t = Target {

@@ -1,18 +1,35 @@
-//! A meter's demand series in event time, which every detector reads: a small ring of open
-//! hours (energy, coverage, duplicate masks), the last 48 closed hours by hour of day, and slow
-//! baselines of demand and of its floor. The detectors' own state lives with each detector.
+//! A meter's demand series in event time, which every detector reads: its open hours (energy,
+//! coverage, duplicate masks, and estimates a later actual may replace), the last 48 closed
+//! hours by hour of day, and slow baselines of demand and of its floor. The detectors' own
+//! state lives with each detector.
+//!
+//! An hour closes — and the detectors judge it — when it is complete (a full hour of actual
+//! readings) and every hour before it has closed, or when the meter's newest reading is a
+//! lateness horizon past its end. So the same readings give the same closed hours in any
+//! arrival order within the horizon: batched, backfilled and shuffled delivery alike.
 
 use gridwatch_core::events::ReadingUse as Use;
+use gridwatch_core::{Quality, Reading};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
-/// Open (not yet closed) hours held per meter; bounds the allowed lateness.
-pub(crate) const OPEN_RING: usize = 8;
 pub(crate) const HOUR: i64 = 3600;
 
 /// The hour a reading belongs to: readings are stamped with the END of their interval, so
 /// a reading at 01:00:00 belongs to the hour 00:00–01:00.
 pub(crate) fn hour_of(ts: i64) -> i64 {
     (ts - 1).div_euclid(HOUR)
+}
+
+/// The hours an interval ending at `ts` spans, with the seconds and share of its energy that
+/// fall in each (one piece for intervals inside an hour; a daily reading spreads evenly).
+pub(crate) fn pieces(ts: i64, interval_s: u32) -> impl Iterator<Item = (i64, u32, f64)> {
+    let start = ts - i64::from(interval_s);
+    let whole = f64::from(interval_s.max(1));
+    (hour_of(start + 1)..=hour_of(ts)).map(move |h| {
+        let secs = (ts.min((h + 1) * HOUR) - start.max(h * HOUR)) as u32;
+        (h, secs, f64::from(secs) / whole)
+    })
 }
 
 /// An hour (of a meter, or of a feeder's balance) that closed: with data to judge, or without.
@@ -69,19 +86,67 @@ pub(crate) struct Window {
     pub max_kw: f64,
 }
 
+/// One open hour of a meter: what its counted actual readings hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct OpenHour {
+    /// Bit m: a counted reading ends in minute m of the hour (how duplicates are recognised).
+    seen: u64,
+    kwh: f32,
+    export_kwh: f32,
+    /// Energy that intervals whose voltage and current contradict it carried beyond what was
+    /// registered, and the seconds they cover.
+    vi_missing_kwh: f32,
+    vi_bad_s: u16,
+    /// Seconds of the hour that counted readings cover.
+    covered: u16,
+}
+
+/// An estimated reading, held aside until its hours close: a later actual for the same
+/// interval replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Estimate {
+    pub ts: i64,
+    pub interval_s: u32,
+    pub kwh: f32,
+    pub export_kwh: f32,
+}
+
+/// What [`Series::admit`] made of a reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Admitted {
+    /// Counted in its hour(s).
+    Counted,
+    /// Replaced this estimate of the same interval.
+    Corrected(Estimate),
+    Duplicate,
+    /// More than the lateness horizon behind the meter's newest reading.
+    Late,
+}
+
+impl Admitted {
+    pub fn reading_use(self) -> Use {
+        match self {
+            Admitted::Counted => Use::Counted,
+            Admitted::Corrected(_) => Use::Corrected,
+            Admitted::Duplicate => Use::Duplicate,
+            Admitted::Late => Use::Late,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Series {
     /// The first hour not yet closed; `i64::MIN` before any reading.
     next_hour: i64,
     max_ts: i64,
-    kwh: [f32; OPEN_RING],
-    export_kwh: [f32; OPEN_RING],
-    /// Seconds of each open hour whose voltage/current contradict the energy, and the energy
-    /// they carried beyond what was registered.
-    vi_bad_s: [u16; OPEN_RING],
-    vi_missing_kwh: [f32; OPEN_RING],
-    covered: [u16; OPEN_RING],
-    seen: [u64; OPEN_RING],
+    /// The open hours, from `next_hour` on.
+    open: VecDeque<OpenHour>,
+    /// An hour has closed. Until then a reading earlier than any seen opens its hours.
+    settled: bool,
+    /// The first hour of the series once settled: readings before it are late.
+    first_hour: i64,
+    /// Estimated readings not yet replaced (rare: most meters hold none).
+    estimates: Vec<Estimate>,
     /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
     day_kw: [f32; 24],
     day_mask: u32,
@@ -104,12 +169,10 @@ impl Series {
         Series {
             next_hour: i64::MIN,
             max_ts: i64::MIN,
-            kwh: [0.0; OPEN_RING],
-            export_kwh: [0.0; OPEN_RING],
-            vi_bad_s: [0; OPEN_RING],
-            vi_missing_kwh: [0.0; OPEN_RING],
-            covered: [0; OPEN_RING],
-            seen: [0; OPEN_RING],
+            open: VecDeque::new(),
+            settled: false,
+            first_hour: i64::MIN,
+            estimates: Vec::new(),
             day_kw: [0.0; 24],
             day_mask: 0,
             prev_kw: [0.0; 24],
@@ -126,46 +189,102 @@ impl Series {
         self.max_ts
     }
 
-    /// True when the reading's hour lies beyond the open ring: the oldest open hours must be
-    /// closed (see [`Series::pop_closed`]) before it can be admitted.
-    pub fn must_close_before(&self, ts: i64) -> Option<i64> {
-        let h = hour_of(ts);
-        (self.next_hour != i64::MIN && h >= self.next_hour + OPEN_RING as i64)
-            .then_some(h - OPEN_RING as i64 + 1)
+    /// Heap bytes this series holds beyond its own size (open hours and estimates).
+    pub fn heap_bytes(&self) -> usize {
+        self.open.capacity() * std::mem::size_of::<OpenHour>()
+            + self.estimates.capacity() * std::mem::size_of::<Estimate>()
     }
 
-    /// Adds a reading to its hour, unless it duplicates one already counted or arrives after
-    /// its hour closed. The caller has made room with [`Series::must_close_before`].
-    pub fn admit(&mut self, ts: i64, interval_s: u32, kwh: f64) -> Use {
-        let h = hour_of(ts);
+    /// The first hour a reading stamped `max_ts` leaves open: hours before it are more than
+    /// `horizon_s` behind.
+    fn horizon_hour(max_ts: i64, horizon_s: i64) -> i64 {
+        (max_ts - horizon_s).div_euclid(HOUR)
+    }
+
+    /// Moves the meter's newest time to `ts` if it is newer. Hours it puts beyond the horizon
+    /// must then be closed ([`Series::pop_closed`]) before the reading is admitted.
+    pub fn advance(&mut self, r: &Reading) {
         if self.next_hour == i64::MIN {
-            self.next_hour = h;
+            self.next_hour = hour_of(r.start() + 1);
         }
-        if h < self.next_hour {
-            return Use::Late;
-        }
-        debug_assert!(h < self.next_hour + OPEN_RING as i64);
-        let slot = h.rem_euclid(OPEN_RING as i64) as usize;
-        let bit = 1u64 << ((ts - 1).rem_euclid(HOUR) / 60);
-        if self.seen[slot] & bit != 0 {
-            return Use::Duplicate;
-        }
-        self.seen[slot] |= bit;
-        self.kwh[slot] += kwh as f32;
-        self.covered[slot] = (u32::from(self.covered[slot]) + interval_s).min(3600) as u16;
-        self.max_ts = self.max_ts.max(ts);
-        Use::Counted
+        self.max_ts = self.max_ts.max(r.ts);
     }
 
-    /// Adds exported energy of a reading just admitted to its hour.
-    pub fn add_export(&mut self, ts: i64, kwh: f64) {
-        self.export_kwh[hour_of(ts).rem_euclid(OPEN_RING as i64) as usize] += kwh as f32;
+    /// Counts a reading in its hour(s) — unless it is more than `horizon_s` behind the meter's
+    /// newest reading ([`Admitted::Late`]), or its interval was already counted (an estimate
+    /// after an actual is one too). An actual replaces an estimate of the same interval; a
+    /// newer estimate replaces an older one. Call after [`Series::advance`] and closing.
+    pub fn admit(&mut self, r: &Reading, horizon_s: i64) -> Admitted {
+        let last = hour_of(r.ts);
+        if !self.settled && last < self.next_hour {
+            // Earlier than anything seen so far, and nothing judged yet: open its hours.
+            let first = hour_of(r.start() + 1).max(Self::horizon_hour(self.max_ts, horizon_s));
+            while self.next_hour > first {
+                self.open.push_front(OpenHour::default());
+                self.next_hour -= 1;
+            }
+        }
+        if last < self.next_hour {
+            let beyond = (last + 1) * HOUR + horizon_s <= self.max_ts || last < self.first_hour;
+            return if beyond {
+                Admitted::Late
+            } else {
+                // Its hour closed complete: this interval was already counted.
+                Admitted::Duplicate
+            };
+        }
+        let bit = 1u64 << ((r.ts - 1).rem_euclid(HOUR) / 60);
+        let estimated = r.quality == Quality::Estimated;
+        let idx = (last - self.next_hour) as usize;
+        if self.open.get(idx).is_some_and(|o| o.seen & bit != 0) {
+            return Admitted::Duplicate;
+        }
+        let export = r.kwh_export.unwrap_or(0.0) as f32;
+        let prior = self.estimates.iter().position(|e| e.ts == r.ts);
+        if estimated {
+            let e = Estimate {
+                ts: r.ts,
+                interval_s: r.interval_s,
+                kwh: r.kwh as f32,
+                export_kwh: export,
+            };
+            return match prior {
+                Some(k) if self.estimates[k] == e => Admitted::Duplicate,
+                Some(k) => Admitted::Corrected(std::mem::replace(&mut self.estimates[k], e)),
+                None => {
+                    self.estimates.push(e);
+                    Admitted::Counted
+                }
+            };
+        }
+        let replaced = prior.map(|k| self.estimates.swap_remove(k));
+        self.add(r.ts, r.interval_s, r.kwh as f32, export);
+        self.open[idx].seen |= bit;
+        replaced.map_or(Admitted::Counted, Admitted::Corrected)
     }
 
-    /// Checks a reading just admitted against its voltage and current, where the head-end sends
-    /// them: an interval that carried at least `min_a` but registered less than `pf_floor` of
-    /// the apparent power `V × I` (no real load runs at such a power factor for hours), or that
-    /// registered energy with no voltage (below 20 V) — a shunted or bypassed measuring element.
+    /// Adds an interval's energy to the open hours it spans (parts in closed hours are gone).
+    fn add(&mut self, ts: i64, interval_s: u32, kwh: f32, export: f32) {
+        for (h, secs, share) in pieces(ts, interval_s) {
+            if h < self.next_hour {
+                continue;
+            }
+            let idx = (h - self.next_hour) as usize;
+            if self.open.len() <= idx {
+                self.open.resize(idx + 1, OpenHour::default());
+            }
+            let o = &mut self.open[idx];
+            o.kwh += kwh * share as f32;
+            o.export_kwh += export * share as f32;
+            o.covered = (u32::from(o.covered) + secs).min(3600) as u16;
+        }
+    }
+
+    /// Checks an actual reading just counted against its voltage and current, where the
+    /// head-end sends them: an interval that carried at least `min_a` but registered less than
+    /// `pf_floor` of the apparent power `V × I` (no real load runs at such a power factor for
+    /// hours), or that registered energy with no voltage (below 20 V) — a shunted or bypassed
+    /// measuring element.
     pub fn add_vi(
         &mut self,
         ts: i64,
@@ -178,36 +297,68 @@ impl Series {
         let apparent_kw = voltage_v * current_a / 1000.0;
         let starved = current_a >= min_a && kw < pf_floor * apparent_kw;
         let no_voltage = voltage_v < 20.0 && kw > 0.05;
-        if starved || no_voltage {
-            let slot = hour_of(ts).rem_euclid(OPEN_RING as i64) as usize;
-            self.vi_bad_s[slot] = (u32::from(self.vi_bad_s[slot]) + interval_s).min(3600) as u16;
-            let missing = (0.9 * apparent_kw - kw).max(0.0) * f64::from(interval_s) / 3600.0;
-            self.vi_missing_kwh[slot] += missing as f32;
+        if !(starved || no_voltage) {
+            return;
+        }
+        let missing = (0.9 * apparent_kw - kw).max(0.0) * f64::from(interval_s) / 3600.0;
+        for (h, secs, share) in pieces(ts, interval_s) {
+            let Some(o) = usize::try_from(h - self.next_hour)
+                .ok()
+                .and_then(|i| self.open.get_mut(i))
+            else {
+                continue;
+            };
+            o.vi_bad_s = (u32::from(o.vi_bad_s) + secs).min(3600) as u16;
+            o.vi_missing_kwh += (missing * share) as f32;
         }
     }
 
-    /// Closes the oldest open hour if it ends at or before `watermark`, or lies before hour
-    /// `before`.
-    pub fn pop_closed(&mut self, watermark: i64, before: i64) -> Option<Closed<ClosedHour>> {
+    /// Closes the oldest open hour if it is complete (a full hour of actual readings and no
+    /// estimate pending), or if the meter's newest reading is `horizon_s` past its end.
+    pub fn pop_closed(&mut self, horizon_s: i64) -> Option<Closed<ClosedHour>> {
         let h = self.next_hour;
-        if h == i64::MIN || ((h + 1) * HOUR > watermark && h >= before) {
+        if h == i64::MIN {
             return None;
         }
-        let slot = h.rem_euclid(OPEN_RING as i64) as usize;
-        let covered = u32::from(self.covered[slot]);
-        let kwh = f64::from(self.kwh[slot]);
-        let export = f64::from(self.export_kwh[slot]);
-        let (vi_bad, vi_missing) = (
-            f64::from(self.vi_bad_s[slot]),
-            f64::from(self.vi_missing_kwh[slot]),
-        );
-        self.kwh[slot] = 0.0;
-        self.export_kwh[slot] = 0.0;
-        self.vi_bad_s[slot] = 0;
-        self.vi_missing_kwh[slot] = 0.0;
-        self.covered[slot] = 0;
-        self.seen[slot] = 0;
+        let limit = Self::horizon_hour(self.max_ts, horizon_s);
+        let beyond = h < limit;
+        if !beyond {
+            let front = self.open.front()?;
+            let pending = self
+                .estimates
+                .iter()
+                .any(|e| hour_of(e.ts - i64::from(e.interval_s) + 1) <= h);
+            if front.covered < 3600 || pending {
+                return None;
+            }
+        }
+        // A long silence closes at once: nothing in it to judge.
+        if self.open.is_empty() && self.estimates.is_empty() && limit - h >= 48 {
+            self.day_mask = 0;
+            self.prev_mask = 0;
+            self.next_hour = limit;
+            return Some(Closed::Empty);
+        }
+        // Estimates still standing for this hour count now: no actual came in time.
+        let mut k = 0;
+        while k < self.estimates.len() {
+            let e = self.estimates[k];
+            if hour_of(e.ts - i64::from(e.interval_s) + 1) <= h {
+                self.add(e.ts, e.interval_s, e.kwh, e.export_kwh);
+                if hour_of(e.ts) <= h {
+                    self.estimates.swap_remove(k);
+                    continue;
+                }
+            }
+            k += 1;
+        }
+        if !self.settled {
+            self.settled = true;
+            self.first_hour = h;
+        }
+        let o = self.open.pop_front().unwrap_or_default();
         self.next_hour += 1;
+        let covered = u32::from(o.covered);
         let day_slot = h.rem_euclid(24) as u32;
         // What this hour of day held 24 hours ago moves to yesterday's ring.
         self.prev_kw[day_slot as usize] = self.day_kw[day_slot as usize];
@@ -216,15 +367,16 @@ impl Series {
             self.day_mask &= !(1 << day_slot);
             return Some(Closed::Empty);
         }
-        let kw = kwh * 3600.0 / f64::from(covered);
+        let per_hour = 3600.0 / f64::from(covered);
+        let kw = f64::from(o.kwh) * per_hour;
         self.day_kw[day_slot as usize] = kw as f32;
         self.day_mask |= 1 << day_slot;
         Some(Closed::Data(ClosedHour {
             end: (h + 1) * HOUR,
             kw,
-            export_kw: export * 3600.0 / f64::from(covered),
-            vi_bad_share: vi_bad / f64::from(covered),
-            vi_missing_kw: vi_missing * 3600.0 / f64::from(covered),
+            export_kw: f64::from(o.export_kwh) * per_hour,
+            vi_bad_share: f64::from(o.vi_bad_s) / f64::from(covered),
+            vi_missing_kw: f64::from(o.vi_missing_kwh) * per_hour,
         }))
     }
 
@@ -316,14 +468,6 @@ impl Series {
             before,
             high_kw: mean(high, today),
             low_kw: mean(low, n_low),
-        }
-    }
-
-    /// Skips a long stretch of empty hours at once (they hold no data to evaluate).
-    pub fn skip_empty_to(&mut self, h: i64) {
-        if h - self.next_hour >= 24 && self.covered.iter().all(|&c| c == 0) {
-            self.day_mask = 0;
-            self.next_hour = h;
         }
     }
 
@@ -429,45 +573,167 @@ impl Series {
 mod tests {
     use super::*;
 
-    #[test]
-    fn duplicates_and_late_readings_are_recognised() {
+    const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+    const H48: i64 = 48 * HOUR;
+
+    fn r(ts: i64, interval_s: u32, kwh: f64, quality: Quality) -> Reading {
+        Reading {
+            meter_id: "M1".into(),
+            ts,
+            interval_s,
+            kwh,
+            kvarh: None,
+            kwh_export: None,
+            voltage_v: None,
+            current_a: None,
+            feeder_id: None,
+            quality,
+        }
+    }
+
+    /// Feeds a reading as the engine does; returns what it made of it and the hours it closed.
+    fn feed(m: &mut Series, x: &Reading) -> (Use, Vec<Closed<ClosedHour>>) {
+        let mut closed = Vec::new();
+        m.advance(x);
+        closed.extend(std::iter::from_fn(|| m.pop_closed(H48)));
+        let used = m.admit(x, H48).reading_use();
+        closed.extend(std::iter::from_fn(|| m.pop_closed(H48)));
+        (used, closed)
+    }
+
+    /// A series that has judged its first hours: two days of zeros up to `T0`, all closed.
+    fn settled() -> Series {
         let mut m = Series::new();
-        let t0 = 1_767_225_600; // 2026-01-01T00:00:00Z
-        assert_eq!(m.admit(t0 + 900, 900, 1.0), Use::Counted);
-        assert_eq!(m.admit(t0 + 900, 900, 1.0), Use::Duplicate);
-        assert_eq!(m.admit(t0 + 1800, 900, 1.0), Use::Counted);
-        assert_eq!(m.admit(t0 + 3600, 900, 1.0), Use::Counted);
+        for q in (-49 * 4 + 1)..=0 {
+            assert_eq!(
+                feed(&mut m, &r(T0 + q * 900, 900, 0.0, Quality::Actual)).0,
+                Use::Counted
+            );
+        }
+        assert!(m.settled && m.open.is_empty());
+        m
+    }
+
+    #[test]
+    fn until_an_hour_has_closed_earlier_readings_open_earlier_hours() {
+        let mut m = Series::new();
+        let a = Quality::Actual;
         assert_eq!(
-            m.admit(t0 + 2700, 900, 1.0),
-            Use::Counted,
-            "out of order but in time"
+            feed(&mut m, &r(T0 + 10 * 3600, 900, 1.0, a)).0,
+            Use::Counted
         );
-        // Close hour 0 via the watermark, then a reading for it is late.
-        assert_eq!(m.admit(t0 + 2 * 3600, 900, 1.0), Use::Counted);
-        let Some(Closed::Data(closed)) = m.pop_closed(t0 + 3600, i64::MIN) else {
-            panic!("hour 0 closes with data");
-        };
-        assert_eq!(closed.end, t0 + 3600);
+        let (used, first) = feed(&mut m, &r(T0 + 3600, 3600, 1.0, a));
+        assert_eq!(
+            (used, first.len()),
+            (Use::Counted, 1),
+            "hour 0 opened and complete"
+        );
+        let (used, second) = feed(&mut m, &r(T0 + 2 * 3600, 3600, 1.0, a));
+        assert_eq!((used, second.len()), (Use::Counted, 1));
+        // Once the series has judged its first hour, an earlier reading is late (its hour can
+        // no longer be judged in order), with its reason.
+        assert_eq!(feed(&mut m, &r(T0 - 3600, 3600, 1.0, a)).0, Use::Late);
+    }
+
+    fn kw(c: &Closed<ClosedHour>) -> f64 {
+        match c {
+            Closed::Data(h) => h.kw,
+            Closed::Empty => f64::NAN,
+        }
+    }
+
+    #[test]
+    fn an_hour_closes_when_complete_and_duplicates_count_once() {
+        let mut m = settled();
+        let a = Quality::Actual;
+        assert_eq!(feed(&mut m, &r(T0 + 900, 900, 1.0, a)).0, Use::Counted);
+        assert_eq!(feed(&mut m, &r(T0 + 900, 900, 1.0, a)).0, Use::Duplicate);
+        assert_eq!(feed(&mut m, &r(T0 + 3600, 900, 1.0, a)).0, Use::Counted);
+        assert!(feed(&mut m, &r(T0 + 1800, 900, 1.0, a)).1.is_empty());
+        let (used, closed) = feed(&mut m, &r(T0 + 2700, 900, 1.0, a));
+        assert_eq!(used, Use::Counted, "out of order inside the hour");
+        assert_eq!(closed.len(), 1, "the fourth quarter completes the hour");
         assert!(
-            (closed.kw - 4.0).abs() < 1e-9,
-            "4 kWh in the hour = 4 kW, got {}",
-            closed.kw
+            (kw(&closed[0]) - 4.0).abs() < 1e-9,
+            "4 kWh in the hour = 4 kW"
         );
-        assert!(m.pop_closed(t0 + 3600, i64::MIN).is_none());
-        assert_eq!(m.admit(t0 + 900, 900, 1.0), Use::Late);
+        // A copy of a reading of the closed hour is a duplicate, not late: inside the horizon.
+        assert_eq!(feed(&mut m, &r(T0 + 900, 900, 1.0, a)).0, Use::Duplicate);
+    }
+
+    #[test]
+    fn an_incomplete_hour_waits_for_the_horizon_then_readings_beyond_it_are_late() {
+        let mut m = settled();
+        let a = Quality::Actual;
+        // Hour 0 misses a quarter; hours 1.. are complete but must wait behind it.
+        for q in [1, 2, 3] {
+            feed(&mut m, &r(T0 + q * 900, 900, 0.5, a));
+        }
+        for q in 5..=4 * 47 {
+            assert!(feed(&mut m, &r(T0 + q * 900, 900, 0.5, a)).1.is_empty());
+        }
+        // The missing quarter arrives 47 h late: it counts, and 48 hours close at once.
+        let (used, closed) = feed(&mut m, &r(T0 + 4 * 900, 900, 0.5, a));
+        assert_eq!(used, Use::Counted);
+        assert_eq!(closed.len(), 47);
+        // An hour that stays incomplete closes when the newest reading is 48 h past it.
+        let mut m = settled();
+        feed(&mut m, &r(T0 + 900, 900, 0.5, a));
+        let (_, closed) = feed(&mut m, &r(T0 + 3600 + H48, 900, 0.5, a));
+        assert_eq!(closed.len(), 1);
+        assert!(
+            (kw(&closed[0]) - 2.0).abs() < 1e-9,
+            "judged on what is there"
+        );
+        assert_eq!(feed(&mut m, &r(T0 + 1800, 900, 0.5, a)).0, Use::Late);
+    }
+
+    #[test]
+    fn an_actual_replaces_an_estimate_and_estimates_alone_wait_for_the_horizon() {
+        let mut m = settled();
+        let (a, e) = (Quality::Actual, Quality::Estimated);
+        for q in 1..=4 {
+            let quality = if q == 2 { e } else { a };
+            assert!(feed(&mut m, &r(T0 + q * 900, 900, 1.0, quality))
+                .1
+                .is_empty());
+        }
+        assert_eq!(feed(&mut m, &r(T0 + 1800, 900, 1.0, e)).0, Use::Duplicate);
+        assert_eq!(feed(&mut m, &r(T0 + 1800, 900, 1.5, e)).0, Use::Corrected);
+        let (used, closed) = feed(&mut m, &r(T0 + 1800, 900, 2.0, a));
+        assert_eq!(used, Use::Corrected);
+        assert!((kw(&closed[0]) - 5.0).abs() < 1e-6, "1 + 2 + 1 + 1 kWh");
+        // An estimate after the actual is a duplicate.
+        let mut m = settled();
+        feed(&mut m, &r(T0 + 3600, 3600, 3.0, a));
+        assert_eq!(feed(&mut m, &r(T0 + 3600, 3600, 9.0, e)).0, Use::Duplicate);
+        // An estimate never replaced counts once the horizon passes.
+        let mut m = settled();
+        feed(&mut m, &r(T0 + 3600, 3600, 3.0, e));
+        let (_, closed) = feed(&mut m, &r(T0 + 2 * 3600 + H48, 3600, 1.0, a));
+        assert!((kw(&closed[0]) - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_long_interval_spreads_over_its_hours() {
+        let mut m = settled();
+        let (_, closed) = feed(&mut m, &r(T0 + 3 * 3600, 3 * 3600, 6.0, Quality::Actual));
+        let kws: Vec<f64> = closed.iter().map(kw).collect();
+        assert_eq!(kws.len(), 3);
+        assert!(kws.iter().all(|k| (k - 2.0).abs() < 1e-6), "{kws:?}");
     }
 
     #[test]
     fn windows_cover_the_last_closed_hours() {
-        let mut m = Series::new();
-        let t0 = 1_767_225_600;
+        let mut m = settled();
         for i in 1..=30 * 4 {
-            let ts = t0 + i * 900;
             let kw = if i > 26 * 4 { 20.0 } else { 2.0 };
-            assert_eq!(m.admit(ts, 900, kw / 4.0), Use::Counted);
-            while m.pop_closed(ts, i64::MIN).is_some() {}
+            assert_eq!(
+                feed(&mut m, &r(T0 + i * 900, 900, kw / 4.0, Quality::Actual)).0,
+                Use::Counted
+            );
         }
-        let end = t0 + 30 * 3600;
+        let end = T0 + 30 * 3600;
         let w6 = m.window(end, 6).unwrap();
         assert_eq!((w6.hours, w6.min_kw, w6.max_kw), (6, 2.0, 20.0));
         let w4 = m.window(end, 4).unwrap();

@@ -29,6 +29,7 @@ fn reading(meter: &str, i: i64, kw: f64) -> Reading {
         voltage_v: None,
         current_a: None,
         feeder_id: None,
+        quality: Default::default(),
     }
 }
 
@@ -331,13 +332,18 @@ fn duplicates_count_once_and_replays_give_identical_alerts() {
 #[test]
 fn config_is_validated_by_each_section_naming_the_key() {
     let cfg = EngineConfig {
-        allowed_lateness_s: 30 * 3600,
+        lateness_horizon_s: 15 * 24 * 3600,
         ..EngineConfig::default()
     };
     let err = Engine::new(cfg)
         .err()
-        .expect("a lateness beyond the ring is refused");
-    assert_eq!(err.key, "allowed_lateness_s");
+        .expect("a horizon beyond two weeks is refused");
+    assert_eq!(err.key, "lateness_horizon_s");
+    let week = EngineConfig {
+        lateness_horizon_s: 7 * 24 * 3600,
+        ..EngineConfig::default()
+    };
+    assert!(Engine::new(week).is_ok(), "a week's horizon is accepted");
     let mut peer = EngineConfig::default();
     peer.peer.min_peers = 0;
     let mut feeder = EngineConfig::default();
@@ -981,5 +987,145 @@ fn losses_that_grow_with_a_new_metered_load_are_not_a_tap() {
     assert!(
         out.iter().all(|a| a.kind != AlertKind::FeederImbalance),
         "{out:#?}"
+    );
+}
+
+/// The readings of a feeder of `n` households (one running a night miner, one with a 5 kW
+/// home miner from day 2) and its head, with a 3 kW tap from day 3: (arrival hour, reading).
+fn feeder_readings(n: usize, days: i64) -> (Vec<MeterRecord>, Vec<Reading>) {
+    let mut records = vec![feeder_head()];
+    records.extend((0..n).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
+    let mut readings = Vec::new();
+    for i in 1..=days * 96 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let mut total = 0.0;
+        for c in 0..n as i64 {
+            let mut kw = household(i + c * 7, (hour + c) % 24);
+            if c == 1 && i > 2 * 96 {
+                kw += 5.5;
+            }
+            if c == 2 && i > 96 && !(6..23).contains(&hour) {
+                kw += 9.0;
+            }
+            total += kw;
+            readings.push(reading(&format!("M{c}"), i, kw));
+        }
+        let tap = if i > 3 * 96 { 3.0 } else { 0.0 };
+        let x = total / (n as f64 * 0.8);
+        readings.push(reading(
+            "H1",
+            i,
+            total * (1.0 + 0.04 * x.clamp(0.5, 2.0)) + tap,
+        ));
+    }
+    (records, readings)
+}
+
+/// Runs readings through a fresh engine; returns the alerts (as sorted JSON) and what it made
+/// of each reading.
+fn run_sorted(records: &[MeterRecord], readings: &[Reading]) -> (Vec<String>, Vec<ReadingUse>) {
+    let mut e = engine_with(records);
+    let mut out = Vec::new();
+    let uses = readings.iter().map(|r| e.on_reading(r, &mut out)).collect();
+    let mut alerts: Vec<String> = out
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+    alerts.sort();
+    (alerts, uses)
+}
+
+#[test]
+fn batched_backfilled_and_shuffled_delivery_give_the_alerts_of_a_stream() {
+    let (records, stream) = feeder_readings(24, 6);
+    let (want, uses) = run_sorted(&records, &stream);
+    assert!(uses.iter().all(|u| *u == ReadingUse::Counted));
+    let kinds: std::collections::BTreeSet<&str> = want
+        .iter()
+        .filter_map(|a| a.split("\"kind\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(
+        kinds.contains("feeder_imbalance") && kinds.contains("mining_signature"),
+        "the stream finds the tap and the miners: {kinds:?}"
+    );
+    // The head streams; customers' meters deliver each day at 02:00 the next day, in a
+    // scrambled order; one meter is silent for a day and backfills it 44 h after it began
+    // (inside the horizon of the feeder's newest reading, the head's).
+    let day = |r: &Reading| (r.ts - 1 - T0).div_euclid(86_400);
+    let mut arrivals: Vec<(i64, u64, Reading)> = stream
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let scramble = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            let at = match r.meter_id.as_str() {
+                "H1" => r.ts,
+                "M5" if day(r) == 1 => T0 + 86_400 + 44 * 3600,
+                _ => T0 + (day(r) + 1) * 86_400 + 2 * 3600,
+            };
+            (at, scramble, r.clone())
+        })
+        .collect();
+    arrivals.sort_by_key(|(at, scramble, r)| (*at, if r.meter_id == "H1" { 0 } else { *scramble }));
+    let batched: Vec<Reading> = arrivals.into_iter().map(|(_, _, r)| r).collect();
+    let (got, uses) = run_sorted(&records, &batched);
+    let lost: Vec<_> = uses
+        .iter()
+        .zip(&batched)
+        .filter(|(u, _)| **u != ReadingUse::Counted)
+        .map(|(u, r)| (u, &r.meter_id, r.ts))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "nothing late or lost inside the horizon: {lost:?}"
+    );
+    assert_eq!(got, want, "the same alerts, ids and all");
+}
+
+#[test]
+fn an_actual_replaces_an_estimate_and_the_alerts_are_those_of_the_actuals() {
+    let (records, stream) = feeder_readings(24, 5);
+    let (want, _) = run_sorted(&records, &stream);
+    // A head-end estimates a third of one meter's intervals low, then sends the actuals a
+    // day later.
+    let mut sent = Vec::new();
+    let mut corrections = Vec::new();
+    for (k, r) in stream.iter().enumerate() {
+        if r.meter_id == "M1" && k % 3 == 0 {
+            let mut estimate = r.clone();
+            estimate.quality = gridwatch_core::Quality::Estimated;
+            estimate.kwh *= 0.2;
+            sent.push(estimate);
+            corrections.push((r.ts + 86_400, r.clone()));
+        } else {
+            sent.push(r.clone());
+        }
+        while corrections.first().is_some_and(|(at, _)| *at <= r.ts) {
+            sent.push(corrections.remove(0).1);
+        }
+    }
+    sent.extend(corrections.into_iter().map(|(_, r)| r));
+    let (got, uses) = run_sorted(&records, &sent);
+    let corrected = uses.iter().filter(|u| **u == ReadingUse::Corrected).count();
+    assert!(corrected > 100, "{corrected} corrections counted");
+    assert!(!uses.contains(&ReadingUse::Late));
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_reading_beyond_the_horizon_is_late_and_a_copy_inside_it_a_duplicate() {
+    let mut e = engine_with(&[site("1", CustomerClass::Residential, Some(12.0))]);
+    let mut out = Vec::new();
+    for i in 1..=4 * 96 {
+        e.on_reading(&reading("M1", i, 1.0), &mut out);
+    }
+    let newest = 4 * 96;
+    let inside = newest - 47 * 4;
+    assert_eq!(
+        e.on_reading(&reading("M1", inside, 1.0), &mut out),
+        ReadingUse::Duplicate
+    );
+    assert_eq!(
+        e.on_reading(&reading("M1", newest - 49 * 4, 1.0), &mut out),
+        ReadingUse::Late
     );
 }

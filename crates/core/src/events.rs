@@ -29,8 +29,11 @@ counters! {
     Readings => "gridwatch_readings_total",
     /// Readings whose (meter, ts) was already counted.
     Duplicates => "gridwatch_readings_duplicate_total",
-    /// Readings whose hour had closed.
+    /// Readings more than the lateness horizon behind the newest reading of their meter.
     Late => "gridwatch_readings_late_total",
+    /// Readings that replaced an estimate of the same meter and interval (an `actual` after
+    /// an `estimated`, or a newer estimate).
+    Corrected => "gridwatch_readings_corrected_total",
     /// Readings fed again to rebuild state after a start, producing nothing.
     Replayed => "gridwatch_readings_replayed_total",
     /// Records that could not become a reading (or an alert, at the sink), with a reason.
@@ -102,9 +105,14 @@ pub trait InternalEvent {
 /// What the detection engine made of a reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadingUse {
+    /// Added to its hour.
     Counted,
+    /// Its interval was already counted (or, for an estimate, already measured).
     Duplicate,
+    /// Beyond the lateness horizon: rejected with a reason.
     Late,
+    /// Replaced an estimate of the same interval.
+    Corrected,
 }
 
 /// A valid reading was sent to the readings topic.
@@ -126,6 +134,7 @@ impl InternalEvent for ReadingProcessed {
                 ReadingUse::Counted => Counter::Readings,
                 ReadingUse::Duplicate => Counter::Duplicates,
                 ReadingUse::Late => Counter::Late,
+                ReadingUse::Corrected => Counter::Corrected,
             },
             1,
         );

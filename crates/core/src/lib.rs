@@ -13,5 +13,5 @@ pub mod time;
 
 pub use alert::{alert_id, Alert, AlertKind, AlertStatus, Severity};
 pub use config::{IngesterConfig, KafkaConfig, OutputFormat, SinkConfig, Topics};
-pub use reading::{DlqRecord, Reading, Validation, MAX_DLQ_RAW};
+pub use reading::{DlqRecord, Quality, Reading, Validation, MAX_DLQ_RAW};
 pub use registry::{CustomerClass, MeterRecord, RegistryUpdate, Role, SiteStatus};

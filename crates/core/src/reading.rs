@@ -23,6 +23,36 @@ pub struct Reading {
     pub current_a: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feeder_id: Option<String>,
+    /// `actual` (the default) or `estimated`: a head-end's estimate for an interval it could
+    /// not read, which a later `actual` for the same interval replaces.
+    #[serde(default, skip_serializing_if = "Quality::is_actual")]
+    pub quality: Quality,
+}
+
+/// Whether a reading was measured or estimated by the head-end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    #[default]
+    Actual,
+    Estimated,
+}
+
+impl Quality {
+    pub fn is_actual(&self) -> bool {
+        *self == Quality::Actual
+    }
+
+    /// Parses a `quality` field: `actual` or `estimated`, in any case.
+    pub fn parse(s: &str) -> Result<Quality, String> {
+        if s.eq_ignore_ascii_case("actual") {
+            Ok(Quality::Actual)
+        } else if s.eq_ignore_ascii_case("estimated") {
+            Ok(Quality::Estimated)
+        } else {
+            Err(format!("field quality: {s:?} is not actual or estimated"))
+        }
+    }
 }
 
 /// Largest plausible mean demand of one meter (kW): 100 MW. Beyond it a value is a unit or
@@ -194,6 +224,7 @@ mod tests {
             voltage_v: None,
             current_a: None,
             feeder_id: None,
+            quality: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@
 //! exits and relies on restart + replay (crash-only).
 
 use anyhow::{anyhow, Context, Result};
-use gridwatch_anomaly_detector::{Engine, EngineConfig};
+use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
     AlertsEmitted, Counters, DlqWritten, InternalEvent, ReadingProcessed, ReadingReplayed,
     RecordRejected, TransactionCommitted,
@@ -302,6 +302,15 @@ pub fn run(
                     let used = engine.on_reading(&r, &mut alerts);
                     if is_live {
                         ReadingProcessed(used).emit(counters);
+                        if used == ReadingUse::Late {
+                            let rec = DlqRecord::new(
+                                LATE_REASON.to_string(),
+                                format!("{topic}/{}/{}", msg.partition(), msg.offset()),
+                                String::from_utf8_lossy(msg.payload().unwrap_or_default())
+                                    .into_owned(),
+                            );
+                            dlq.push(serde_json::to_vec(&rec)?);
+                        }
                     }
                 }
                 Err(reason) if is_live => {

@@ -107,12 +107,12 @@ mod tests {
             dir.path(),
             "good.toml",
             "[kafka]\nbootstrap_servers = \"10.0.0.1:9092\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"\n\
-             [detector]\nallowed_lateness_s = 60\ngroup_id = \"g2\"\n[detector.mining]\nmin_kw_other = 8.5",
+             [detector]\nlateness_horizon_s = 86400\ngroup_id = \"g2\"\n[detector.mining]\nmin_kw_other = 8.5",
         );
         let c = Config::load(Some(&good)).unwrap();
         assert_eq!(c.kafka.bootstrap_servers, "10.0.0.1:9092");
         assert_eq!(c.kafka.properties["security.protocol"], "ssl");
-        assert_eq!(c.detector.engine.allowed_lateness_s, 60);
+        assert_eq!(c.detector.engine.lateness_horizon_s, 86_400);
         assert_eq!(c.detector.engine.mining.min_kw_other, 8.5);
         assert_eq!(c.detector.engine.mining.fast_kw, 15.0, "defaults kept");
         assert_eq!(c.detector.service.group_id, "g2");

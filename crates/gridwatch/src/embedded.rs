@@ -4,7 +4,7 @@
 
 use crate::report::Report;
 use anyhow::{Context, Result};
-use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse};
+use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
     AlertsEmitted, Counter, Counters, DlqWritten, FilesWritten, InternalEvent, ReadingProcessed,
     RecordRejected,
@@ -17,9 +17,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-
-/// The reject reason of a reading whose hour had already closed.
-pub const LATE_REASON: &str = "late: its hour had closed (more than detector.allowed_lateness_s behind the newest reading of its meter)";
 
 /// What `gridwatch run` does.
 pub struct RunArgs<'a> {
@@ -212,7 +209,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
                     ReadingUse::Late => {
                         Some((LATE_REASON.to_string(), serde_json::to_string(&reading)?))
                     }
-                    ReadingUse::Counted | ReadingUse::Duplicate => None,
+                    ReadingUse::Counted | ReadingUse::Duplicate | ReadingUse::Corrected => None,
                 }
             }
             Err(rej) => {

@@ -399,6 +399,7 @@ pub fn simulate_to_kafka(
                 voltage_v: r.vi.map(|(v, _)| v),
                 current_a: r.vi.map(|(_, a)| a),
                 feeder_id: Some(r.feeder_id.to_string()),
+                quality: Default::default(),
             };
             acks.push(sender.send_patiently(|s| s.send_reading(&reading))?);
             if acks.len() >= 50_000 {

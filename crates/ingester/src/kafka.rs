@@ -294,6 +294,7 @@ mod tests {
             voltage_v: None,
             current_a: None,
             feeder_id: feeder.map(str::to_string),
+            quality: Default::default(),
         }
     }
 

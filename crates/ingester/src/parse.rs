@@ -4,8 +4,8 @@
 
 use gridwatch_core::reading::MAX_INTERVAL_S;
 use gridwatch_core::time::parse_rfc3339;
-use gridwatch_core::Reading;
 pub use gridwatch_core::Validation;
+use gridwatch_core::{Quality, Reading};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -70,7 +70,7 @@ impl Format {
 }
 
 /// Known reading fields, in their CSV contract order.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 10] = [
     "meter_id",
     "ts",
     "interval_s",
@@ -80,9 +80,17 @@ const FIELDS: [&str; 9] = [
     "voltage_v",
     "current_a",
     "feeder_id",
+    "quality",
 ];
 const REQUIRED: [&str; 4] = ["meter_id", "ts", "interval_s", "kwh"];
-const OPTIONAL: [&str; 5] = ["kvarh", "kwh_export", "voltage_v", "current_a", "feeder_id"];
+const OPTIONAL: [&str; 6] = [
+    "kvarh",
+    "kwh_export",
+    "voltage_v",
+    "current_a",
+    "feeder_id",
+    "quality",
+];
 
 /// A fatal problem with the input as a whole (not one record).
 #[derive(Debug, thiserror::Error)]
@@ -341,7 +349,7 @@ fn csv_record(
             )
         });
     }
-    let mut vals: [Option<&str>; 9] = [None; 9];
+    let mut vals: [Option<&str>; 10] = [None; 10];
     for (f, col) in record.iter().zip(columns) {
         if let Some(k) = col {
             let text = std::str::from_utf8(f)
@@ -372,6 +380,7 @@ fn csv_record(
             voltage_v: num(6, "voltage_v")?,
             current_a: num(7, "current_a")?,
             feeder_id: vals[8],
+            quality: vals[9].map(Quality::parse).transpose()?.unwrap_or_default(),
         },
         validation,
     )
@@ -434,6 +443,7 @@ struct RawReading<'a> {
     voltage_v: Option<f64>,
     current_a: Option<f64>,
     feeder_id: Option<&'a str>,
+    quality: Quality,
 }
 
 /// Turns the parsed fields into a reading and validates it ([`Reading::validate`]).
@@ -458,6 +468,7 @@ fn build(r: RawReading<'_>, v: Validation) -> Result<Reading, String> {
         voltage_v: r.voltage_v,
         current_a: r.current_a,
         feeder_id: r.feeder_id.map(str::to_string),
+        quality: r.quality,
     };
     reading.validate(v)?;
     Ok(reading)
@@ -522,6 +533,10 @@ pub fn json_object(m: &Map<String, Value>, v: Validation) -> Result<Reading, Str
             voltage_v: num("voltage_v")?,
             current_a: num("current_a")?,
             feeder_id: text("feeder_id")?,
+            quality: text("quality")?
+                .map(Quality::parse)
+                .transpose()?
+                .unwrap_or_default(),
         },
         v,
     )

@@ -23,7 +23,7 @@
 //! that isn't a number — is a reject naming why, with the line it is on.
 
 use crate::parse::{Item, Reject};
-use gridwatch_core::{Reading, Validation};
+use gridwatch_core::{Quality, Reading, Validation};
 use quick_xml::events::{BytesStart, Event};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::BufRead;
@@ -37,6 +37,8 @@ struct Raw {
     interval_s: i64,
     value: f64,
     line: u64,
+    /// The head-end estimated the value (IEC quality category 8): a later actual replaces it.
+    estimated: bool,
 }
 
 /// What a reading type makes of a value: kWh = value × `kwh_per_unit`, imported or exported.
@@ -53,6 +55,7 @@ struct Merged {
     kwh: Option<f64>,
     kwh_export: Option<f64>,
     line: u64,
+    estimated: bool,
 }
 
 /// Merges values into readings, validates them and queues them, in time order.
@@ -69,6 +72,7 @@ fn emit(values: Vec<(Raw, Energy)>, validation: Validation, out: &mut VecDeque<I
         *slot = Some(slot.unwrap_or(0.0) + kwh);
         m.interval_s = raw.interval_s;
         m.line = m.line.max(raw.line);
+        m.estimated |= raw.estimated;
     }
     for ((ts, meter_id), m) in merged {
         let raw = format!(
@@ -90,6 +94,11 @@ fn emit(values: Vec<(Raw, Energy)>, validation: Validation, out: &mut VecDeque<I
                 voltage_v: None,
                 current_a: None,
                 feeder_id: None,
+                quality: if m.estimated {
+                    Quality::Estimated
+                } else {
+                    Quality::Actual
+                },
             })
             .and_then(|r| r.validate(validation).map(|()| r));
         out.push_back(Ok(reading.map_err(|reason| Reject {
@@ -340,6 +349,7 @@ pub(crate) fn green_button<R: BufRead>(
                             interval_s: duration,
                             value,
                             line: reading_line,
+                            estimated: false,
                         },
                     )),
                     Err(reason) => out.push_back(Ok(Err(Reject {
@@ -572,6 +582,9 @@ fn meter_reading(
                         interval_s,
                         value,
                         line,
+                        estimated: quality
+                            .as_deref()
+                            .is_some_and(|q| q.split('.').nth(1) == Some("8")),
                     },
                     energy,
                 ))

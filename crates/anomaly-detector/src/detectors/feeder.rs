@@ -10,10 +10,11 @@
 use super::{positive, ConfigError};
 use crate::episode::Finding;
 use crate::evidence::{round, Evidence::Feeder as Piece, Feeder as Evidence, LoadShape};
-use crate::series::{hour_of, Closed, HOUR};
+use crate::series::{hour_of, pieces, Closed, HOUR};
+use gridwatch_core::Quality;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
-const RING: usize = 16;
 /// Residuals remembered for the decision window.
 pub(crate) const WINDOW: usize = 12;
 
@@ -83,16 +84,36 @@ impl Fit {
     }
 }
 
+/// Which side of a feeder's balance a meter is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Head,
+    Customers,
+}
+
+/// One open hour of a feeder's balance: energy and covered seconds of its head and of its
+/// customers, and how many of those seconds are estimates a later actual may replace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct OpenHour {
+    head_kwh: f64,
+    cust_kwh: f64,
+    head_cov: u32,
+    head_est: u32,
+    cust_cov: u32,
+    cust_est: u32,
+}
+
 /// One feeder's balance: the open hours of its head and customers, the learned loss model, and
 /// the recent residuals. Per-feeder state of this detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct BalanceState {
     next_hour: i64,
-    head_max_ts: i64,
-    head_kwh: [f64; RING],
-    head_cov: [u32; RING],
-    cust_kwh: [f64; RING],
-    cust_cov: [u32; RING],
+    /// Newest reading of any of its meters.
+    max_ts: i64,
+    open: VecDeque<OpenHour>,
+    /// An hour has closed: until then readings may open hours before the first one seen, and
+    /// hours close only as the horizon passes them.
+    settled: bool,
     fit: Fit,
     avg_head_kw: f64,
     learned_hours: u32,
@@ -120,11 +141,9 @@ impl BalanceState {
     pub fn new() -> BalanceState {
         BalanceState {
             next_hour: i64::MIN,
-            head_max_ts: i64::MIN,
-            head_kwh: [0.0; RING],
-            head_cov: [0; RING],
-            cust_kwh: [0.0; RING],
-            cust_cov: [0; RING],
+            max_ts: i64::MIN,
+            open: VecDeque::new(),
+            settled: false,
             fit: Fit::default(),
             avg_head_kw: 0.0,
             learned_hours: 0,
@@ -139,67 +158,100 @@ impl BalanceState {
         }
     }
 
-    fn slot(&mut self, ts: i64) -> Option<usize> {
-        let h = hour_of(ts);
+    /// Adds (`sign` 1) or takes back (`sign` -1) a counted reading's energy and coverage in
+    /// the open hours it spans. Parts in closed hours are lost to the balance: those hours
+    /// were judged complete, or had passed the horizon.
+    fn apply(
+        &mut self,
+        side: Side,
+        ts: i64,
+        interval_s: u32,
+        kwh: f64,
+        estimated: bool,
+        sign: i64,
+    ) {
+        let first = hour_of(ts - i64::from(interval_s) + 1);
         if self.next_hour == i64::MIN {
-            self.next_hour = h;
+            self.next_hour = first;
         }
-        (h >= self.next_hour && h < self.next_hour + RING as i64)
-            .then(|| h.rem_euclid(RING as i64) as usize)
+        while !self.settled && self.next_hour > first {
+            self.open.push_front(OpenHour::default());
+            self.next_hour -= 1;
+        }
+        for (h, secs, share) in pieces(ts, interval_s) {
+            if h < self.next_hour {
+                continue;
+            }
+            let idx = (h - self.next_hour) as usize;
+            if self.open.len() <= idx {
+                self.open.resize(idx + 1, OpenHour::default());
+            }
+            let o = &mut self.open[idx];
+            let (energy, cov, est) = match side {
+                Side::Head => (&mut o.head_kwh, &mut o.head_cov, &mut o.head_est),
+                Side::Customers => (&mut o.cust_kwh, &mut o.cust_cov, &mut o.cust_est),
+            };
+            *energy += sign as f64 * kwh * share;
+            let step = |v: &mut u32| *v = (i64::from(*v) + sign * i64::from(secs)).max(0) as u32;
+            step(cov);
+            if estimated {
+                step(est);
+            }
+        }
     }
 
-    /// Adds a counted head-meter reading.
-    pub fn add_head(&mut self, ts: i64, interval_s: u32, kwh: f64) {
-        self.head_max_ts = self.head_max_ts.max(ts);
-        if let Some(s) = self.slot(ts) {
-            self.head_kwh[s] += kwh;
-            self.head_cov[s] += interval_s.min(3600);
-        }
+    /// Adds a counted reading of the head or of a customer.
+    pub fn add(&mut self, side: Side, ts: i64, interval_s: u32, kwh: f64, quality: Quality) {
+        self.max_ts = self.max_ts.max(ts);
+        self.apply(side, ts, interval_s, kwh, quality == Quality::Estimated, 1);
     }
 
-    /// Adds a counted customer reading. One outside the open hours is lost to the balance,
-    /// and its hour is then held back as incomplete.
-    pub fn add_customer(&mut self, ts: i64, interval_s: u32, kwh: f64) {
-        if let Some(s) = self.slot(ts) {
-            self.cust_kwh[s] += kwh;
-            self.cust_cov[s] += interval_s.min(3600);
-        }
+    /// Takes back an estimate that a newer reading replaced.
+    pub fn remove_estimate(&mut self, side: Side, ts: i64, interval_s: u32, kwh: f64) {
+        self.apply(side, ts, interval_s, kwh, true, -1);
     }
 
-    /// Closes the next hour once the head's watermark has passed it (with `lateness_s` of
-    /// slack for customer readings); it is judged only if all but 1.5 % of its `members`'
-    /// customer data are in.
-    pub fn pop_closed(&mut self, lateness_s: i64, members: usize) -> Option<Closed<BalancedHour>> {
+    /// Closes the next hour once all its data are in — the head's full hour and every one of
+    /// its `members`' hours, none of them estimates — or once the feeder's newest reading is
+    /// `horizon_s` past it. Closed at the horizon, it is judged only if the head's hour and
+    /// all but 1.5 % of the customers' data are in (the few missing filled in
+    /// proportionally): a comms outage must not look like a tap.
+    pub fn pop_closed(&mut self, horizon_s: i64, members: usize) -> Option<Closed<BalancedHour>> {
         let h = self.next_hour;
-        if h == i64::MIN
-            || self.head_max_ts == i64::MIN
-            || (h + 1) * HOUR > self.head_max_ts - lateness_s
-        {
+        if h == i64::MIN {
             return None;
         }
-        let s = h.rem_euclid(RING as i64) as usize;
-        let (head, hc, cust, cc) = (
-            self.head_kwh[s],
-            self.head_cov[s],
-            self.cust_kwh[s],
-            self.cust_cov[s],
-        );
-        self.head_kwh[s] = 0.0;
-        self.head_cov[s] = 0;
-        self.cust_kwh[s] = 0.0;
-        self.cust_cov[s] = 0;
-        self.next_hour += 1;
+        let limit = (self.max_ts - horizon_s).div_euclid(HOUR);
         let expected = members as u64 * 3600;
-        let complete = hc >= 3540 && expected > 0 && u64::from(cc) * 1000 >= expected * 985;
-        if !complete || head <= 0.0 {
+        if h >= limit {
+            let o = self.open.front().filter(|_| self.settled)?;
+            let all_in = o.head_cov >= 3600
+                && expected > 0
+                && u64::from(o.cust_cov) >= expected
+                && o.head_est == 0
+                && o.cust_est == 0;
+            if !all_in {
+                return None;
+            }
+        } else if self.open.is_empty() && limit - h >= 48 {
+            // A long silence: nothing in it to judge.
+            self.settled = true;
+            self.next_hour = limit;
             return Some(Closed::Empty);
         }
-        // A few missing customer readings (at most 1.5 %) are filled in proportionally.
-        let fill = (expected as f64 / f64::from(cc)).max(1.0);
+        let o = self.open.pop_front().unwrap_or_default();
+        self.next_hour += 1;
+        self.settled = true;
+        let complete =
+            o.head_cov >= 3540 && expected > 0 && u64::from(o.cust_cov) * 1000 >= expected * 985;
+        if !complete || o.head_kwh <= 0.0 {
+            return Some(Closed::Empty);
+        }
+        let fill = (expected as f64 / f64::from(o.cust_cov)).max(1.0);
         Some(Closed::Data(BalancedHour {
             end: (h + 1) * HOUR,
-            head_kw: head * 3600.0 / f64::from(hc),
-            customers_kw: cust * fill,
+            head_kw: o.head_kwh * 3600.0 / f64::from(o.head_cov),
+            customers_kw: o.cust_kwh * fill,
         }))
     }
 
