@@ -14,6 +14,7 @@ use crate::detectors::feeder::{BalanceState, FeederId, Side, WINDOW};
 use crate::detectors::mining::Flat;
 use crate::detectors::peer::{PeerTrack, Peers};
 use crate::detectors::register::RegisterChecks;
+use crate::detectors::season::Season;
 use crate::detectors::step::StepState;
 use crate::detectors::tamper::TamperState;
 use crate::detectors::{ConfigError, HourCx, SiteDetector};
@@ -55,6 +56,8 @@ struct Slot {
     reg: Option<MeterRecord>,
     /// The feeder this meter measures (a head) or belongs to (a customer).
     feeder: Option<u32>,
+    /// Its region (the register's `region`, else its feeder), for the season.
+    region: Option<u32>,
     st: MeterState,
 }
 
@@ -80,6 +83,8 @@ pub struct Engine {
     slots: Vec<Slot>,
     feeder_index: FxHashMap<Box<str>, u32>,
     feeders: Vec<FeederSlot>,
+    region_index: FxHashMap<Box<str>, u32>,
+    regions: Vec<Season>,
 }
 
 impl Engine {
@@ -93,6 +98,8 @@ impl Engine {
             slots: Vec::new(),
             feeder_index: FxHashMap::default(),
             feeders: Vec::new(),
+            region_index: FxHashMap::default(),
+            regions: Vec::new(),
         })
     }
 
@@ -124,6 +131,7 @@ impl Engine {
         self.slots.push(Slot {
             reg: None,
             feeder: None,
+            region: None,
             st: MeterState::new(),
         });
         i
@@ -162,6 +170,18 @@ impl Engine {
             |r: &Option<MeterRecord>| r.as_ref().is_some_and(|r| r.role == Role::Customer);
         let was_customer = customer(&self.slots[i].reg);
         let feeder = reg.as_ref().map(|r| self.feeder_of(&r.feeder_id));
+        let region = reg.as_ref().map(|r| {
+            let key = r.region.as_deref().unwrap_or(&r.feeder_id);
+            match self.region_index.get(key) {
+                Some(&k) => k,
+                None => {
+                    self.regions.push(Season::default());
+                    let k = self.regions.len() as u32 - 1;
+                    self.region_index.insert(key.into(), k);
+                    k
+                }
+            }
+        });
         let old_membership = self.slots[i].feeder.filter(|_| was_customer);
         let new_membership = feeder.filter(|_| customer(&reg));
         if old_membership != new_membership {
@@ -181,6 +201,7 @@ impl Engine {
             .map_or(d.default_shift_h, |r| local_shift_h(r, d.default_shift_h));
         let old = std::mem::replace(&mut slot.reg, reg);
         slot.feeder = feeder;
+        slot.region = region;
         let (old, new) = (old.as_ref(), slot.reg.as_ref());
         let st = &mut slot.st;
         let mut settled = Vec::new();
@@ -221,7 +242,13 @@ impl Engine {
             }
         }
         let (cfg, d) = (&self.cfg, &self.d);
-        let Slot { reg, feeder, st } = &mut self.slots[i];
+        let Slot {
+            reg,
+            feeder,
+            region,
+            st,
+        } = &mut self.slots[i];
+        let regions = &mut self.regions;
         let t = Target {
             meter_id: Some(&r.meter_id),
             reg: reg.as_ref(),
@@ -233,11 +260,15 @@ impl Engine {
         st.series.advance(r);
         while let Some(closed) = st.series.pop_closed(horizon) {
             let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
-            on_closed_hour(cfg, d, st, closed, &t, peers, out);
+            let season = region.map(|k| &mut regions[k as usize]);
+            on_closed_hour(cfg, d, st, closed, &t, (peers, season), out);
         }
         let admitted = st.series.admit(r, horizon);
         let mut balance_of = None;
-        if matches!(admitted, Admitted::Counted | Admitted::Corrected(_)) {
+        if matches!(
+            admitted,
+            Admitted::Counted | Admitted::Corrected(_) | Admitted::BeforeStart
+        ) {
             if let (Some(v), Some(a), Quality::Actual) = (r.voltage_v, r.current_a, r.quality) {
                 // Energy registered either way counts: a reversed meter still registers
                 // what flows (night export catches it).
@@ -265,7 +296,8 @@ impl Engine {
             }
             while let Some(closed) = st.series.pop_closed(horizon) {
                 let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
-                on_closed_hour(cfg, d, st, closed, &t, peers, out);
+                let season = region.map(|k| &mut regions[k as usize]);
+                on_closed_hour(cfg, d, st, closed, &t, (peers, season), out);
             }
         }
         if let Some(f) = balance_of {
@@ -283,11 +315,14 @@ fn on_closed_hour(
     st: &mut MeterState,
     closed: Closed<ClosedHour>,
     t: &Target<'_>,
-    peers: Option<&mut Peers>,
+    (peers, season): (Option<&mut Peers>, Option<&mut Season>),
     out: &mut Vec<Alert>,
 ) {
     let Closed::Data(hour) = closed else { return };
     let customer = t.reg.filter(|r| r.role == Role::Customer);
+    // A season many of the region's customers share (a cold snap) is not the site's own
+    // normal: its baselines hold still through it, as through an episode.
+    let mut seasonal = false;
     if let Some(reg) = customer {
         let mut cx = HourCx {
             reg,
@@ -297,9 +332,12 @@ fn on_closed_hour(
             flat: Flat::None,
             has_case: !st.episodes.is_empty(),
             tolerance: d.tolerance,
+            common_rise: d.peer.common_rise(season.as_deref(), reg, hour.end),
             peers,
+            season,
         };
         cx.flat = d.mining.classify(&cx);
+        seasonal = cx.common_rise;
         let day = cx.day;
         let found: Vec<_> = [
             d.step.on_hour(&mut cx, &mut st.step),
@@ -321,7 +359,7 @@ fn on_closed_hour(
         case::settle(s, &mut st.episodes, found, out);
         d.bypass.track(day, &st.series, hour.end, &mut st.drop);
     }
-    if st.episodes.is_empty() {
+    if st.episodes.is_empty() && !seasonal {
         st.series.learn_baseline(hour.end, hour.kw);
     }
     case::resolve_quiet(&mut st.episodes, hour.end, cfg.resolve_after_s, t, out);

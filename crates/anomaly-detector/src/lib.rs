@@ -31,4 +31,5 @@ pub use engine::Engine;
 pub use gridwatch_core::events::ReadingUse;
 
 /// Why a [`ReadingUse::Late`] reading is rejected (reject file, DLQ).
-pub const LATE_REASON: &str = "late: more than detector.lateness_horizon_s behind the newest reading of its meter, or before the first hour its meter's series has judged";
+pub const LATE_REASON: &str =
+    "late: more than detector.lateness_horizon_s behind the newest reading of its meter";

@@ -119,6 +119,10 @@ pub(crate) enum Admitted {
     /// Replaced this estimate of the same interval.
     Corrected(Estimate),
     Duplicate,
+    /// Stamped before the first hour the series judged (a new meter's first data delivered
+    /// after later data): too late for the meter's own hourly detectors, but counted for the
+    /// rest (the feeder balance, the register checks).
+    BeforeStart,
     /// More than the lateness horizon behind the meter's newest reading.
     Late,
 }
@@ -126,7 +130,7 @@ pub(crate) enum Admitted {
 impl Admitted {
     pub fn reading_use(self) -> Use {
         match self {
-            Admitted::Counted => Use::Counted,
+            Admitted::Counted | Admitted::BeforeStart => Use::Counted,
             Admitted::Corrected(_) => Use::Corrected,
             Admitted::Duplicate => Use::Duplicate,
             Admitted::Late => Use::Late,
@@ -143,8 +147,10 @@ pub(crate) struct Series {
     open: VecDeque<OpenHour>,
     /// An hour has closed. Until then a reading earlier than any seen opens its hours.
     settled: bool,
-    /// The first hour of the series once settled: readings before it are late.
+    /// The first hour of the series once settled, and the ends of the readings counted before
+    /// it (inside the horizon; for their duplicates).
     first_hour: i64,
+    early: Vec<i64>,
     /// Estimated readings not yet replaced (rare: most meters hold none).
     estimates: Vec<Estimate>,
     /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
@@ -157,6 +163,15 @@ pub(crate) struct Series {
     /// while no episode is active.
     pub baseline_kw: f64,
     pub baseline_floor_kw: f64,
+    /// Usual demand at each local hour of day, in units of 10 W (saturating at 655 kW): learned
+    /// like the floor, from the first day as it is, then robust to a rise — what the site drew
+    /// at these hours before, against which a block or a duty cycle is new.
+    profile: [u16; 24],
+    /// Usual change of demand from one hour to the next (kW): a household's own restlessness.
+    pub usual_step_kw: f32,
+    /// The highest daily floor the site has held (kW), fading by 1 % a day, learned a day
+    /// late: a home back from a winter vacation returns to a floor it has held before.
+    pub high_floor_kw: f32,
     /// Hours the floor baseline has learned from.
     pub floor_hours: u32,
     pub baseline_hours: u32,
@@ -172,6 +187,7 @@ impl Series {
             open: VecDeque::new(),
             settled: false,
             first_hour: i64::MIN,
+            early: Vec::new(),
             estimates: Vec::new(),
             day_kw: [0.0; 24],
             day_mask: 0,
@@ -179,6 +195,9 @@ impl Series {
             prev_mask: 0,
             baseline_kw: 0.0,
             baseline_floor_kw: 0.0,
+            profile: [0; 24],
+            usual_step_kw: 0.0,
+            high_floor_kw: 0.0,
             floor_hours: 0,
             baseline_hours: 0,
             local_shift_h: 0,
@@ -193,6 +212,7 @@ impl Series {
     pub fn heap_bytes(&self) -> usize {
         self.open.capacity() * std::mem::size_of::<OpenHour>()
             + self.estimates.capacity() * std::mem::size_of::<Estimate>()
+            + self.early.capacity() * std::mem::size_of::<i64>()
     }
 
     /// The first hour a reading stamped `max_ts` leaves open: hours before it are more than
@@ -225,13 +245,20 @@ impl Series {
             }
         }
         if last < self.next_hour {
-            let beyond = (last + 1) * HOUR + horizon_s <= self.max_ts || last < self.first_hour;
-            return if beyond {
-                Admitted::Late
-            } else {
-                // Its hour closed complete: this interval was already counted.
-                Admitted::Duplicate
-            };
+            if (last + 1) * HOUR + horizon_s <= self.max_ts {
+                return Admitted::Late;
+            }
+            if last < self.first_hour {
+                let limit = self.max_ts - horizon_s;
+                self.early.retain(|&ts| ts > limit);
+                if self.early.contains(&r.ts) {
+                    return Admitted::Duplicate;
+                }
+                self.early.push(r.ts);
+                return Admitted::BeforeStart;
+            }
+            // Its hour closed complete: this interval was already counted.
+            return Admitted::Duplicate;
         }
         let bit = 1u64 << ((r.ts - 1).rem_euclid(HOUR) / 60);
         let estimated = r.quality == Quality::Estimated;
@@ -382,7 +409,8 @@ impl Series {
 
     /// The longest block of consecutive hours, among the last 24 closed ones ending at `end`,
     /// in which demand was at least `level` kW both on that day and at the same hours the day
-    /// before, with max/min within `flatness` over both days.
+    /// before, and what it carried both days (each hour's lower value) stays within `flatness`
+    /// (max/min).
     pub fn recurring_block(&self, end: i64, level: f64, flatness: f64) -> Option<RecurringBlock> {
         let last = end / HOUR - 1;
         let first = last - 23;
@@ -413,9 +441,10 @@ impl Series {
             }
         }
         let (start, hours) = best?;
+        // What the block carried both days, hour by hour: a kettle or an oven on one of
+        // them is the household's, not the block's.
         let block: Vec<f64> = (start..start + i64::from(hours))
-            .flat_map(|h| [at(h, false), at(h, true)])
-            .flatten()
+            .filter_map(|h| Some(at(h, false)?.min(at(h, true)?)))
             .collect();
         let (lo, hi) = block.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
@@ -503,6 +532,15 @@ impl Series {
             .then(|| f64::from(self.day_kw[slot as usize]))
     }
 
+    /// Demand (kW) of the closed hour ending at `end`, if it is among the 24 before the last
+    /// 24 and had data.
+    pub fn day_before_kw(&self, end: i64) -> Option<f64> {
+        let h = end / HOUR - 1;
+        let slot = h.rem_euclid(24) as u32;
+        (h < self.next_hour - 24 && h >= self.next_hour - 48 && self.prev_mask & (1 << slot) != 0)
+            .then(|| f64::from(self.prev_kw[slot as usize]))
+    }
+
     /// Median hourly demand over the `k` (≤ 24) closed hours ending at `end`.
     pub fn median_kw(&self, end: i64, k: u32) -> f64 {
         let last = end / HOUR - 1;
@@ -517,6 +555,33 @@ impl Series {
         f64::from(v[v.len() / 2])
     }
 
+    /// The site's usual demand at the hour starting at `start`, from its learned profile (kW).
+    pub fn usual_at(&self, start: i64) -> f64 {
+        f64::from(self.profile[self.local_hour(start) as usize]) / 100.0
+    }
+
+    /// The site's usual demand over `hours` hours from `start` (kW).
+    pub fn usual_kw(&self, start: i64, hours: u32) -> f64 {
+        let sum: f64 = (0..i64::from(hours))
+            .map(|k| self.usual_at(start + k * HOUR))
+            .sum();
+        sum / f64::from(hours.max(1))
+    }
+
+    /// Mean change of demand from one hour to the next over the `k` (≤ 24) closed hours
+    /// ending at `end`, where both hours had data (kW).
+    pub fn step_kw(&self, end: i64, k: u32) -> Option<f64> {
+        let last = end / HOUR - 1;
+        let (mut n, mut sum) = (0u32, 0.0);
+        for h in (last + 2 - i64::from(k.min(24)))..=last {
+            if let (Some(a), Some(b)) = (self.hour_kw(h * HOUR), self.hour_kw((h + 1) * HOUR)) {
+                n += 1;
+                sum += (b - a).abs();
+            }
+        }
+        (n > 0).then(|| sum / f64::from(n))
+    }
+
     /// The local hour of day (0–23) of the hour that starts at `start`.
     pub fn local_hour(&self, start: i64) -> i64 {
         (start + i64::from(self.local_shift_h) * HOUR).rem_euclid(86_400) / HOUR
@@ -527,6 +592,38 @@ impl Series {
         self.baseline_hours = self.baseline_hours.saturating_add(1);
         let alpha = 1.0 / f64::from(self.baseline_hours.min(168));
         self.baseline_kw += alpha * (kw - self.baseline_kw);
+        // The profile: each hour of day learns once a day, over a week's memory.
+        let slot = self.local_hour(end - HOUR) as usize;
+        let days = self.baseline_hours.div_ceil(24);
+        let usual = f64::from(self.profile[slot]) / 100.0;
+        let seen = if days > 1 {
+            kw.min(1.25 * usual + 0.5)
+        } else {
+            kw
+        };
+        let learned = usual + (seen - usual) / f64::from(days.min(7));
+        self.profile[slot] = (learned * 100.0).round().clamp(0.0, 65_535.0) as u16;
+        if end % 86_400 == 0 {
+            // The day before the one that just closed: its floor, if most of it had data.
+            let held = (0..24u32)
+                .filter(|slot| self.prev_mask & (1 << slot) != 0)
+                .map(|slot| self.prev_kw[slot as usize]);
+            if self.prev_mask.count_ones() >= 20 {
+                let floor = held.fold(f32::INFINITY, f32::min);
+                self.high_floor_kw = (self.high_floor_kw * 0.99).max(floor);
+            }
+        }
+        if let Some(before) = self.hour_kw(end - HOUR) {
+            let step = (kw - before)
+                .abs()
+                .min(1.25 * f64::from(self.usual_step_kw) + 0.5);
+            let step = if self.baseline_hours <= 24 {
+                (kw - before).abs()
+            } else {
+                step
+            };
+            self.usual_step_kw += (alpha * (step - f64::from(self.usual_step_kw))) as f32;
+        }
         // The floor is learned from full days only: a partial day's "floor" is just its hours.
         if let Some(w) = self.window(end, 24) {
             // Robust to a rise: once learned, each hour's floor counts for at most a quarter
@@ -630,9 +727,17 @@ mod tests {
         );
         let (used, second) = feed(&mut m, &r(T0 + 2 * 3600, 3600, 1.0, a));
         assert_eq!((used, second.len()), (Use::Counted, 1));
-        // Once the series has judged its first hour, an earlier reading is late (its hour can
-        // no longer be judged in order), with its reason.
-        assert_eq!(feed(&mut m, &r(T0 - 3600, 3600, 1.0, a)).0, Use::Late);
+        // Once the series has judged its first hour, an earlier reading inside the horizon is
+        // counted (for the feeder balance) but not judged by the meter's own detectors; its
+        // copy is a duplicate.
+        assert_eq!(
+            m.admit(&r(T0 - 3600, 3600, 1.0, a), H48),
+            Admitted::BeforeStart
+        );
+        assert_eq!(
+            m.admit(&r(T0 - 3600, 3600, 1.0, a), H48),
+            Admitted::Duplicate
+        );
     }
 
     fn kw(c: &Closed<ClosedHour>) -> f64 {

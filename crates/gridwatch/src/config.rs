@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(c.kafka.properties["security.protocol"], "ssl");
         assert_eq!(c.detector.engine.lateness_horizon_s, 86_400);
         assert_eq!(c.detector.engine.mining.min_kw_other, 8.5);
-        assert_eq!(c.detector.engine.mining.fast_kw, 15.0, "defaults kept");
+        assert_eq!(c.detector.engine.mining.floor_share, 0.75, "defaults kept");
         assert_eq!(c.detector.service.group_id, "g2");
         assert_eq!(c.sink, SinkConfig::default());
 

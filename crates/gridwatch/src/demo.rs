@@ -41,11 +41,17 @@ pub fn write_truth(dir: &Path, utility: &Utility) -> Result<()> {
     let meta = serde_json::json!({
         "sites": c.sites, "days": c.days, "seed": c.seed, "start": format_rfc3339(c.start),
         "interval_s": c.interval_s, "tz": c.tz, "scenarios": format!("{:?}", c.scenarios),
+        "winter": c.winter, "batched_share": c.batched_share, "backfill_share": c.backfill_share,
     });
     std::fs::write(
         dir.join("simulation.json"),
         serde_json::to_string_pretty(&meta)? + "\n",
     )?;
+    let mut weather = Vec::new();
+    if let Some(written) = utility.write_weather(&mut weather) {
+        written?;
+        std::fs::write(dir.join("weather.csv"), weather)?;
+    }
     Ok(())
 }
 

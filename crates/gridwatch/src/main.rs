@@ -97,7 +97,9 @@ homes, shops and factories, home miners, night-only, duty-cycled and ramping min
 meters, consumption on disconnected or suspended sites, capacity creep, small rigs in factories, feeder taps, tampering \
 (stopped, reversed, bypassed, shunted meters). \
 Negatives: licensed farms, cold stores, hospitals, bakeries, electric heating, EV chargers, vacations, \
-seasonal pumps. Faults: gaps, duplicates, out-of-order and late readings, skewed clocks, DST (with --tz).\n\n\
+seasonal pumps; with --winter, resistance heaters, night storage heaters and heat pumps through a cold \
+snap. Faults: gaps, duplicates, out-of-order and late readings, skewed clocks, DST (with --tz); daily \
+batches (--batched) and backfilled gaps (--backfill).\n\n\
 The same seed gives the same files. Output streams, so large fleets need time, not memory.\n\n\
 Example: gridwatch simulate --out sim --sites 3000 --days 14 --seed 1"
     )]
@@ -119,6 +121,18 @@ Example: gridwatch simulate --out sim --sites 3000 --days 14 --seed 1"
         /// Plant only the demo's handful of cases instead of the whole library.
         #[arg(long)]
         demo_cases: bool,
+        /// A winter with a four-day cold snap (about −25 °C): half the homes heat with
+        /// electricity (resistance heaters, night storage heaters, heat pumps); writes
+        /// weather.csv (region,ts,temp_c).
+        #[arg(long)]
+        winter: bool,
+        /// Share of customer meters whose head-end delivers each day's intervals in one batch
+        /// the next night (01:00–05:00), e.g. 0.4.
+        #[arg(long, default_value_t = 0.0, value_parser = share)]
+        batched: f64,
+        /// Share of communication gaps the head-end backfills when the meter is back.
+        #[arg(long, default_value_t = 0.0, value_parser = share)]
+        backfill: f64,
         /// Produce the readings straight to the readings topic (and the register to its topic)
         /// instead of readings.csv, and print the rate.
         #[arg(long)]
@@ -224,6 +238,15 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[command(subcommand)]
         command: TopicsCommand,
     },
+}
+
+/// A share between 0 and 1.
+fn share(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    (0.0..=1.0)
+        .contains(&v)
+        .then_some(v)
+        .ok_or_else(|| format!("{v} is not a share between 0 and 1"))
 }
 
 /// How big a simulated utility is.
@@ -333,6 +356,9 @@ fn real_main(cli: Cli) -> Result<()> {
             tz,
             interval,
             demo_cases,
+            winter,
+            batched,
+            backfill,
             to_kafka,
         } => {
             let start = gridwatch_core::time::parse_rfc3339(&start)
@@ -351,6 +377,9 @@ fn real_main(cli: Cli) -> Result<()> {
                 interval_s,
                 tz,
                 scenarios,
+                winter,
+                batched_share: batched,
+                backfill_share: backfill,
                 ..Default::default()
             };
             if to_kafka {

@@ -8,6 +8,7 @@ mod profile;
 mod rng;
 pub mod scenario;
 pub mod score;
+pub mod winter;
 
 pub use profile::{At, Profile, Schedule};
 pub use rng::Rng;
@@ -44,12 +45,20 @@ pub struct SimConfig {
     pub duplicate_rate: f64,
     /// Share of meters with a communication gap of 2–30 hours.
     pub gap_rate: f64,
-    /// Share of readings sent 1–3 intervals late (within the allowed lateness).
+    /// Share of readings sent 1–3 intervals late.
     pub out_of_order_rate: f64,
-    /// Share of readings sent 6–12 hours late (beyond it).
+    /// Share of readings sent 6–12 hours late (inside the detector's 48-hour horizon).
     pub late_rate: f64,
     /// Share of meters whose clock is off by 1–5 minutes.
     pub skew_rate: f64,
+    /// A winter with a cold snap: homes heat with electricity (resistance, storage heaters,
+    /// heat pumps) and `weather.csv` holds the temperature.
+    pub winter: bool,
+    /// Share of customer meters whose head-end delivers each day's intervals in one batch,
+    /// between 01:00 and 05:00 the next day.
+    pub batched_share: f64,
+    /// Share of communication gaps the head-end backfills when the meter is back.
+    pub backfill_share: f64,
 }
 
 impl Default for SimConfig {
@@ -67,6 +76,9 @@ impl Default for SimConfig {
             out_of_order_rate: 0.005,
             late_rate: 0.0005,
             skew_rate: 0.01,
+            winter: false,
+            batched_share: 0.0,
+            backfill_share: 0.0,
         }
     }
 }
@@ -107,6 +119,9 @@ pub struct SimMeter {
     pub skew_s: i64,
     /// Sends voltage and current with its readings (business meters do, households don't).
     pub reports_vi: bool,
+    /// Its head-end delivers a day's intervals the next night; it backfills its gap.
+    pub batched: bool,
+    pub backfills: bool,
 }
 
 /// One feeder: its head meter, its technical-loss ratio at average load, and any unmetered
@@ -266,9 +281,15 @@ impl Utility {
                 let kw = m.profile.kw(at, i as u64);
                 let f = i % self.feeders.len();
                 feeder_kw[f] += kw;
-                if m.gap.is_some_and(|(a, b)| ts > a && ts <= b) {
-                    continue;
-                }
+                // Held back by the head-end: a gap it backfills when the meter is back, or a
+                // day's batch delivered the next night.
+                let in_gap = m.gap.filter(|&(a, b)| ts > a && ts <= b);
+                let held = match in_gap {
+                    Some(_) if !m.backfills => continue,
+                    Some((_, b)) => (b - cfg.start) / step + 1 - s,
+                    None if m.batched => self.batch_due(ts, i) - s,
+                    None => 0,
+                };
                 let (import, export) = match m.tamper {
                     Some(Tamper::Zero { onset }) if ts > onset => (0.0, None),
                     Some(Tamper::Bypass { share, onset } | Tamper::Shunt { share, onset })
@@ -306,7 +327,8 @@ impl Utility {
                     1 + fault.below(3) as i64
                 } else {
                     0
-                };
+                }
+                .max(held);
                 for _ in 0..copies {
                     if delay > 0 && s + delay <= steps {
                         seq += 1;
@@ -369,6 +391,38 @@ impl Utility {
             }
         }
         Ok(n)
+    }
+
+    /// The step at which a batched meter's reading of `ts` is delivered: between 01:00 and
+    /// 05:00 local time the next day (each meter at its own time).
+    fn batch_due(&self, ts: i64, meter: usize) -> i64 {
+        let at = self.local(ts - 1);
+        let next_day = (at.local.div_euclid(86_400) + 1) * 86_400;
+        let offset_s = 3600 + (profile::u(self.cfg.seed, meter as i64, 0x6b) * 4.0 * 3600.0) as i64;
+        let due_utc = next_day + offset_s - (at.local - at.utc);
+        let step = i64::from(self.cfg.interval_s);
+        (due_utc - self.cfg.start + step - 1) / step
+    }
+
+    /// The outdoor temperature of a winter run as `region,ts,temp_c` CSV (hourly, `ts` the
+    /// hour's end; every region the same), or `None` without a winter.
+    pub fn write_weather(&self, w: &mut impl Write) -> Option<io::Result<()>> {
+        let weather = winter::Weather {
+            seed: self.cfg.seed,
+            first_day: self.local(self.cfg.start).local.div_euclid(86_400),
+            days: i64::from(self.cfg.days),
+        };
+        self.cfg.winter.then(|| {
+            writeln!(w, "region,ts,temp_c")?;
+            for h in 1..=i64::from(self.cfg.days) * 24 {
+                let end = self.cfg.start + h * 3600;
+                let t = weather.temp_c(self.local(end - 1800));
+                for (region, _, _) in REGIONS {
+                    writeln!(w, "{region},{},{:.1}", format_rfc3339(end), t)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// All readings as contract CSV
@@ -452,6 +506,9 @@ fn round3(x: f64) -> f64 {
 struct Builder<'a> {
     cfg: &'a SimConfig,
     rng: Rng,
+    /// Draws how each meter's data are delivered (apart from `rng`, so that utilities
+    /// simulated before delivery options existed stay the same).
+    delivery: Rng,
     meters: Vec<SimMeter>,
     feeders: Vec<SimFeeder>,
     labels: Vec<Label>,
@@ -480,6 +537,7 @@ impl<'a> Builder<'a> {
         Builder {
             cfg,
             rng,
+            delivery: Rng::fork(cfg.seed, 3),
             meters: Vec::new(),
             feeders,
             labels: Vec::new(),
@@ -512,9 +570,24 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// A household at a case site (it doesn't heat with electricity: its permit is the case's).
     fn household(&mut self) -> Profile {
         let seed = self.rng.next_u64();
-        Profile::household(seed, self.first_day, i64::from(self.cfg.days))
+        Profile::household(
+            seed,
+            self.first_day,
+            i64::from(self.cfg.days),
+            self.weather(),
+            false,
+        )
+    }
+
+    fn weather(&self) -> Option<winter::Weather> {
+        self.cfg.winter.then_some(winter::Weather {
+            seed: self.cfg.seed,
+            first_day: self.first_day,
+            days: i64::from(self.cfg.days),
+        })
     }
 
     fn shop(&mut self) -> (Profile, f64) {
@@ -638,6 +711,8 @@ impl<'a> Builder<'a> {
                 0
             };
             let reports_vi = rec.customer_class != Some(CustomerClass::Residential);
+            let batched = self.delivery.chance(self.cfg.batched_share);
+            let backfills = gap.is_some() && self.delivery.chance(self.cfg.backfill_share);
             self.meters.push(SimMeter {
                 record: rec,
                 registered,
@@ -646,6 +721,8 @@ impl<'a> Builder<'a> {
                 gap,
                 skew_s,
                 reports_vi,
+                batched,
+                backfills,
             });
         }
         for f in 0..self.feeders.len() {
@@ -890,7 +967,9 @@ impl<'a> Builder<'a> {
     fn ordinary(&mut self, rec: &mut MeterRecord) -> Profile {
         let roll = self.rng.f64();
         if roll < 0.82 {
-            let h = self.household();
+            let seed = self.rng.next_u64();
+            let days = i64::from(self.cfg.days);
+            let h = Profile::household(seed, self.first_day, days, self.weather(), true);
             if let Profile::Household(p) = &h {
                 rec.permitted_kw = Some(p.permit_kw());
             }

@@ -2,6 +2,7 @@
 //! be evaluated at any instant in any order and always gives the same demand.
 
 use crate::household;
+use crate::winter::{Heating, Weather};
 
 /// An instant: UTC epoch seconds, and the same instant as local wall-clock seconds.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +109,8 @@ pub struct Household {
     ev_kw: f64,
     /// Local day numbers of a vacation (only the fridge runs).
     vacation: Option<(i64, i64)>,
+    /// In a winter run, the weather and how the home heats (in place of `heating_kw`).
+    winter: Option<(Weather, Heating)>,
 }
 
 /// A uniform number in [0, 1) for (seed, time, salt): stateless noise.
@@ -163,7 +166,14 @@ impl Schedule {
 impl Profile {
     /// A household replaying a real one, with habits drawn from `seed`, starting on local
     /// day `first_day` of the simulation (for the vacation).
-    pub fn household(seed: u64, first_day: i64, days: i64) -> Profile {
+    /// In a winter run (`weather`), a home `may_heat` heats by a drawn [`Heating`].
+    pub fn household(
+        seed: u64,
+        first_day: i64,
+        days: i64,
+        weather: Option<Weather>,
+        may_heat: bool,
+    ) -> Profile {
         let r = |salt| u(seed, 0, salt);
         let vac_len = 3 + (r(9) * 5.0) as i64;
         let vac_start = first_day + (r(6) * (days - vac_len).max(1) as f64) as i64;
@@ -175,7 +185,11 @@ impl Profile {
             library,
             week_offset: (r(2) * 8.0) as i64,
             scale: 0.75 + 0.35 * r(3),
-            heating_kw: if heated { 1.0 + 2.5 * r(7) } else { 0.0 },
+            heating_kw: if heated && weather.is_none() {
+                1.0 + 2.5 * r(7)
+            } else {
+                0.0
+            },
             ev_kw: if r(5) < 0.08 {
                 if r(10) < 0.7 {
                     7.4
@@ -186,6 +200,14 @@ impl Profile {
                 0.0
             },
             vacation: (r(8) < 0.06).then_some((vac_start, vac_start + vac_len)),
+            winter: weather.map(|w| {
+                let heating = if may_heat {
+                    Heating::draw(seed)
+                } else {
+                    Heating::None
+                };
+                (w, heating)
+            }),
         })
     }
 
@@ -285,7 +307,11 @@ impl Household {
         } else {
             0.0
         };
-        let heat = if self.heating_kw > 0.0 { 4.0 } else { 0.0 };
+        let heat = match self.winter {
+            Some((_, heating)) => heating.rated_kw(),
+            None if self.heating_kw > 0.0 => 4.0,
+            None => 0.0,
+        };
         12.0 + ev + heat
     }
 
@@ -307,7 +333,9 @@ impl Household {
         if self.vacation.is_some_and(|(a, b)| day >= a && day < b) {
             return 0.08 + 0.06 * u(self.seed, quarter, 21);
         }
-        let heating = if self.heating_kw > 0.0 {
+        let heating = if let Some((w, heating)) = &self.winter {
+            heating.kw(w, at, self.seed)
+        } else if self.heating_kw > 0.0 {
             let night = if (6.0..22.0).contains(&h) { 0.45 } else { 1.0 };
             self.heating_kw * night * (0.3 + 0.7 * u(self.seed, quarter, 22))
         } else {

@@ -9,7 +9,7 @@ use crate::episode::Finding;
 use crate::evidence::{
     round, Block as Evidence, BlockPattern, ClassName, Evidence::Block as Piece,
 };
-use crate::series::HOUR;
+use crate::series::{Series, HOUR};
 use gridwatch_core::AlertKind;
 use serde::{Deserialize, Serialize};
 
@@ -59,19 +59,32 @@ impl SiteDetector for BlocksDetector {
 
     /// At a residence, a flat block of at least `min_kw` for at least `block_hours`, at the same
     /// hours on two consecutive days, far above the rest of the day (EV charging sessions are
-    /// shorter; thermostat-driven heating is not flat); or `duty_hours` at that level both days.
+    /// shorter) and new to the site: at least twice its usual demand at those hours, learned
+    /// over a day or more before (a storage heater that charged every night of its history is
+    /// heating, not rigs); or `duty_hours` at that level both days, twice what the site
+    /// usually drew at those hours (a thermostat that has always cycled is not news).
     fn on_hour(&self, cx: &mut HourCx<'_>, _: &mut ()) -> Option<Raised> {
-        if !(cx.residential() && cx.flat == Flat::None) {
+        if !(cx.residential() && cx.flat == Flat::None) || cx.common_rise {
             return None;
         }
         let (cfg, reg, hour, series) = (&self.cfg, cx.reg, cx.hour, cx.series);
+        let learned = series.baseline_hours >= 24;
         let block = series
             .recurring_block(hour.end, cfg.min_kw, cfg.flatness)
-            .filter(|b| b.hours >= cfg.block_hours && b.outside_kw * 2.0 <= b.block_kw);
+            .filter(|b| {
+                // A block that fills the day is a flat day, the mining detector's to judge.
+                (cfg.block_hours..=20).contains(&b.hours)
+                    && b.outside_kw * 2.0 <= b.block_kw
+                    && learned
+                    && b.block_kw >= 2.0 * series.usual_kw(b.start, b.hours)
+            });
         let high = series.high_hours(cfg.min_kw);
-        let duty = high.today >= cfg.duty_hours
-            && high.before >= cfg.duty_hours
-            && high.low_kw * 2.0 <= high.high_kw;
+        // A duty cycle switches off: some hours of each day are low.
+        let duty = (cfg.duty_hours..=20).contains(&high.today)
+            && (cfg.duty_hours..=20).contains(&high.before)
+            && high.low_kw * 2.0 <= high.high_kw
+            && learned
+            && high.high_kw >= 2.0 * usual_when_high(series, hour.end, cfg.min_kw);
         let (start, hours, block_kw, outside_kw, pattern) = match block {
             Some(b) => (
                 b.start,
@@ -133,5 +146,23 @@ impl SiteDetector for BlocksDetector {
             summary,
         };
         Some(Raised::new(Self::KIND, start, f, true))
+    }
+}
+
+/// The site's usual demand, by its learned profile, at the hours of the last 24 that reached
+/// `level` (kW).
+fn usual_when_high(series: &Series, end: i64, level: f64) -> f64 {
+    let (mut n, mut sum) = (0u32, 0.0);
+    for k in 0..24 {
+        let hour_end = end - k * HOUR;
+        if series.hour_kw(hour_end).is_some_and(|kw| kw >= level) {
+            n += 1;
+            sum += series.usual_at(hour_end - HOUR);
+        }
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum / f64::from(n)
     }
 }

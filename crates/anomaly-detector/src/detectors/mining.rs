@@ -28,10 +28,10 @@ pub struct MiningConfig {
     pub min_kw_other: f64,
     /// Share of the 24-hour mean that the 24-hour floor must reach to count as around the clock.
     pub floor_share: f64,
-    /// A floor at least `fast_kw` for `fast_hours` at a residence is called mining without
-    /// waiting for a full day.
-    pub fast_kw: f64,
-    pub fast_hours: u32,
+    /// A residence's floor this high around the clock is mining even where it is not new (from
+    /// the first day of data): beyond what homes heat with, storage heaters aside, which
+    /// charge for hours, not all day (kW).
+    pub blatant_kw: f64,
 }
 
 impl Default for MiningConfig {
@@ -40,8 +40,7 @@ impl Default for MiningConfig {
             min_kw_residential: 4.5,
             min_kw_other: 5.0,
             floor_share: 0.75,
-            fast_kw: 15.0,
-            fast_hours: 5,
+            blatant_kw: 15.0,
         }
     }
 }
@@ -51,8 +50,7 @@ impl MiningConfig {
         positive("mining.min_kw_residential", self.min_kw_residential)?;
         positive("mining.min_kw_other", self.min_kw_other)?;
         in_range("mining.floor_share", self.floor_share, 0.0, 1.0)?;
-        positive("mining.fast_kw", self.fast_kw)?;
-        in_range("mining.fast_hours", self.fast_hours, 1, 24)?;
+        positive("mining.blatant_kw", self.blatant_kw)?;
         Ok(MiningDetector { cfg: self.clone() })
     }
 }
@@ -71,9 +69,8 @@ pub(crate) enum Flat {
     /// A flat day at a business that isn't mining by these rules (a factory's weekend): it may
     /// still carry a smaller step.
     Ordinary(Window),
-    /// A flat load that is mining: around the clock (`always_on`) or a residence's blatant
-    /// floor within hours.
-    Mining { w: Window, always_on: bool },
+    /// A flat load that is mining: around the clock.
+    Mining { w: Window },
 }
 
 impl MiningDetector {
@@ -84,16 +81,32 @@ impl MiningDetector {
         let residential = cx.residential();
         let min_kw = self.min_kw(reg);
         let learned = series.floor_hours >= 24;
-        // Around the clock: the 24-hour floor carries most of the load.
-        let always_on = cx
-            .day
-            .filter(|w| w.min_kw >= min_kw && w.min_kw >= cfg.floor_share * w.mean_kw);
-        // A farm far beyond any household is named within hours. Elsewhere a large load may be
-        // legitimate for a few hours (pumps, shifts, a busy day), so it takes a full day.
-        let blatant = series
-            .window(cx.hour.end, cfg.fast_hours)
-            .filter(|w| residential && w.min_kw >= cfg.fast_kw);
-        let Some(w) = always_on.or(blatant) else {
+        // Around the clock: the 24-hour floor carries most of the load. At a residence, it must
+        // be new — a step from the floor the site has shown, and above any floor it has held
+        // for a day in the last weeks (a heat pump that ran all winter, a home back from a
+        // vacation) — or beyond any home's heating, hold for 25 hours, so that the day it filled is
+        // judged once the region's homes have closed it too and a cold snap that lifted them
+        // all is known (`common_rise`: then only a floor three times the site's usual demand
+        // is not the season's), and not move from hour to hour as heating does.
+        let floor_before = series.baseline_floor_kw;
+        let flat_day = |w: &Window| w.min_kw >= min_kw && w.min_kw >= cfg.floor_share * w.mean_kw;
+        let always_on = cx.day.filter(flat_day).filter(|w| {
+            let new = learned
+                && w.min_kw - floor_before >= min_kw.max(floor_before)
+                && w.min_kw >= 1.5 * f64::from(series.high_floor_kw) + 0.5;
+            !residential
+                || (new || w.min_kw >= cfg.blatant_kw)
+                    && series
+                        .day_before_kw(cx.hour.end - 24 * HOUR)
+                        .is_some_and(|kw| kw >= min_kw && kw >= cfg.floor_share * w.mean_kw)
+                    && !(cx.common_rise && w.min_kw < 3.0 * series.baseline_kw)
+                    && !restless(series, cx.hour.end, w)
+        });
+        // It takes a full day at every class: a storage heater charges at 15–25 kW all night
+        // and a thermostat holds a heater on for hours (real Swiss homes in winter), so hours
+        // of a large load inside the permit say nothing; above the permit, the capacity
+        // detector names a farm within hours.
+        let Some(w) = always_on else {
             return Flat::None;
         };
         let within_permit = reg
@@ -103,13 +116,9 @@ impl MiningDetector {
             return Flat::Licensed;
         }
         let unlicensed_class = residential || reg.customer_class == Some(CustomerClass::Mining);
-        let floor_before = series.baseline_floor_kw;
         let stepped = learned && w.min_kw - floor_before >= min_kw.max(floor_before);
         if unlicensed_class || !within_permit || stepped {
-            Flat::Mining {
-                w,
-                always_on: always_on.is_some(),
-            }
+            Flat::Mining { w }
         } else {
             Flat::Ordinary(w)
         }
@@ -129,7 +138,7 @@ impl SiteDetector for MiningDetector {
     type State = ();
 
     fn on_hour(&self, cx: &mut HourCx<'_>, _: &mut ()) -> Option<Raised> {
-        let Flat::Mining { w, always_on } = cx.flat else {
+        let Flat::Mining { w } = cx.flat else {
             return None;
         };
         let (reg, hour, series) = (cx.reg, cx.hour, cx.series);
@@ -152,11 +161,10 @@ impl SiteDetector for MiningDetector {
         let score = (0.6
             + 0.15 * ((load_factor - 0.5) / 0.5).clamp(0.0, 1.0)
             + 0.15 * (excess / 50.0).min(1.0)
-            + if always_on { 0.1 } else { 0.0 })
-        .min(1.0);
-        let night_day_ratio = always_on
-            .then(|| series.night_day_kw())
-            .flatten()
+            + 0.1)
+            .min(1.0);
+        let night_day_ratio = series
+            .night_day_kw()
             .map(|(night, day)| round(night / day, 2));
         let permit = reg.permitted_kw.map_or("no permit limit".to_string(), |p| {
             format!("permitted {} kW", fmt_kw(p))
@@ -197,6 +205,15 @@ impl SiteDetector for MiningDetector {
     ) -> Option<&'static str> {
         licensed_now(old, new).then_some(LICENSED)
     }
+}
+
+/// A residence's day that moves from hour to hour far more than the site usually does: the
+/// added load modulates (a thermostat, a heat pump following the cold), where rigs add the same
+/// power every hour and leave the household's own restlessness as it was.
+fn restless(series: &crate::series::Series, end: i64, w: &Window) -> bool {
+    series
+        .step_kw(end, 24)
+        .is_some_and(|step| step > 2.0 * f64::from(series.usual_step_kw) + 0.05 * w.min_kw)
 }
 
 pub(crate) const LICENSED: &str = "the site was licensed for mining";

@@ -20,6 +20,7 @@ pub mod feeder;
 pub mod mining;
 pub mod peer;
 pub mod register;
+pub mod season;
 pub mod step;
 pub mod tamper;
 
@@ -45,6 +46,11 @@ pub(crate) struct HourCx<'a> {
     pub tolerance: f64,
     /// The customers of the same class on the same feeder, for peer comparisons.
     pub peers: Option<&'a mut peer::Peers>,
+    /// The site's region's season: how many of its customers drew well above their usual.
+    pub season: Option<&'a mut season::Season>,
+    /// Many of the region's customers of its class stand above their own usual together: a
+    /// cold snap or a heat wave ([`peer::PeerDetector::common_rise`]).
+    pub common_rise: bool,
 }
 
 impl HourCx<'_> {

@@ -6,12 +6,13 @@
 //! load that was added and stayed — a small miner well below any fixed threshold — without
 //! flagging the customers who are simply large (they always were).
 
+use super::season::Season;
 use super::{at_least, class_name, fmt_kw, in_range, positive, ConfigError, HourCx, SiteDetector};
 use crate::case::Raised;
 use crate::episode::Finding;
 use crate::evidence::{round, ClassName, Evidence::Peer as Piece, Peer as Evidence};
 use crate::series::HOUR;
-use gridwatch_core::{AlertKind, CustomerClass};
+use gridwatch_core::{AlertKind, CustomerClass, MeterRecord};
 use serde::{Deserialize, Serialize};
 
 /// `[detector.peer]`
@@ -34,6 +35,12 @@ pub struct PeerConfig {
     pub min_days: u16,
     /// The most a site's usual standing may be (times its peers' median) and still excuse it.
     pub max_usual: f64,
+    /// While at least this share of the customers of a class in a region (and at least half
+    /// `min_peers` of them) draw above their usual day (1.2 × and 0.3 kW more) over the same
+    /// 24 hours — a cold snap running every heated home's heating, a heat wave the air
+    /// conditioning —, residences' new load patterns (flat days, night blocks, duty cycles)
+    /// are the season's, not rigs', and peer standings hold still.
+    pub common_share: f64,
 }
 
 impl Default for PeerConfig {
@@ -47,6 +54,7 @@ impl Default for PeerConfig {
             flat_share: 0.5,
             min_days: 6,
             max_usual: 3.0,
+            common_share: 0.15,
         }
     }
 }
@@ -61,12 +69,31 @@ impl PeerConfig {
         positive("peer.min_kw", self.min_kw)?;
         in_range("peer.flat_share", self.flat_share, 0.0, 1.0)?;
         at_least("peer.max_usual", self.max_usual, 1.0)?;
+        in_range("peer.common_share", self.common_share, 0.0, 1.0)?;
         Ok(PeerDetector { cfg: self.clone() })
     }
 }
 
 pub(crate) struct PeerDetector {
     cfg: PeerConfig,
+}
+
+impl PeerDetector {
+    /// Many of the class's customers in the region drew well above their usual together over
+    /// the 24 hours to the hour before the one ending at `end` (closed by those that deliver as
+    /// they go), or to the hour before that while too few have closed it.
+    pub fn common_rise(&self, season: Option<&Season>, reg: &MeterRecord, end: i64) -> bool {
+        let (Some(s), Some(class)) = (season, reg.customer_class) else {
+            return false;
+        };
+        let min_seen = self.cfg.min_peers as u32;
+        s.risen_share(
+            class,
+            end.div_euclid(HOUR) - 2,
+            (min_seen, min_seen.div_ceil(2)),
+        )
+        .is_some_and(|share| share >= self.cfg.common_share)
+    }
 }
 
 impl SiteDetector for PeerDetector {
@@ -78,7 +105,13 @@ impl SiteDetector for PeerDetector {
         let cfg = &self.cfg;
         let (reg, hour) = (cx.reg, cx.hour);
         let class = reg.customer_class?;
+        if let (Some(w), Some(season)) = (cx.day, cx.season.as_deref_mut()) {
+            season.record(class, hour.end / HOUR - 1, st.risen(w.mean_kw));
+        }
         if hour.end % 86_400 == 0 {
+            if let Some(w) = cx.day {
+                st.learn_day(w.mean_kw, cx.common_rise);
+            }
             let day = cx.day.map(|w| DayView {
                 mean_kw: w.mean_kw,
                 floor_kw: w.min_kw,
@@ -90,6 +123,9 @@ impl SiteDetector for PeerDetector {
                     .map(|s| (d, s))
             });
             match stats {
+                // A day many of the feeder's homes spent above their usual floor is the
+                // season's: it neither raises nor clears a standing.
+                Some(_) if cx.common_rise => {}
                 Some((d, s)) => st.judge(d, s, cfg),
                 None => st.added_kw = 0.0,
             }
@@ -187,6 +223,11 @@ impl Peers {
             }
         };
         let slot = day.rem_euclid(DAYS as i64) as usize;
+        // A day older than the one the slot holds (a meter whose data came days late) is gone:
+        // it must not wipe the newer day its peers are filling.
+        if g.days[slot].day > day {
+            return None;
+        }
         if g.days[slot].day != day {
             g.days[slot] = Day {
                 day,
@@ -251,6 +292,11 @@ pub(crate) struct PeerTrack {
     pub peers: u16,
     /// The last judged day's distance from the peers' median in robust standard deviations.
     pub z: f32,
+    /// The site's usual daily mean demand (kW; two weeks' memory) and the days it has learned
+    /// from: held still while its group stands risen together, so a cold snap is measured
+    /// against the weather before it.
+    usual_day_kw: f32,
+    days_learned: u16,
 }
 
 /// What one closed day showed.
@@ -265,6 +311,24 @@ struct DayView {
 }
 
 impl PeerTrack {
+    /// Whether the last 24 hours' mean demand (kW) stands above the site's usual day (1.2 × and
+    /// 0.3 kW more: heating through a cold snap).
+    fn risen(&self, kw: f64) -> bool {
+        self.days_learned >= 3 && kw >= 1.2 * f64::from(self.usual_day_kw) + 0.3
+    }
+
+    /// Folds a closed UTC day's mean demand into the usual day, unless its region stood risen
+    /// together (`common`): the usual is what a cold snap is measured against.
+    fn learn_day(&mut self, kw: f64, common: bool) {
+        if common {
+            return;
+        }
+        self.days_learned = self.days_learned.saturating_add(1);
+        let a = 1.0 / f64::from(self.days_learned.min(14));
+        let usual = f64::from(self.usual_day_kw);
+        self.usual_day_kw = (usual + a * (kw - usual)) as f32;
+    }
+
     /// Judges a closed day against the peers; afterwards `added_kw > 0` while an added,
     /// always-on load holds.
     fn judge(&mut self, d: DayView, peers: PeerStats, cfg: &PeerConfig) {
