@@ -337,7 +337,7 @@ fn on_closed_hour(
             season,
         };
         cx.flat = d.mining.classify(&cx);
-        seasonal = cx.common_rise;
+        seasonal = cx.common_rise.is_some();
         let day = cx.day;
         let found: Vec<_> = [
             d.step.on_hour(&mut cx, &mut st.step),

@@ -587,6 +587,29 @@ mod tests {
     }
 
     #[test]
+    fn a_quality_column_or_field_marks_estimates() {
+        let items = csv("meter_id,ts,interval_s,kwh,quality\n\
+                         M1,2026-01-05T00:15:00Z,900,0.25,Estimated\n\
+                         M1,2026-01-05T00:30:00Z,900,0.25,\n\
+                         M1,2026-01-05T00:45:00Z,900,0.25,guessed\n");
+        let q: Vec<_> = items
+            .into_iter()
+            .map(|i| i.unwrap().map(|r| r.quality).map_err(|r| r.reason))
+            .collect();
+        assert_eq!(q[0], Ok(Quality::Estimated));
+        assert_eq!(q[1], Ok(Quality::Actual), "empty is actual");
+        assert!(
+            q[2].as_ref().unwrap_err().starts_with("field quality"),
+            "{q:?}"
+        );
+        let v = Validation::default();
+        let line = r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":0.2,"quality":"actual"}"#;
+        assert_eq!(json_line(line, v).unwrap().quality, Quality::Actual);
+        let bad = line.replace("\"actual\"", "3");
+        assert!(json_line(&bad, v).unwrap_err().starts_with("field quality"));
+    }
+
+    #[test]
     fn every_reject_reason_names_its_field() {
         let cases = [
             (",2026-01-05T00:15:00Z,900,0.25,,", "field meter_id"),

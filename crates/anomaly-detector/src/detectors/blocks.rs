@@ -64,7 +64,7 @@ impl SiteDetector for BlocksDetector {
     /// heating, not rigs); or `duty_hours` at that level both days, twice what the site
     /// usually drew at those hours (a thermostat that has always cycled is not news).
     fn on_hour(&self, cx: &mut HourCx<'_>, _: &mut ()) -> Option<Raised> {
-        if !(cx.residential() && cx.flat == Flat::None) || cx.common_rise {
+        if !(cx.residential() && cx.flat == Flat::None) || cx.common_rise.is_some() {
             return None;
         }
         let (cfg, reg, hour, series) = (&self.cfg, cx.reg, cx.hour, cx.series);

@@ -86,8 +86,8 @@ impl MiningDetector {
         // for a day in the last weeks (a heat pump that ran all winter, a home back from a
         // vacation) — or beyond any home's heating, hold for 25 hours, so that the day it filled is
         // judged once the region's homes have closed it too and a cold snap that lifted them
-        // all is known (`common_rise`: then only a floor three times the site's usual demand
-        // is not the season's), and not move from hour to hour as heating does.
+        // all is known (`common_rise`: then only a rise far beyond theirs is not the season's),
+        // and not move from hour to hour as heating does.
         let floor_before = series.baseline_floor_kw;
         let flat_day = |w: &Window| w.min_kw >= min_kw && w.min_kw >= cfg.floor_share * w.mean_kw;
         let always_on = cx.day.filter(flat_day).filter(|w| {
@@ -99,7 +99,9 @@ impl MiningDetector {
                     && series
                         .day_before_kw(cx.hour.end - 24 * HOUR)
                         .is_some_and(|kw| kw >= min_kw && kw >= cfg.floor_share * w.mean_kw)
-                    && !(cx.common_rise && w.min_kw < 3.0 * series.baseline_kw)
+                    && cx
+                        .common_rise
+                        .is_none_or(|typical| beyond_season(series, w, typical))
                     && !restless(series, cx.hour.end, w)
         });
         // It takes a full day at every class: a storage heater charges at 15–25 kW all night
@@ -205,6 +207,14 @@ impl SiteDetector for MiningDetector {
     ) -> Option<&'static str> {
         licensed_now(old, new).then_some(LICENSED)
     }
+}
+
+/// In a season, a site that rose at least twice as far as the region's risen homes did (in
+/// `ln` units against its usual demand): a home miner on a home that heats little, not the
+/// cold.
+fn beyond_season(series: &crate::series::Series, w: &Window, typical_rise: f64) -> bool {
+    let rise = super::peer::ln_kw(w.mean_kw) - super::peer::ln_kw(series.baseline_kw);
+    rise >= typical_rise + std::f64::consts::LN_2
 }
 
 /// A residence's day that moves from hour to hour far more than the site usually does: the

@@ -48,9 +48,10 @@ pub(crate) struct HourCx<'a> {
     pub peers: Option<&'a mut peer::Peers>,
     /// The site's region's season: how many of its customers drew well above their usual.
     pub season: Option<&'a mut season::Season>,
-    /// Many of the region's customers of its class stand above their own usual together: a
-    /// cold snap or a heat wave ([`peer::PeerDetector::common_rise`]).
-    pub common_rise: bool,
+    /// Many of the region's customers of its class stand above their own usual together — a
+    /// cold snap or a heat wave ([`peer::PeerDetector::common_rise`]) —, by this much as a rule
+    /// (`ln` of last 24 h ÷ usual day).
+    pub common_rise: Option<f64>,
 }
 
 impl HourCx<'_> {

@@ -82,9 +82,10 @@ impl PeerDetector {
     /// Many of the class's customers in the region drew well above their usual together over
     /// the 24 hours to the hour before the one ending at `end` (closed by those that deliver as
     /// they go), or to the hour before that while too few have closed it.
-    pub fn common_rise(&self, season: Option<&Season>, reg: &MeterRecord, end: i64) -> bool {
+    /// Returns how far its risen customers typically rose (`ln` of last 24 h ÷ usual day).
+    pub fn common_rise(&self, season: Option<&Season>, reg: &MeterRecord, end: i64) -> Option<f64> {
         let (Some(s), Some(class)) = (season, reg.customer_class) else {
-            return false;
+            return None;
         };
         let min_seen = self.cfg.min_peers as u32;
         s.risen_share(
@@ -92,7 +93,8 @@ impl PeerDetector {
             end.div_euclid(HOUR) - 2,
             (min_seen, min_seen.div_ceil(2)),
         )
-        .is_some_and(|share| share >= self.cfg.common_share)
+        .filter(|r| r.share >= self.cfg.common_share)
+        .map(|r| r.typical_rise)
     }
 }
 
@@ -106,11 +108,11 @@ impl SiteDetector for PeerDetector {
         let (reg, hour) = (cx.reg, cx.hour);
         let class = reg.customer_class?;
         if let (Some(w), Some(season)) = (cx.day, cx.season.as_deref_mut()) {
-            season.record(class, hour.end / HOUR - 1, st.risen(w.mean_kw));
+            season.record(class, hour.end / HOUR - 1, st.rise(w.mean_kw));
         }
         if hour.end % 86_400 == 0 {
             if let Some(w) = cx.day {
-                st.learn_day(w.mean_kw, cx.common_rise);
+                st.learn_day(w.mean_kw, cx.common_rise.is_some());
             }
             let day = cx.day.map(|w| DayView {
                 mean_kw: w.mean_kw,
@@ -125,7 +127,7 @@ impl SiteDetector for PeerDetector {
             match stats {
                 // A day many of the feeder's homes spent above their usual floor is the
                 // season's: it neither raises nor clears a standing.
-                Some(_) if cx.common_rise => {}
+                Some(_) if cx.common_rise.is_some() => {}
                 Some((d, s)) => st.judge(d, s, cfg),
                 None => st.added_kw = 0.0,
             }
@@ -311,10 +313,12 @@ struct DayView {
 }
 
 impl PeerTrack {
-    /// Whether the last 24 hours' mean demand (kW) stands above the site's usual day (1.2 × and
+    /// How far (`ln`) the last 24 hours' mean demand (kW) stands above the site's usual day, if
+    /// it is risen (1.2 × and
     /// 0.3 kW more: heating through a cold snap).
-    fn risen(&self, kw: f64) -> bool {
-        self.days_learned >= 3 && kw >= 1.2 * f64::from(self.usual_day_kw) + 0.3
+    fn rise(&self, kw: f64) -> Option<f64> {
+        let usual = f64::from(self.usual_day_kw);
+        (self.days_learned >= 3 && kw >= 1.2 * usual + 0.3).then(|| ln_kw(kw) - ln_kw(usual))
     }
 
     /// Folds a closed UTC day's mean demand into the usual day, unless its region stood risen

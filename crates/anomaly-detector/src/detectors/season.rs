@@ -13,6 +13,16 @@ struct Tally {
     hour: i64,
     seen: u32,
     risen: u32,
+    /// Sum of the risen customers' rise, `ln(last 24 h ÷ usual day)`.
+    rise_sum: f32,
+}
+
+/// A region in a season: the share of its customers that stand risen, and how far they rose
+/// on average (`ln` of last 24 h ÷ usual day).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Risen {
+    pub share: f64,
+    pub typical_rise: f64,
 }
 
 /// Hours kept: two days, so a meter whose day comes in a batch the next night still reads the
@@ -26,10 +36,10 @@ pub(crate) struct Season {
 }
 
 impl Season {
-    /// Counts a customer's closed `hour`, `risen` or not. An hour older than the one its slot
+    /// Counts a customer's closed `hour`, risen by `ln(last 24 h ÷ usual day)` or not. An hour older than the one its slot
     /// holds (data that came late, a day's batch) is not counted: it must not wipe the newer
     /// hour; the customers that deliver as they go are the sample.
-    pub fn record(&mut self, class: CustomerClass, hour: i64, risen: bool) {
+    pub fn record(&mut self, class: CustomerClass, hour: i64, risen: Option<f64>) {
         let days = match self.groups.iter().position(|(c, _)| *c == class) {
             Some(p) => &mut self.groups[p].1,
             None => {
@@ -48,7 +58,10 @@ impl Season {
             };
         }
         t.seen += 1;
-        t.risen += u32::from(risen);
+        if let Some(rise) = risen {
+            t.risen += 1;
+            t.rise_sum += rise as f32;
+        }
     }
 
     /// The share of the class's customers whose last 24 hours drew well above their usual at
@@ -59,12 +72,20 @@ impl Season {
         class: CustomerClass,
         hour: i64,
         (min_seen, min_risen): (u32, u32),
-    ) -> Option<f64> {
+    ) -> Option<Risen> {
         let (_, days) = self.groups.iter().find(|(c, _)| *c == class)?;
         let pick = |h: i64| days.iter().find(|t| t.hour == h && t.seen >= min_seen);
         let t = pick(hour).or_else(|| pick(hour - 1))?;
-        let risen = if t.risen >= min_risen { t.risen } else { 0 };
-        Some(f64::from(risen) / f64::from(t.seen))
+        if t.risen < min_risen {
+            return Some(Risen {
+                share: 0.0,
+                typical_rise: 0.0,
+            });
+        }
+        Some(Risen {
+            share: f64::from(t.risen) / f64::from(t.seen),
+            typical_rise: f64::from(t.rise_sum) / f64::from(t.risen),
+        })
     }
 }
 
@@ -77,11 +98,16 @@ mod tests {
         let mut s = Season::default();
         let c = CustomerClass::Residential;
         for k in 0..20 {
-            s.record(c, 10, k < 6);
+            s.record(c, 10, (k < 6).then_some(0.5));
         }
-        s.record(c, 8, true);
-        assert_eq!(s.risen_share(c, 10, (8, 4)), Some(0.3));
-        assert_eq!(s.risen_share(c, 11, (8, 4)), Some(0.3), "the day before");
-        assert_eq!(s.risen_share(c, 10, (8, 7)), Some(0.0), "too few rose");
+        s.record(c, 8, Some(2.0));
+        let share = |h, min| s.risen_share(c, h, min).map(|r| r.share);
+        assert_eq!(share(10, (8, 4)), Some(0.3));
+        assert_eq!(share(11, (8, 4)), Some(0.3), "the hour before");
+        assert_eq!(share(10, (8, 7)), Some(0.0), "too few rose");
+        assert_eq!(
+            s.risen_share(c, 10, (8, 4)).map(|r| r.typical_rise),
+            Some(0.5)
+        );
     }
 }
