@@ -209,8 +209,8 @@ impl SiteDetector for MiningDetector {
     }
 }
 
-/// In a season, a site that rose at least twice as far as the region's risen homes did (in
-/// `ln` units against its usual demand): a home miner on a home that heats little, not the
+/// In a season, a site whose demand rose, against its usual, by a factor at least twice the
+/// region's risen homes' (geometric mean): a home miner on a home that heats little, not the
 /// cold.
 fn beyond_season(series: &crate::series::Series, w: &Window, typical_rise: f64) -> bool {
     let rise = super::peer::ln_kw(w.mean_kw) - super::peer::ln_kw(series.baseline_kw);
