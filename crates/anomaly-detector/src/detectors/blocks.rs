@@ -79,9 +79,15 @@ impl SiteDetector for BlocksDetector {
                     && b.block_kw >= 2.0 * series.usual_kw(b.start, b.hours)
             });
         let high = series.high_hours(cfg.min_kw);
-        // A duty cycle switches off: some hours of each day are low.
-        let duty = (cfg.duty_hours..=20).contains(&high.today)
-            && (cfg.duty_hours..=20).contains(&high.before)
+        // A duty cycle switches off: some hours of each day are low, or — a cycle out of step
+        // with the clock, every hour partly on — the demand jumps from hour to hour by a
+        // quarter of its level (a thermostat's heating drifts, rigs switch).
+        let switching = series
+            .step_kw(hour.end, 24)
+            .is_some_and(|step| step >= 0.25 * high.high_kw);
+        let cycles = |n: u32| n >= cfg.duty_hours && (n <= 20 || switching);
+        let duty = cycles(high.today)
+            && cycles(high.before)
             && high.low_kw * 2.0 <= high.high_kw
             && learned
             && high.high_kw >= 2.0 * usual_when_high(series, hour.end, cfg.min_kw);
