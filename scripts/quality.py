@@ -41,6 +41,17 @@ def gw(*a):
     subprocess.run([args.bin, *a], check=True, stdout=subprocess.DEVNULL)
 
 
+def simulate_run_eval(d, seed, sites, days, extra):
+    """Simulates a utility into d, runs it and scores it: (simulate s, run s, evaluation)."""
+    t0 = time.time()
+    gw("simulate", "--out", d, "--sites", str(sites), "--days", str(days), "--seed", str(seed), *extra)
+    t1 = time.time()
+    gw("run", "--registry", f"{d}/registry.csv", "--readings", f"{d}/readings.csv", "--out", f"{d}/out", "--quiet")
+    t2 = time.time()
+    e = json.loads(subprocess.run([args.bin, "eval", "--data", d, "--alerts", f"{d}/out/alerts.jsonl", "--json"], check=True, capture_output=True, text=True).stdout)
+    return t1 - t0, t2 - t1, e
+
+
 def pct(values, q):
     v = sorted(values)
     return v[min(len(v) - 1, round((len(v) - 1) * q))] if v else float("nan")
@@ -58,13 +69,8 @@ messages = collections.Counter()  # per case: open, update, resolved
 reopened = 0
 for seed, sites, days, extra in SUITE:
     d = os.path.join(work, f"sim-{seed}-{sites}-{days}")
-    t0 = time.time()
-    gw("simulate", "--out", d, "--sites", str(sites), "--days", str(days), "--seed", str(seed), *extra)
-    t1 = time.time()
-    gw("run", "--registry", f"{d}/registry.csv", "--readings", f"{d}/readings.csv", "--out", f"{d}/out", "--quiet")
-    t2 = time.time()
-    e = json.loads(subprocess.run([args.bin, "eval", "--data", d, "--alerts", f"{d}/out/alerts.jsonl", "--json"], check=True, capture_output=True, text=True).stdout)
-    runs.append((seed, sites, days, t1 - t0, t2 - t1, e))
+    ts, tr, e = simulate_run_eval(d, seed, sites, days, extra)
+    runs.append((seed, sites, days, ts, tr, e))
     cases += [(seed, c) for c in e["cases"]]
     false_alerts += [(seed, f) for f in e["false_alert_list"]]
     false_ids = {f["alert_id"] for f in e["false_alert_list"]}
@@ -80,7 +86,7 @@ for seed, sites, days, extra in SUITE:
     for k in e["kinds"]:
         kinds[k["kind"]] += k["opened"]
         kinds_on_cases[k["kind"]] += k["on_cases"]
-    print(f"seed {seed}: {sites} sites x {days} days: simulate {t1 - t0:.1f} s, run {t2 - t1:.1f} s", file=sys.stderr)
+    print(f"seed {seed}: {sites} sites x {days} days: simulate {ts:.1f} s, run {tr:.1f} s", file=sys.stderr)
 
 
 def late_rejects(out):
@@ -95,15 +101,10 @@ late_total = sum(late_rejects(os.path.join(work, f"sim-{seed}-{sites}-{days}", "
 winter_runs = []
 for seed, sites, days, extra in WINTER:
     d = os.path.join(work, f"winter-{seed}-{sites}-{days}")
-    t0 = time.time()
-    gw("simulate", "--out", d, "--sites", str(sites), "--days", str(days), "--seed", str(seed), *extra)
-    t1 = time.time()
-    gw("run", "--registry", f"{d}/registry.csv", "--readings", f"{d}/readings.csv", "--out", f"{d}/out", "--quiet")
-    t2 = time.time()
-    e = json.loads(subprocess.run([args.bin, "eval", "--data", d, "--alerts", f"{d}/out/alerts.jsonl", "--json"], check=True, capture_output=True, text=True).stdout)
+    ts, tr, e = simulate_run_eval(d, seed, sites, days, extra)
     n_readings = sum(1 for _ in open(f"{d}/readings.csv")) - 1
-    winter_runs.append((seed, sites, days, extra, t1 - t0, t2 - t1, e, late_rejects(f"{d}/out"), n_readings))
-    print(f"winter {seed}: {sites} sites x {days} days: simulate {t1 - t0:.1f} s, run {t2 - t1:.1f} s", file=sys.stderr)
+    winter_runs.append((seed, sites, days, extra, ts, tr, e, late_rejects(f"{d}/out"), n_readings))
+    print(f"winter {seed}: {sites} sites x {days} days: simulate {ts:.1f} s, run {tr:.1f} s", file=sys.stderr)
 
 
 def recall(scenarios, within_h=None):

@@ -155,6 +155,16 @@ impl Engine {
         f
     }
 
+    fn region_of(&mut self, region: &str) -> u32 {
+        if let Some(&k) = self.region_index.get(region) {
+            return k;
+        }
+        let k = self.regions.len() as u32;
+        self.region_index.insert(region.into(), k);
+        self.regions.push(Season::default());
+        k
+    }
+
     /// Applies a register change. Each detector says which of its evidence the change makes
     /// moot (a raised permit, a mining licence, a registration, a reactivation); that evidence
     /// is withdrawn, and a case left without any resolves.
@@ -170,18 +180,9 @@ impl Engine {
             |r: &Option<MeterRecord>| r.as_ref().is_some_and(|r| r.role == Role::Customer);
         let was_customer = customer(&self.slots[i].reg);
         let feeder = reg.as_ref().map(|r| self.feeder_of(&r.feeder_id));
-        let region = reg.as_ref().map(|r| {
-            let key = r.region.as_deref().unwrap_or(&r.feeder_id);
-            match self.region_index.get(key) {
-                Some(&k) => k,
-                None => {
-                    self.regions.push(Season::default());
-                    let k = self.regions.len() as u32 - 1;
-                    self.region_index.insert(key.into(), k);
-                    k
-                }
-            }
-        });
+        let region = reg
+            .as_ref()
+            .map(|r| self.region_of(r.region.as_deref().unwrap_or(&r.feeder_id)));
         let old_membership = self.slots[i].feeder.filter(|_| was_customer);
         let new_membership = feeder.filter(|_| customer(&reg));
         if old_membership != new_membership {

@@ -32,6 +32,20 @@ pub(crate) fn pieces(ts: i64, interval_s: u32) -> impl Iterator<Item = (i64, u32
     })
 }
 
+/// The open hour `h` of a ring of open hours starting at `next_hour`, opened (with the hours
+/// before it) if needed; `None` for an hour already closed.
+pub(crate) fn open_hour<T: Default + Clone>(
+    open: &mut VecDeque<T>,
+    next_hour: i64,
+    h: i64,
+) -> Option<&mut T> {
+    let idx = usize::try_from(h - next_hour).ok()?;
+    if open.len() <= idx {
+        open.resize(idx + 1, T::default());
+    }
+    Some(&mut open[idx])
+}
+
 /// An hour (of a meter, or of a feeder's balance) that closed: with data to judge, or without.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Closed<T> {
@@ -293,14 +307,9 @@ impl Series {
     /// Adds an interval's energy to the open hours it spans (parts in closed hours are gone).
     fn add(&mut self, ts: i64, interval_s: u32, kwh: f32, export: f32) {
         for (h, secs, share) in pieces(ts, interval_s) {
-            if h < self.next_hour {
+            let Some(o) = open_hour(&mut self.open, self.next_hour, h) else {
                 continue;
-            }
-            let idx = (h - self.next_hour) as usize;
-            if self.open.len() <= idx {
-                self.open.resize(idx + 1, OpenHour::default());
-            }
-            let o = &mut self.open[idx];
+            };
             o.kwh += kwh * share as f32;
             o.export_kwh += export * share as f32;
             o.covered = (u32::from(o.covered) + secs).min(3600) as u16;

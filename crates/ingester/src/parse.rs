@@ -82,15 +82,9 @@ const FIELDS: [&str; 10] = [
     "feeder_id",
     "quality",
 ];
-const REQUIRED: [&str; 4] = ["meter_id", "ts", "interval_s", "kwh"];
-const OPTIONAL: [&str; 6] = [
-    "kvarh",
-    "kwh_export",
-    "voltage_v",
-    "current_a",
-    "feeder_id",
-    "quality",
-];
+/// The first four fields are required, the rest optional.
+const REQUIRED: &[&str] = FIELDS.split_at(4).0;
+const OPTIONAL: &[&str] = FIELDS.split_at(4).1;
 
 /// A fatal problem with the input as a whole (not one record).
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@
 use super::{positive, ConfigError};
 use crate::episode::Finding;
 use crate::evidence::{round, Evidence::Feeder as Piece, Feeder as Evidence, LoadShape};
-use crate::series::{hour_of, pieces, Closed, HOUR};
+use crate::series::{hour_of, open_hour, pieces, Closed, HOUR};
 use gridwatch_core::Quality;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -179,14 +179,9 @@ impl BalanceState {
             self.next_hour -= 1;
         }
         for (h, secs, share) in pieces(ts, interval_s) {
-            if h < self.next_hour {
+            let Some(o) = open_hour(&mut self.open, self.next_hour, h) else {
                 continue;
-            }
-            let idx = (h - self.next_hour) as usize;
-            if self.open.len() <= idx {
-                self.open.resize(idx + 1, OpenHour::default());
-            }
-            let o = &mut self.open[idx];
+            };
             let (energy, cov, est) = match side {
                 Side::Head => (&mut o.head_kwh, &mut o.head_cov, &mut o.head_est),
                 Side::Customers => (&mut o.cust_kwh, &mut o.cust_cov, &mut o.cust_est),
