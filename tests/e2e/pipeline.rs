@@ -611,3 +611,99 @@ fn detector_revalidates_what_it_consumes_and_dead_letters_the_invalid() {
     );
     assert!(detector.stop(), "{}", detector.log_text());
 }
+
+/// Two heated homes through a cold snap, one with rigs: the weather loaded to its compacted
+/// topic reaches the detector, which then clears the home whose demand follows the cold, as
+/// `gridwatch run --weather` does; without the weather both look like rigs.
+#[test]
+fn weather_loaded_to_kafka_explains_heating_as_the_embedded_run_does() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let env = Env::new(&bootstrap, "weather");
+    let dir = &env.dir;
+    let registry = dir.join("registry.csv");
+    std::fs::write(
+        &registry,
+        "site_id,meter_id,feeder_id,role,customer_class,permitted_kw,status,licensed_mining,lat,lon,region\n\
+         S1,M1,F1,customer,residential,25,active,false,52.3,77.0,Pavlodar\n\
+         S2,M2,F1,customer,residential,25,active,false,52.3,77.1,Pavlodar\n",
+    )
+    .unwrap();
+    // Heating degrees by day: a mild week's start, then a snap.
+    let degrees = [8.0, 12.0, 9.0, 13.0, 34.0, 40.0, 40.0, 38.0, 30.0, 22.0];
+    let mut weather = String::from("region,ts,temp_c\n");
+    for h in 1..=degrees.len() as i64 * 24 {
+        let t = 16.0 - degrees[(h as usize - 1) / 24];
+        let ts = gridwatch_core::time::format_rfc3339(T0 + h * 3600);
+        writeln!(weather, "Pavlodar,{ts},{t}").unwrap();
+    }
+    let weather_csv = dir.join("weather.csv");
+    std::fs::write(&weather_csv, weather).unwrap();
+    let mut readings = String::from("meter_id,ts,interval_s,kwh,feeder_id\n");
+    for i in 1..=degrees.len() as i64 * 96 {
+        let heating = 0.3 * degrees[(i as usize - 1) / 96];
+        for (meter, rigs) in [("M1", 0.0), ("M2", if i > 2 * 96 { 6.0 } else { 0.0 })] {
+            let kw = household(i) + heating + rigs;
+            let ts = gridwatch_core::time::format_rfc3339(T0 + i * 900);
+            writeln!(readings, "{meter},{ts},900,{:.4},F1", kw / 4.0).unwrap();
+        }
+    }
+    let readings_csv = dir.join("readings.csv");
+    std::fs::write(&readings_csv, readings).unwrap();
+    let (r, w, rd) = (
+        registry.to_str().unwrap(),
+        weather_csv.to_str().unwrap(),
+        readings_csv.to_str().unwrap(),
+    );
+    let embedded = |name: &str, extra: &[&str]| -> Vec<Value> {
+        let out = dir.join(name);
+        let o = out.to_str().unwrap();
+        let mut args = vec![
+            "run",
+            "--registry",
+            r,
+            "--readings",
+            rd,
+            "--out",
+            o,
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        env.run(&args);
+        std::fs::read_to_string(out.join("alerts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let sites = |alerts: &[Value]| -> std::collections::BTreeSet<String> {
+        alerts
+            .iter()
+            .filter(|a| a["kind"] == "mining_signature")
+            .map(|a| a["site_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let blind = embedded("blind", &[]);
+    assert_eq!(sites(&blind), ["S1", "S2"].map(String::from).into());
+    let seen = embedded("seen", &["--weather", w]);
+    assert_eq!(sites(&seen), ["S2"].map(String::from).into());
+
+    env.run(&["registry", "load", "--registry", r]);
+    let loaded = env.run(&["weather", "load", "--weather", w]);
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("240 region-hours loaded"),
+        "{loaded:?}"
+    );
+    env.run(&["ingest", "--readings", rd]);
+    let mut detector = env.spawn("detector", &["detect"]);
+    let kafka = env.tail("alerts", seen.len(), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert!(detector.stop(), "{}", detector.log_text());
+    assert!(
+        detector.log_text().contains("weather loaded"),
+        "{}",
+        detector.log_text()
+    );
+    assert_eq!(alert_counts(&kafka_all), alert_counts(&seen));
+}

@@ -92,6 +92,7 @@ impl Env {
                 "GRIDWATCH__KAFKA__TOPICS__SUSPECTS",
                 format!("{p}.suspects"),
             ),
+            ("GRIDWATCH__KAFKA__TOPICS__WEATHER", format!("{p}.weather")),
             ("GRIDWATCH__DETECTOR__GROUP_ID", format!("{p}-detector")),
             (
                 "GRIDWATCH__DETECTOR__TRANSACTIONAL_ID",

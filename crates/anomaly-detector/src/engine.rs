@@ -21,7 +21,9 @@ use crate::detectors::{ConfigError, HourCx, SiteDetector};
 use crate::episode::{Episode, Target};
 use crate::series::{Admitted, Closed, ClosedHour, Series, HOUR};
 use gridwatch_core::events::ReadingUse;
-use gridwatch_core::{Alert, AlertKind, MeterRecord, Quality, Reading, RegistryUpdate, Role};
+use gridwatch_core::{
+    Alert, AlertKind, MeterRecord, Quality, Reading, RegistryUpdate, Role, WeatherObs,
+};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -233,6 +235,14 @@ impl Engine {
         }
     }
 
+    /// Takes a region's outdoor temperature for an hour (`region` as the register names it, or
+    /// the feeder of sites without one). Weather explains heating only for days judged after
+    /// it arrives: load it ahead of the readings it covers.
+    pub fn on_weather(&mut self, w: &WeatherObs) {
+        let k = self.region_of(&w.region);
+        self.regions[k as usize].weather(w.ts, w.temp_c);
+    }
+
     /// Takes one validated reading; appends any alerts it raises to `out`, and says what it
     /// made of the reading.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> ReadingUse {
@@ -324,6 +334,13 @@ fn on_closed_hour(
     // A season many of the region's customers share (a cold snap) is not the site's own
     // normal: its baselines hold still through it, as through an episode.
     let mut seasonal = false;
+    let mut moved_in = false;
+    if hour.end % 86_400 == 0 {
+        if let Some(w) = st.series.window(hour.end, 24) {
+            let step = st.series.step_kw(hour.end, 24).unwrap_or(0.0);
+            moved_in = st.series.note_day(hour.end / 86_400 - 1, w.mean_kw, step);
+        }
+    }
     if let Some(reg) = customer {
         let mut cx = HourCx {
             reg,
@@ -336,6 +353,7 @@ fn on_closed_hour(
             common_rise: d.peer.common_rise(season.as_deref(), reg, hour.end),
             peers,
             season,
+            moved_in,
         };
         cx.flat = d.mining.classify(&cx);
         seasonal = cx.common_rise.is_some();

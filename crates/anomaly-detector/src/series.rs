@@ -8,6 +8,7 @@
 //! lateness horizon past its end. So the same readings give the same closed hours in any
 //! arrival order within the horizon: batched, backfilled and shuffled delivery alike.
 
+use crate::detectors::season::DayLoads;
 use gridwatch_core::events::ReadingUse as Use;
 use gridwatch_core::{Quality, Reading};
 use serde::{Deserialize, Serialize};
@@ -191,7 +192,19 @@ pub(crate) struct Series {
     pub baseline_hours: u32,
     /// Hours from UTC to the site's local solar / standard time.
     pub local_shift_h: i8,
+    /// Mean demand of its last closed UTC days, for a fit against the weather.
+    pub days: DayLoads,
+    /// Whole UTC days in a row the site has stood empty ([`Series::note_day`]).
+    vacant_days: u8,
 }
+
+/// A day whose mean demand stays under this (kW)…
+const VACANT_KW: f64 = 0.25;
+/// …and whose hours move less than this from one to the next (kW) is an empty home's: a fridge,
+/// a standby or nothing. A small household that draws as little still moves by more.
+const STILL_KW: f64 = 0.05;
+/// A day that moves by this much hour to hour (kW) has people in it.
+const LIVED_IN_KW: f64 = 0.1;
 
 impl Series {
     pub fn new() -> Self {
@@ -215,7 +228,34 @@ impl Series {
             floor_hours: 0,
             baseline_hours: 0,
             local_shift_h: 0,
+            days: DayLoads::default(),
+            vacant_days: 0,
         }
+    }
+
+    /// Notes a closed UTC day's mean demand and its usual change from hour to hour (`step_kw`).
+    /// A site lived in again after standing empty for two days or more (back from a vacation,
+    /// a family moved in) starts its history anew: its household's heating is not judged
+    /// against an empty home. A constant load alone in an empty home (rigs in a rented house)
+    /// is no household, and is judged against the empty home. Returns whether it started anew.
+    pub fn note_day(&mut self, day: i64, kw: f64, step_kw: f64) -> bool {
+        self.days.note(day, kw);
+        if kw < VACANT_KW && step_kw < STILL_KW {
+            self.vacant_days = self.vacant_days.saturating_add(1);
+            return false;
+        }
+        let moved_in = self.vacant_days >= 2 && step_kw >= LIVED_IN_KW;
+        self.vacant_days = 0;
+        if moved_in {
+            self.baseline_kw = 0.0;
+            self.baseline_floor_kw = 0.0;
+            self.profile = [0; 24];
+            self.usual_step_kw = 0.0;
+            self.high_floor_kw = 0.0;
+            self.floor_hours = 0;
+            self.baseline_hours = 0;
+        }
+        moved_in
     }
 
     pub fn max_ts(&self) -> i64 {

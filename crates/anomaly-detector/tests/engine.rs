@@ -1178,3 +1178,95 @@ fn a_cold_snap_that_lifts_every_heated_home_is_the_season_not_rigs() {
     }
     assert!(out.is_empty(), "{out:#?}");
 }
+
+/// Heating degrees (16 °C less the outdoor temperature) of day `day`: a mild winter's days,
+/// then a cold snap from day 4, easing after day 7.
+fn degrees(day: i64) -> f64 {
+    [
+        8.0, 12.0, 9.0, 13.0, 34.0, 40.0, 40.0, 38.0, 30.0, 22.0, 16.0, 14.0,
+    ][day as usize % 12]
+}
+
+/// Two homes heated by resistance heaters that run all day in proportion to the cold, one
+/// of them with 6 kW of rigs from day 2; `weather` says whether the engine is told the weather.
+fn heated_homes(weather: bool) -> Vec<Alert> {
+    let homes = [
+        site("1", CustomerClass::Residential, Some(25.0)),
+        site("2", CustomerClass::Residential, Some(25.0)),
+    ];
+    let mut e = engine_with(&homes);
+    if weather {
+        for h in 1..=12 * 24 {
+            let day = (h - 1) / 24;
+            e.on_weather(&gridwatch_core::WeatherObs {
+                region: "Pavlodar".into(),
+                ts: T0 + h * 3600,
+                temp_c: 16.0 - degrees(day),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for i in 1..=12 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let heating = 0.3 * degrees((i - 1) / 96);
+        for k in 1..=2i64 {
+            let rigs = if k == 2 && i > 2 * 96 { 6.0 } else { 0.0 };
+            let kw = household(i + 41 * k, hour) + heating + rigs;
+            e.on_reading(&reading(&format!("M{k}"), i, kw), &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn heating_that_follows_the_weather_is_not_mining_but_rigs_at_a_heated_home_are() {
+    let flagged = |out: &[Alert]| -> std::collections::BTreeSet<String> {
+        by(out, AlertKind::MiningSignature)
+            .iter()
+            .filter_map(|a| a.site_id.clone())
+            .collect()
+    };
+    // Without the weather, a floor tripled by a cold snap two homes share (too few for a
+    // season) looks like rigs at both.
+    let blind = heated_homes(false);
+    assert_eq!(
+        flagged(&blind),
+        ["S1", "S2"].map(String::from).into(),
+        "{blind:#?}"
+    );
+    // With it, the home whose demand follows the degrees, and would fall to a household's
+    // without them, is heated; the rigs are the constant the fit keeps.
+    let seen = heated_homes(true);
+    assert_eq!(flagged(&seen), ["S2"].map(String::from).into(), "{seen:#?}");
+}
+
+#[test]
+fn a_family_moving_into_an_empty_home_is_not_mining_but_rigs_alone_in_an_empty_home_are() {
+    let homes = [
+        site("1", CustomerClass::Residential, Some(25.0)),
+        site("2", CustomerClass::Residential, Some(25.0)),
+    ];
+    let mut e = engine_with(&homes);
+    let mut out = Vec::new();
+    for i in 1..=10 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let empty = i <= 3 * 96;
+        let fridge = 0.05 + if i % 8 < 2 { 0.08 } else { 0.0 };
+        // Home 1: a family with electric heating (7 kW all day) from day 3.
+        let family = household(i, hour) + 7.0 + 0.4 * ((i * 13) % 5) as f64 / 5.0;
+        e.on_reading(
+            &reading("M1", i, if empty { fridge } else { family }),
+            &mut out,
+        );
+        // Home 2: nobody, but 7 kW of rigs from day 3.
+        e.on_reading(
+            &reading("M2", i, fridge + if empty { 0.0 } else { 7.0 }),
+            &mut out,
+        );
+    }
+    let flagged: std::collections::BTreeSet<_> = by(&out, AlertKind::MiningSignature)
+        .iter()
+        .filter_map(|a| a.site_id.clone())
+        .collect();
+    assert_eq!(flagged, ["S2"].map(String::from).into(), "{out:#?}");
+}

@@ -40,6 +40,9 @@ pub struct Topics {
     /// Compacted: the latest alert of every open case, keyed by `alert_id`; a resolved case
     /// is a tombstone. Read to its end, it is the current inspection list.
     pub suspects: String,
+    /// Compacted: hourly outdoor temperature per region, keyed `region|ts`
+    /// (`gridwatch weather load`).
+    pub weather: String,
 }
 
 impl Default for Topics {
@@ -50,6 +53,7 @@ impl Default for Topics {
             alerts: "gridwatch.alerts".into(),
             dlq: "gridwatch.readings.dlq".into(),
             suspects: "gridwatch.suspects".into(),
+            weather: "gridwatch.weather".into(),
         }
     }
 }

@@ -55,7 +55,8 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
 }
 
 /// Creates the gridwatch topics that don't exist yet: readings, alerts and the DLQ with
-/// `partitions` partitions, the registry and the suspects compacted. Existing topics are left as they are.
+/// `partitions` partitions, the registry and the suspects compacted, the weather compacted on
+/// one partition (every detector reads all of it). Existing topics are left as they are.
 pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -72,6 +73,7 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
         NewTopic::new(&t.dlq, k.partitions, rf()),
         NewTopic::new(&t.registry, k.partitions, rf()).set("cleanup.policy", "compact"),
         NewTopic::new(&t.suspects, k.partitions, rf()).set("cleanup.policy", "compact"),
+        NewTopic::new(&t.weather, 1, rf()).set("cleanup.policy", "compact"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
     let results = admin
@@ -123,7 +125,7 @@ pub fn consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
     c
 }
 
-/// Reads a compacted topic (the register, the suspects) from the beginning to its current end,
+/// Reads a compacted topic (the register, the suspects, the weather) from the beginning to its current end,
 /// handing each record's key and value (None: a tombstone) to `apply`, and returns the consumer
 /// positioned for what comes next. The end is the partition-EOF event, which also holds for
 /// topics written in transactions (their last offsets are commit markers no message carries);

@@ -1,4 +1,4 @@
-//! Shared types of gridwatch: readings, register rows, alerts, the Arrow schema,
+//! Shared types of gridwatch: readings, register rows, weather, alerts, the Arrow schema,
 //! shared configuration sections and event-time helpers. No I/O.
 
 pub mod alert;
@@ -10,8 +10,10 @@ pub mod reading;
 pub mod registry;
 pub mod schema;
 pub mod time;
+pub mod weather;
 
 pub use alert::{alert_id, Alert, AlertKind, AlertStatus, Severity};
 pub use config::{IngesterConfig, KafkaConfig, OutputFormat, SinkConfig, Topics};
 pub use reading::{DlqRecord, Quality, Reading, Validation, MAX_DLQ_RAW};
 pub use registry::{CustomerClass, MeterRecord, RegistryUpdate, Role, SiteStatus};
+pub use weather::WeatherObs;

@@ -21,6 +21,7 @@ use gridwatch_core::kafka::{
 };
 use gridwatch_core::{
     Alert, AlertStatus, DlqRecord, KafkaConfig, MeterRecord, Reading, RegistryUpdate, Validation,
+    WeatherObs,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -112,6 +113,42 @@ fn registry_update(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Registr
             .map(RegistryUpdate::Upsert)
             .map_err(|e| e.to_string()),
     }
+}
+
+/// A weather record: the region's temperature for an hour. A tombstone (null value) or a bad
+/// record is skipped with a log line; the weather only ever explains load, never raises alerts.
+fn weather_obs(payload: Option<&[u8]>) -> Result<Option<WeatherObs>, String> {
+    let Some(p) = payload else { return Ok(None) };
+    let w: WeatherObs = serde_json::from_slice(p).map_err(|e| e.to_string())?;
+    w.validate()
+        .map_err(|(field, why)| format!("{field}: {why}"))?;
+    Ok(Some(w))
+}
+
+/// Reads the whole compacted weather topic into the engine, then leaves the consumer positioned
+/// for what comes next.
+fn load_weather(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<BaseConsumer> {
+    let mut hours = 0u64;
+    let consumer = read_compacted(
+        k,
+        &format!("{group_id}-weather"),
+        &k.topics.weather,
+        TIMEOUT * 4,
+        |_, value| {
+            match weather_obs(value) {
+                Ok(Some(w)) => {
+                    engine.on_weather(&w);
+                    hours += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("bad weather record skipped: {e}"),
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    tracing::info!(hours, "weather loaded");
+    Ok(consumer)
 }
 
 /// Reads the whole compacted register into the engine, then leaves the consumer positioned
@@ -212,6 +249,7 @@ pub fn run(
 ) -> Result<()> {
     let mut engine = Engine::new(engine.clone())?;
     let registry = load_registry(k, &d.group_id, &mut engine)?;
+    let weather = load_weather(k, &d.group_id, &mut engine)?;
 
     // Fence any previous instance first: this aborts a transaction it left open, without
     // which the group's committed offsets stay unstable (unreadable) until it times out.
@@ -272,6 +310,17 @@ pub fn run(
                 Err(e) => {
                     tracing::error!(offset = msg.offset(), "bad register record skipped: {e}")
                 }
+            }
+        }
+        while let Some(msg) = weather.poll(Duration::ZERO) {
+            let msg = match msg {
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                other => other.context("reading the weather")?,
+            };
+            match weather_obs(msg.payload()) {
+                Ok(Some(w)) => engine.on_weather(&w),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(offset = msg.offset(), "bad weather record skipped: {e}"),
             }
         }
         // Register changes resolve episodes: those messages go out with the next transaction.

@@ -99,6 +99,9 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
     let readings = data.join("readings.csv").display().to_string();
     let summary = embedded::run(embedded::RunArgs {
         registry: &data.join("registry.csv"),
+        weather: Some(data.join("weather.csv"))
+            .filter(|p| p.exists())
+            .as_deref(),
         readings: &readings,
         meter_id: None,
         out,

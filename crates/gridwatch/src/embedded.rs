@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 /// What `gridwatch run` does.
 pub struct RunArgs<'a> {
     pub registry: &'a Path,
+    /// Hourly outdoor temperature per region (`region,ts,temp_c`), loaded before the readings.
+    pub weather: Option<&'a Path>,
     /// A file path, or `-` for standard input.
     pub readings: &'a str,
     /// Green Button: the meter id for every reading.
@@ -40,6 +42,7 @@ pub struct RunArgs<'a> {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub registry_rows: usize,
+    pub weather_rows: usize,
     pub counters: Counters,
     pub by_kind: BTreeMap<AlertKind, (u64, u64)>,
     pub alerts_path: PathBuf,
@@ -113,6 +116,16 @@ pub fn read_register(path: &Path) -> Result<Vec<gridwatch_core::MeterRecord>> {
     Ok(read_registry(BufReader::new(file), &name)?)
 }
 
+/// Reads and validates a weather file (CSV or JSON Lines).
+pub fn read_weather_file(path: &Path) -> Result<Vec<gridwatch_core::WeatherObs>> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("{name}: cannot open weather"))?;
+    Ok(gridwatch_ingester::weather::read_weather(
+        BufReader::new(file),
+        &name,
+    )?)
+}
+
 /// Reads a readings file again for the report's load curves (its valid readings only).
 pub fn add_readings(report: &mut Report, path: &str, meter_id: Option<String>) -> Result<()> {
     let file = File::open(path).with_context(|| format!("{path}: cannot open readings"))?;
@@ -135,6 +148,11 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     for r in rows {
         engine.apply_registry(RegistryUpdate::Upsert(r), &mut alerts);
     }
+    let weather = args.weather.map(read_weather_file).transpose()?;
+    let weather_rows = weather.as_ref().map_or(0, Vec::len);
+    for w in weather.iter().flatten() {
+        engine.on_weather(w);
+    }
 
     std::fs::create_dir_all(args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
@@ -150,6 +168,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let mut batches = Batches::default();
     let mut summary = Summary {
         registry_rows,
+        weather_rows,
         alerts_path,
         rejects_path,
         report_path: args.out.join("report.html"),
@@ -272,6 +291,9 @@ impl Summary {
         let (late, rejects) = (n(Counter::Late), n(Counter::Dlq));
         let records = n(Counter::Readings) + n(Counter::Duplicates) + late + n(Counter::Rejected);
         writeln!(w, "register: {} meters", self.registry_rows)?;
+        if self.weather_rows > 0 {
+            writeln!(w, "weather:  {} region-hours", self.weather_rows)?;
+        }
         writeln!(
             w,
             "readings: {records} records, {} used, {} duplicates counted once, {rejects} rejected ({late} of them too late){}",

@@ -58,6 +58,12 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         /// standard input.
         #[arg(long)]
         readings: String,
+        /// Optional hourly outdoor temperature per region: CSV region,ts,temp_c (ts the hour's
+        /// end, RFC 3339; region as in the register's region column, or the feeder id for sites
+        /// without one) or the same as JSON Lines. Lets the detectors tell a home's heating (or
+        /// air conditioning), which follows the weather, from rigs, which don't.
+        #[arg(long)]
+        weather: Option<PathBuf>,
         /// Green Button: the meter id for every reading, instead of the usage point's id.
         #[arg(long)]
         meter_id: Option<String>,
@@ -213,6 +219,11 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Publish weather to Kafka for the detectors.
+    Weather {
+        #[command(subcommand)]
+        command: WeatherCommand,
+    },
     /// Service: the HTTP ingest API (POST /v1/readings; GET /healthz, /readyz) in front of Kafka.
     Ingester,
     /// Service: the anomaly detector, from gridwatch.readings and gridwatch.registry to gridwatch.alerts, exactly once.
@@ -285,6 +296,22 @@ Example: gridwatch registry load --registry registry.csv --delete-missing"
 }
 
 #[derive(Subcommand)]
+enum WeatherCommand {
+    /// Validate a weather file and publish every hour to the compacted weather topic.
+    #[command(
+        long_about = "Validate a weather file — hourly outdoor temperature per region, CSV region,ts,temp_c (ts the hour's end, RFC 3339; region as in the register's region column, or the feeder id for sites without one) or the same fields as JSON Lines — and publish every hour to the compacted topic gridwatch.weather, keyed region|ts (a later value for an hour replaces it). Every problem is listed with file, line and field; nothing is published unless the whole file is valid.
+
+Detectors read the whole topic when they start and follow it: with weather, a home whose daily demand follows the heating (or cooling) degrees, and would stay under a rig's power without them, is not judged a mining farm. Load a day's weather before its readings are judged (within the lateness horizon: an hour is judged once complete).
+
+Example: gridwatch weather load --weather weather.csv"
+    )]
+    Load {
+        #[arg(long)]
+        weather: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AlertsCommand {
     /// Print records (committed only) as JSON lines as they arrive.
     Tail(services::Tail),
@@ -327,6 +354,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Run {
             registry,
             readings,
+            weather,
             meter_id,
             format,
             out,
@@ -334,6 +362,7 @@ fn real_main(cli: Cli) -> Result<()> {
         } => {
             let summary = embedded::run(embedded::RunArgs {
                 registry: &registry,
+                weather: weather.as_deref(),
                 readings: &readings,
                 meter_id,
                 out: &out,
@@ -430,6 +459,9 @@ fn real_main(cli: Cli) -> Result<()> {
                     delete_missing,
                 },
         } => services::registry_load(&config, &registry, delete_missing)?,
+        Command::Weather {
+            command: WeatherCommand::Load { weather },
+        } => services::weather_load(&config, &weather)?,
         Command::Ingester => services::ingester(&config)?,
         Command::Detect => services::detect(&config)?,
         Command::Sink { out } => {

@@ -175,6 +175,29 @@ pub fn registry_load(cfg: &Config, path: &Path, delete_missing: bool) -> Result<
     })
 }
 
+/// `gridwatch weather load`: a weather file to the compacted weather topic.
+pub fn weather_load(cfg: &Config, path: &Path) -> Result<()> {
+    let rows = crate::embedded::read_weather_file(path)?;
+    runtime()?.block_on(async {
+        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
+        let sender = Sender::new(&cfg.kafka)?;
+        let mut acks = Vec::with_capacity(rows.len());
+        for w in &rows {
+            acks.push(sender.send_patiently(|s| s.send_weather(w))?.wait());
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        println!(
+            "{}: {} region-hours loaded to {}",
+            path.display(),
+            rows.len(),
+            cfg.kafka.topics.weather
+        );
+        Ok(())
+    })
+}
+
 /// The register's feeders, for keying readings that don't carry theirs.
 fn register_feeders(cfg: &Config) -> Result<FeederIndex> {
     let index =

@@ -175,6 +175,17 @@ impl Sender {
         .map(Ack)
     }
 
+    /// An hour of a region's weather, keyed `region|ts` on the compacted weather topic.
+    pub fn send_weather(&self, w: &gridwatch_core::WeatherObs) -> Result<Ack, SendError> {
+        let value = serde_json::to_vec(w).expect("a weather row serializes");
+        self.send(
+            &self.cfg.topics.weather,
+            Some(w.key().as_bytes()),
+            Some(&value),
+        )
+        .map(Ack)
+    }
+
     /// A null value on the compacted register topic: the meter is removed.
     pub fn send_registry_delete(&self, meter_id: &str) -> Result<Ack, SendError> {
         self.send(&self.cfg.topics.registry, Some(meter_id.as_bytes()), None)

@@ -5,6 +5,7 @@ pub mod http;
 pub mod kafka;
 pub mod parse;
 pub mod registry;
+pub mod weather;
 mod xml;
 
 pub use kafka::{ingest, reading_key, FeederIndex, SendError, Sender};

@@ -64,7 +64,12 @@ impl SiteDetector for BlocksDetector {
     /// heating, not rigs); or `duty_hours` at that level both days, twice what the site
     /// usually drew at those hours (a thermostat that has always cycled is not news).
     fn on_hour(&self, cx: &mut HourCx<'_>, _: &mut ()) -> Option<Raised> {
-        if !(cx.residential() && cx.flat == Flat::None) || cx.common_rise.is_some() {
+        if !(cx.residential() && cx.flat == Flat::None)
+            || cx.common_rise.is_some()
+            // Rigs of `min_kw` running `block_hours` a day add this much to the day's mean,
+            // which the fit on the weather keeps as its intercept.
+            || cx.weather_explains(self.cfg.min_kw * f64::from(self.cfg.block_hours) / 24.0)
+        {
             return None;
         }
         let (cfg, reg, hour, series) = (&self.cfg, cx.reg, cx.hour, cx.series);

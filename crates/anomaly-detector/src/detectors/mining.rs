@@ -5,6 +5,7 @@
 //! This detector also reads each day for the others ([`Flat`]): night blocks are looked for
 //! only where no flat load stands, steps only where a flat load isn't mining by these rules.
 
+use super::season::Risen;
 use super::{a_site, fmt_kw, in_range, positive, ConfigError, HourCx, SiteDetector};
 use crate::case::Raised;
 use crate::episode::Finding;
@@ -101,8 +102,9 @@ impl MiningDetector {
                         .is_some_and(|kw| kw >= min_kw && kw >= cfg.floor_share * w.mean_kw)
                     && cx
                         .common_rise
-                        .is_none_or(|typical| beyond_season(series, w, typical))
+                        .is_none_or(|season| beyond_season(series, w, season))
                     && !restless(series, cx.hour.end, w)
+                    && !cx.weather_explains(min_kw)
         });
         // It takes a full day at every class: a storage heater charges at 15–25 kW all night
         // and a thermostat holds a heater on for hours (real Swiss homes in winter), so hours
@@ -210,11 +212,12 @@ impl SiteDetector for MiningDetector {
 }
 
 /// In a season, a site whose demand rose, against its usual, by a factor at least twice the
-/// region's risen homes' (geometric mean): a home miner on a home that heats little, not the
-/// cold.
-fn beyond_season(series: &crate::series::Series, w: &Window, typical_rise: f64) -> bool {
+/// region's risen homes' (geometric mean) — a home miner on a home that heats little, not the
+/// cold — and draws more than the region's risen homes do: a home whose usual says little
+/// (empty until its family came back from a vacation or moved in) heats like its neighbours.
+fn beyond_season(series: &crate::series::Series, w: &Window, season: Risen) -> bool {
     let rise = super::peer::ln_kw(w.mean_kw) - super::peer::ln_kw(series.baseline_kw);
-    rise >= typical_rise + std::f64::consts::LN_2
+    rise >= season.typical_rise + std::f64::consts::LN_2 && w.mean_kw > season.high_kw
 }
 
 /// A residence's day that moves from hour to hour far more than the site usually does: the

@@ -51,12 +51,27 @@ pub(crate) struct HourCx<'a> {
     /// Many of the region's customers of its class stand above their own usual together — a
     /// cold snap or a heat wave ([`peer::PeerDetector::common_rise`]) —, by this much as a rule
     /// (`ln` of last 24 h ÷ usual day).
-    pub common_rise: Option<f64>,
+    pub common_rise: Option<season::Risen>,
+    /// The site started its history anew as this hour closed: occupied again after standing
+    /// empty ([`crate::series::Series::note_day`]).
+    pub moved_in: bool,
 }
 
 impl HourCx<'_> {
     pub fn residential(&self) -> bool {
         self.reg.customer_class == Some(CustomerClass::Residential)
+    }
+
+    /// The site's demand over its last days follows its region's weather and, without the
+    /// heating or cooling, would stay under `floor_kw` ([`season::Season::explains`]).
+    pub fn weather_explains(&self, floor_kw: f64) -> bool {
+        self.season.as_deref().is_some_and(|s| {
+            s.explains(
+                &self.series.days,
+                self.hour.end.div_euclid(86_400),
+                floor_kw,
+            )
+        })
     }
 
     /// A licensed mining site drawing `kw` inside its permit: its load is authorized.

@@ -6,7 +6,7 @@
 //! load that was added and stayed — a small miner well below any fixed threshold — without
 //! flagging the customers who are simply large (they always were).
 
-use super::season::Season;
+use super::season::{Rise, Risen, Season};
 use super::{at_least, class_name, fmt_kw, in_range, positive, ConfigError, HourCx, SiteDetector};
 use crate::case::Raised;
 use crate::episode::Finding;
@@ -82,8 +82,13 @@ impl PeerDetector {
     /// Many of the class's customers in the region drew well above their usual together over
     /// the 24 hours to the hour before the one ending at `end` (closed by those that deliver as
     /// they go), or to the hour before that while too few have closed it.
-    /// Returns how far its risen customers typically rose (`ln` of last 24 h ÷ usual day).
-    pub fn common_rise(&self, season: Option<&Season>, reg: &MeterRecord, end: i64) -> Option<f64> {
+    /// Returns how far its risen customers typically rose and how much they draw.
+    pub fn common_rise(
+        &self,
+        season: Option<&Season>,
+        reg: &MeterRecord,
+        end: i64,
+    ) -> Option<Risen> {
         let (Some(s), Some(class)) = (season, reg.customer_class) else {
             return None;
         };
@@ -94,7 +99,6 @@ impl PeerDetector {
             (min_seen, min_seen.div_ceil(2)),
         )
         .filter(|r| r.share >= self.cfg.common_share)
-        .map(|r| r.typical_rise)
     }
 }
 
@@ -109,6 +113,11 @@ impl SiteDetector for PeerDetector {
         let class = reg.customer_class?;
         if let (Some(w), Some(season)) = (cx.day, cx.season.as_deref_mut()) {
             season.record(class, hour.end / HOUR - 1, st.rise(w.mean_kw));
+        }
+        if cx.moved_in {
+            // A new household (or one back from a vacation): its standing among its peers
+            // is learned anew, not measured against an empty home.
+            *st = PeerTrack::default();
         }
         if hour.end % 86_400 == 0 {
             if let Some(w) = cx.day {
@@ -128,6 +137,10 @@ impl SiteDetector for PeerDetector {
                 // A day many of the feeder's homes spent above their usual floor is the
                 // season's: it neither raises nor clears a standing.
                 Some(_) if cx.common_rise.is_some() => {}
+                // A home whose demand follows the weather, and would stand within its
+                // peers' without the heating, is heated, not tapped for rigs.
+                Some((_, s))
+                    if cx.residential() && cx.weather_explains(s.median.exp() + cfg.min_kw) => {}
                 Some((d, s)) => st.judge(d, s, cfg),
                 None => st.added_kw = 0.0,
             }
@@ -316,9 +329,12 @@ impl PeerTrack {
     /// How far (`ln`) the last 24 hours' mean demand (kW) stands above the site's usual day, if
     /// it is risen (1.2 × and
     /// 0.3 kW more: heating through a cold snap).
-    fn rise(&self, kw: f64) -> Option<f64> {
+    fn rise(&self, kw: f64) -> Option<Rise> {
         let usual = f64::from(self.usual_day_kw);
-        (self.days_learned >= 3 && kw >= 1.2 * usual + 0.3).then(|| ln_kw(kw) - ln_kw(usual))
+        (self.days_learned >= 3 && kw >= 1.2 * usual + 0.3).then(|| Rise {
+            by: ln_kw(kw) - ln_kw(usual),
+            level: ln_kw(kw),
+        })
     }
 
     /// Folds a closed UTC day's mean demand into the usual day, unless its region stood risen
