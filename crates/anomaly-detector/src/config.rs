@@ -8,6 +8,7 @@ use crate::detectors::feeder::{FeederConfig, FeederDetector};
 use crate::detectors::mining::{MiningConfig, MiningDetector};
 use crate::detectors::peer::{PeerConfig, PeerDetector};
 use crate::detectors::register::{RegisterChecks, RegisterConfig};
+use crate::detectors::split::{SplitConfig, SplitDetector};
 use crate::detectors::step::{StepConfig, StepDetector};
 use crate::detectors::tamper::{TamperConfig, TamperDetector};
 use crate::detectors::{at_least, in_range, ConfigError};
@@ -46,6 +47,7 @@ pub struct EngineConfig {
     pub tamper: TamperConfig,
     pub bypass: BypassConfig,
     pub peer: PeerConfig,
+    pub split: SplitConfig,
     pub feeder: FeederConfig,
 }
 
@@ -65,6 +67,7 @@ impl Default for EngineConfig {
             tamper: TamperConfig::default(),
             bypass: BypassConfig::default(),
             peer: PeerConfig::default(),
+            split: SplitConfig::default(),
             feeder: FeederConfig::default(),
         }
     }
@@ -80,6 +83,7 @@ pub(crate) struct Detectors {
     pub tamper: TamperDetector,
     pub bypass: BypassDetector,
     pub peer: PeerDetector,
+    pub split: SplitDetector,
     pub feeder: FeederDetector,
     /// `1 + permit_tolerance`.
     pub tolerance: f64,
@@ -117,6 +121,7 @@ impl EngineConfig {
             tamper: self.tamper.build()?,
             bypass: self.bypass.build()?,
             peer: self.peer.build()?,
+            split: self.split.build()?,
             feeder: self.feeder.build()?,
             tolerance: 1.0 + self.permit_tolerance,
             default_shift_h,

@@ -15,6 +15,7 @@ use crate::detectors::mining::Flat;
 use crate::detectors::peer::{PeerTrack, Peers};
 use crate::detectors::register::RegisterChecks;
 use crate::detectors::season::Season;
+use crate::detectors::split::{Parts, SplitTrack};
 use crate::detectors::step::StepState;
 use crate::detectors::tamper::TamperState;
 use crate::detectors::{ConfigError, HourCx, SiteDetector};
@@ -36,6 +37,7 @@ pub(crate) struct MeterState {
     pub step: StepState,
     pub tamper: TamperState,
     pub peer: PeerTrack,
+    pub split: SplitTrack,
     pub drop: DropState,
     pub episodes: Vec<Episode>,
 }
@@ -48,6 +50,7 @@ impl MeterState {
             step: StepState::default(),
             tamper: TamperState::default(),
             peer: PeerTrack::default(),
+            split: SplitTrack::default(),
             drop: DropState::default(),
             episodes: Vec::new(),
         }
@@ -68,6 +71,7 @@ struct Slot {
 pub(crate) struct FeederState {
     pub balance: BalanceState,
     pub peers: Peers,
+    pub parts: Parts,
     pub episode: Option<Episode>,
 }
 
@@ -151,6 +155,7 @@ impl Engine {
             st: FeederState {
                 balance: BalanceState::new(),
                 peers: Peers::default(),
+                parts: Parts::default(),
                 episode: None,
             },
         });
@@ -270,9 +275,9 @@ impl Engine {
         // A newer reading may put the oldest open hours beyond the horizon: they close first.
         st.series.advance(r);
         while let Some(closed) = st.series.pop_closed(horizon) {
-            let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
+            let (peers, split) = feeder_parts(feeders, *feeder);
             let season = region.map(|k| &mut regions[k as usize]);
-            on_closed_hour(cfg, d, st, closed, &t, (peers, season), out);
+            on_closed_hour(cfg, d, st, closed, &t, (peers, split, season), out);
         }
         let admitted = st.series.admit(r, horizon);
         let mut balance_of = None;
@@ -306,15 +311,29 @@ impl Engine {
                 balance.add(side, r.ts, r.interval_s, r.kwh, r.quality);
             }
             while let Some(closed) = st.series.pop_closed(horizon) {
-                let peers = feeder.map(|f| &mut feeders[f as usize].st.peers);
+                let (peers, split) = feeder_parts(feeders, *feeder);
                 let season = region.map(|k| &mut regions[k as usize]);
-                on_closed_hour(cfg, d, st, closed, &t, (peers, season), out);
+                on_closed_hour(cfg, d, st, closed, &t, (peers, split, season), out);
             }
         }
         if let Some(f) = balance_of {
             balance_feeder(cfg, d, &mut feeders[f], &mut self.slots, out);
         }
         admitted.reading_use()
+    }
+}
+
+/// A feeder's per-feeder state of the site detectors: its peer groups and its split-farm parts.
+fn feeder_parts(
+    feeders: &mut [FeederSlot],
+    feeder: Option<u32>,
+) -> (Option<&mut Peers>, Option<&mut Parts>) {
+    match feeder {
+        Some(f) => {
+            let st = &mut feeders[f as usize].st;
+            (Some(&mut st.peers), Some(&mut st.parts))
+        }
+        None => (None, None),
     }
 }
 
@@ -326,7 +345,7 @@ fn on_closed_hour(
     st: &mut MeterState,
     closed: Closed<ClosedHour>,
     t: &Target<'_>,
-    (peers, season): (Option<&mut Peers>, Option<&mut Season>),
+    (peers, split, season): (Option<&mut Peers>, Option<&mut Parts>, Option<&mut Season>),
     out: &mut Vec<Alert>,
 ) {
     let Closed::Data(hour) = closed else { return };
@@ -337,8 +356,7 @@ fn on_closed_hour(
     let mut moved_in = false;
     if hour.end % 86_400 == 0 {
         if let Some(w) = st.series.window(hour.end, 24) {
-            let step = st.series.step_kw(hour.end, 24).unwrap_or(0.0);
-            moved_in = st.series.note_day(hour.end / 86_400 - 1, w.mean_kw, step);
+            moved_in = st.series.note_day(hour.end, w.mean_kw);
         }
     }
     if let Some(reg) = customer {
@@ -352,6 +370,7 @@ fn on_closed_hour(
             tolerance: d.tolerance,
             common_rise: d.peer.common_rise(season.as_deref(), reg, hour.end),
             peers,
+            split,
             season,
             moved_in,
         };
@@ -365,6 +384,7 @@ fn on_closed_hour(
             d.blocks.on_hour(&mut cx, &mut ()),
             d.tamper.on_hour(&mut cx, &mut st.tamper),
             d.peer.on_hour(&mut cx, &mut st.peer),
+            d.split.on_hour(&mut cx, &mut st.split),
         ]
         .into_iter()
         .flatten()
@@ -378,7 +398,9 @@ fn on_closed_hour(
         case::settle(s, &mut st.episodes, found, out);
         d.bypass.track(day, &st.series, hour.end, &mut st.drop);
     }
-    if st.episodes.is_empty() && !seasonal {
+    // A site without two days of history (new, or lived in again) learns through a season
+    // too: there is no usual of its own to keep, and its first days are its normal.
+    if st.episodes.is_empty() && (!seasonal || st.series.baseline_hours < 48) {
         st.series.learn_baseline(hour.end, hour.kw);
     }
     case::resolve_quiet(&mut st.episodes, hour.end, cfg.resolve_after_s, t, out);

@@ -20,6 +20,7 @@ pub enum Evidence {
     Tamper(Tamper),
     Bypass(Bypass),
     Peer(Peer),
+    Split(Split),
     Feeder(Feeder),
     /// The feeder's customers whose demand dropped as its unmetered load began.
     SuspectSites(Vec<SuspectSite>),
@@ -96,6 +97,8 @@ pub enum BlockPattern {
     RecurringBlock,
     /// On and off all day at a mining level, two days running.
     DutyCycle,
+    /// A new load at hours a public building usually stands empty, two days running.
+    OffHours,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,6 +206,19 @@ pub struct Feeder {
     pub cusum: f64,
 }
 
+/// One part of a farm split over neighbouring meters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    /// What this site adds to every hour (kW), and the parts together.
+    pub part_kw: f64,
+    pub total_kw: f64,
+    pub parts: f64,
+    /// The other parts' sites, by site id.
+    pub other_sites: Vec<String>,
+    pub baseline_floor_kw: f64,
+    pub customer_class: ClassName,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SuspectSite {
     pub site_id: String,
@@ -233,6 +249,7 @@ impl Evidence {
             Evidence::Tamper(e) => object(e),
             Evidence::Bypass(e) => object(e),
             Evidence::Peer(e) => object(e),
+            Evidence::Split(e) => object(e),
             Evidence::Feeder(e) => object(e),
             Evidence::SuspectSites(s) => {
                 Map::from_iter([("suspect_sites".to_string(), serde_json::json!(s))])

@@ -194,17 +194,20 @@ pub(crate) struct Series {
     pub local_shift_h: i8,
     /// Mean demand of its last closed UTC days, for a fit against the weather.
     pub days: DayLoads,
-    /// Whole UTC days in a row the site has stood empty ([`Series::note_day`]).
+    /// Whole UTC days the site last stood empty in a row, and days since the last of them
+    /// ([`Series::note_day`]).
     vacant_days: u8,
+    since_vacant: u8,
 }
 
-/// A day whose mean demand stays under this (kW)…
+/// A day whose mean demand stays under this (kW) and whose demand moves by `MOVE_KW` from one
+/// hour to the next at most twice is an empty home's: a fridge, a standby or nothing (a small
+/// household that draws as little still switches things on and off).
 const VACANT_KW: f64 = 0.25;
-/// …and whose hours move less than this from one to the next (kW) is an empty home's: a fridge,
-/// a standby or nothing. A small household that draws as little still moves by more.
-const STILL_KW: f64 = 0.05;
-/// A day that moves by this much hour to hour (kW) has people in it.
-const LIVED_IN_KW: f64 = 0.1;
+const MOVE_KW: f64 = 0.1;
+/// A day whose demand moves that much at least this often has people in it: a switched-on
+/// load alone (rigs in an empty house) moves once.
+const LIVED_IN_MOVES: u32 = 6;
 
 impl Series {
     pub fn new() -> Self {
@@ -230,22 +233,34 @@ impl Series {
             local_shift_h: 0,
             days: DayLoads::default(),
             vacant_days: 0,
+            since_vacant: u8::MAX,
         }
     }
 
-    /// Notes a closed UTC day's mean demand and its usual change from hour to hour (`step_kw`).
-    /// A site lived in again after standing empty for two days or more (back from a vacation,
-    /// a family moved in) starts its history anew: its household's heating is not judged
-    /// against an empty home. A constant load alone in an empty home (rigs in a rented house)
-    /// is no household, and is judged against the empty home. Returns whether it started anew.
-    pub fn note_day(&mut self, day: i64, kw: f64, step_kw: f64) -> bool {
-        self.days.note(day, kw);
-        if kw < VACANT_KW && step_kw < STILL_KW {
+    /// Notes a closed UTC day (ending at `end`) and its mean demand.
+    /// A site lived in again after standing empty (back from a vacation, a family moved in;
+    /// the day they arrive may be a partial one between) starts its history anew: its
+    /// household's heating is not judged against an empty home. A constant load alone in an
+    /// empty home (rigs in a rented house) is no household, and is judged against the empty
+    /// home. Returns whether it started anew.
+    pub fn note_day(&mut self, end: i64, kw: f64) -> bool {
+        self.days.note(end / 86_400 - 1, kw);
+        let moves = self.moves(end, MOVE_KW);
+        if kw < VACANT_KW && moves <= 2 {
+            if self.since_vacant > 0 {
+                self.vacant_days = 0;
+            }
             self.vacant_days = self.vacant_days.saturating_add(1);
+            self.since_vacant = 0;
             return false;
         }
-        let moved_in = self.vacant_days >= 2 && step_kw >= LIVED_IN_KW;
+        if moves < LIVED_IN_MOVES {
+            self.since_vacant = self.since_vacant.saturating_add(1);
+            return false;
+        }
+        let moved_in = self.vacant_days >= 1 && self.since_vacant <= 1;
         self.vacant_days = 0;
+        self.since_vacant = u8::MAX;
         if moved_in {
             self.baseline_kw = 0.0;
             self.baseline_floor_kw = 0.0;
@@ -460,18 +475,55 @@ impl Series {
     /// in which demand was at least `level` kW both on that day and at the same hours the day
     /// before, and what it carried both days (each hour's lower value) stays within `flatness`
     /// (max/min).
+    /// Demand (kW) of hour `h` (hours since the epoch) among the last 24 closed, or (`prev`)
+    /// of the same hour a day earlier.
+    fn at(&self, h: i64, prev: bool) -> Option<f64> {
+        let slot = h.rem_euclid(24) as usize;
+        let (mask, v) = if prev {
+            (self.prev_mask, self.prev_kw[slot])
+        } else {
+            (self.day_mask, self.day_kw[slot])
+        };
+        (h < self.next_hour && mask & (1 << slot) != 0).then_some(f64::from(v))
+    }
+
+    /// The longest run of consecutive hours, among the last 24 closed ones ending at `end`, in
+    /// which the site drew, on that day and at the same hours the day before, at least
+    /// `min_kw` more than its profile says it usually draws then, and at least twice that: a
+    /// new load at hours the site usually stands empty. Returns its first hour's start, its
+    /// length and the least it added (kW).
+    pub fn new_block(&self, end: i64, min_kw: f64) -> Option<(i64, u32, f64)> {
+        let last = end / HOUR - 1;
+        let added = |h: i64| -> Option<f64> {
+            let both = self.at(h, false)?.min(self.at(h, true)?);
+            let usual = self.usual_at(h * HOUR);
+            let added = both - usual;
+            (added >= min_kw.max(usual)).then_some(added)
+        };
+        let mut best: Option<(i64, u32, f64)> = None;
+        // The current run: its first hour and the least it added so far.
+        let mut run: Option<(i64, f64)> = None;
+        for h in last - 23..=last + 1 {
+            match (if h <= last { added(h) } else { None }, run) {
+                (Some(a), None) => run = Some((h, a)),
+                (Some(a), Some((s, least))) => run = Some((s, least.min(a))),
+                (None, Some((s, least))) => {
+                    let len = (h - s) as u32;
+                    if best.is_none_or(|(_, l, _)| len > l) {
+                        best = Some((s * HOUR, len, least));
+                    }
+                    run = None;
+                }
+                (None, None) => {}
+            }
+        }
+        best
+    }
+
     pub fn recurring_block(&self, end: i64, level: f64, flatness: f64) -> Option<RecurringBlock> {
         let last = end / HOUR - 1;
         let first = last - 23;
-        let at = |h: i64, prev: bool| -> Option<f64> {
-            let slot = h.rem_euclid(24) as usize;
-            let (mask, v) = if prev {
-                (self.prev_mask, self.prev_kw[slot])
-            } else {
-                (self.day_mask, self.day_kw[slot])
-            };
-            (h < self.next_hour && mask & (1 << slot) != 0).then_some(f64::from(v))
-        };
+        let at = |h: i64, prev: bool| self.at(h, prev);
         let mut best: Option<(i64, u32)> = None;
         let mut run_start = None;
         for h in first..=last + 1 {
@@ -615,6 +667,27 @@ impl Series {
             .map(|k| self.usual_at(start + k * HOUR))
             .sum();
         sum / f64::from(hours.max(1))
+    }
+
+    /// A household arriving: the site stood empty until a day or two ago and is lived in over
+    /// the last 24 hours to `end` (its history, an empty home's, is about to start anew at the
+    /// day's close, [`Series::note_day`]).
+    pub fn arriving(&self, end: i64) -> bool {
+        self.since_vacant <= 1 && self.moves(end, MOVE_KW) >= LIVED_IN_MOVES
+    }
+
+    /// Hours of the last 24 to `end` whose demand moved by at least `kw` from the hour before:
+    /// how many times something was switched.
+    pub fn moves(&self, end: i64, kw: f64) -> u32 {
+        let last = end / HOUR - 1;
+        (last - 22..=last)
+            .filter(|&h| {
+                matches!(
+                    (self.hour_kw(h * HOUR), self.hour_kw((h + 1) * HOUR)),
+                    (Some(a), Some(b)) if (b - a).abs() >= kw
+                )
+            })
+            .count() as u32
     }
 
     /// Mean change of demand from one hour to the next over the `k` (≤ 24) closed hours

@@ -1270,3 +1270,115 @@ fn a_family_moving_into_an_empty_home_is_not_mining_but_rigs_alone_in_an_empty_h
         .collect();
     assert_eq!(flagged, ["S2"].map(String::from).into(), "{out:#?}");
 }
+
+#[test]
+fn a_farm_split_over_three_neighbours_meters_is_found_but_one_home_or_distant_homes_are_not() {
+    // Sixty homes on one feeder: 1–3 next door to each other, 4–6 kilometres apart, the rest
+    // plain (few enough rise together that it is no season).
+    let at = |k: i64| -> (f64, f64) {
+        match k {
+            1..=3 => (52.3 + 0.0003 * k as f64, 77.0),
+            _ => (52.3 + 0.02 * k as f64, 77.0 + 0.02 * k as f64),
+        }
+    };
+    let homes: Vec<_> = (1..=60)
+        .map(|k| {
+            let (lat, lon) = at(k);
+            MeterRecord {
+                lat: Some(lat),
+                lon: Some(lon),
+                ..site(&k.to_string(), CustomerClass::Residential, Some(12.0))
+            }
+        })
+        .collect();
+    let mut e = engine_with(&homes);
+    let mut out = Vec::new();
+    let onset = 3 * 96 + 40;
+    for i in 1..=7 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        for k in 1..=60i64 {
+            let rigs = match k {
+                // 3 kW each at 1–3, switched on together: 9 kW of rigs, none a home miner.
+                1..=3 if i >= onset => 3.0,
+                // The same at 4–6, but kilometres apart: no one farm.
+                4..=6 if i >= onset => 3.0,
+                // One home alone adds 3 kW (a new heater, a server): nothing to say.
+                7 if i >= onset => 3.0,
+                _ => 0.0,
+            };
+            let kw = household(i + 53 * k, hour) + rigs;
+            e.on_reading(&reading(&format!("M{k}"), i, kw), &mut out);
+        }
+    }
+    let opened: Vec<&Alert> = out
+        .iter()
+        .filter(|a| a.status == AlertStatus::Open)
+        .collect();
+    let sites: std::collections::BTreeSet<_> =
+        opened.iter().filter_map(|a| a.site_id.clone()).collect();
+    assert_eq!(
+        sites,
+        ["S1", "S2", "S3"].map(String::from).into(),
+        "{out:#?}"
+    );
+    for a in &opened {
+        assert_eq!(a.kind, AlertKind::MiningSignature);
+        // A part whose day fills first opens with the parts seen so far.
+        assert!(a.evidence["parts"].as_f64().unwrap() >= 2.0, "{a:#?}");
+        let delay = a.detected_at - (T0 + onset * STEP);
+        assert!(delay <= 30 * 3600, "{delay} s: {a:#?}");
+    }
+    // Each part's latest word names the whole farm: itself and the two others.
+    for site in ["S1", "S2", "S3"] {
+        let last = out
+            .iter()
+            .rfind(|a| a.site_id.as_deref() == Some(site))
+            .unwrap();
+        assert_eq!(last.evidence["parts"], 3.0, "{last:#?}");
+        let others = last.evidence["other_sites"].as_array().unwrap();
+        assert_eq!(others.len(), 2);
+        assert!(!others.contains(&serde_json::json!(site)));
+        assert!(
+            last.est_excess_kw > 2.5 && last.est_excess_kw < 3.5,
+            "{last:#?}"
+        );
+    }
+}
+
+#[test]
+fn rigs_in_a_school_at_nights_and_weekends_are_found_but_the_school_and_a_hospital_are_not() {
+    let records = [
+        site("SCHOOL", CustomerClass::Public, Some(80.0)),
+        site("RIGS", CustomerClass::Public, Some(80.0)),
+        site("HOSPITAL", CustomerClass::Public, Some(400.0)),
+    ];
+    let mut e = engine_with(&records);
+    let mut out = Vec::new();
+    let onset = 5 * 96;
+    for i in 1..=12 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        // 2026-01-01 is a Thursday: days 2–3 and 9–10 are weekends.
+        let weekend = matches!((i - 1) / 96 % 7, 2 | 3);
+        let wiggle = ((i * 7919) % 13) as f64 / 13.0;
+        let school = if !weekend && (8..16).contains(&hour) {
+            30.0 + 5.0 * wiggle
+        } else {
+            4.0 + wiggle
+        };
+        // 20 kW of rigs while the building stands empty: 18:00 to 07:00, and all weekend.
+        let empty = weekend || !(7..18).contains(&hour);
+        let rigs = if i >= onset && empty { 20.0 } else { 0.0 };
+        let hospital = 180.0 + 40.0 * f64::from(u8::from((8..20).contains(&hour))) + 5.0 * wiggle;
+        e.on_reading(&reading("MSCHOOL", i, school), &mut out);
+        e.on_reading(&reading("MRIGS", i, school + rigs), &mut out);
+        e.on_reading(&reading("MHOSPITAL", i, hospital), &mut out);
+    }
+    let case = the_one_case(&out, "SRIGS", "the rigs are found");
+    assert_eq!(case.kind, AlertKind::MiningSignature);
+    assert_eq!(case.evidence["pattern"], "off_hours", "{case:#?}");
+    let delay = case.detected_at - (T0 + onset * STEP);
+    assert!(delay <= 72 * 3600, "{delay} s");
+    let added =
+        case.evidence["block_kw"].as_f64().unwrap() - case.evidence["outside_kw"].as_f64().unwrap();
+    assert!((15.0..25.0).contains(&added), "{case:#?}");
+}

@@ -514,6 +514,9 @@ struct Builder<'a> {
     labels: Vec<Label>,
     first_day: i64,
     utc_offset: i64,
+    /// The split farm being planted: its onset, each part's power, the parts still to plant
+    /// and where the first stands (its parts are next-door neighbours).
+    split: Option<(i64, f64, u8, (f64, f64))>,
 }
 
 impl<'a> Builder<'a> {
@@ -543,6 +546,7 @@ impl<'a> Builder<'a> {
             labels: Vec::new(),
             first_day,
             utc_offset,
+            split: None,
         }
     }
 
@@ -620,8 +624,9 @@ impl<'a> Builder<'a> {
     /// ordinary customers.
     fn plant(&mut self) {
         let n = self.cfg.sites;
-        let mut cases: Vec<Scenario> = match self.cfg.scenarios {
-            Scenarios::Demo => vec![
+        let n_feeders = self.feeders.len();
+        let mut cases: Vec<Option<Scenario>> = match self.cfg.scenarios {
+            Scenarios::Demo => [
                 Scenario::MiningFarmResidential,
                 Scenario::HomeMiner,
                 Scenario::MiningFarmCommercial,
@@ -634,7 +639,9 @@ impl<'a> Builder<'a> {
                 Scenario::Bakery,
                 Scenario::SuspendedQuiet,
                 Scenario::MiningFarmResidential,
-            ],
+            ]
+            .map(Some)
+            .to_vec(),
             Scenarios::Full => {
                 let k = n.div_ceil(300).max(1);
                 let per_k = [
@@ -666,14 +673,41 @@ impl<'a> Builder<'a> {
                 // Cases added later go after the blocks, so the earlier ones keep their sites
                 // and feeders and the benchmark stays comparable across versions.
                 let later = [Scenario::TamperShunt, Scenario::SmallRigsIndustrial];
-                (0..k)
+                let mut cases: Vec<Option<Scenario>> = (0..k)
                     .flat_map(|_| per_k)
                     .chain((0..k).flat_map(|_| later))
-                    .collect()
+                    .map(Some)
+                    .collect();
+                // The evasive cases and the hard negatives of the second round: a farm split
+                // over three meters of one feeder (sites `n_feeders` apart share a feeder), then
+                // the rest in the sites between.
+                let evasive = [
+                    Scenario::PublicBuildingMiner,
+                    Scenario::EvDepot,
+                    Scenario::Greenhouse,
+                    Scenario::MeterGlitch,
+                    Scenario::MoveIn,
+                    Scenario::ClockHourOff,
+                ];
+                for _ in 0..k {
+                    let base = cases.len();
+                    let mut put = |at: usize, c: Scenario| {
+                        if cases.len() <= at {
+                            cases.resize(at + 1, None);
+                        }
+                        cases[at] = Some(c);
+                    };
+                    for part in 0..3 {
+                        put(base + part * n_feeders, Scenario::SplitFarm);
+                    }
+                    for (j, c) in evasive.into_iter().enumerate() {
+                        put(base + 1 + j, c);
+                    }
+                }
+                cases
             }
         };
         cases.truncate(n);
-        let n_feeders = self.feeders.len();
         for i in 0..n {
             let feeder = self.feeders[i % n_feeders].feeder_id.clone();
             let (region, lat0, lon0) = REGIONS[(i % n_feeders) % REGIONS.len()];
@@ -695,7 +729,7 @@ impl<'a> Builder<'a> {
             };
             let mut registered = true;
             let mut tamper = None;
-            let case = cases.get(i).copied();
+            let case = cases.get(i).copied().flatten();
             let profile = match case {
                 Some(c) => self.case(c, &mut rec, &mut registered, &mut tamper),
                 None => self.ordinary(&mut rec),
@@ -705,7 +739,9 @@ impl<'a> Builder<'a> {
                     self.cfg.start + self.rng.below(u64::from(self.cfg.days) * 24) as i64 * 3600;
                 (s, s + self.rng.range(2.0, 30.0) as i64 * 3600)
             });
-            let skew_s = if self.rng.chance(self.cfg.skew_rate) {
+            let skew_s = if case == Some(Scenario::ClockHourOff) {
+                3600
+            } else if self.rng.chance(self.cfg.skew_rate) {
                 (60 + self.rng.below(241) as i64) * if self.rng.chance(0.5) { 1 } else { -1 }
             } else {
                 0
@@ -960,20 +996,101 @@ impl<'a> Builder<'a> {
                 rec.status = SiteStatus::Suspended;
                 Profile::Off
             }
+            Scenario::SplitFarm => {
+                // Three neighbours' meters, each carrying a third of one farm: each part under
+                // a home miner's size and inside its permit; switched on together.
+                let (onset, kw, left, (lat, lon)) = match self.split {
+                    Some(s) if s.2 > 0 => s,
+                    _ => {
+                        let here = (rec.lat.unwrap_or(0.0), rec.lon.unwrap_or(0.0));
+                        (self.onset(), self.rng.range(2.5, 4.0), 3, here)
+                    }
+                };
+                self.split = Some((onset, kw, left - 1, (lat, lon)));
+                // Next door: within about 60 m of the first part.
+                rec.lat = Some(lat + self.rng.range(-0.0004, 0.0004));
+                rec.lon = Some(lon + self.rng.range(-0.0004, 0.0004));
+                self.label(TargetType::Site, &site, case, onset, true);
+                Profile::Miner {
+                    base: Box::new(self.household()),
+                    kw,
+                    onset,
+                    schedule: Schedule::Always,
+                }
+            }
+            Scenario::PublicBuildingMiner => {
+                // Rigs in a school that run while it stands empty: evenings to mornings and
+                // weekends, inside the building's permit.
+                rec.customer_class = Some(CustomerClass::Public);
+                let kw = self.rng.range(20.0, 60.0);
+                rec.permitted_kw = Some((kw * 2.0).round());
+                let school = Profile::School {
+                    kw,
+                    seed: self.rng.next_u64(),
+                };
+                let rigs = kw * self.rng.range(0.4, 0.8);
+                let schedule = Schedule::NightsAndWeekends {
+                    from: 18.0,
+                    to: 7.0,
+                };
+                miner(self, school, rigs, schedule, case, true)
+            }
+            Scenario::EvDepot => {
+                rec.customer_class = Some(CustomerClass::Commercial);
+                let kw = self.rng.range(6.0, 10.0).round() * 11.0;
+                rec.permitted_kw = Some((kw * 1.3).round());
+                Profile::EvDepot {
+                    kw,
+                    seed: self.rng.next_u64(),
+                }
+            }
+            Scenario::Greenhouse => {
+                rec.customer_class = Some(CustomerClass::Agricultural);
+                let kw = self.rng.range(30.0, 120.0);
+                rec.permitted_kw = Some((kw * 1.4).round());
+                Profile::Greenhouse {
+                    kw,
+                    hours: self.rng.range(16.0, 18.0),
+                    seed: self.rng.next_u64(),
+                }
+            }
+            Scenario::MeterGlitch => {
+                let home = self.ordinary_household(rec);
+                let at = self.onset().div_euclid(900) * 900;
+                Profile::Glitch {
+                    inner: Box::new(home),
+                    at,
+                    kw: self.rng.range(200.0, 900.0),
+                }
+            }
+            Scenario::MoveIn => {
+                // Empty (nothing drawn) until a family moves in.
+                let home = self.ordinary_household(rec);
+                Profile::After {
+                    inner: Box::new(home),
+                    onset: self.onset(),
+                }
+            }
+            Scenario::ClockHourOff => self.ordinary_household(rec),
             other => unreachable!("{other} is not planted at a site"),
         }
+    }
+
+    /// A household like the ordinary ones (it may heat with electricity), with its permit.
+    fn ordinary_household(&mut self, rec: &mut MeterRecord) -> Profile {
+        let seed = self.rng.next_u64();
+        let days = i64::from(self.cfg.days);
+        let h = Profile::household(seed, self.first_day, days, self.weather(), true);
+        if let Profile::Household(p) = &h {
+            rec.permitted_kw = Some(p.permit_kw());
+        }
+        h
     }
 
     fn ordinary(&mut self, rec: &mut MeterRecord) -> Profile {
         let roll = self.rng.f64();
         if roll < 0.82 {
-            let seed = self.rng.next_u64();
-            let days = i64::from(self.cfg.days);
-            let h = Profile::household(seed, self.first_day, days, self.weather(), true);
-            if let Profile::Household(p) = &h {
-                rec.permitted_kw = Some(p.permit_kw());
-            }
-            return h;
+            return self.ordinary_household(rec);
         }
         let (class, (profile, permit)) = if roll < 0.91 {
             (CustomerClass::Commercial, self.shop())
@@ -1020,10 +1137,11 @@ impl<'a> Builder<'a> {
             .map(|l| l.target_id.clone())
             .collect();
         for f in 0..n_feeders {
-            let kind = match f % 4 {
-                0 => Scenario::FeederTapFlat,
-                1 => Scenario::FeederTapDuty,
-                2 => Scenario::FeederTapSmall,
+            let kind = match f % 8 {
+                0 | 4 => Scenario::FeederTapFlat,
+                1 | 5 => Scenario::FeederTapDuty,
+                2 | 6 => Scenario::FeederTapSmall,
+                3 => Scenario::FeederTapNight,
                 _ => continue,
             };
             if (n_feeders < 3 && f > 0) || tampered.contains(&self.feeders[f].feeder_id) {
@@ -1031,23 +1149,24 @@ impl<'a> Builder<'a> {
             }
             let mean = self.feeder_mean_kw(f, 7);
             let share = match kind {
-                Scenario::FeederTapSmall => self.rng.range(0.02, 0.04),
+                Scenario::FeederTapSmall => self.rng.range(0.03, 0.05),
+                Scenario::FeederTapNight => self.rng.range(0.03, 0.08),
                 _ => self.rng.range(0.06, 0.2),
             };
             let onset = self.onset();
-            let schedule = if kind == Scenario::FeederTapDuty {
-                Schedule::Duty { on: 3, off: 2 }
-            } else {
-                Schedule::Always
+            // A duty-cycled or night-only tap draws more while on, for the same share of energy.
+            let (schedule, on_share) = match kind {
+                Scenario::FeederTapDuty => (Schedule::Duty { on: 3, off: 2 }, 3.0 / 5.0),
+                Scenario::FeederTapNight => (
+                    Schedule::Night {
+                        from: 22.0,
+                        to: 6.0,
+                    },
+                    8.0 / 24.0,
+                ),
+                _ => (Schedule::Always, 1.0),
             };
-            // A duty-cycled tap draws more while on, for the same share of energy.
-            let kw = mean
-                * share
-                * if kind == Scenario::FeederTapDuty {
-                    5.0 / 3.0
-                } else {
-                    1.0
-                };
+            let kw = mean * share / on_share;
             self.feeders[f].taps.push(Profile::Miner {
                 base: Box::new(Profile::Off),
                 kw,

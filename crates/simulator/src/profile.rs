@@ -36,6 +36,8 @@ pub enum Schedule {
     Duty { on: i64, off: i64 },
     /// Around the clock, ramping up linearly over `days` as rigs are added.
     Ramp { days: f64 },
+    /// When a public building stands empty: a nightly window of local hours, and all weekend.
+    NightsAndWeekends { from: f64, to: f64 },
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +85,26 @@ pub enum Profile {
         kw: f64,
         onset: i64,
         schedule: Schedule,
+    },
+    /// An EV fleet depot: its vehicles charge from 22:00 for four to seven hours on weekday
+    /// nights, a little by day.
+    EvDepot {
+        kw: f64,
+        seed: u64,
+    },
+    /// A greenhouse under grow lights: on for `hours` a day from 04:00, every day, the heating
+    /// and fans a fifth of it the rest of the time.
+    Greenhouse {
+        kw: f64,
+        hours: f64,
+        seed: u64,
+    },
+    /// One absurd interval (a meter's glitch: `kw` for the quarter-hour starting at `at`) in an
+    /// otherwise ordinary load.
+    Glitch {
+        inner: Box<Profile>,
+        at: i64,
+        kw: f64,
     },
     /// Nothing before `onset`, then the inner load (consumption on a disconnected site).
     After {
@@ -158,6 +180,15 @@ impl Schedule {
             }
             Schedule::Ramp { days } => {
                 ((at.utc - onset) as f64 / (days * 86_400.0)).clamp(0.05, 1.0)
+            }
+            Schedule::NightsAndWeekends { from, to } => {
+                let weekend = at.parts().2 >= 5;
+                let night = Schedule::Night { from, to }.share(at, onset);
+                if weekend {
+                    1.0
+                } else {
+                    night
+                }
             }
         }
     }
@@ -291,6 +322,35 @@ impl Profile {
             } => {
                 let grown = ((at.utc - onset) as f64 / (days * 86_400.0)).clamp(0.0, 1.0);
                 inner.kw(at, salt) * (1.0 + (factor - 1.0) * grown)
+            }
+            Profile::EvDepot { kw, seed } => {
+                let weekday_night = (wd < 5 && h >= 22.0) || (wd > 0 && wd <= 5 && h < 5.0);
+                let hours = 4.0 + 3.0 * u(*seed, day, 5);
+                let since = if h >= 22.0 { h - 22.0 } else { h + 2.0 };
+                if weekday_night && since < hours {
+                    kw * (0.9 + 0.1 * n(*seed, 1))
+                } else {
+                    kw * (0.03 + 0.02 * n(*seed, 2))
+                }
+            }
+            Profile::Greenhouse { kw, hours, seed } => {
+                let lit = (h - 4.0).rem_euclid(24.0) < *hours;
+                kw * if lit {
+                    0.97 + 0.03 * n(*seed, 1)
+                } else {
+                    0.2 + 0.05 * n(*seed, 2)
+                }
+            }
+            Profile::Glitch {
+                inner,
+                at: when,
+                kw,
+            } => {
+                if slot == when.div_euclid(900) {
+                    *kw
+                } else {
+                    inner.kw(at, salt)
+                }
             }
             Profile::Off => 0.0,
         }

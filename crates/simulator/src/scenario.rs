@@ -79,11 +79,19 @@ named_enum!(
     FeederTapFlat => "feeder_tap_flat",
     FeederTapDuty => "feeder_tap_duty",
     FeederTapSmall => "feeder_tap_small",
+    FeederTapNight => "feeder_tap_night",
+    SplitFarm => "split_farm",
+    PublicBuildingMiner => "public_building_miner",
     LicensedFarm => "licensed_farm",
     ColdStorage => "cold_storage",
     Hospital => "hospital",
     Bakery => "bakery",
     SuspendedQuiet => "suspended_quiet",
+    EvDepot => "ev_depot",
+    Greenhouse => "greenhouse",
+    MeterGlitch => "meter_glitch",
+    MoveIn => "move_in",
+    ClockHourOff => "clock_hour_off",
 );
 
 impl Scenario {

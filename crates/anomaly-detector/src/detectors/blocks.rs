@@ -1,6 +1,9 @@
 //! `mining_signature` in blocks: a miner that runs only in a nightly window (the cheap tariff)
 //! or another fixed block of hours, or one that switches on and off all day (duty-cycled), to
-//! dodge a check for a flat 24/7 load. Judged at residences with no flat load standing.
+//! dodge a check for a flat 24/7 load. Judged at residences with no flat load standing, and
+//! at public buildings (schools, mosques, state offices — all in the real crackdowns): rigs
+//! that run while the building stands empty, nights and weekends, are a new block at hours it
+//! usually draws little, however busy its days.
 
 use super::mining::Flat;
 use super::{a_site, at_least, fmt_kw, in_range, positive, ConfigError, HourCx, SiteDetector};
@@ -10,7 +13,7 @@ use crate::evidence::{
     round, Block as Evidence, BlockPattern, ClassName, Evidence::Block as Piece,
 };
 use crate::series::{Series, HOUR};
-use gridwatch_core::AlertKind;
+use gridwatch_core::{AlertKind, CustomerClass};
 use serde::{Deserialize, Serialize};
 
 /// `[detector.blocks]`
@@ -64,6 +67,9 @@ impl SiteDetector for BlocksDetector {
     /// heating, not rigs); or `duty_hours` at that level both days, twice what the site
     /// usually drew at those hours (a thermostat that has always cycled is not news).
     fn on_hour(&self, cx: &mut HourCx<'_>, _: &mut ()) -> Option<Raised> {
+        if cx.reg.customer_class == Some(CustomerClass::Public) {
+            return self.off_hours(cx);
+        }
         if !(cx.residential() && cx.flat == Flat::None)
             || cx.common_rise.is_some()
             // Rigs of `min_kw` running `block_hours` a day add this much to the day's mean,
@@ -73,7 +79,7 @@ impl SiteDetector for BlocksDetector {
             return None;
         }
         let (cfg, reg, hour, series) = (&self.cfg, cx.reg, cx.hour, cx.series);
-        let learned = series.baseline_hours >= 24;
+        let learned = series.baseline_hours >= 24 && !series.arriving(hour.end);
         let block = series
             .recurring_block(hour.end, cfg.min_kw, cfg.flatness)
             .filter(|b| {
@@ -126,7 +132,7 @@ impl SiteDetector for BlocksDetector {
                 fmt_kw(outside_kw),
                 a_site(reg)
             ),
-            BlockPattern::RecurringBlock => format!(
+            BlockPattern::RecurringBlock | BlockPattern::OffHours => format!(
                 "Flat {} kW for {} h from {:02}:00 (local standard time) two days running, {} kW the rest of the day, at {}",
                 fmt_kw(block_kw),
                 hours,
@@ -156,6 +162,53 @@ impl SiteDetector for BlocksDetector {
             })],
             summary,
         };
+        Some(Raised::new(Self::KIND, start, f, true))
+    }
+}
+
+impl BlocksDetector {
+    /// At a public building: a block of at least `block_hours` hours, at the same hours two days
+    /// running, drawing `min_kw` more than the building usually draws then and at least twice
+    /// it, learned over two days or more. Not in a season (every building heats in a snap).
+    fn off_hours(&self, cx: &HourCx<'_>) -> Option<Raised> {
+        let (cfg, reg, hour, series) = (&self.cfg, cx.reg, cx.hour, cx.series);
+        if series.baseline_hours < 48 || cx.common_rise.is_some() {
+            return None;
+        }
+        let (start, hours, added) = series
+            .new_block(hour.end, cfg.min_kw)
+            .filter(|b| b.1 >= cfg.block_hours)?;
+        let usual = series.usual_kw(start, hours);
+        if cx.licensed_within_permit(usual + added) {
+            return None;
+        }
+        let local_start = series.local_hour(start);
+        let f = Finding::new(
+            (0.6 + 0.2 * (added / 30.0).min(1.0) + 0.2 * f64::from(hours.min(12)) / 12.0).min(1.0),
+            added,
+            if hour.end - HOUR >= start && hour.end <= start + i64::from(hours) * HOUR {
+                added
+            } else {
+                0.0
+            },
+            Piece(Evidence {
+                block_kw: round(usual + added, 2),
+                outside_kw: round(usual, 2),
+                block_hours: f64::from(hours),
+                block_start_local_hour: local_start as f64,
+                permitted_kw: reg.permitted_kw,
+                customer_class: ClassName(reg.customer_class),
+                pattern: BlockPattern::OffHours,
+            }),
+            format!(
+                "{} kW more than usual for {} h from {:02}:00 (local standard time) two days running, at hours {} usually draws {} kW",
+                fmt_kw(added),
+                hours,
+                local_start,
+                a_site(reg),
+                fmt_kw(usual)
+            ),
+        );
         Some(Raised::new(Self::KIND, start, f, true))
     }
 }

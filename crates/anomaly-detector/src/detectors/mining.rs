@@ -81,7 +81,7 @@ impl MiningDetector {
         let (cfg, reg, series) = (&self.cfg, cx.reg, cx.series);
         let residential = cx.residential();
         let min_kw = self.min_kw(reg);
-        let learned = series.floor_hours >= 24;
+        let learned = series.floor_hours >= 24 && !series.arriving(cx.hour.end);
         // Around the clock: the 24-hour floor carries most of the load. At a residence, it must
         // be new — a step from the floor the site has shown, and above any floor it has held
         // for a day in the last weeks (a heat pump that ran all winter, a home back from a
@@ -223,7 +223,7 @@ fn beyond_season(series: &crate::series::Series, w: &Window, season: Risen) -> b
 /// A residence's day that moves from hour to hour far more than the site usually does: the
 /// added load modulates (a thermostat, a heat pump following the cold), where rigs add the same
 /// power every hour and leave the household's own restlessness as it was.
-fn restless(series: &crate::series::Series, end: i64, w: &Window) -> bool {
+pub(crate) fn restless(series: &crate::series::Series, end: i64, w: &Window) -> bool {
     series
         .step_kw(end, 24)
         .is_some_and(|step| step > 2.0 * f64::from(series.usual_step_kw) + 0.05 * w.min_kw)

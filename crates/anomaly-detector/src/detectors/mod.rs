@@ -21,6 +21,7 @@ pub mod mining;
 pub mod peer;
 pub mod register;
 pub mod season;
+pub mod split;
 pub mod step;
 pub mod tamper;
 
@@ -46,6 +47,8 @@ pub(crate) struct HourCx<'a> {
     pub tolerance: f64,
     /// The customers of the same class on the same feeder, for peer comparisons.
     pub peers: Option<&'a mut peer::Peers>,
+    /// The feeder's customers holding a raised floor, for a farm split over their meters.
+    pub split: Option<&'a mut split::Parts>,
     /// The site's region's season: how many of its customers drew well above their usual.
     pub season: Option<&'a mut season::Season>,
     /// Many of the region's customers of its class stand above their own usual together — a
