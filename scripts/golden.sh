@@ -40,7 +40,7 @@ while IFS=$'\t' read -r name args; do
   IFS=$'\t' read -r -a a <<<"$args"
   d=$work/$name
   "$bin" simulate --out "$d" "${a[@]}" >/dev/null
-  "$bin" run --registry "$d/registry.csv" --readings "$d/readings.csv" --out "$d/out" --quiet >/dev/null
+  "$bin" run --registry "$d/registry.csv" --readings "$d/readings.csv" --holidays "$d/holidays.csv" --out "$d/out" --quiet >/dev/null
   compare "$name" "$d/out/alerts.jsonl"
 done <"$work/suite.tsv"
 exit $status

@@ -614,9 +614,10 @@ fn detector_revalidates_what_it_consumes_and_dead_letters_the_invalid() {
 
 /// Two heated homes through a cold snap, one with rigs: the weather loaded to its compacted
 /// topic reaches the detector, which then clears the home whose demand follows the cold, as
-/// `gridwatch run --weather` does; without the weather both look like rigs.
+/// `gridwatch run --weather` does; without the weather both look like rigs. The holidays
+/// topic is read the same way.
 #[test]
-fn weather_loaded_to_kafka_explains_heating_as_the_embedded_run_does() {
+fn weather_and_holidays_loaded_to_kafka_reach_the_detector_as_in_the_embedded_run() {
     let _one_at_a_time = serial();
     let Some(bootstrap) = kafka() else { return };
     let env = Env::new(&bootstrap, "weather");
@@ -694,16 +695,46 @@ fn weather_loaded_to_kafka_explains_heating_as_the_embedded_run_does() {
         String::from_utf8_lossy(&loaded.stdout).contains("240 region-hours loaded"),
         "{loaded:?}"
     );
+    // A holiday in the region on a day the homes don't care about: the calendar's path
+    // through its topic (a refused file publishes nothing).
+    let holidays_csv = dir.join("holidays.csv");
+    std::fs::write(
+        &holidays_csv,
+        "region,date,name\nPavlodar,2026-01-07,Orthodox Christmas\n",
+    )
+    .unwrap();
+    let loaded = env.run(&[
+        "holidays",
+        "load",
+        "--holidays",
+        holidays_csv.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("1 holidays loaded"),
+        "{loaded:?}"
+    );
     env.run(&["ingest", "--readings", rd]);
     let mut detector = env.spawn("detector", &["detect"]);
     let kafka = env.tail("alerts", seen.len(), Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(3));
     let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
     assert!(detector.stop(), "{}", detector.log_text());
+    // The log's fields, without the terminal colours around them.
+    let log: String = detector
+        .log_text()
+        .split('\u{1b}')
+        .map(|part| match part.strip_prefix('[') {
+            Some(code) => code.split_once('m').map_or(part, |(_, rest)| rest),
+            None => part,
+        })
+        .collect();
     assert!(
-        detector.log_text().contains("weather loaded"),
-        "{}",
-        detector.log_text()
+        log.contains("weather loaded") && log.contains("hours=240"),
+        "{log}"
+    );
+    assert!(
+        log.contains("holidays loaded") && log.contains("days=1"),
+        "{log}"
     );
     assert_eq!(alert_counts(&kafka_all), alert_counts(&seen));
 }

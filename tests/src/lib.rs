@@ -93,6 +93,10 @@ impl Env {
                 format!("{p}.suspects"),
             ),
             ("GRIDWATCH__KAFKA__TOPICS__WEATHER", format!("{p}.weather")),
+            (
+                "GRIDWATCH__KAFKA__TOPICS__HOLIDAYS",
+                format!("{p}.holidays"),
+            ),
             ("GRIDWATCH__DETECTOR__GROUP_ID", format!("{p}-detector")),
             (
                 "GRIDWATCH__DETECTOR__TRANSACTIONAL_ID",

@@ -23,7 +23,7 @@ use crate::episode::{Episode, Target};
 use crate::series::{Admitted, Closed, ClosedHour, Series, HOUR};
 use gridwatch_core::events::ReadingUse;
 use gridwatch_core::{
-    Alert, AlertKind, MeterRecord, Quality, Reading, RegistryUpdate, Role, WeatherObs,
+    Alert, AlertKind, Holiday, MeterRecord, Quality, Reading, RegistryUpdate, Role, WeatherObs,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -240,6 +240,13 @@ impl Engine {
         }
     }
 
+    /// Takes a region's public holiday (`region` as for the weather): businesses stand as on a
+    /// Sunday, which neither starts a bypass's drop clock nor teaches them their normal.
+    pub fn on_holiday(&mut self, h: &Holiday) {
+        let k = self.region_of(&h.region);
+        self.regions[k as usize].holiday(h.date);
+    }
+
     /// Takes a region's outdoor temperature for an hour (`region` as the register names it, or
     /// the feeder of sites without one). Weather explains heating only for days judged after
     /// it arrives: load it ahead of the readings it covers.
@@ -354,6 +361,15 @@ fn on_closed_hour(
     // normal: its baselines hold still through it, as through an episode.
     let mut seasonal = false;
     let mut moved_in = false;
+    // A public holiday at the site, by its local day: a business closed is neither a drop
+    // nor its normal.
+    let local_day =
+        (hour.end - HOUR + i64::from(st.series.local_shift_h) * HOUR).div_euclid(86_400);
+    let holiday = season.as_deref().is_some_and(|s| s.is_holiday(local_day));
+    let business = t.reg.is_some_and(|r| {
+        r.customer_class
+            .is_some_and(|c| c != gridwatch_core::CustomerClass::Residential)
+    });
     if hour.end % 86_400 == 0 {
         if let Some(w) = st.series.window(hour.end, 24) {
             moved_in = st.series.note_day(hour.end, w.mean_kw);
@@ -396,11 +412,16 @@ fn on_closed_hour(
             update_interval_s: cfg.update_interval_s,
         };
         case::settle(s, &mut st.episodes, found, out);
-        d.bypass.track(day, &st.series, hour.end, &mut st.drop);
+        if !holiday {
+            d.bypass.track(day, &st.series, hour.end, &mut st.drop);
+        }
     }
     // A site without two days of history (new, or lived in again) learns through a season
     // too: there is no usual of its own to keep, and its first days are its normal.
-    if st.episodes.is_empty() && (!seasonal || st.series.baseline_hours < 48) {
+    if st.episodes.is_empty()
+        && (!seasonal || st.series.baseline_hours < 48)
+        && !(holiday && business)
+    {
         st.series.learn_baseline(hour.end, hour.kw);
     }
     case::resolve_quiet(&mut st.episodes, hour.end, cfg.resolve_after_s, t, out);

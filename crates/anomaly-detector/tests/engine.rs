@@ -1382,3 +1382,55 @@ fn rigs_in_a_school_at_nights_and_weekends_are_found_but_the_school_and_a_hospit
         case.evidence["block_kw"].as_f64().unwrap() - case.evidence["outside_kw"].as_f64().unwrap();
     assert!((15.0..25.0).contains(&added), "{case:#?}");
 }
+
+/// A shop whose meter is bypassed from day 3 (it sees 35 % of the load) on a feeder of 30
+/// homes; `holidays` (days after 2026-01-01) are declared public holidays in its region.
+fn bypassed_shop(holidays: &[i64]) -> Vec<Alert> {
+    let mut records = vec![feeder_head()];
+    records.extend((0..30).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
+    records.push(site("SHOP", CustomerClass::Commercial, Some(40.0)));
+    let mut e = engine_with(&records);
+    for &d in holidays {
+        e.on_holiday(&gridwatch_core::Holiday {
+            region: "Pavlodar".into(),
+            date: T0 / 86_400 + d,
+            name: "a holiday".into(),
+        });
+    }
+    let mut out = Vec::new();
+    let onset = 3 * 96;
+    for i in 1..=14 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let shop = if (8..20).contains(&hour) { 12.0 } else { 1.5 } + ((i * 31) % 7) as f64 * 0.1;
+        let mut total = shop;
+        for c in 0..30i64 {
+            let kw = household(i + c * 7, (hour + c) % 24);
+            total += kw;
+            e.on_reading(&reading(&format!("M{c}"), i, kw), &mut out);
+        }
+        let metered = if i >= onset { shop * 0.35 } else { shop };
+        e.on_reading(&reading("MSHOP", i, metered), &mut out);
+        e.on_reading(&reading("H1", i, total * 1.04), &mut out);
+    }
+    out
+}
+
+#[test]
+fn a_business_slump_on_public_holidays_does_not_count_toward_a_bypass() {
+    let tamper_at = |out: &[Alert]| {
+        out.iter()
+            .find(|a| a.kind == AlertKind::Tamper && a.status == AlertStatus::Open)
+            .map(|a| a.detected_at)
+            .unwrap_or_else(|| panic!("a tamper case: {out:#?}"))
+    };
+    let plain = tamper_at(&bypassed_shop(&[]));
+    // Three holidays (days 4–6) while the drop runs: its clock stands still through them, so
+    // a holiday slump alone never makes a business a bypass case, and the bypass is named
+    // three days later — never earlier.
+    let with_holidays = tamper_at(&bypassed_shop(&[4, 5, 6]));
+    let late = with_holidays - plain;
+    assert!(
+        (2 * 86_400..=3 * 86_400 + 3600).contains(&late),
+        "{late} s later"
+    );
+}

@@ -43,6 +43,8 @@ pub struct Topics {
     /// Compacted: hourly outdoor temperature per region, keyed `region|ts`
     /// (`gridwatch weather load`).
     pub weather: String,
+    /// Compacted: public holidays per region, keyed `region|date` (`gridwatch holidays load`).
+    pub holidays: String,
 }
 
 impl Default for Topics {
@@ -54,6 +56,7 @@ impl Default for Topics {
             dlq: "gridwatch.readings.dlq".into(),
             suspects: "gridwatch.suspects".into(),
             weather: "gridwatch.weather".into(),
+            holidays: "gridwatch.holidays".into(),
         }
     }
 }

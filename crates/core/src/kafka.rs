@@ -55,8 +55,8 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
 }
 
 /// Creates the gridwatch topics that don't exist yet: readings, alerts and the DLQ with
-/// `partitions` partitions, the registry and the suspects compacted, the weather compacted on
-/// one partition (every detector reads all of it). Existing topics are left as they are.
+/// `partitions` partitions, the registry and the suspects compacted, the weather and the
+/// holidays compacted on one partition (every detector reads all of them). Existing topics are left as they are.
 pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -74,6 +74,7 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
         NewTopic::new(&t.registry, k.partitions, rf()).set("cleanup.policy", "compact"),
         NewTopic::new(&t.suspects, k.partitions, rf()).set("cleanup.policy", "compact"),
         NewTopic::new(&t.weather, 1, rf()).set("cleanup.policy", "compact"),
+        NewTopic::new(&t.holidays, 1, rf()).set("cleanup.policy", "compact"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
     let results = admin

@@ -20,8 +20,8 @@ use gridwatch_core::kafka::{
     consumer_config, partitions, producer_config, queue_full, read_compacted, retry_while_full,
 };
 use gridwatch_core::{
-    Alert, AlertStatus, DlqRecord, KafkaConfig, MeterRecord, Reading, RegistryUpdate, Validation,
-    WeatherObs,
+    Alert, AlertStatus, DlqRecord, Holiday, KafkaConfig, MeterRecord, Reading, RegistryUpdate,
+    Validation, WeatherObs,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -123,6 +123,41 @@ fn weather_obs(payload: Option<&[u8]>) -> Result<Option<WeatherObs>, String> {
     w.validate()
         .map_err(|(field, why)| format!("{field}: {why}"))?;
     Ok(Some(w))
+}
+
+/// A holiday record; a tombstone or a bad record is skipped with a log line.
+fn holiday(payload: Option<&[u8]>) -> Result<Option<Holiday>, String> {
+    let Some(p) = payload else { return Ok(None) };
+    let h: Holiday = serde_json::from_slice(p).map_err(|e| e.to_string())?;
+    h.validate()
+        .map_err(|(field, why)| format!("{field}: {why}"))?;
+    Ok(Some(h))
+}
+
+/// Reads the whole compacted holidays topic into the engine, then leaves the consumer
+/// positioned for what comes next.
+fn load_holidays(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<BaseConsumer> {
+    let mut days = 0u64;
+    let consumer = read_compacted(
+        k,
+        &format!("{group_id}-holidays"),
+        &k.topics.holidays,
+        TIMEOUT * 4,
+        |_, value| {
+            match holiday(value) {
+                Ok(Some(h)) => {
+                    engine.on_holiday(&h);
+                    days += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("bad holiday record skipped: {e}"),
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    tracing::info!(days, "holidays loaded");
+    Ok(consumer)
 }
 
 /// Reads the whole compacted weather topic into the engine, then leaves the consumer positioned
@@ -250,6 +285,7 @@ pub fn run(
     let mut engine = Engine::new(engine.clone())?;
     let registry = load_registry(k, &d.group_id, &mut engine)?;
     let weather = load_weather(k, &d.group_id, &mut engine)?;
+    let holidays = load_holidays(k, &d.group_id, &mut engine)?;
 
     // Fence any previous instance first: this aborts a transaction it left open, without
     // which the group's committed offsets stay unstable (unreadable) until it times out.
@@ -321,6 +357,17 @@ pub fn run(
                 Ok(Some(w)) => engine.on_weather(&w),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(offset = msg.offset(), "bad weather record skipped: {e}"),
+            }
+        }
+        while let Some(msg) = holidays.poll(Duration::ZERO) {
+            let msg = match msg {
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                other => other.context("reading the holidays")?,
+            };
+            match holiday(msg.payload()) {
+                Ok(Some(h)) => engine.on_holiday(&h),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(offset = msg.offset(), "bad holiday record skipped: {e}"),
             }
         }
         // Register changes resolve episodes: those messages go out with the next transaction.

@@ -28,7 +28,8 @@ pub fn parse_interval(s: &str) -> Result<u32> {
     Ok(n * mult)
 }
 
-/// Writes registry.csv, labels.csv and simulation.json of a simulated utility to `dir`.
+/// Writes registry.csv, labels.csv, simulation.json, holidays.csv (and, in winter,
+/// weather.csv) of a simulated utility to `dir`.
 pub fn write_truth(dir: &Path, utility: &Utility) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut reg = create(&dir.join("registry.csv"))?;
@@ -41,7 +42,7 @@ pub fn write_truth(dir: &Path, utility: &Utility) -> Result<()> {
     let meta = serde_json::json!({
         "sites": c.sites, "days": c.days, "seed": c.seed, "start": format_rfc3339(c.start),
         "interval_s": c.interval_s, "tz": c.tz, "scenarios": format!("{:?}", c.scenarios),
-        "winter": c.winter, "batched_share": c.batched_share, "backfill_share": c.backfill_share,
+        "winter": c.winter, "summer": c.summer, "batched_share": c.batched_share, "backfill_share": c.backfill_share,
     });
     std::fs::write(
         dir.join("simulation.json"),
@@ -52,6 +53,9 @@ pub fn write_truth(dir: &Path, utility: &Utility) -> Result<()> {
         written?;
         std::fs::write(dir.join("weather.csv"), weather)?;
     }
+    let mut holidays = create(&dir.join("holidays.csv"))?;
+    utility.write_holidays(&mut holidays)?;
+    holidays.flush()?;
     Ok(())
 }
 
@@ -100,6 +104,9 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
     let summary = embedded::run(embedded::RunArgs {
         registry: &data.join("registry.csv"),
         weather: Some(data.join("weather.csv"))
+            .filter(|p| p.exists())
+            .as_deref(),
+        holidays: Some(data.join("holidays.csv"))
             .filter(|p| p.exists())
             .as_deref(),
         readings: &readings,

@@ -23,6 +23,8 @@ pub struct RunArgs<'a> {
     pub registry: &'a Path,
     /// Hourly outdoor temperature per region (`region,ts,temp_c`), loaded before the readings.
     pub weather: Option<&'a Path>,
+    /// Public holidays per region (`region,date,name`), loaded before the readings.
+    pub holidays: Option<&'a Path>,
     /// A file path, or `-` for standard input.
     pub readings: &'a str,
     /// Green Button: the meter id for every reading.
@@ -43,6 +45,7 @@ pub struct RunArgs<'a> {
 pub struct Summary {
     pub registry_rows: usize,
     pub weather_rows: usize,
+    pub holiday_rows: usize,
     pub counters: Counters,
     pub by_kind: BTreeMap<AlertKind, (u64, u64)>,
     pub alerts_path: PathBuf,
@@ -126,6 +129,16 @@ pub fn read_weather_file(path: &Path) -> Result<Vec<gridwatch_core::WeatherObs>>
     )?)
 }
 
+/// Reads and validates a holidays file (CSV).
+pub fn read_holidays_file(path: &Path) -> Result<Vec<gridwatch_core::Holiday>> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("{name}: cannot open holidays"))?;
+    Ok(gridwatch_ingester::calendar::read_holidays(
+        BufReader::new(file),
+        &name,
+    )?)
+}
+
 /// Reads a readings file again for the report's load curves (its valid readings only).
 pub fn add_readings(report: &mut Report, path: &str, meter_id: Option<String>) -> Result<()> {
     let file = File::open(path).with_context(|| format!("{path}: cannot open readings"))?;
@@ -153,6 +166,11 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     for w in weather.iter().flatten() {
         engine.on_weather(w);
     }
+    let holidays = args.holidays.map(read_holidays_file).transpose()?;
+    let holiday_rows = holidays.as_ref().map_or(0, Vec::len);
+    for h in holidays.iter().flatten() {
+        engine.on_holiday(h);
+    }
 
     std::fs::create_dir_all(args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
@@ -169,6 +187,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let mut summary = Summary {
         registry_rows,
         weather_rows,
+        holiday_rows,
         alerts_path,
         rejects_path,
         report_path: args.out.join("report.html"),
@@ -293,6 +312,9 @@ impl Summary {
         writeln!(w, "register: {} meters", self.registry_rows)?;
         if self.weather_rows > 0 {
             writeln!(w, "weather:  {} region-hours", self.weather_rows)?;
+        }
+        if self.holiday_rows > 0 {
+            writeln!(w, "holidays: {} region-days", self.holiday_rows)?;
         }
         writeln!(
             w,

@@ -64,6 +64,11 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         /// air conditioning), which follows the weather, from rigs, which don't.
         #[arg(long)]
         weather: Option<PathBuf>,
+        /// Optional public holidays per region: CSV region,date,name (date YYYY-MM-DD, local;
+        /// region as for --weather). Businesses stand as on a Sunday: a holiday slump is not a
+        /// drop behind a bypass, nor the business's normal.
+        #[arg(long)]
+        holidays: Option<PathBuf>,
         /// Green Button: the meter id for every reading, instead of the usage point's id.
         #[arg(long)]
         meter_id: Option<String>,
@@ -96,14 +101,17 @@ The simulated data (registry.csv, readings.csv, labels.csv) goes to OUT/data, th
     #[command(
         long_about = "Write a simulated utility with hidden unauthorized connections and the truth.\n\n\
 Files: registry.csv (the register, in the contract format), readings.csv (meter_id,ts,interval_s,kwh,\
-feeder_id,kwh_export,voltage_v,current_a), labels.csv (target_type,target_id,scenario,onset,required) and simulation.json \
+feeder_id,kwh_export,voltage_v,current_a), labels.csv (target_type,target_id,scenario,onset,required), holidays.csv \
+(region,date,name: the public holidays in the run, on which businesses close) and simulation.json \
 (the parameters). Households replay real half-hourly households; feeder heads measure their customers, \
 technical losses that grow with load, and unmetered taps. Cases: mining farms from 1 kW to 5 MW at \
 homes, shops and factories, home miners, night-only, duty-cycled and ramping miners, unregistered \
-meters, consumption on disconnected or suspended sites, capacity creep, small rigs in factories, feeder taps, tampering \
-(stopped, reversed, bypassed, shunted meters). \
-Negatives: licensed farms, cold stores, hospitals, bakeries, electric heating, EV chargers, vacations, \
-seasonal pumps; with --winter, resistance heaters, night storage heaters and heat pumps through a cold \
+meters, consumption on disconnected or suspended sites, capacity creep, small rigs in factories, feeder taps \
+(flat, duty-cycled, small, night-only), tampering (stopped, reversed, bypassed, shunted meters), farms split \
+over neighbouring homes' meters, rigs in public buildings at nights and weekends. \
+Negatives: licensed farms, cold stores, hospitals, bakeries, EV fleet depots, greenhouses, electric heating, \
+EV chargers, vacations, families moving in, a glitching meter, a clock an hour off, seasonal pumps, public \
+holidays (businesses closed); with --summer, air conditioning through a heat wave; with --winter, resistance heaters, night storage heaters and heat pumps through a cold \
 snap. Faults: gaps, duplicates, out-of-order and late readings, skewed clocks, DST (with --tz); daily \
 batches (--batched) and backfilled gaps (--backfill).\n\n\
 The same seed gives the same files. Output streams, so large fleets need time, not memory.\n\n\
@@ -130,8 +138,12 @@ Example: gridwatch simulate --out sim --sites 3000 --days 14 --seed 1"
         /// A winter with a four-day cold snap (about −25 °C): half the homes heat with
         /// electricity (resistance heaters, night storage heaters, heat pumps); writes
         /// weather.csv (region,ts,temp_c).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "summer")]
         winter: bool,
+        /// A summer with a four-day heat wave (about +39 °C): half the homes cool with air
+        /// conditioning; writes weather.csv. Give a summer --start, e.g. 2026-07-06T00:00:00Z.
+        #[arg(long)]
+        summer: bool,
         /// Share of customer meters whose head-end delivers each day's intervals in one batch
         /// the next night (01:00–05:00), e.g. 0.4.
         #[arg(long, default_value_t = 0.0, value_parser = share)]
@@ -224,6 +236,11 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[command(subcommand)]
         command: WeatherCommand,
     },
+    /// Publish public holidays to Kafka for the detectors.
+    Holidays {
+        #[command(subcommand)]
+        command: HolidaysCommand,
+    },
     /// Service: the HTTP ingest API (POST /v1/readings; GET /healthz, /readyz) in front of Kafka.
     Ingester,
     /// Service: the anomaly detector, from gridwatch.readings and gridwatch.registry to gridwatch.alerts, exactly once.
@@ -312,6 +329,24 @@ Example: gridwatch weather load --weather weather.csv"
 }
 
 #[derive(Subcommand)]
+enum HolidaysCommand {
+    /// Validate a holidays file and publish every holiday to the compacted holidays topic.
+    #[command(
+        long_about = "Validate a holidays file — CSV region,date,name (date YYYY-MM-DD in the region's \
+local calendar; region as in the register's region column, or the feeder id for sites without one; \
+names may be quoted) — and publish every holiday to the compacted topic gridwatch.holidays, keyed \
+region|date. Every problem is listed with file, line and field; nothing is published unless the whole \
+file is valid.\n\nDetectors read the whole topic when they start and follow it: on a holiday, shops, \
+offices, schools and factories stand as on a Sunday — their slump does not start a bypass's drop \
+clock, and is not learned as their normal.\n\nExample: gridwatch holidays load --holidays holidays.csv"
+    )]
+    Load {
+        #[arg(long)]
+        holidays: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AlertsCommand {
     /// Print records (committed only) as JSON lines as they arrive.
     Tail(services::Tail),
@@ -355,6 +390,7 @@ fn real_main(cli: Cli) -> Result<()> {
             registry,
             readings,
             weather,
+            holidays,
             meter_id,
             format,
             out,
@@ -363,6 +399,7 @@ fn real_main(cli: Cli) -> Result<()> {
             let summary = embedded::run(embedded::RunArgs {
                 registry: &registry,
                 weather: weather.as_deref(),
+                holidays: holidays.as_deref(),
                 readings: &readings,
                 meter_id,
                 out: &out,
@@ -386,6 +423,7 @@ fn real_main(cli: Cli) -> Result<()> {
             interval,
             demo_cases,
             winter,
+            summer,
             batched,
             backfill,
             to_kafka,
@@ -407,6 +445,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 tz,
                 scenarios,
                 winter,
+                summer,
                 batched_share: batched,
                 backfill_share: backfill,
                 ..Default::default()
@@ -416,7 +455,7 @@ fn real_main(cli: Cli) -> Result<()> {
             } else {
                 let rows = demo::simulate(&out, cfg, true)?;
                 println!(
-                    "wrote {rows} readings for {sites} sites over {days} days to {}/ (registry.csv, readings.csv, labels.csv, simulation.json)",
+                    "wrote {rows} readings for {sites} sites over {days} days to {}/ (registry.csv, readings.csv, labels.csv, simulation.json, holidays.csv)",
                     out.display()
                 );
             }
@@ -462,6 +501,9 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Weather {
             command: WeatherCommand::Load { weather },
         } => services::weather_load(&config, &weather)?,
+        Command::Holidays {
+            command: HolidaysCommand::Load { holidays },
+        } => services::holidays_load(&config, &holidays)?,
         Command::Ingester => services::ingester(&config)?,
         Command::Detect => services::detect(&config)?,
         Command::Sink { out } => {

@@ -198,6 +198,29 @@ pub fn weather_load(cfg: &Config, path: &Path) -> Result<()> {
     })
 }
 
+/// `gridwatch holidays load`: a holidays file to the compacted holidays topic.
+pub fn holidays_load(cfg: &Config, path: &Path) -> Result<()> {
+    let rows = crate::embedded::read_holidays_file(path)?;
+    runtime()?.block_on(async {
+        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
+        let sender = Sender::new(&cfg.kafka)?;
+        let mut acks = Vec::with_capacity(rows.len());
+        for h in &rows {
+            acks.push(sender.send_patiently(|s| s.send_holiday(h))?.wait());
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        println!(
+            "{}: {} holidays loaded to {}",
+            path.display(),
+            rows.len(),
+            cfg.kafka.topics.holidays
+        );
+        Ok(())
+    })
+}
+
 /// The register's feeders, for keying readings that don't carry theirs.
 fn register_feeders(cfg: &Config) -> Result<FeederIndex> {
     let index =

@@ -186,6 +186,17 @@ impl Sender {
         .map(Ack)
     }
 
+    /// A region's public holiday, keyed `region|date` on the compacted holidays topic.
+    pub fn send_holiday(&self, h: &gridwatch_core::Holiday) -> Result<Ack, SendError> {
+        let value = serde_json::to_vec(h).expect("a holiday serializes");
+        self.send(
+            &self.cfg.topics.holidays,
+            Some(h.key().as_bytes()),
+            Some(&value),
+        )
+        .map(Ack)
+    }
+
     /// A null value on the compacted register topic: the meter is removed.
     pub fn send_registry_delete(&self, meter_id: &str) -> Result<Ack, SendError> {
         self.send(&self.cfg.topics.registry, Some(meter_id.as_bytes()), None)

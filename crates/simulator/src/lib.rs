@@ -54,6 +54,9 @@ pub struct SimConfig {
     /// A winter with a cold snap: homes heat with electricity (resistance, storage heaters,
     /// heat pumps) and `weather.csv` holds the temperature.
     pub winter: bool,
+    /// A summer with a heat wave (about +39 °C): homes cool with air conditioning and
+    /// `weather.csv` holds the temperature.
+    pub summer: bool,
     /// Share of customer meters whose head-end delivers each day's intervals in one batch,
     /// between 01:00 and 05:00 the next day.
     pub batched_share: f64,
@@ -77,6 +80,7 @@ impl Default for SimConfig {
             late_rate: 0.0005,
             skew_rate: 0.01,
             winter: false,
+            summer: false,
             batched_share: 0.0,
             backfill_share: 0.0,
         }
@@ -411,8 +415,9 @@ impl Utility {
             seed: self.cfg.seed,
             first_day: self.local(self.cfg.start).local.div_euclid(86_400),
             days: i64::from(self.cfg.days),
+            summer: self.cfg.summer,
         };
-        self.cfg.winter.then(|| {
+        (self.cfg.winter || self.cfg.summer).then(|| {
             writeln!(w, "region,ts,temp_c")?;
             for h in 1..=i64::from(self.cfg.days) * 24 {
                 let end = self.cfg.start + h * 3600;
@@ -423,6 +428,21 @@ impl Utility {
             }
             Ok(())
         })
+    }
+
+    /// The public holidays inside the run, per region, as `region,date,name` CSV.
+    pub fn write_holidays(&self, w: &mut impl Write) -> io::Result<()> {
+        writeln!(w, "region,date,name")?;
+        let first = self.local(self.cfg.start).local.div_euclid(86_400);
+        for day in first..first + i64::from(self.cfg.days) {
+            if let Some(name) = profile::holiday(day) {
+                for (region, _, _) in REGIONS {
+                    let date = gridwatch_core::time::format_date(day * 86_400);
+                    writeln!(w, "{region},{date},{name}")?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// All readings as contract CSV
@@ -587,10 +607,11 @@ impl<'a> Builder<'a> {
     }
 
     fn weather(&self) -> Option<winter::Weather> {
-        self.cfg.winter.then_some(winter::Weather {
+        (self.cfg.winter || self.cfg.summer).then_some(winter::Weather {
             seed: self.cfg.seed,
             first_day: self.first_day,
             days: i64::from(self.cfg.days),
+            summer: self.cfg.summer,
         })
     }
 

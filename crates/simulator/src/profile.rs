@@ -11,15 +11,49 @@ pub struct At {
     pub local: i64,
 }
 
+/// The utility's public holidays (month, day, name): Kazakhstan's. Businesses, offices and
+/// schools stand as on a Sunday.
+pub const HOLIDAYS: [(i8, i8, &str); 14] = [
+    (1, 1, "New Year"),
+    (1, 2, "New Year"),
+    (1, 7, "Orthodox Christmas"),
+    (3, 8, "International Women's Day"),
+    (3, 21, "Nauryz"),
+    (3, 22, "Nauryz"),
+    (3, 23, "Nauryz"),
+    (5, 1, "Unity Day"),
+    (5, 7, "Defender of the Fatherland Day"),
+    (5, 9, "Victory Day"),
+    (7, 6, "Capital Day"),
+    (8, 30, "Constitution Day"),
+    (10, 25, "Republic Day"),
+    (12, 16, "Independence Day"),
+];
+
+/// The holiday on local day `day` (days since 1970-01-01), if any.
+pub fn holiday(day: i64) -> Option<&'static str> {
+    let date = gridwatch_core::time::utc_date(day * 86_400);
+    HOLIDAYS
+        .iter()
+        .find(|(m, d, _)| *m == date.month() && *d == date.day())
+        .map(|h| h.2)
+}
+
 impl At {
-    /// Local hour of day as a fraction, local day number, weekday (0 = Monday), month (1–12).
+    /// Local hour of day as a fraction, local day number, weekday (0 = Monday; a public
+    /// holiday is a Sunday), month (1–12).
     fn parts(self) -> (f64, i64, i64, i64) {
         let day = self.local.div_euclid(86_400);
         let month = i64::from(gridwatch_core::time::utc_date(day * 86_400).month());
+        let weekday = if holiday(day).is_some() {
+            6
+        } else {
+            (day + 3).rem_euclid(7)
+        };
         (
             self.local.rem_euclid(86_400) as f64 / 3600.0,
             day,
-            (day + 3).rem_euclid(7),
+            weekday,
             month,
         )
     }
@@ -232,10 +266,10 @@ impl Profile {
             },
             vacation: (r(8) < 0.06).then_some((vac_start, vac_start + vac_len)),
             winter: weather.map(|w| {
-                let heating = if may_heat {
-                    Heating::draw(seed)
-                } else {
-                    Heating::None
+                let heating = match (may_heat, w.summer) {
+                    (false, _) => Heating::None,
+                    (true, false) => Heating::draw(seed),
+                    (true, true) => Heating::draw_summer(seed),
                 };
                 (w, heating)
             }),

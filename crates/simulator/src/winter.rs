@@ -1,5 +1,6 @@
-//! Winter: an outdoor temperature with a cold snap, and the ways homes heat with electricity —
-//! the season's hard negatives. Like every profile, a pure function of (seed, time).
+//! Winter and summer: an outdoor temperature with a cold snap (or a heat wave), and the ways
+//! homes heat (or cool) with electricity — the seasons' hard negatives. Like every profile, a
+//! pure function of (seed, time).
 
 use crate::profile::{u, At};
 
@@ -7,19 +8,25 @@ use crate::profile::{u, At};
 const BALANCE_C: f64 = 16.0;
 /// Heating degrees at which a heating system runs flat out (−22 °C outside).
 const FULL_DEGREES: f64 = 38.0;
+/// Air conditioners start above this outdoor temperature and run flat out this many degrees
+/// above it (40 °C).
+const COOL_ABOVE_C: f64 = 24.0;
+const FULL_COOLING: f64 = 16.0;
 
 /// The utility's outdoor temperature: a cold winter (around −7 °C) with a cold snap of about
-/// −25 °C for four days, 40 % of the way into the run.
+/// −25 °C for four days, 40 % of the way into the run; or (`summer`) a hot summer (around
+/// +27 °C) with a heat wave near +39 °C.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weather {
     pub seed: u64,
     /// First local day of the run (days since the epoch) and its length in days.
     pub first_day: i64,
     pub days: i64,
+    pub summer: bool,
 }
 
 impl Weather {
-    /// The cold snap: local days `[from, to)`.
+    /// The cold snap (or heat wave): local days `[from, to)`.
     pub fn snap(&self) -> (i64, i64) {
         let from = self.first_day + (self.days * 2 / 5).max(1);
         (from, from + 4.min(self.days / 3).max(1))
@@ -27,8 +34,13 @@ impl Weather {
 
     /// Mean temperature (°C) of local day `day`; the days either side of the snap are halfway.
     pub fn day_mean_c(&self, day: i64) -> f64 {
-        let ordinary = -7.0 + 8.0 * (u(self.seed, day, 40) - 0.5);
-        let cold = -25.0 + 3.0 * (u(self.seed, day, 41) - 0.5);
+        let (usual, extreme) = if self.summer {
+            (27.0, 39.0)
+        } else {
+            (-7.0, -25.0)
+        };
+        let ordinary = usual + 8.0 * (u(self.seed, day, 40) - 0.5);
+        let cold = extreme + 3.0 * (u(self.seed, day, 41) - 0.5);
         let (from, to) = self.snap();
         if (from..to).contains(&day) {
             cold
@@ -43,7 +55,8 @@ impl Weather {
     pub fn temp_c(&self, at: At) -> f64 {
         let day = at.local.div_euclid(86_400);
         let h = at.local.rem_euclid(86_400) as f64 / 3600.0;
-        self.day_mean_c(day) + 4.0 * ((h - 15.0) / 24.0 * std::f64::consts::TAU).cos()
+        let swing = if self.summer { 6.0 } else { 4.0 };
+        self.day_mean_c(day) + swing * ((h - 15.0) / 24.0 * std::f64::consts::TAU).cos()
     }
 }
 
@@ -63,6 +76,11 @@ pub enum Heating {
     },
     /// A heat pump: modulating around the clock, its efficiency falling with the cold.
     HeatPump {
+        kw: f64,
+    },
+    /// Air conditioning in summer: on for longer the hotter it is, much of the day and night
+    /// in a heat wave.
+    AirCon {
         kw: f64,
     },
 }
@@ -90,11 +108,25 @@ impl Heating {
         }
     }
 
+    /// A home's cooling in a summer run, drawn from its seed: a little over half cool.
+    pub fn draw_summer(seed: u64) -> Heating {
+        if u(seed, 0, 42) < 0.55 {
+            Heating::AirCon {
+                kw: 2.0 + 4.0 * u(seed, 0, 43),
+            }
+        } else {
+            Heating::None
+        }
+    }
+
     /// Its rated power (kW): what its connection must carry beyond the household's.
     pub fn rated_kw(&self) -> f64 {
         match *self {
             Heating::None => 0.0,
-            Heating::Resistance { kw } | Heating::Storage { kw } | Heating::HeatPump { kw } => kw,
+            Heating::Resistance { kw }
+            | Heating::Storage { kw }
+            | Heating::HeatPump { kw }
+            | Heating::AirCon { kw } => kw,
         }
     }
 
@@ -134,6 +166,10 @@ impl Heating {
                 let thermal = 3.2 * kw * need;
                 (thermal / cop).min(kw) * (0.95 + 0.1 * u(seed, quarter, 45))
             }
+            Heating::AirCon { kw } => {
+                let cooling = ((w.temp_c(at) - COOL_ABOVE_C) / FULL_COOLING).clamp(0.0, 1.0);
+                (kw * cooling * (0.7 + 0.6 * u(seed, quarter, 46))).min(kw)
+            }
         }
     }
 }
@@ -153,6 +189,7 @@ mod tests {
             seed: 3,
             first_day: 20_458,
             days: 14,
+            summer: false,
         };
         let (from, to) = w.snap();
         assert_eq!(to - from, 4);
@@ -169,5 +206,27 @@ mod tests {
         );
         let pump = Heating::HeatPump { kw: 6.0 };
         assert!(pump.kw(&w, at(from + 1, 4), 1) > 2.0 * pump.kw(&w, at(w.first_day, 15), 1));
+    }
+
+    #[test]
+    fn the_heat_wave_is_hot_and_air_conditioning_follows_it() {
+        let w = Weather {
+            seed: 3,
+            first_day: 20_640,
+            days: 14,
+            summer: true,
+        };
+        let (from, _) = w.snap();
+        assert!(w.day_mean_c(from + 1) > 36.0 && w.day_mean_c(w.first_day) < 32.0);
+        let ac = Heating::AirCon { kw: 5.0 };
+        let day_kwh = |day| (0..24).map(|h| ac.kw(&w, at(day, h), 1)).sum::<f64>();
+        let mildest = (w.first_day..w.first_day + w.days)
+            .map(day_kwh)
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            day_kwh(from + 1) > 2.0 * mildest,
+            "{} vs {mildest}",
+            day_kwh(from + 1)
+        );
     }
 }

@@ -72,9 +72,11 @@ impl SiteDetector for BlocksDetector {
         }
         if !(cx.residential() && cx.flat == Flat::None)
             || cx.common_rise.is_some()
-            // Rigs of `min_kw` running `block_hours` a day add this much to the day's mean,
-            // which the fit on the weather keeps as its intercept.
-            || cx.weather_explains(self.cfg.min_kw * f64::from(self.cfg.block_hours) / 24.0)
+            // Rigs of `min_kw` running `block_hours` a day add this much to the household's
+            // usual mean, which the fit on the weather keeps as its intercept.
+            || cx.weather_explains(
+                cx.series.baseline_kw + self.cfg.min_kw * f64::from(self.cfg.block_hours) / 24.0,
+            )
         {
             return None;
         }

@@ -6,7 +6,7 @@
 
 use gridwatch_core::CustomerClass;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One hour's count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,8 @@ pub(crate) struct Season {
     /// the whole file may come before the readings, so a year of it is kept (8,784 hours, about
     /// 100 KiB per region).
     temps: BTreeMap<i64, f32>,
+    /// Public holidays, as local days since 1970-01-01.
+    holidays: BTreeSet<i64>,
 }
 
 /// Days a region's (and a site's) daily demand is kept, to see whether the site follows the weather.
@@ -121,6 +123,15 @@ impl Season {
             t.level_sum += rise.level as f32;
             t.level_sq += (rise.level * rise.level) as f32;
         }
+    }
+
+    /// A public holiday on local day `day` (days since 1970-01-01).
+    pub fn holiday(&mut self, day: i64) {
+        self.holidays.insert(day);
+    }
+
+    pub fn is_holiday(&self, day: i64) -> bool {
+        self.holidays.contains(&day)
     }
 
     /// The outdoor temperature over the hour ending at `ts`; a later value for the same hour
