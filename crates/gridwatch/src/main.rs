@@ -108,7 +108,8 @@ technical losses that grow with load, and unmetered taps. Cases: mining farms fr
 homes, shops and factories, home miners, night-only, duty-cycled and ramping miners, unregistered \
 meters, consumption on disconnected or suspended sites, capacity creep, small rigs in factories, feeder taps \
 (flat, duty-cycled, small, night-only), tampering (stopped, reversed, bypassed, shunted meters), farms split \
-over neighbouring homes' meters, rigs in public buildings at nights and weekends. \
+over neighbouring homes' meters, rigs in public buildings at nights and weekends, duty-cycled rigs \
+inside a home's permit, rigs added one at a time. \
 Negatives: licensed farms, cold stores, hospitals, bakeries, EV fleet depots, greenhouses, electric heating, \
 EV chargers, vacations, families moving in, a glitching meter, a clock an hour off, seasonal pumps, public \
 holidays (businesses closed); with --summer, air conditioning through a heat wave; with --winter, resistance heaters, night storage heaters and heat pumps through a cold \

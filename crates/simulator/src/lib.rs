@@ -704,6 +704,8 @@ impl<'a> Builder<'a> {
                 // the rest in the sites between.
                 let evasive = [
                     Scenario::PublicBuildingMiner,
+                    Scenario::DutyCycledInPermit,
+                    Scenario::SteppedMiner,
                     Scenario::EvDepot,
                     Scenario::Greenhouse,
                     Scenario::MeterGlitch,
@@ -885,6 +887,24 @@ impl<'a> Builder<'a> {
                 let kw = self.rng.range(10.0, 40.0);
                 let base = self.household();
                 miner(self, base, kw, Schedule::Duty { on: 2, off: 1 }, case, true)
+            }
+            Scenario::DutyCycledInPermit => {
+                // Rigs switched two hours on, one off, all within a home's 15 kW permit.
+                rec.permitted_kw = Some(15.0);
+                let kw = self.rng.range(5.0, 9.0);
+                let base = self.household();
+                miner(self, base, kw, Schedule::Duty { on: 2, off: 1 }, case, true)
+            }
+            Scenario::SteppedMiner => {
+                // Rigs added one by one: 1.5 kW more every other day, up to 6-9 kW.
+                rec.permitted_kw = Some(15.0);
+                let kw = self.rng.range(6.0, 9.0);
+                let base = self.household();
+                let schedule = Schedule::Steps {
+                    step_kw: 1.5,
+                    every_days: 2.0,
+                };
+                miner(self, base, kw, schedule, case, false)
             }
             Scenario::RampUpMiner => {
                 let kw = self.rng.range(20.0, 80.0);

@@ -72,6 +72,9 @@ pub enum Schedule {
     Ramp { days: f64 },
     /// When a public building stands empty: a nightly window of local hours, and all weekend.
     NightsAndWeekends { from: f64, to: f64 },
+    /// Rigs added one at a time: `step_kw` more every `every_days` days, up to the full power
+    /// (the miner's `kw`); the share is of that full power.
+    Steps { step_kw: f64, every_days: f64 },
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +188,7 @@ fn bump(h: f64, centre: f64, width: f64) -> f64 {
 }
 
 impl Schedule {
-    fn share(self, at: At, onset: i64) -> f64 {
+    fn share(self, at: At, onset: i64, full_kw: f64) -> f64 {
         if at.utc < onset {
             return 0.0;
         }
@@ -217,12 +220,19 @@ impl Schedule {
             }
             Schedule::NightsAndWeekends { from, to } => {
                 let weekend = at.parts().2 >= 5;
-                let night = Schedule::Night { from, to }.share(at, onset);
+                let night = Schedule::Night { from, to }.share(at, onset, full_kw);
                 if weekend {
                     1.0
                 } else {
                     night
                 }
+            }
+            Schedule::Steps {
+                step_kw,
+                every_days,
+            } => {
+                let steps = 1.0 + ((at.utc - onset) as f64 / (every_days * 86_400.0)).floor();
+                (steps * step_kw / full_kw).min(1.0)
             }
         }
     }
@@ -337,8 +347,9 @@ impl Profile {
                 onset,
                 schedule,
             } => {
-                let rigs =
-                    kw * schedule.share(at, *onset) * (0.98 + 0.04 * u(*onset as u64, slot, salt));
+                let rigs = kw
+                    * schedule.share(at, *onset, *kw)
+                    * (0.98 + 0.04 * u(*onset as u64, slot, salt));
                 base.kw(at, salt) + rigs
             }
             Profile::After { inner, onset } => {

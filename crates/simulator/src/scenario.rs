@@ -82,6 +82,8 @@ named_enum!(
     FeederTapNight => "feeder_tap_night",
     SplitFarm => "split_farm",
     PublicBuildingMiner => "public_building_miner",
+    DutyCycledInPermit => "duty_cycled_in_permit",
+    SteppedMiner => "stepped_miner",
     LicensedFarm => "licensed_farm",
     ColdStorage => "cold_storage",
     Hospital => "hospital",
