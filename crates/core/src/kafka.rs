@@ -126,6 +126,30 @@ pub fn consumer_config(k: &KafkaConfig, group_id: &str) -> ClientConfig {
     c
 }
 
+/// The consumers' client context: librdkafka's errors go to the log at ERROR, except reaching
+/// the end of a partition, which is how a compacted topic is read to its end and how every
+/// caught-up consumer idles — normal, so DEBUG (at ERROR it would page someone at 3 a.m.).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        match error {
+            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_) => {
+                tracing::debug!("librdkafka: {error}: {reason}")
+            }
+            _ => tracing::error!("librdkafka: {error}: {reason}"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+/// A consumer with the [`Quiet`] context.
+pub type QuietConsumer = rdkafka::consumer::BaseConsumer<Quiet>;
+
 /// Reads a compacted topic (the register, the suspects, the weather) from the beginning to its current end,
 /// handing each record's key and value (None: a tombstone) to `apply`, and returns the consumer
 /// positioned for what comes next. The end is the partition-EOF event, which also holds for
@@ -138,17 +162,17 @@ pub fn read_compacted(
     topic: &str,
     timeout: std::time::Duration,
     mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
-) -> Result<rdkafka::consumer::BaseConsumer, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+) -> Result<QuietConsumer, String> {
+    use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
     use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
     use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
 
-    let consumer: BaseConsumer = consumer_config(k, group_id)
+    let consumer: QuietConsumer = consumer_config(k, group_id)
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(Quiet)
         .map_err(|e| format!("consumer for {topic}: {e}"))?;
     let parts = partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();

@@ -18,12 +18,13 @@ use gridwatch_core::events::{
 };
 use gridwatch_core::kafka::{
     consumer_config, partitions, producer_config, queue_full, read_compacted, retry_while_full,
+    Quiet, QuietConsumer,
 };
 use gridwatch_core::{
     Alert, AlertStatus, DlqRecord, Holiday, KafkaConfig, MeterRecord, Reading, RegistryUpdate,
     Validation, WeatherObs,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -136,7 +137,7 @@ fn holiday(payload: Option<&[u8]>) -> Result<Option<Holiday>, String> {
 
 /// Reads the whole compacted holidays topic into the engine, then leaves the consumer
 /// positioned for what comes next.
-fn load_holidays(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<BaseConsumer> {
+fn load_holidays(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<QuietConsumer> {
     let mut days = 0u64;
     let consumer = read_compacted(
         k,
@@ -162,7 +163,7 @@ fn load_holidays(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result
 
 /// Reads the whole compacted weather topic into the engine, then leaves the consumer positioned
 /// for what comes next.
-fn load_weather(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<BaseConsumer> {
+fn load_weather(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<QuietConsumer> {
     let mut hours = 0u64;
     let consumer = read_compacted(
         k,
@@ -188,7 +189,7 @@ fn load_weather(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<
 
 /// Reads the whole compacted register into the engine, then leaves the consumer positioned
 /// for live updates.
-fn load_registry(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<BaseConsumer> {
+fn load_registry(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<QuietConsumer> {
     let mut sink = Vec::new();
     let mut rows = 0u64;
     let consumer = read_compacted(
@@ -296,7 +297,7 @@ pub fn run(
     producer
         .init_transactions(TIMEOUT)
         .context("init_transactions (is another detector running with this transactional_id?)")?;
-    let consumer: BaseConsumer = consumer_config(k, &d.group_id).create()?;
+    let consumer: QuietConsumer = consumer_config(k, &d.group_id).create_with_context(Quiet)?;
     let topic = &k.topics.readings;
     let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
     let mut all = TopicPartitionList::new();

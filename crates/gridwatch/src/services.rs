@@ -4,10 +4,12 @@
 use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::events::{Counter, Counters};
-use gridwatch_core::kafka::{consumer_config, ensure_topics, partitions, read_compacted};
+use gridwatch_core::kafka::{
+    consumer_config, ensure_topics, partitions, read_compacted, Quiet, QuietConsumer,
+};
 use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Records, Sender, Validation};
 use indicatif::ProgressBar;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::fs::File;
@@ -344,7 +346,8 @@ pub fn tail(cfg: &Config, topic: &str, t: Tail) -> Result<()> {
     } = t;
     let rt = runtime()?;
     let stop = stop_flag(&rt);
-    let consumer: BaseConsumer = consumer_config(&cfg.kafka, "gridwatch-tail").create()?;
+    let consumer: QuietConsumer =
+        consumer_config(&cfg.kafka, "gridwatch-tail").create_with_context(Quiet)?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions(&consumer, topic).map_err(|e| anyhow!(e))? {
         tpl.add_partition_offset(

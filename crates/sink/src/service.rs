@@ -6,9 +6,9 @@
 use crate::writer::{Batches, FlaggedFiles, Row};
 use anyhow::{anyhow, Context, Result};
 use gridwatch_core::events::{AlertSkipped, Counters, FilesWritten, InternalEvent, RecordRejected};
-use gridwatch_core::kafka::{consumer_config, partitions};
+use gridwatch_core::kafka::{consumer_config, partitions, Quiet, QuietConsumer};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::path::Path;
@@ -27,7 +27,7 @@ pub fn run(
     let files = FlaggedFiles::open(out, s.format)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
     let written = files.on_disk()?;
-    let consumer: BaseConsumer = consumer_config(k, &s.group_id).create()?;
+    let consumer: QuietConsumer = consumer_config(k, &s.group_id).create_with_context(Quiet)?;
     let topic = &k.topics.alerts;
     let mut tpl = TopicPartitionList::new();
     for p in partitions(&consumer, topic).map_err(|e| anyhow!(e))? {
