@@ -740,3 +740,270 @@ fn weather_and_holidays_loaded_to_kafka_reach_the_detector_as_in_the_embedded_ru
     assert!(!log.contains("ERROR"), "{log}");
     assert_eq!(alert_counts(&kafka_all), alert_counts(&seen));
 }
+
+#[test]
+fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let env = Env::new(&bootstrap, "checkpoint")
+        .with("GRIDWATCH__DETECTOR__CHECKPOINT_INTERVAL_S", "1")
+        .with("GRIDWATCH__DETECTOR__METRICS_LISTEN", &metrics);
+    let data = env.dir.join("data");
+    let d = data.to_str().unwrap();
+    env.run(&[
+        "simulate", "--out", d, "--sites", "60", "--days", "6", "--seed", "12",
+    ]);
+    let emb = env.dir.join("embedded");
+    env.run(&[
+        "run",
+        "--registry",
+        &format!("{d}/registry.csv"),
+        "--readings",
+        &format!("{d}/readings.csv"),
+        "--out",
+        emb.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let part1 = data.join("part1.csv");
+    let part2 = data.join("part2.csv");
+    std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
+    std::fs::write(
+        &part2,
+        format!("{}\n{}\n", lines[0], lines[half..].join("\n")),
+    )
+    .unwrap();
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        &format!("{d}/registry.csv"),
+    ]);
+    env.run(&["ingest", "--readings", part1.to_str().unwrap()]);
+
+    let replayed = |body: &str| metric(body, "gridwatch_readings_replayed_total").unwrap_or(0);
+    let mut detector = env.spawn("detector1", &["detect"]);
+    // Wait for a checkpoint that covers the whole first half, then crash.
+    wait_until(
+        "a checkpoint of the first half",
+        Duration::from_secs(120),
+        || {
+            let (_, body) = get_text(&metrics, "/metrics");
+            let counted = metric(&body, "gridwatch_readings_total").unwrap_or(0)
+                + metric(&body, "gridwatch_readings_duplicate_total").unwrap_or(0);
+            counted >= (half - 1) as u64
+                && metric(&body, "gridwatch_checkpoint_bytes").unwrap_or(0) > 0
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    detector.kill9();
+    env.run(&["ingest", "--readings", part2.to_str().unwrap()]);
+    let mut detector = env.spawn("detector2", &["detect"]);
+    wait_until(
+        "the restarted detector is ready",
+        Duration::from_secs(120),
+        || get(&metrics, "/readyz") == 200,
+    );
+    let kafka = env.tail("alerts", embedded.len(), Duration::from_secs(180));
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "Kafka (through a checkpoint restore) and embedded alerts differ"
+    );
+    let log = detector.log_text();
+    assert!(log.contains("checkpoint restored"), "{log}");
+    let (_, body) = get_text(&metrics, "/metrics");
+    assert!(
+        replayed(&body) < (half / 10) as u64,
+        "a restored detector replays only what came after its checkpoint, not the {half} \
+         readings before: replayed {}",
+        replayed(&body)
+    );
+    assert!(detector.stop(), "{}", detector.log_text());
+
+    // Other detector settings: the checkpoint is refused and the state rebuilt from every
+    // retained reading, saying why.
+    let env = env.with("GRIDWATCH__DETECTOR__LATENESS_HORIZON_S", "86400");
+    let mut detector = env.spawn("detector3", &["detect"]);
+    wait_until("the full replay", Duration::from_secs(120), || {
+        get(&metrics, "/readyz") == 200
+    });
+    let log = detector.log_text();
+    assert!(
+        log.contains("checkpoint not used") && log.contains("settings"),
+        "{log}"
+    );
+    let (_, body) = get_text(&metrics, "/metrics");
+    assert!(
+        replayed(&body) >= (lines.len() - 2) as u64 * 9 / 10,
+        "replayed {} of {}",
+        replayed(&body),
+        lines.len() - 1
+    );
+    assert!(detector.stop(), "{}", detector.log_text());
+}
+
+#[test]
+fn topics_are_created_with_the_configured_retention_and_min_insync_replicas() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let env = Env::new(&bootstrap, "topiccfg")
+        .with("GRIDWATCH__KAFKA__RETENTION_S", "7200")
+        .with("GRIDWATCH__KAFKA__MIN_INSYNC_REPLICAS", "1");
+    let out = env.run(&["topics", "create"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("retention 2 h") && said.contains("min.insync.replicas 1"),
+        "{said}"
+    );
+    let describe = |topic: &str| {
+        let out = Command::new("java")
+            .arg("-cp")
+            .arg(format!(
+                "{}/*",
+                repo_root().join("deploy/kafka/libs").display()
+            ))
+            .args([
+                "org.apache.kafka.tools.TopicCommand",
+                "--describe",
+                "--topic",
+                topic,
+            ])
+            .args(["--bootstrap-server", &bootstrap])
+            .output()
+            .expect("java runs Kafka's TopicCommand");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let readings = describe(env.var("GRIDWATCH__KAFKA__TOPICS__READINGS"));
+    assert!(
+        readings.contains("retention.ms=7200000") && readings.contains("min.insync.replicas=1"),
+        "{readings}"
+    );
+    let registry = describe(env.var("GRIDWATCH__KAFKA__TOPICS__REGISTRY"));
+    assert!(
+        registry.contains("cleanup.policy=compact") && !registry.contains("retention.ms"),
+        "{registry}"
+    );
+    // A min ISR beyond the replication factor is refused before any topic is made.
+    let bad = env
+        .with("GRIDWATCH__KAFKA__MIN_INSYNC_REPLICAS", "2")
+        .with("GRIDWATCH__KAFKA__TOPICS__READINGS", "never-made.readings");
+    let out = Command::new(gridwatch_e2e::bin())
+        .args(["topics", "create"])
+        .envs(bad.vars.iter().map(|(k, v)| (k, v)))
+        .env_remove("GRIDWATCH_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("kafka.min_insync_replicas"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
+    let _one_at_a_time = serial();
+    let Some(_) = kafka() else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let detector_metrics = format!("127.0.0.1:{}", free_port());
+    let scratch = Env::new("unused", "brokerrestart");
+    let broker = gridwatch_e2e::Broker::start(&scratch.dir);
+    let env = Env::new(&broker.bootstrap, "brokerrestart")
+        .with("GRIDWATCH__INGESTER__LISTEN", &addr)
+        .with("GRIDWATCH__DETECTOR__METRICS_LISTEN", &detector_metrics)
+        .with("GRIDWATCH__DETECTOR__BATCH_SIZE", "500")
+        .with("GRIDWATCH__DETECTOR__CHECKPOINT_INTERVAL_S", "2");
+    let data = env.dir.join("data");
+    let d = data.to_str().unwrap();
+    env.run(&[
+        "simulate", "--out", d, "--sites", "50", "--days", "6", "--seed", "13",
+    ]);
+    let emb = env.dir.join("embedded");
+    env.run(&[
+        "run",
+        "--registry",
+        &format!("{d}/registry.csv"),
+        "--readings",
+        &format!("{d}/readings.csv"),
+        "--out",
+        emb.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let part1 = data.join("part1.csv");
+    std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
+    let part2 = format!("{}\n{}\n", lines[0], lines[half..].join("\n"));
+
+    env.run(&["topics", "create"]);
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        &format!("{d}/registry.csv"),
+    ]);
+    env.run(&["ingest", "--readings", part1.to_str().unwrap()]);
+    let out = env.dir.join("kafka-out");
+    let mut ingester = env.spawn("ingester", &["ingester"]);
+    let mut detector = env.spawn("detector", &["detect"]);
+    let mut sink = env.spawn("sink", &["sink", "--out", out.to_str().unwrap()]);
+    wait_until(
+        "alerts from the first half",
+        Duration::from_secs(120),
+        || !env.tail("alerts", 1, Duration::ZERO).is_empty(),
+    );
+
+    // The broker goes away while the services run, and comes back.
+    broker.kafka_sh("down");
+    std::thread::sleep(Duration::from_secs(5));
+    broker.kafka_sh("up");
+    // The second half arrives over HTTP once the ingester can reach Kafka again.
+    wait_until(
+        "the ingester to take the second half",
+        Duration::from_secs(120),
+        || post(&addr, "/v1/readings", "text/csv", part2.as_bytes()).0 == 200,
+    );
+    let kafka = env.tail("alerts", embedded.len(), Duration::from_secs(240));
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "through a broker restart, Kafka and embedded alerts differ\n{}",
+        detector.log_text()
+    );
+    assert!(
+        ingester.alive() && detector.alive() && sink.alive(),
+        "every service is still the process it was: ingester {}, detector {}, sink {}",
+        ingester.alive(),
+        detector.alive(),
+        sink.alive()
+    );
+    wait_until("the detector ready again", Duration::from_secs(60), || {
+        get(&detector_metrics, "/readyz") == 200
+    });
+    settle(|| logged_rows(&sink.log_text()) >= kafka_all.len());
+    assert!(sink.stop(), "{}", sink.log_text());
+    assert!(detector.stop(), "{}", detector.log_text());
+    assert!(ingester.stop(), "{}", ingester.log_text());
+    let jsonl = env.dir.join("kafka-alerts.jsonl");
+    write_jsonl(&jsonl, &kafka_all);
+    check_with_python(&out.join("flagged"), &jsonl);
+}

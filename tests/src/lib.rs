@@ -103,6 +103,10 @@ impl Env {
                 format!("{p}-detector-0"),
             ),
             ("GRIDWATCH__SINK__GROUP_ID", format!("{p}-sink")),
+            (
+                "GRIDWATCH__DETECTOR__STATE_DIR",
+                dir.join("state").to_string_lossy().into_owned(),
+            ),
             ("GRIDWATCH__SINK__ROLL_AGE_S", "1".to_string()),
             (
                 "GRIDWATCH__DETECTOR__METRICS_LISTEN",
@@ -248,6 +252,13 @@ impl Service {
         false
     }
 
+    /// Whether the process is still running (it has not exited, crashed or been stopped).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: a crash at an arbitrary point.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -359,5 +370,59 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A private single-node broker (deploy/kafka/kafka.sh on free ports, data under `dir`), for
+/// tests that stop and restart it; stopped when dropped.
+pub struct Broker {
+    vars: Vec<(String, String)>,
+    pub bootstrap: String,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        let port = free_port();
+        let vars = vec![
+            ("KAFKA_PORT".to_string(), port.to_string()),
+            ("KAFKA_CONTROLLER_PORT".to_string(), free_port().to_string()),
+            (
+                "KAFKA_RUN_DIR".to_string(),
+                dir.join("kafka").to_string_lossy().into_owned(),
+            ),
+            ("KAFKA_HEAP".to_string(), "384m".to_string()),
+        ];
+        let b = Broker {
+            vars,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        b.kafka_sh("up");
+        b
+    }
+
+    /// `kafka.sh up|down`; panics with its output if it fails.
+    pub fn kafka_sh(&self, what: &str) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("deploy/kafka/kafka.sh"))
+            .arg(what)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("bash runs kafka.sh");
+        assert!(
+            out.status.success(),
+            "kafka.sh {what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("deploy/kafka/kafka.sh"))
+            .arg("down")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
+            .output();
     }
 }

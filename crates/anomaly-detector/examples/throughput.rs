@@ -1,5 +1,5 @@
 //! Benchmark (not a test): readings per second through the pure detection core on one core,
-//! and engine memory per meter. Run: `cargo run --release -p gridwatch-anomaly-detector --example throughput`
+//! engine memory per meter, and the time to take and restore a checkpoint of the whole state. Run: `cargo run --release -p gridwatch-anomaly-detector --example throughput`
 //! Optional arguments: meters (default 100000), days (default 2).
 
 use gridwatch_anomaly_detector::{Engine, EngineConfig};
@@ -56,5 +56,20 @@ fn main() {
     println!(
         "engine state: {} B per meter (MeterState, excluding the register row and id)",
         engine.state_bytes_per_meter()
+    );
+    let started = Instant::now();
+    let bytes = engine.checkpoint();
+    let took = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let restored = Engine::restore(EngineConfig::default(), &bytes).expect("restores");
+    let back = started.elapsed().as_secs_f64();
+    assert_eq!(restored.meters(), meters);
+    println!(
+        "checkpoint: {:.1} MB ({} B per meter), taken in {took:.3} s, restored in {back:.3} s; \
+         projected at 1 M meters: {:.1} s to take, {:.1} s to restore",
+        bytes.len() as f64 / 1e6,
+        bytes.len() / meters,
+        took * 1e6 / meters as f64,
+        back * 1e6 / meters as f64
     );
 }

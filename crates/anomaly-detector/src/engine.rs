@@ -57,13 +57,13 @@ impl MeterState {
     }
 }
 
-struct Slot {
-    reg: Option<MeterRecord>,
+pub(crate) struct Slot {
+    pub reg: Option<MeterRecord>,
     /// The feeder this meter measures (a head) or belongs to (a customer).
-    feeder: Option<u32>,
+    pub feeder: Option<u32>,
     /// Its region (the register's `region`, else its feeder), for the season.
-    region: Option<u32>,
-    st: MeterState,
+    pub region: Option<u32>,
+    pub st: MeterState,
 }
 
 /// A feeder's state: its balance, its customers' peer groups, and its imbalance episode.
@@ -75,22 +75,22 @@ pub(crate) struct FeederState {
     pub episode: Option<Episode>,
 }
 
-struct FeederSlot {
-    id: String,
+pub(crate) struct FeederSlot {
+    pub id: String,
     /// Registered customer meters on the feeder (engine slots), in registration order.
-    members: Vec<u32>,
-    st: FeederState,
+    pub members: Vec<u32>,
+    pub st: FeederState,
 }
 
 pub struct Engine {
-    cfg: EngineConfig,
-    d: Detectors,
-    index: FxHashMap<Box<str>, u32>,
-    slots: Vec<Slot>,
-    feeder_index: FxHashMap<Box<str>, u32>,
-    feeders: Vec<FeederSlot>,
-    region_index: FxHashMap<Box<str>, u32>,
-    regions: Vec<Season>,
+    pub(crate) cfg: EngineConfig,
+    pub(crate) d: Detectors,
+    pub(crate) index: FxHashMap<Box<str>, u32>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) feeder_index: FxHashMap<Box<str>, u32>,
+    pub(crate) feeders: Vec<FeederSlot>,
+    pub(crate) region_index: FxHashMap<Box<str>, u32>,
+    pub(crate) regions: Vec<Season>,
 }
 
 impl Engine {

@@ -84,7 +84,7 @@ pub struct Mining {
     pub floor_kw: f64,
     pub hours: f64,
     pub baseline_floor_kw: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Left out of an alert where unknown (see [`Evidence::fields`]).
     pub night_day_ratio: Option<f64>,
     pub permitted_kw: Option<f64>,
     pub customer_class: ClassName,
@@ -243,7 +243,13 @@ impl Evidence {
             Evidence::Unregistered(e) => object(e),
             Evidence::Disconnected(e) => object(e),
             Evidence::Capacity(e) => object(e),
-            Evidence::Mining(e) => object(e),
+            Evidence::Mining(e) => {
+                let mut m = object(e);
+                if e.night_day_ratio.is_none() {
+                    m.remove("night_day_ratio");
+                }
+                m
+            }
             Evidence::Block(e) => object(e),
             Evidence::Step(e) => object(e),
             Evidence::Tamper(e) => object(e),

@@ -9,6 +9,7 @@
 //! evidence alerts carry.
 
 mod case;
+pub mod checkpoint;
 pub mod config;
 mod detectors;
 pub mod engine;
@@ -16,6 +17,7 @@ mod episode;
 mod evidence;
 mod series;
 
+pub use checkpoint::RestoreError;
 pub use config::EngineConfig;
 pub use detectors::blocks::BlocksConfig;
 pub use detectors::bypass::BypassConfig;

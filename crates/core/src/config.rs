@@ -13,9 +13,49 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of topics gridwatch creates.
     pub replication_factor: i32,
+    /// `min.insync.replicas` of topics gridwatch creates: how many replicas must have a write
+    /// before `acks=all` acknowledges it. Unset: 2 where the replication factor allows (one
+    /// broker may be lost without losing or refusing a write), else 1.
+    pub min_insync_replicas: Option<i32>,
+    /// `retention.ms` of the readings, alerts and DLQ topics gridwatch creates, in seconds
+    /// (compacted topics keep every key's latest record instead). 7 days by default: the
+    /// detector's checkpoints bound restart time, not retention.
+    pub retention_s: i64,
     /// librdkafka properties passed through as they are (e.g. `security.protocol`).
     /// Put secrets here through the environment, never in a committed file.
     pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// The `min.insync.replicas` topics are created with.
+    pub fn min_insync(&self) -> i32 {
+        self.min_insync_replicas
+            .unwrap_or(if self.replication_factor >= 3 { 2 } else { 1 })
+    }
+
+    /// Refuses settings the broker would refuse later, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.partitions < 1 {
+            return Err("kafka.partitions: at least 1".into());
+        }
+        if self.replication_factor < 1 {
+            return Err("kafka.replication_factor: at least 1".into());
+        }
+        let isr = self.min_insync();
+        if !(1..=self.replication_factor).contains(&isr) {
+            return Err(format!(
+                "kafka.min_insync_replicas: {isr} is not within 1..={} (the replication factor)",
+                self.replication_factor
+            ));
+        }
+        if self.retention_s < 3600 {
+            return Err(format!(
+                "kafka.retention_s: {} s is under an hour",
+                self.retention_s
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for KafkaConfig {
@@ -25,6 +65,8 @@ impl Default for KafkaConfig {
             topics: Topics::default(),
             partitions: 3,
             replication_factor: 1,
+            min_insync_replicas: None,
+            retention_s: 7 * 86_400,
             properties: BTreeMap::new(),
         }
     }
@@ -146,5 +188,36 @@ impl Default for SinkConfig {
             roll_rows: 100_000,
             roll_age_s: 30,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KafkaConfig;
+
+    #[test]
+    fn topic_durability_defaults_follow_the_replication_factor_and_bad_values_name_their_key() {
+        let one = KafkaConfig::default();
+        assert_eq!(one.min_insync(), 1);
+        assert!(one.validate().is_ok());
+        let three = KafkaConfig {
+            replication_factor: 3,
+            ..KafkaConfig::default()
+        };
+        assert_eq!(three.min_insync(), 2, "one broker may be lost");
+        let too_many = KafkaConfig {
+            min_insync_replicas: Some(2),
+            ..KafkaConfig::default()
+        };
+        let e = too_many.validate().unwrap_err();
+        assert!(e.starts_with("kafka.min_insync_replicas"), "{e}");
+        let short = KafkaConfig {
+            retention_s: 60,
+            ..KafkaConfig::default()
+        };
+        assert!(short
+            .validate()
+            .unwrap_err()
+            .starts_with("kafka.retention_s"));
     }
 }

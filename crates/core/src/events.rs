@@ -52,25 +52,79 @@ counters! {
     AlertsSkipped => "gridwatch_alerts_skipped_total",
     /// Records the broker did not acknowledge.
     SendFailures => "gridwatch_send_failures_total",
+    /// Times a service failed and restarted in-process (a broker gone, a transaction lost).
+    Restarts => "gridwatch_service_restarts_total",
 }
 
-/// One component's counts; shared by reference (all updates are atomic).
+/// Levels a component reports (Prometheus gauges): set, not counted up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gauge {
+    /// 1 while a service is not ready: the detector rebuilding its state (restoring a
+    /// checkpoint, replaying to its committed offsets), or any service restarting after a
+    /// failure until it is connected again; its `/readyz` answers 503 meanwhile.
+    Restoring,
+    /// Readings still to replay before the detector is live.
+    RestoreRemaining,
+    /// Size of the last engine checkpoint written.
+    CheckpointBytes,
+    /// When the last engine checkpoint was written (Unix seconds; its age is `time() - this`).
+    CheckpointTimestamp,
+    /// Engines' meters tracked.
+    Meters,
+}
+
+impl Gauge {
+    pub const ALL: &'static [Gauge] = &[
+        Gauge::Restoring,
+        Gauge::RestoreRemaining,
+        Gauge::CheckpointBytes,
+        Gauge::CheckpointTimestamp,
+        Gauge::Meters,
+    ];
+
+    /// The Prometheus name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Gauge::Restoring => "gridwatch_restoring",
+            Gauge::RestoreRemaining => "gridwatch_restore_remaining_records",
+            Gauge::CheckpointBytes => "gridwatch_checkpoint_bytes",
+            Gauge::CheckpointTimestamp => "gridwatch_checkpoint_timestamp_seconds",
+            Gauge::Meters => "gridwatch_meters",
+        }
+    }
+}
+
+/// One component's counts and levels; shared by reference (all updates are atomic).
 #[derive(Debug)]
-pub struct Counters([AtomicU64; Counter::ALL.len()]);
+pub struct Counters {
+    counts: [AtomicU64; Counter::ALL.len()],
+    levels: [AtomicU64; Gauge::ALL.len()],
+}
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters(std::array::from_fn(|_| AtomicU64::new(0)))
+        Counters {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            levels: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 }
 
 impl Counters {
     pub fn get(&self, c: Counter) -> u64 {
-        self.0[c as usize].load(Ordering::Relaxed)
+        self.counts[c as usize].load(Ordering::Relaxed)
     }
 
     fn add(&self, c: Counter, n: u64) {
-        self.0[c as usize].fetch_add(n, Ordering::Relaxed);
+        self.counts[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn level(&self, g: Gauge) -> u64 {
+        self.levels[g as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, g: Gauge, v: u64) {
+        self.levels[g as usize].store(v, Ordering::Relaxed);
     }
 
     /// Every counter in the Prometheus text format (a `# TYPE` line and its value), for a
@@ -82,6 +136,13 @@ impl Counters {
                 "# TYPE {name} counter\n{name} {}\n",
                 self.get(c),
                 name = c.name()
+            ));
+        }
+        for &g in Gauge::ALL {
+            out.push_str(&format!(
+                "# TYPE {name} gauge\n{name} {}\n",
+                self.level(g),
+                name = g.name()
             ));
         }
         out
@@ -196,6 +257,15 @@ impl InternalEvent for TransactionCommitted {
         tracing::trace!(millis = self.millis, "transaction committed");
         c.add(Counter::Transactions, 1);
         c.add(Counter::CommitMillis, self.millis);
+    }
+}
+
+/// A service failed and restarts in-process after a backoff (logged by the supervisor).
+pub struct Restarted;
+
+impl InternalEvent for Restarted {
+    fn emit(self, c: &Counters) {
+        c.add(Counter::Restarts, 1);
     }
 }
 

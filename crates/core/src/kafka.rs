@@ -65,16 +65,28 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = client_config(k)
         .create()
         .map_err(|e| format!("kafka admin client: {e}"))?;
-    let rf = || TopicReplication::Fixed(k.replication_factor);
+    k.validate()?;
+    let isr = k.min_insync().to_string();
+    let retention_ms = (k.retention_s * 1000).to_string();
+    let topic = |name, partitions| {
+        NewTopic::new(
+            name,
+            partitions,
+            TopicReplication::Fixed(k.replication_factor),
+        )
+        .set("min.insync.replicas", &isr)
+    };
+    let log = |name| topic(name, k.partitions).set("retention.ms", &retention_ms);
+    let compacted = |name, partitions| topic(name, partitions).set("cleanup.policy", "compact");
     let t = &k.topics;
     let topics = [
-        NewTopic::new(&t.readings, k.partitions, rf()),
-        NewTopic::new(&t.alerts, k.partitions, rf()),
-        NewTopic::new(&t.dlq, k.partitions, rf()),
-        NewTopic::new(&t.registry, k.partitions, rf()).set("cleanup.policy", "compact"),
-        NewTopic::new(&t.suspects, k.partitions, rf()).set("cleanup.policy", "compact"),
-        NewTopic::new(&t.weather, 1, rf()).set("cleanup.policy", "compact"),
-        NewTopic::new(&t.holidays, 1, rf()).set("cleanup.policy", "compact"),
+        log(&t.readings),
+        log(&t.alerts),
+        log(&t.dlq),
+        compacted(&t.registry, k.partitions),
+        compacted(&t.suspects, k.partitions),
+        compacted(&t.weather, 1),
+        compacted(&t.holidays, 1),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
     let results = admin

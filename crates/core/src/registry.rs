@@ -88,7 +88,7 @@ pub struct MeterRecord {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub region: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub timezone: Option<String>,
 }
 

@@ -4,16 +4,21 @@
 //! compacted `gridwatch.suspects` — exactly once. Each batch of alerts
 //! and the consumed offsets are committed in one Kafka transaction.
 //!
-//! State recovery is by replay: the engine is deterministic, so on start the detector reads
-//! its partitions from the beginning, feeding the engine silently up to the committed
-//! offsets, and produces only from there on. A crash at any point therefore yields the same
-//! alerts, with the same ids, as an uninterrupted run. On any transaction error the service
-//! exits and relies on restart + replay (crash-only).
+//! State recovery is by checkpoint and replay: the engine is deterministic, so on start the
+//! detector restores its last checkpoint ([`checkpoints`]: the engine's state and the offsets
+//! it covers), reads its partitions from those offsets (from the beginning without one),
+//! feeding the engine silently up to the committed offsets, and produces only from there on.
+//! A crash at any point therefore yields the same alerts, with the same ids, as an
+//! uninterrupted run. On any consumer or transaction error the run returns the error; the
+//! binary's supervisor starts a new run after a backoff, which restores and replays (crash-only).
+
+pub mod checkpoints;
 
 use anyhow::{anyhow, Context, Result};
+use checkpoints::{Header, Store};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
-    AlertsEmitted, Counters, DlqWritten, InternalEvent, ReadingProcessed, ReadingReplayed,
+    AlertsEmitted, Counters, DlqWritten, Gauge, InternalEvent, ReadingProcessed, ReadingReplayed,
     RecordRejected, TransactionCommitted,
 };
 use gridwatch_core::kafka::{
@@ -30,7 +35,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,8 +52,13 @@ pub struct ServiceConfig {
     pub transactional_id: String,
     /// Readings per transaction, at most.
     pub batch_size: usize,
-    /// Address of the service's `/metrics` (Prometheus text) and `/healthz`.
+    /// Address of the service's `/metrics` (Prometheus text), `/healthz` and `/readyz`.
     pub metrics_listen: String,
+    /// Folder of the engine checkpoint (created when missing; keep it on a persistent volume).
+    /// Empty turns checkpoints off: every start then replays every retained reading.
+    pub state_dir: String,
+    /// Seconds between engine checkpoints: a restart replays about this much of the stream.
+    pub checkpoint_interval_s: u64,
 }
 
 impl Default for ServiceConfig {
@@ -58,6 +68,8 @@ impl Default for ServiceConfig {
             transactional_id: "gridwatch-detector-0".into(),
             batch_size: 20_000,
             metrics_listen: "127.0.0.1:9641".into(),
+            state_dir: "gridwatch-state".into(),
+            checkpoint_interval_s: 60,
         }
     }
 }
@@ -283,11 +295,8 @@ pub fn run(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let mut engine = Engine::new(engine.clone())?;
-    let registry = load_registry(k, &d.group_id, &mut engine)?;
-    let weather = load_weather(k, &d.group_id, &mut engine)?;
-    let holidays = load_holidays(k, &d.group_id, &mut engine)?;
-
+    let started_at = Instant::now();
+    counters.set(Gauge::Restoring, 1);
     // Fence any previous instance first: this aborts a transaction it left open, without
     // which the group's committed offsets stay unstable (unreadable) until it times out.
     let mut pcfg = producer_config(k);
@@ -308,7 +317,6 @@ pub fn run(
         .committed_offsets(all, TIMEOUT)
         .context("committed offsets of the detector group")?;
     let mut replay_until: HashMap<i32, i64> = HashMap::new();
-    let mut assignment = TopicPartitionList::new();
     for p in &parts {
         let c = committed.find_partition(topic, *p).map(|e| e.offset());
         replay_until.insert(
@@ -318,13 +326,58 @@ pub fn run(
                 _ => 0,
             },
         );
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    let mut store = Store::new(&d.state_dir, &d.group_id);
+    let here = Header {
+        cluster_id: consumer
+            .client()
+            .fetch_cluster_id(TIMEOUT)
+            .unwrap_or_default(),
+        topic: topic.clone(),
+        group_id: d.group_id.clone(),
+        offsets: BTreeMap::new(),
+        bytes: 0,
+    };
+    let restored = store.as_ref().and_then(|s| {
+        s.load(&here, &replay_until, engine).unwrap_or_else(|why| {
+            tracing::warn!(
+                path = %s.path().display(),
+                "checkpoint not used, rebuilding state from every retained reading: {why}"
+            );
+            None
+        })
+    });
+    // The next offset the engine has not seen, per partition it has seen any of.
+    let (mut engine, mut consumed) = match restored {
+        Some(r) => {
+            tracing::info!(
+                meters = r.engine.meters(),
+                offsets = ?r.offsets,
+                "checkpoint restored"
+            );
+            (r.engine, r.offsets)
+        }
+        None => (Engine::new(engine.clone())?, BTreeMap::new()),
+    };
+    let registry = load_registry(k, &d.group_id, &mut engine)?;
+    let weather = load_weather(k, &d.group_id, &mut engine)?;
+    let holidays = load_holidays(k, &d.group_id, &mut engine)?;
+    let mut assignment = TopicPartitionList::new();
+    for p in &parts {
+        let from = consumed
+            .get(p)
+            .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+        assignment.add_partition_offset(topic, *p, from)?;
     }
     consumer.assign(&assignment)?;
     tracing::info!(
         ?replay_until,
+        from = ?consumed,
         "replaying committed readings to rebuild state"
     );
+    let mut restoring = true;
+    let mut last_checkpoint = Instant::now();
+    let interval = Duration::from_secs(d.checkpoint_interval_s);
 
     let group = consumer
         .group_metadata()
@@ -388,6 +441,7 @@ pub fn run(
             };
             let msg = msg.context("reading readings")?;
             n += 1;
+            consumed.insert(msg.partition(), msg.offset() + 1);
             let is_live = msg.offset() >= replay_until.get(&msg.partition()).copied().unwrap_or(0);
             let parsed = msg
                 .payload()
@@ -482,13 +536,79 @@ pub fn run(
             dlq.clear();
         }
         producer.poll(Duration::ZERO);
+        counters.set(Gauge::Meters, engine.meters() as u64);
+        if restoring {
+            let left: i64 = replay_until
+                .iter()
+                .map(|(p, &until)| (until - consumed.get(p).copied().unwrap_or(0)).max(0))
+                .sum();
+            counters.set(Gauge::RestoreRemaining, left as u64);
+            // Caught up: every partition at its commit, or (a commit past the last record, as
+            // after transaction markers) at the end of what there is to read.
+            let at_end = || {
+                replay_until.keys().all(|&p| {
+                    let at = consumed.get(&p).copied().unwrap_or(0);
+                    at >= replay_until[&p]
+                        || consumer
+                            .fetch_watermarks(topic, p, TIMEOUT)
+                            .is_ok_and(|(low, high)| at.max(low) >= high)
+                })
+            };
+            if left == 0 || (n == 0 && at_end()) {
+                restoring = false;
+                counters.set(Gauge::Restoring, 0);
+                counters.set(Gauge::RestoreRemaining, 0);
+                tracing::info!(
+                    seconds = started_at.elapsed().as_secs_f64(),
+                    meters = engine.meters(),
+                    "state rebuilt: live"
+                );
+            }
+        }
+        // Everything consumed so far has its outputs committed: the state may be saved.
+        if let Some(s) = store.as_mut() {
+            if last_checkpoint.elapsed() >= interval && s.idle() {
+                last_checkpoint = Instant::now();
+                checkpoint(s, &here, &engine, &consumed, counters);
+            }
+        }
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
             log_progress("detector progress", counters, &latencies, engine.meters());
         }
     }
+    if let Some(s) = store.as_mut() {
+        s.finish();
+        checkpoint(s, &here, &engine, &consumed, counters);
+        s.finish();
+    }
     log_progress("detector stopped", counters, &latencies, engine.meters());
     Ok(())
+}
+
+/// Saves the engine's state and the offsets it covers (written in the background).
+fn checkpoint(
+    store: &mut Store,
+    here: &Header,
+    engine: &Engine,
+    consumed: &BTreeMap<i32, i64>,
+    counters: &Counters,
+) {
+    let took = Instant::now();
+    let body = engine.checkpoint();
+    let header = Header {
+        offsets: consumed.clone(),
+        bytes: body.len() as u64,
+        ..here.clone()
+    };
+    tracing::debug!(
+        bytes = body.len(),
+        millis = took.elapsed().as_millis() as u64,
+        "checkpoint taken"
+    );
+    counters.set(Gauge::CheckpointBytes, body.len() as u64);
+    counters.set(Gauge::CheckpointTimestamp, (now_ms() / 1000) as u64);
+    store.write(header, body);
 }
 
 /// Its counts, and how long after it was produced each live reading's batch committed — the

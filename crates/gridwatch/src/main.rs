@@ -355,7 +355,10 @@ enum AlertsCommand {
 
 #[derive(Subcommand)]
 enum TopicsCommand {
-    /// Create the gridwatch topics that don't exist yet (the register topic compacted).
+    /// Create the gridwatch topics that don't exist yet: readings, alerts and DLQ kept
+    /// kafka.retention_s (7 days); the register, suspects, weather and holidays compacted; with
+    /// kafka.partitions, kafka.replication_factor and kafka.min_insync_replicas (2 where the
+    /// replication factor is 3 or more). Topics that exist are left as they are.
     Create,
 }
 

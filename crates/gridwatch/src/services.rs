@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
-use gridwatch_core::events::{Counter, Counters};
+use gridwatch_core::events::{Counter, Counters, Gauge, InternalEvent, Restarted};
 use gridwatch_core::kafka::{
     consumer_config, ensure_topics, partitions, read_compacted, Quiet, QuietConsumer,
 };
@@ -63,10 +63,23 @@ pub fn topics_create(cfg: &Config) -> Result<()> {
     runtime()?
         .block_on(ensure_topics(&cfg.kafka))
         .map_err(|e| anyhow!(e))?;
-    let t = &cfg.kafka.topics;
+    let (k, t) = (&cfg.kafka, &cfg.kafka.topics);
     println!(
-        "topics ready at {}: {}, {}, {}, {} (compacted)",
-        cfg.kafka.bootstrap_servers, t.readings, t.alerts, t.dlq, t.registry
+        "topics ready at {}: {}, {}, {} (retention {} h); {}, {}, {}, {} (compacted); \
+         {} partitions, replication factor {}, min.insync.replicas {} (topics that existed \
+         are left as they were)",
+        k.bootstrap_servers,
+        t.readings,
+        t.alerts,
+        t.dlq,
+        k.retention_s / 3600,
+        t.registry,
+        t.suspects,
+        t.weather,
+        t.holidays,
+        k.partitions,
+        k.replication_factor,
+        k.min_insync()
     );
     Ok(())
 }
@@ -254,13 +267,30 @@ pub fn ingester(cfg: &Config) -> Result<()> {
     })
 }
 
-/// Serves a service's counters at `/metrics` (Prometheus text) and `/healthz` on `listen`.
+/// `/readyz`: 503 while the service rebuilds its state (with how much is left), else 200.
+fn readiness(c: &Counters) -> (axum::http::StatusCode, String) {
+    if c.level(Gauge::Restoring) == 1 {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "restoring: {} readings to replay\n",
+                c.level(Gauge::RestoreRemaining)
+            ),
+        )
+    } else {
+        (axum::http::StatusCode::OK, "ready\n".into())
+    }
+}
+
+/// Serves a service's metrics at `/metrics` (Prometheus text), `/healthz` (the process
+/// answers) and `/readyz` (it is live, not rebuilding state) on `listen`.
 fn serve_metrics(
     rt: &tokio::runtime::Runtime,
     listen: &str,
     counters: Arc<Counters>,
 ) -> Result<()> {
     use axum::routing::get;
+    let ready = counters.clone();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("metrics: cannot listen on {listen}"))?;
@@ -280,7 +310,8 @@ fn serve_metrics(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(move || async move { readiness(&ready) }));
     rt.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("metrics endpoint stopped: {e}");
@@ -288,6 +319,55 @@ fn serve_metrics(
     });
     tracing::info!(listen, "metrics on /metrics");
     Ok(())
+}
+
+/// Whether a service failure is one a restart cannot cure: another instance took over the
+/// transactional id (fenced), or a setting the client refuses. Everything else (a broker gone,
+/// a transaction timed out, a rebalance) is retried.
+fn fatal(e: &anyhow::Error) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    e.chain().any(|c| match c.downcast_ref::<KafkaError>() {
+        Some(KafkaError::ClientConfig(..)) => true,
+        Some(k) => matches!(
+            k.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+        ),
+        None => c.is::<gridwatch_anomaly_detector::ConfigError>(),
+    })
+}
+
+/// Runs a service until it stops cleanly. A failure a restart can cure restarts it in this
+/// process after a backoff (1 s, doubling to 30 s; back to 1 s after a run of two minutes),
+/// while `/readyz` says not ready: a broker restart or a lost transaction costs a restore from
+/// the detector's checkpoint, not the process.
+fn supervise(
+    name: &str,
+    counters: &Counters,
+    stop: &AtomicBool,
+    mut run: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = std::time::Instant::now();
+        let Err(e) = run() else { return Ok(()) };
+        if fatal(&e) || stop.load(Ordering::Relaxed) {
+            return Err(e);
+        }
+        counters.set(Gauge::Restoring, 1);
+        Restarted.emit(counters);
+        if started.elapsed() > Duration::from_secs(120) {
+            backoff = Duration::from_secs(1);
+        }
+        tracing::error!("{name} failed, restarting in {backoff:?}: {e:#}");
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// `gridwatch detect`: the anomaly-detector service.
@@ -301,7 +381,9 @@ pub fn detect(cfg: &Config) -> Result<()> {
     let (cfg, served) = (cfg.clone(), counters.clone());
     rt.block_on(rt.spawn_blocking(move || {
         let d = &cfg.detector;
-        gridwatch_detector_service::run(&cfg.kafka, &d.service, &d.engine, &served, &stop)
+        supervise("detector", &served, &stop, || {
+            gridwatch_detector_service::run(&cfg.kafka, &d.service, &d.engine, &served, &stop)
+        })
     }))??;
     println!("detector stopped: {:?}", counters.snapshot());
     Ok(())
@@ -317,7 +399,9 @@ pub fn sink(cfg: &Config, out: &Path) -> Result<()> {
     serve_metrics(&rt, &cfg.sink.metrics_listen, counters.clone())?;
     let (cfg, out, served) = (cfg.clone(), out.to_path_buf(), counters.clone());
     rt.block_on(rt.spawn_blocking(move || {
-        gridwatch_sink::service::run(&cfg.kafka, &cfg.sink, &out, &served, &stop)
+        supervise("sink", &served, &stop, || {
+            gridwatch_sink::service::run(&cfg.kafka, &cfg.sink, &out, &served, &stop)
+        })
     }))??;
     println!("sink stopped: {:?}", counters.snapshot());
     Ok(())

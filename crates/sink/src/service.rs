@@ -5,7 +5,9 @@
 
 use crate::writer::{Batches, FlaggedFiles, Row};
 use anyhow::{anyhow, Context, Result};
-use gridwatch_core::events::{AlertSkipped, Counters, FilesWritten, InternalEvent, RecordRejected};
+use gridwatch_core::events::{
+    AlertSkipped, Counters, FilesWritten, Gauge, InternalEvent, RecordRejected,
+};
 use gridwatch_core::kafka::{consumer_config, partitions, Quiet, QuietConsumer};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -24,6 +26,7 @@ pub fn run(
     counters: &Counters,
     stop: &AtomicBool,
 ) -> Result<()> {
+    counters.set(Gauge::Restoring, 1);
     let files = FlaggedFiles::open(out, s.format)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
     let written = files.on_disk()?;
@@ -35,6 +38,7 @@ pub fn run(
     }
     consumer.assign(&tpl)?;
     tracing::info!(out = %out.display(), written = ?written.last_offsets(), "sink started");
+    counters.set(Gauge::Restoring, 0);
 
     let mut batches = Batches::default();
     let mut oldest: Option<Instant> = None;
