@@ -332,11 +332,77 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
         metric(&text, "gridwatch_alerts_total").unwrap_or(0) >= alerts.len() as u64,
         "{text}"
     );
+    // Broken down the way an operator asks: alerts by kind and status, records per topic,
+    // the detector's lag per partition, latency histograms.
+    let readings_topic = env.var("GRIDWATCH__KAFKA__TOPICS__READINGS");
+    for series in [
+        "gridwatch_alerts_total{kind=\"disconnected_consumption\",status=\"open\"}".to_string(),
+        format!("gridwatch_records_consumed_total{{topic=\"{readings_topic}\"}}"),
+        format!("gridwatch_consumer_lag{{topic=\"{readings_topic}\",partition=\"0\"}}"),
+        "gridwatch_transaction_duration_seconds_count".to_string(),
+        "gridwatch_reading_to_commit_seconds_bucket{le=\"+Inf\"}".to_string(),
+    ] {
+        assert!(
+            metric(&text, &series).is_some(),
+            "{series} is not served:\n{text}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &text,
+            &format!("gridwatch_records_consumed_total{{topic=\"{readings_topic}\"}}")
+        ),
+        Some(seen(&text)),
+        "every reading consumed is counted on its topic"
+    );
     let (status, text) = get_text(&sink_metrics, "/metrics");
     assert_eq!(status, 200, "{text}");
     assert!(
         metric(&text, "gridwatch_flagged_rows_total").unwrap_or(0) >= alerts.len() as u64,
         "{text}"
+    );
+    assert!(
+        metric(&text, "gridwatch_sink_flush_duration_seconds_count").unwrap_or(0) >= 1,
+        "{text}"
+    );
+    // The ingester serves its own, on its API listener: requests by route and code, rejects
+    // by reason class (never a value from the input).
+    let (status, text) = get_text(&addr, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        metric(
+            &text,
+            "gridwatch_http_requests_total{route=\"/v1/readings\",code=\"200\"}"
+        )
+        .unwrap_or(0)
+            >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "gridwatch_http_requests_total{route=\"/v1/readings\",code=\"415\"}"
+        )
+        .unwrap_or(0)
+            >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "gridwatch_records_rejected_total{reason=\"invalid_interval_s\"}"
+        )
+        .unwrap_or(0)
+            >= 1,
+        "{text}"
+    );
+    let ingested = metric(&text, "gridwatch_readings_ingested_total").unwrap_or(0);
+    assert!(ingested >= accepted, "{text}");
+    let consumed = format!("gridwatch_records_consumed_total{{topic=\"{readings_topic}\"}}");
+    wait_until(
+        "the detector to consume every reading the ingester took",
+        Duration::from_secs(30),
+        || metric(&get_text(&detector_metrics, "/metrics").1, &consumed) == Some(ingested),
     );
     assert_eq!(
         get(env.var("GRIDWATCH__DETECTOR__METRICS_LISTEN"), "/healthz"),

@@ -358,10 +358,27 @@ pub fn python_check(script: &str, args: &[&Path]) {
     assert!(out.status.success(), "{script} failed:\n{said}");
 }
 
-/// A counter's value in a Prometheus text body.
+/// A metric's value in a Prometheus text body: its unlabelled line, or the sum of its
+/// labelled series (`name{…} v`); `name` may include a label set to pick one series.
 pub fn metric(body: &str, name: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    let mut found = None;
+    for l in body.lines() {
+        let Some(rest) = l.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.strip_prefix(' ') {
+            Some(v) => v,
+            None if rest.starts_with('{') && !name.ends_with('}') => match rest.rsplit_once("} ") {
+                Some((_, v)) => v,
+                None => continue,
+            },
+            None => continue,
+        };
+        if let Ok(v) = value.trim().parse::<u64>() {
+            *found.get_or_insert(0) += v;
+        }
+    }
+    found
 }
 
 /// Waits until `f` holds or panics after `timeout` with `what`.

@@ -3,7 +3,9 @@
 //! component's [`Counters`], named as its Prometheus metric (`gridwatch_<noun>_<unit>_total`,
 //! never labelled by meter or site). Components emit events; nothing else counts.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $v:ident => $name:literal),+ $(,)?) => {
@@ -54,6 +56,12 @@ counters! {
     SendFailures => "gridwatch_send_failures_total",
     /// Times a service failed and restarted in-process (a broker gone, a transaction lost).
     Restarts => "gridwatch_service_restarts_total",
+    /// Records read from a topic, by `topic`.
+    Consumed => "gridwatch_records_consumed_total",
+    /// Records written to a topic in committed transactions (or acknowledged), by `topic`.
+    Produced => "gridwatch_records_produced_total",
+    /// HTTP requests answered, by `route` and `code`.
+    HttpRequests => "gridwatch_http_requests_total",
 }
 
 /// Levels a component reports (Prometheus gauges): set, not counted up.
@@ -94,11 +102,54 @@ impl Gauge {
     }
 }
 
-/// One component's counts and levels; shared by reference (all updates are atomic).
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Latencies a component measures (Prometheus histograms, in seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Histogram {
+    /// A detector transaction: outputs sent, offsets added, committed.
+    Transaction,
+    /// From a reading's produce time to the commit of the transaction carrying its alerts.
+    ReadingToCommit,
+    /// A sink batch: files written and fsynced, offsets committed.
+    SinkFlush,
+}
+
+impl Histogram {
+    pub fn name(self) -> &'static str {
+        match self {
+            Histogram::Transaction => "gridwatch_transaction_duration_seconds",
+            Histogram::ReadingToCommit => "gridwatch_reading_to_commit_seconds",
+            Histogram::SinkFlush => "gridwatch_sink_flush_duration_seconds",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Buckets {
+    counts: [u64; BUCKETS.len() + 1],
+    sum: f64,
+}
+
+/// The series with labels: counters broken down (the fixed counter keeps the total), labelled
+/// gauges, histograms.
+#[derive(Debug, Default)]
+struct Labelled {
+    counts: BTreeMap<(&'static str, String), u64>,
+    gauges: BTreeMap<(&'static str, String), i64>,
+    histograms: BTreeMap<Histogram, Buckets>,
+}
+
+/// One component's counts, levels and latencies; shared by reference (updates are atomic, or
+/// under a lock for the labelled series, which move at most once per batch or request).
 #[derive(Debug)]
 pub struct Counters {
     counts: [AtomicU64; Counter::ALL.len()],
     levels: [AtomicU64; Gauge::ALL.len()],
+    labelled: Mutex<Labelled>,
 }
 
 impl Default for Counters {
@@ -106,8 +157,67 @@ impl Default for Counters {
         Counters {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             levels: std::array::from_fn(|_| AtomicU64::new(0)),
+            labelled: Mutex::new(Labelled::default()),
         }
     }
+}
+
+/// A label set in the Prometheus text format (`a="x",b="y"`), values escaped.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{v}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A reject reason's class, for the `reason` label (bounded: never a value from the input).
+pub fn reason_class(reason: &str) -> &'static str {
+    const FIELDS: [&str; 10] = [
+        "meter_id",
+        "ts",
+        "interval_s",
+        "kwh",
+        "kvarh",
+        "kwh_export",
+        "voltage_v",
+        "current_a",
+        "feeder_id",
+        "quality",
+    ];
+    if reason.starts_with("late") || reason.contains(": late") {
+        return "late";
+    }
+    if reason.contains("in the future") {
+        return "future";
+    }
+    if reason.contains("not an alert") {
+        return "not_an_alert";
+    }
+    if let Some(rest) = reason.split("field ").nth(1) {
+        let name = rest.split([':', ' ']).next().unwrap_or("");
+        if let Some(f) = FIELDS.iter().find(|f| **f == name) {
+            return match *f {
+                "meter_id" => "invalid_meter_id",
+                "ts" => "invalid_ts",
+                "interval_s" => "invalid_interval_s",
+                "kwh" => "invalid_kwh",
+                "kvarh" => "invalid_kvarh",
+                "kwh_export" => "invalid_kwh_export",
+                "voltage_v" => "invalid_voltage_v",
+                "current_a" => "invalid_current_a",
+                "feeder_id" => "invalid_feeder_id",
+                _ => "invalid_quality",
+            };
+        }
+    }
+    "malformed"
 }
 
 impl Counters {
@@ -117,6 +227,31 @@ impl Counters {
 
     fn add(&self, c: Counter, n: u64) {
         self.counts[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` under `c`'s total and under its series with `labels`.
+    pub fn add_labelled(&self, c: Counter, labels: String, n: u64) {
+        self.add(c, n);
+        let mut l = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        *l.counts.entry((c.name(), labels)).or_default() += n;
+    }
+
+    /// Sets a labelled gauge (`gridwatch_consumer_lag{topic=…,partition=…}`).
+    pub fn set_labelled(&self, name: &'static str, labels: String, v: i64) {
+        let mut l = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        l.gauges.insert((name, labels), v);
+    }
+
+    /// Records one latency (seconds).
+    pub fn observe(&self, h: Histogram, secs: f64) {
+        let mut l = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        let b = l.histograms.entry(h).or_default();
+        let i = BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BUCKETS.len());
+        b.counts[i] += 1;
+        b.sum += secs;
     }
 
     pub fn level(&self, g: Gauge) -> u64 {
@@ -130,12 +265,43 @@ impl Counters {
     /// Every counter in the Prometheus text format (a `# TYPE` line and its value), for a
     /// `/metrics` endpoint.
     pub fn prometheus_text(&self) -> String {
+        let l = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         for &c in Counter::ALL {
+            let name = c.name();
+            out.push_str(&format!("# TYPE {name} counter\n"));
+            let mut series = l
+                .counts
+                .range((name, String::new())..)
+                .take_while(|((n, _), _)| *n == name)
+                .peekable();
+            if series.peek().is_none() {
+                out.push_str(&format!("{name} {}\n", self.get(c)));
+            }
+            for ((_, labels), v) in series {
+                out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+            }
+        }
+        let mut last = "";
+        for ((name, labels), v) in &l.gauges {
+            if *name != last {
+                out.push_str(&format!("# TYPE {name} gauge\n"));
+                last = name;
+            }
+            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+        }
+        for (h, b) in &l.histograms {
+            let name = h.name();
+            out.push_str(&format!("# TYPE {name} histogram\n"));
+            let mut cumulative = 0;
+            for (i, n) in b.counts.iter().enumerate() {
+                cumulative += n;
+                let le = BUCKETS.get(i).map_or("+Inf".to_string(), |x| x.to_string());
+                out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+            }
             out.push_str(&format!(
-                "# TYPE {name} counter\n{name} {}\n",
-                self.get(c),
-                name = c.name()
+                "{name}_sum {}\n{name}_count {cumulative}\n",
+                b.sum
             ));
         }
         for &g in Gauge::ALL {
@@ -225,16 +391,71 @@ impl InternalEvent for RecordRejected<'_> {
             reason = self.reason,
             "record rejected"
         );
-        c.add(Counter::Rejected, 1);
+        c.add_labelled(
+            Counter::Rejected,
+            labels(&[("reason", reason_class(self.reason))]),
+            1,
+        );
     }
 }
 
-/// Alert messages went out (to `alerts.jsonl`, or in a committed transaction).
-pub struct AlertsEmitted(pub u64);
+/// An alert message went out (to `alerts.jsonl`, or in a committed transaction).
+pub struct AlertEmitted<'a> {
+    pub kind: &'a str,
+    pub status: &'a str,
+}
 
-impl InternalEvent for AlertsEmitted {
+impl InternalEvent for AlertEmitted<'_> {
     fn emit(self, c: &Counters) {
-        c.add(Counter::Alerts, self.0);
+        c.add_labelled(
+            Counter::Alerts,
+            labels(&[("kind", self.kind), ("status", self.status)]),
+            1,
+        );
+    }
+}
+
+/// Records were read from a topic.
+pub struct RecordsConsumed<'a> {
+    pub topic: &'a str,
+    pub n: u64,
+}
+
+impl InternalEvent for RecordsConsumed<'_> {
+    fn emit(self, c: &Counters) {
+        if self.n > 0 {
+            c.add_labelled(Counter::Consumed, labels(&[("topic", self.topic)]), self.n);
+        }
+    }
+}
+
+/// Records were written to a topic (committed, or acknowledged).
+pub struct RecordsProduced<'a> {
+    pub topic: &'a str,
+    pub n: u64,
+}
+
+impl InternalEvent for RecordsProduced<'_> {
+    fn emit(self, c: &Counters) {
+        if self.n > 0 {
+            c.add_labelled(Counter::Produced, labels(&[("topic", self.topic)]), self.n);
+        }
+    }
+}
+
+/// An HTTP request was answered.
+pub struct HttpAnswered<'a> {
+    pub route: &'a str,
+    pub code: u16,
+}
+
+impl InternalEvent for HttpAnswered<'_> {
+    fn emit(self, c: &Counters) {
+        c.add_labelled(
+            Counter::HttpRequests,
+            labels(&[("route", self.route), ("code", &self.code.to_string())]),
+            1,
+        );
     }
 }
 
@@ -257,6 +478,7 @@ impl InternalEvent for TransactionCommitted {
         tracing::trace!(millis = self.millis, "transaction committed");
         c.add(Counter::Transactions, 1);
         c.add(Counter::CommitMillis, self.millis);
+        c.observe(Histogram::Transaction, self.millis as f64 / 1000.0);
     }
 }
 
@@ -346,5 +568,87 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gridwatch_alerts_total 0\n"), "{text}");
+        assert!(
+            text.contains("gridwatch_records_rejected_total{reason=\"invalid_kwh\"} 1\n")
+                && !text.contains("gridwatch_records_rejected_total 1"),
+            "a broken-down counter shows its series, not the total: {text}"
+        );
+        assert!(
+            text.contains("gridwatch_transaction_duration_seconds_bucket{le=\"0.005\"} 0\n")
+                && text.contains("gridwatch_transaction_duration_seconds_bucket{le=\"0.01\"} 1\n")
+                && text.contains("gridwatch_transaction_duration_seconds_count 1\n"),
+            "{text}"
+        );
+    }
+
+    /// Every metric the Grafana dashboard queries is one a service serves.
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_exist() {
+        let dashboard = include_str!("../../../deploy/grafana/gridwatch.json");
+        let mut known: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
+        known.extend(Gauge::ALL.iter().map(|g| g.name().to_string()));
+        known.push("gridwatch_consumer_lag".into());
+        for h in [
+            Histogram::Transaction,
+            Histogram::ReadingToCommit,
+            Histogram::SinkFlush,
+        ] {
+            known.push(format!("{}_bucket", h.name()));
+        }
+        let mut used = 0;
+        for (i, _) in dashboard.match_indices("gridwatch_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name == "gridwatch_" {
+                continue;
+            }
+            assert!(
+                known.contains(&name),
+                "the dashboard queries {name}, which no service serves"
+            );
+            used += 1;
+        }
+        assert!(used >= 15, "{used}");
+    }
+
+    #[test]
+    fn labelled_series_escape_their_values_and_reasons_fall_in_bounded_classes() {
+        assert_eq!(labels(&[("topic", "a\"b\\c")]), "topic=\"a\\\"b\\\\c\"");
+        assert_eq!(reason_class("field kwh: -2 is negative"), "invalid_kwh");
+        assert_eq!(
+            reason_class("detector: not a valid reading: field interval_s: 0 is outside"),
+            "invalid_interval_s"
+        );
+        assert_eq!(
+            reason_class("field ts: 2030-01-01 is in the future"),
+            "future"
+        );
+        assert_eq!(reason_class("late: more than …"), "late");
+        assert_eq!(
+            reason_class("unknown field `firmware`, expected one of"),
+            "malformed"
+        );
+        assert_eq!(reason_class("field sneaky_label: x"), "malformed");
+        let c = Counters::default();
+        c.set_labelled("gridwatch_consumer_lag", labels(&[("partition", "0")]), 42);
+        AlertEmitted {
+            kind: "mining_signature",
+            status: "open",
+        }
+        .emit(&c);
+        let text = c.prometheus_text();
+        assert!(
+            text.contains(
+                "# TYPE gridwatch_consumer_lag gauge\ngridwatch_consumer_lag{partition=\"0\"} 42\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("gridwatch_alerts_total{kind=\"mining_signature\",status=\"open\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(c.get(Counter::Alerts), 1);
     }
 }

@@ -221,3 +221,28 @@ pub fn read_compacted(
     }
     Ok(consumer)
 }
+
+/// Sets `gridwatch_consumer_lag{topic,partition}`: records on each partition not read yet,
+/// `at(partition)` being the next offset to read (`None`: nothing read, the log start). One
+/// watermark request per partition: call it every few seconds, not per record.
+pub fn report_lag<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    parts: &[i32],
+    at: impl Fn(i32) -> Option<i64>,
+    counters: &crate::events::Counters,
+) {
+    use rdkafka::consumer::Consumer;
+    for &p in parts {
+        if let Ok((low, high)) =
+            consumer.fetch_watermarks(topic, p, std::time::Duration::from_secs(1))
+        {
+            let next = at(p).unwrap_or(low).max(low);
+            counters.set_labelled(
+                "gridwatch_consumer_lag",
+                crate::events::labels(&[("topic", topic), ("partition", &p.to_string())]),
+                (high - next).max(0),
+            );
+        }
+    }
+}

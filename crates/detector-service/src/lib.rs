@@ -18,12 +18,12 @@ use anyhow::{anyhow, Context, Result};
 use checkpoints::{Header, Store};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
-    AlertsEmitted, Counters, DlqWritten, Gauge, InternalEvent, ReadingProcessed, ReadingReplayed,
-    RecordRejected, TransactionCommitted,
+    AlertEmitted, Counters, DlqWritten, Gauge, Histogram, InternalEvent, ReadingProcessed,
+    ReadingReplayed, RecordRejected, RecordsConsumed, RecordsProduced, TransactionCommitted,
 };
 use gridwatch_core::kafka::{
-    consumer_config, partitions, producer_config, queue_full, read_compacted, retry_while_full,
-    Quiet, QuietConsumer,
+    consumer_config, partitions, producer_config, queue_full, read_compacted, report_lag,
+    retry_while_full, Quiet, QuietConsumer,
 };
 use gridwatch_core::{
     Alert, AlertStatus, DlqRecord, Holiday, KafkaConfig, MeterRecord, Reading, RegistryUpdate,
@@ -230,7 +230,8 @@ fn load_registry(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result
 struct Outgoing {
     target: String,
     alert_id: String,
-    resolved: bool,
+    kind: &'static str,
+    status: AlertStatus,
     json: Vec<u8>,
 }
 
@@ -239,7 +240,8 @@ impl Outgoing {
         Ok(Outgoing {
             target: a.target_id().to_string(),
             alert_id: a.alert_id.clone(),
-            resolved: a.status == AlertStatus::Resolved,
+            kind: a.kind.as_str(),
+            status: a.status,
             json: serde_json::to_vec(a)?,
         })
     }
@@ -502,7 +504,7 @@ pub fn run(
                 )?;
                 // The case's latest word, or its tombstone, on the compacted inspection list.
                 let case = BaseRecord::to(&k.topics.suspects).key(o.alert_id.as_bytes());
-                let case = if o.resolved {
+                let case = if o.status == AlertStatus::Resolved {
                     case
                 } else {
                     case.payload(&o.json[..])
@@ -529,13 +531,32 @@ pub fn run(
             let committed = now_ms();
             for t in produced_at.drain(..) {
                 latencies.record(committed - t);
+                counters.observe(Histogram::ReadingToCommit, (committed - t) as f64 / 1000.0);
             }
-            AlertsEmitted(out.len() as u64).emit(counters);
+            for o in &out {
+                AlertEmitted {
+                    kind: o.kind,
+                    status: o.status.as_str(),
+                }
+                .emit(counters);
+            }
+            for (t, n) in [
+                (&k.topics.alerts, out.len()),
+                (&k.topics.suspects, out.len()),
+                (&k.topics.dlq, dlq.len()),
+            ] {
+                RecordsProduced {
+                    topic: t,
+                    n: n as u64,
+                }
+                .emit(counters);
+            }
             DlqWritten(dlq.len() as u64).emit(counters);
             out.clear();
             dlq.clear();
         }
         producer.poll(Duration::ZERO);
+        RecordsConsumed { topic, n: n as u64 }.emit(counters);
         counters.set(Gauge::Meters, engine.meters() as u64);
         if restoring {
             let left: i64 = replay_until
@@ -574,6 +595,13 @@ pub fn run(
         }
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
+            report_lag(
+                &consumer,
+                topic,
+                &parts,
+                |p| consumed.get(&p).copied(),
+                counters,
+            );
             log_progress("detector progress", counters, &latencies, engine.meters());
         }
     }

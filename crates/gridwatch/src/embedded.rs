@@ -6,7 +6,7 @@ use crate::report::Report;
 use anyhow::{Context, Result};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
-    AlertsEmitted, Counter, Counters, DlqWritten, FilesWritten, InternalEvent, ReadingProcessed,
+    AlertEmitted, Counter, Counters, DlqWritten, FilesWritten, InternalEvent, ReadingProcessed,
     RecordRejected,
 };
 use gridwatch_core::{Alert, AlertKind, DlqRecord, OutputFormat, RegistryUpdate};
@@ -210,7 +210,11 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
             for a in alerts.drain(..) {
                 serde_json::to_writer(&mut alerts_out, &a)?;
                 alerts_out.write_all(b"\n")?;
-                AlertsEmitted(1).emit(&summary.counters);
+                AlertEmitted {
+                    kind: a.kind.as_str(),
+                    status: a.status.as_str(),
+                }
+                .emit(&summary.counters);
                 emitted.push(a.clone());
                 let e = summary.by_kind.entry(a.kind).or_default();
                 if a.status == gridwatch_core::AlertStatus::Open {

@@ -29,7 +29,9 @@ stopped, bypassed or shunted). A site's evidence forms one case with a risk scor
 Start with `gridwatch demo`. Run on your own files with `gridwatch run`. In production, run the three \
 services against Kafka: `gridwatch ingester`, `gridwatch detect`, `gridwatch sink`.",
     after_help = "Configuration: built-in defaults, then --config FILE (TOML), then environment variables \
-GRIDWATCH__SECTION__KEY (e.g. GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=broker:9092). Unknown keys are an error."
+GRIDWATCH__SECTION__KEY (e.g. GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=broker:9092). Unknown keys are an error.\n\
+Logs: GRIDWATCH_LOG sets the filter (info, debug, gridwatch_core::events=debug); GRIDWATCH_LOG_FORMAT=json \
+writes one JSON object a line."
 )]
 struct Cli {
     /// TOML configuration file (sections: kafka, detector, ingester, sink).
@@ -385,10 +387,16 @@ fn real_main(cli: Cli) -> Result<()> {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRIDWATCH_LOG")
         .unwrap_or_else(|_| default_level.into());
-    tracing_subscriber::fmt()
+    // GRIDWATCH_LOG_FORMAT=json: one JSON object a line (for Loki, Elasticsearch, Cloud Logging).
+    let json = std::env::var("GRIDWATCH_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().with_current_span(false).init();
+    } else {
+        logs.init();
+    }
     match cli.command {
         Command::Run {
             registry,

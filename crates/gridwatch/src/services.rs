@@ -259,6 +259,7 @@ pub fn ingester(cfg: &Config) -> Result<()> {
             listener,
             sender.clone(),
             cfg.ingester.clone(),
+            Arc::new(Counters::default()),
             shutdown_signal(),
         )
         .await?;

@@ -1,4 +1,5 @@
-//! The HTTP API: `POST /v1/readings` (JSON array, NDJSON or CSV), `GET /healthz`, `GET /readyz`.
+//! The HTTP API: `POST /v1/readings` (JSON array, NDJSON or CSV), `GET /healthz`, `GET /readyz`,
+//! `GET /metrics` (Prometheus text: readings, rejects by reason, requests by route and code).
 //! A request is answered 200 only once the broker has acknowledged every record in it —
 //! readings on the readings topic, rejects on the DLQ. If Kafka can't take them: 503 with
 //! `Retry-After`, and the client sends the request again (duplicates are counted once
@@ -7,11 +8,15 @@
 use crate::kafka::{Ack, SendError, Sender};
 use crate::parse::{json_object, Format, Records, Validation};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gridwatch_core::events::{
+    Counters, DlqWritten, HttpAnswered, InternalEvent, ReadingIngested, RecordRejected,
+    RecordsProduced,
+};
 use gridwatch_core::{DlqRecord, IngesterConfig, Reading};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +26,13 @@ use std::time::Duration;
 struct AppState {
     sender: Sender,
     cfg: IngesterConfig,
+    counters: Arc<Counters>,
     requests: AtomicU64,
     run_id: String,
 }
 
-/// The router of the ingester's HTTP API.
-pub fn router(sender: Sender, cfg: IngesterConfig) -> Router {
+/// The router of the ingester's HTTP API, counting in `counters`.
+pub fn router(sender: Sender, cfg: IngesterConfig, counters: Arc<Counters>) -> Router {
     let limit = cfg.max_body_bytes;
     let run_id = format!(
         "{:x}",
@@ -34,9 +40,11 @@ pub fn router(sender: Sender, cfg: IngesterConfig) -> Router {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     );
+    let counted = counters.clone();
     let state = Arc::new(AppState {
         sender,
         cfg,
+        counters,
         requests: AtomicU64::new(0),
         run_id,
     });
@@ -44,6 +52,25 @@ pub fn router(sender: Sender, cfg: IngesterConfig) -> Router {
         .route("/v1/readings", post(post_readings))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let counters = counted.clone();
+                async move {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or_else(String::new, |p| p.as_str().to_string());
+                    let resp = next.run(req).await;
+                    HttpAnswered {
+                        route: &route,
+                        code: resp.status().as_u16(),
+                    }
+                    .emit(&counters);
+                    resp
+                }
+            },
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -53,11 +80,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     sender: Sender,
     cfg: IngesterConfig,
+    counters: Arc<Counters>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(sender, cfg))
+    axum::serve(listener, router(sender, cfg, counters))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.counters.prometheus_text(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
@@ -231,6 +267,25 @@ async fn post_readings(
         resp.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         return resp;
+    }
+    let c = &app.counters;
+    for _ in &readings {
+        ReadingIngested.emit(c);
+    }
+    for r in &rejects {
+        RecordRejected {
+            reason: &r.reason,
+            source: &r.source,
+        }
+        .emit(c);
+    }
+    DlqWritten(rejects.len() as u64).emit(c);
+    let topics = app.sender.topics();
+    for (topic, n) in [
+        (&topics.readings, readings.len()),
+        (&topics.dlq, rejects.len()),
+    ] {
+        RecordsProduced { topic, n: n as u64 }.emit(c);
     }
     let reasons: Vec<Value> = rejects
         .iter()

@@ -25,6 +25,13 @@ pub struct Sender {
     feeders: Option<FeederIndex>,
 }
 
+impl Sender {
+    /// The topics it writes to.
+    pub fn topics(&self) -> &gridwatch_core::Topics {
+        &self.cfg.topics
+    }
+}
+
 /// Each registered meter's feeder, read from the compacted register topic and kept current by
 /// a background thread: readings that don't carry `feeder_id` are keyed by their register
 /// feeder, so every reading of a feeder shares a partition with its head meter's — the order

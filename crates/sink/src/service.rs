@@ -6,9 +6,10 @@
 use crate::writer::{Batches, FlaggedFiles, Row};
 use anyhow::{anyhow, Context, Result};
 use gridwatch_core::events::{
-    AlertSkipped, Counters, FilesWritten, Gauge, InternalEvent, RecordRejected,
+    AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, RecordRejected,
+    RecordsConsumed,
 };
-use gridwatch_core::kafka::{consumer_config, partitions, Quiet, QuietConsumer};
+use gridwatch_core::kafka::{consumer_config, partitions, report_lag, Quiet, QuietConsumer};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -33,7 +34,8 @@ pub fn run(
     let consumer: QuietConsumer = consumer_config(k, &s.group_id).create_with_context(Quiet)?;
     let topic = &k.topics.alerts;
     let mut tpl = TopicPartitionList::new();
-    for p in partitions(&consumer, topic).map_err(|e| anyhow!(e))? {
+    let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
+    for &p in &parts {
         tpl.add_partition_offset(topic, p, Offset::Stored)?;
     }
     consumer.assign(&tpl)?;
@@ -43,6 +45,20 @@ pub fn run(
     let mut batches = Batches::default();
     let mut oldest: Option<Instant> = None;
     let mut consumed = false;
+    // The next offset per partition: where the group committed, then what was read.
+    let mut next: std::collections::BTreeMap<i32, i64> = consumer
+        .committed(Duration::from_secs(10))
+        .map(|c| {
+            c.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut last_lag = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if !stopping {
@@ -50,6 +66,8 @@ pub fn run(
                 let msg = msg.context("reading alerts")?;
                 consumed = true;
                 let (p, offset) = (msg.partition(), msg.offset());
+                next.insert(p, offset + 1);
+                RecordsConsumed { topic, n: 1 }.emit(counters);
                 match msg.payload().map(serde_json::from_slice::<Alert>) {
                     Some(Ok(alert)) => {
                         let row = Row { offset, alert };
@@ -74,7 +92,18 @@ pub fn run(
             }
         }
         let aged = oldest.is_some_and(|t| t.elapsed() >= Duration::from_secs(s.roll_age_s));
+        if last_lag.elapsed() >= Duration::from_secs(10) {
+            last_lag = Instant::now();
+            report_lag(
+                &consumer,
+                topic,
+                &parts,
+                |p| next.get(&p).copied(),
+                counters,
+            );
+        }
         if batches.len() >= s.roll_rows || aged || stopping {
+            let flushing = Instant::now();
             let rows = batches.len() as u64;
             let done = batches.flush(&files)?;
             FilesWritten {
@@ -88,6 +117,9 @@ pub fn run(
                     .commit(&consumer.position()?, CommitMode::Sync)
                     .context("committing sink offsets")?;
                 consumed = false;
+            }
+            if rows > 0 {
+                counters.observe(Histogram::SinkFlush, flushing.elapsed().as_secs_f64());
             }
         }
         if stopping {
