@@ -3,7 +3,8 @@
 //! the embedded and Kafka runs agree alert for alert, through kill -9 of detector and sink.
 
 use gridwatch_e2e::{
-    free_port, get, get_text, kafka, metric, post, python_check, repo_root, serial, wait_until, Env,
+    free_port, get, get_text, kafka, metric, post, post_as, python_check, repo_root, serial,
+    wait_until, Env,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -1037,9 +1038,9 @@ fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
     );
 
     // The broker goes away while the services run, and comes back.
-    broker.kafka_sh("down");
+    broker.kafka_sh(&["down"]);
     std::thread::sleep(Duration::from_secs(5));
-    broker.kafka_sh("up");
+    broker.kafka_sh(&["up"]);
     // The second half arrives over HTTP once the ingester can reach Kafka again.
     wait_until(
         "the ingester to take the second half",
@@ -1072,4 +1073,207 @@ fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
     let jsonl = env.dir.join("kafka-alerts.jsonl");
     write_jsonl(&jsonl, &kafka_all);
     check_with_python(&out.join("flagged"), &jsonl);
+}
+
+#[test]
+fn a_broker_lost_mid_stream_in_a_three_broker_cluster_loses_nothing() {
+    let _one_at_a_time = serial();
+    let Some(_) = kafka() else { return };
+    let scratch = Env::new("unused", "cluster");
+    let cluster = gridwatch_e2e::Broker::cluster(&scratch.dir);
+    let env = Env::new(&cluster.bootstrap, "cluster")
+        .with("GRIDWATCH__KAFKA__REPLICATION_FACTOR", "3")
+        .with("GRIDWATCH__DETECTOR__BATCH_SIZE", "300");
+    let data = env.dir.join("data");
+    let d = data.to_str().unwrap();
+    env.run(&[
+        "simulate", "--out", d, "--sites", "50", "--days", "6", "--seed", "14",
+    ]);
+    let emb = env.dir.join("embedded");
+    env.run(&[
+        "run",
+        "--registry",
+        &format!("{d}/registry.csv"),
+        "--readings",
+        &format!("{d}/readings.csv"),
+        "--out",
+        emb.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let part1 = data.join("part1.csv");
+    let part2 = data.join("part2.csv");
+    std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
+    std::fs::write(
+        &part2,
+        format!("{}\n{}\n", lines[0], lines[half..].join("\n")),
+    )
+    .unwrap();
+    let said = env.run(&["topics", "create"]);
+    assert!(
+        String::from_utf8_lossy(&said.stdout)
+            .contains("replication factor 3, min.insync.replicas 2"),
+        "{}",
+        String::from_utf8_lossy(&said.stdout)
+    );
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        &format!("{d}/registry.csv"),
+    ]);
+    env.run(&["ingest", "--readings", part1.to_str().unwrap()]);
+    let out = env.dir.join("kafka-out");
+    let mut detector = env.spawn("detector", &["detect"]);
+    let mut sink = env.spawn("sink", &["sink", "--out", out.to_str().unwrap()]);
+    wait_until(
+        "alerts from the first half",
+        Duration::from_secs(120),
+        || !env.tail("alerts", 1, Duration::ZERO).is_empty(),
+    );
+
+    // One broker of three is lost for good, mid-stream; the second half goes to the other two.
+    cluster.kafka_sh(&["cluster", "kill", "2"]);
+    env.run(&["ingest", "--readings", part2.to_str().unwrap()]);
+    let kafka = env.tail("alerts", embedded.len(), Duration::from_secs(240));
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "with a broker lost, Kafka and embedded alerts differ\n{}",
+        detector.log_text()
+    );
+    assert!(
+        detector.alive() && sink.alive(),
+        "both services kept running"
+    );
+    settle(|| logged_rows(&sink.log_text()) >= kafka_all.len());
+    assert!(sink.stop(), "{}", sink.log_text());
+    assert!(detector.stop(), "{}", detector.log_text());
+    let jsonl = env.dir.join("kafka-alerts.jsonl");
+    write_jsonl(&jsonl, &kafka_all);
+    check_with_python(&out.join("flagged"), &jsonl);
+}
+
+#[test]
+fn ingest_needs_an_api_key_records_its_name_follows_rotation_and_limits_each_key() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let keys = std::env::temp_dir().join(format!("gridwatch-keys-{}", free_port()));
+    let (key_a, key_b, key_c) = (
+        "a1b2c3d4e5f6a7b8c9d0SECRET-A",
+        "f0e9d8c7b6a5f4e3d2c1SECRET-B",
+        "0f1e2d3c4b5a69788796SECRET-C",
+    );
+    std::fs::write(
+        &keys,
+        format!("# head-ends\nhes-a {key_a}\nhes-b {key_b}\n"),
+    )
+    .unwrap();
+    let env = Env::new(&bootstrap, "apikeys")
+        .with("GRIDWATCH__INGESTER__LISTEN", &addr)
+        .with("GRIDWATCH__INGESTER__API_KEYS_FILE", keys.to_str().unwrap())
+        .with("GRIDWATCH__INGESTER__MAX_REQUESTS_PER_S", "4");
+    env.run(&["topics", "create"]);
+    let mut ingester = env.spawn("ingester", &["ingester"]);
+    wait_until("the ingester to be ready", Duration::from_secs(60), || {
+        get(&addr, "/readyz") == 200
+    });
+    let body = "meter_id,ts,interval_s,kwh\nM1,2026-01-05T00:15:00Z,900,0.2\nM1,2026-01-05T00:30:00Z,0,0.2\n";
+    let send = |key: Option<&str>| post_as(&addr, "/v1/readings", "text/csv", key, body.as_bytes());
+
+    let (status, head, resp) = send(None);
+    assert_eq!(status, 401, "{resp}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert_eq!(
+        send(Some("a1b2c3d4e5f6a7b8c9d0SECRET-X")).0,
+        401,
+        "a wrong key"
+    );
+    assert_eq!(send(Some(&key_a[..20])).0, 401, "a key's prefix");
+    let (status, _, resp) = send(Some(key_a));
+    assert_eq!(status, 200, "{resp}");
+
+    // The key's name, never the key, travels with the reading and its reject.
+    let dlq = env.tail("dlq", 1, Duration::from_secs(30));
+    assert!(
+        dlq[0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("http:hes-a/"),
+        "{dlq:?}"
+    );
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!(
+            "{}/*",
+            repo_root().join("deploy/kafka/libs").display()
+        ))
+        .args([
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            &bootstrap,
+        ])
+        .args(["--topic", env.var("GRIDWATCH__KAFKA__TOPICS__READINGS")])
+        .args([
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "20000",
+        ])
+        .args(["--property", "print.headers=true"])
+        .output()
+        .expect("java runs Kafka's console consumer");
+    let record = String::from_utf8_lossy(&out.stdout);
+    assert!(record.contains("gridwatch-source:http:hes-a/"), "{record}");
+
+    // Rotation: the file is replaced (a secret updated); the old key stops working.
+    std::fs::write(&keys, format!("hes-b {key_b}\nhes-c {key_c}\n")).unwrap();
+    wait_until(
+        "the rotated keys to take effect",
+        Duration::from_secs(20),
+        || send(Some(key_a)).0 == 401,
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(send(Some(key_c)).0, 200, "the new key");
+
+    // A key over its rate gets 429 with Retry-After; another key is not held back.
+    let codes: Vec<u16> = (0..12).map(|_| send(Some(key_b)).0).collect();
+    assert!(codes.contains(&429) && codes.contains(&200), "{codes:?}");
+    let (status, head, _) = send(Some(key_b));
+    if status == 429 {
+        assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    }
+    assert_eq!(send(Some(key_c)).0, 200, "hes-c has its own budget");
+
+    let (_, metrics) = get_text(&addr, "/metrics");
+    assert!(
+        metric(
+            &metrics,
+            "gridwatch_http_requests_total{route=\"/v1/readings\",code=\"401\"}"
+        )
+        .unwrap_or(0)
+            >= 3,
+        "{metrics}"
+    );
+    assert!(ingester.stop(), "{}", ingester.log_text());
+    let log = ingester.log_text();
+    for key in [key_a, key_b, key_c] {
+        assert!(!log.contains(key), "a key appears in the log:\n{log}");
+    }
+    let _ = std::fs::remove_file(&keys);
 }

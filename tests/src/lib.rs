@@ -289,11 +289,23 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 POST; returns (status, headers, body).
 pub fn post(addr: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    post_as(addr, path, content_type, None, body)
+}
+
+/// POST with `Authorization: Bearer <key>` when `key` is given; returns (status, head, body).
+pub fn post_as(
+    addr: &str,
+    path: &str,
+    content_type: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the ingester");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -413,21 +425,45 @@ impl Broker {
             vars,
             bootstrap: format!("127.0.0.1:{port}"),
         };
-        b.kafka_sh("up");
+        b.kafka_sh(&["up"]);
         b
     }
 
-    /// `kafka.sh up|down`; panics with its output if it fails.
-    pub fn kafka_sh(&self, what: &str) {
+    /// Three brokers (`kafka.sh cluster up`, replication factor 3, min ISR 2) on free ports.
+    pub fn cluster(dir: &Path) -> Broker {
+        let base = (0..200)
+            .map(|i| 20_000 + ((std::process::id() as u16 % 1000) * 30 + i * 7) % 40_000)
+            .find(|&b| (b..b + 6).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()))
+            .expect("six free ports in a row");
+        let vars = vec![
+            ("KAFKA_PORT".to_string(), base.to_string()),
+            (
+                "KAFKA_RUN_DIR".to_string(),
+                dir.join("kafka").to_string_lossy().into_owned(),
+            ),
+        ];
+        let b = Broker {
+            vars,
+            bootstrap: (0..3)
+                .map(|i| format!("127.0.0.1:{}", base + 2 * i))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        b.kafka_sh(&["cluster", "up"]);
+        b
+    }
+
+    /// `kafka.sh …` (`up`, `down`, `cluster kill 2`); panics with its output if it fails.
+    pub fn kafka_sh(&self, what: &[&str]) {
         let out = Command::new("bash")
             .arg(repo_root().join("deploy/kafka/kafka.sh"))
-            .arg(what)
+            .args(what)
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("bash runs kafka.sh");
         assert!(
             out.status.success(),
-            "kafka.sh {what}: {}{}",
+            "kafka.sh {what:?}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -436,9 +472,14 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        let what: &[&str] = if self.bootstrap.contains(',') {
+            &["cluster", "down"]
+        } else {
+            &["down"]
+        };
         let _ = Command::new("bash")
             .arg(repo_root().join("deploy/kafka/kafka.sh"))
-            .arg("down")
+            .args(what)
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .output();
     }

@@ -115,6 +115,14 @@ pub struct IngesterConfig {
     /// A reading stamped more than this ahead of the server's clock is rejected (a meter's
     /// clock gone wrong, or a reading meant to make genuine ones look late).
     pub max_future_s: i64,
+    /// File of ingest API keys, one `name key` per line (a mounted secret); reloaded when it
+    /// changes and on SIGHUP. Empty: no keys, `POST /v1/readings` is open to anyone who can
+    /// reach the listener (logged at start as a warning).
+    pub api_keys_file: String,
+    /// Requests per second each key may make (0: no limit); over it, 429 with `Retry-After`.
+    pub max_requests_per_s: f64,
+    /// Requests each key may have in flight (0: no limit); over it, 429.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for IngesterConfig {
@@ -124,6 +132,9 @@ impl Default for IngesterConfig {
             max_body_bytes: 16 * 1024 * 1024,
             ack_timeout_ms: 10_000,
             max_future_s: 900,
+            api_keys_file: String::new(),
+            max_requests_per_s: 20.0,
+            max_concurrent_requests: 8,
         }
     }
 }

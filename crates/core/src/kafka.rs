@@ -38,6 +38,26 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Whether a consumer error is a passing one the client recovers from by itself (a broker
+/// gone or restarting, a leader moving): log it and poll on, rather than give up.
+pub fn transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+        )
+    )
+}
+
 /// An idempotent, `acks=all` producer config: nothing acknowledged is lost or duplicated
 /// by retries.
 pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
@@ -205,6 +225,9 @@ pub fn read_compacted(
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
+            }
+            Some(Err(e)) if transient(&e) => {
+                tracing::warn!("reading {topic}: {e} (retrying)");
             }
             Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
             Some(Ok(msg)) => {

@@ -23,7 +23,7 @@ use gridwatch_core::events::{
 };
 use gridwatch_core::kafka::{
     consumer_config, partitions, producer_config, queue_full, read_compacted, report_lag,
-    retry_while_full, Quiet, QuietConsumer,
+    retry_while_full, transient, Quiet, QuietConsumer,
 };
 use gridwatch_core::{
     Alert, AlertStatus, DlqRecord, Holiday, KafkaConfig, MeterRecord, Reading, RegistryUpdate,
@@ -395,6 +395,10 @@ pub fn run(
         while let Some(msg) = registry.poll(Duration::ZERO) {
             let msg = match msg {
                 Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) if transient(&e) => {
+                    tracing::warn!("reading the register: {e} (retrying)");
+                    continue;
+                }
                 other => other.context("reading the register")?,
             };
             match registry_update(msg.key(), msg.payload()) {
@@ -407,6 +411,10 @@ pub fn run(
         while let Some(msg) = weather.poll(Duration::ZERO) {
             let msg = match msg {
                 Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) if transient(&e) => {
+                    tracing::warn!("reading the weather: {e} (retrying)");
+                    continue;
+                }
                 other => other.context("reading the weather")?,
             };
             match weather_obs(msg.payload()) {
@@ -418,6 +426,10 @@ pub fn run(
         while let Some(msg) = holidays.poll(Duration::ZERO) {
             let msg = match msg {
                 Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) if transient(&e) => {
+                    tracing::warn!("reading the holidays: {e} (retrying)");
+                    continue;
+                }
                 other => other.context("reading the holidays")?,
             };
             match holiday(msg.payload()) {
@@ -441,7 +453,13 @@ pub fn run(
             let Some(msg) = consumer.poll(left) else {
                 break;
             };
-            let msg = msg.context("reading readings")?;
+            let msg = match msg {
+                Err(e) if transient(&e) => {
+                    tracing::warn!("reading readings: {e} (retrying)");
+                    continue;
+                }
+                other => other.context("reading readings")?,
+            };
             n += 1;
             consumed.insert(msg.partition(), msg.offset() + 1);
             let is_live = msg.offset() >= replay_until.get(&msg.partition()).copied().unwrap_or(0);

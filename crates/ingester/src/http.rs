@@ -5,6 +5,7 @@
 //! `Retry-After`, and the client sends the request again (duplicates are counted once
 //! downstream).
 
+use crate::auth::{Keys, Limits, Refused};
 use crate::kafka::{Ack, SendError, Sender};
 use crate::parse::{json_object, Format, Records, Validation};
 use axum::body::Bytes;
@@ -27,12 +28,21 @@ struct AppState {
     sender: Sender,
     cfg: IngesterConfig,
     counters: Arc<Counters>,
+    /// `None`: no keys file, ingest open to anyone who reaches the listener.
+    keys: Option<Arc<Keys>>,
+    limits: Limits,
     requests: AtomicU64,
     run_id: String,
 }
 
-/// The router of the ingester's HTTP API, counting in `counters`.
-pub fn router(sender: Sender, cfg: IngesterConfig, counters: Arc<Counters>) -> Router {
+/// The router of the ingester's HTTP API, counting in `counters`; with `keys`, every
+/// `POST /v1/readings` needs one of them.
+pub fn router(
+    sender: Sender,
+    cfg: IngesterConfig,
+    counters: Arc<Counters>,
+    keys: Option<Arc<Keys>>,
+) -> Router {
     let limit = cfg.max_body_bytes;
     let run_id = format!(
         "{:x}",
@@ -41,10 +51,13 @@ pub fn router(sender: Sender, cfg: IngesterConfig, counters: Arc<Counters>) -> R
             .map_or(0, |d| d.as_millis() as u64)
     );
     let counted = counters.clone();
+    let limits = Limits::new(cfg.max_requests_per_s, cfg.max_concurrent_requests);
     let state = Arc::new(AppState {
         sender,
         cfg,
         counters,
+        keys,
+        limits,
         requests: AtomicU64::new(0),
         run_id,
     });
@@ -75,7 +88,9 @@ pub fn router(sender: Sender, cfg: IngesterConfig, counters: Arc<Counters>) -> R
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
+/// Serves the API on `listener` until `shutdown` resolves, then drains open requests. With
+/// `ingester.api_keys_file` set, its keys are loaded first (an invalid file is an error) and
+/// reloaded when the file changes (checked every 2 s) or on SIGHUP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sender: Sender,
@@ -83,7 +98,40 @@ pub async fn serve(
     counters: Arc<Counters>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(sender, cfg, counters))
+    let keys = if cfg.api_keys_file.is_empty() {
+        tracing::warn!(
+            "no ingester.api_keys_file: POST /v1/readings accepts anyone who can reach the listener"
+        );
+        None
+    } else {
+        let keys =
+            Keys::load(std::path::Path::new(&cfg.api_keys_file)).map_err(std::io::Error::other)?;
+        tracing::info!(path = %cfg.api_keys_file, "API keys loaded");
+        let watched = keys.clone();
+        tokio::spawn(async move {
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let hangup = async {
+                    match hup.as_mut() {
+                        Some(h) => {
+                            h.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => watched.reload_if_changed(),
+                    _ = hangup => match watched.reload() {
+                        Ok(n) => tracing::info!(keys = n, "API keys reloaded on SIGHUP"),
+                        Err(e) => tracing::error!("API keys not reloaded, the previous ones stay: {e}"),
+                    },
+                }
+            }
+        });
+        Some(keys)
+    };
+    axum::serve(listener, router(sender, cfg, counters, keys))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -177,6 +225,18 @@ fn parse_body(
     Ok((readings, rejects))
 }
 
+/// An admitted request of a key, released from the key's in-flight count when answered.
+struct InFlight<'a> {
+    limits: &'a Limits,
+    who: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.limits.done(&self.who);
+    }
+}
+
 async fn post_readings(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -184,7 +244,49 @@ async fn post_readings(
 ) -> Response {
     let n = app.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("{}-{n}", app.run_id);
-    let source = format!("http:{request_id}");
+    let mut _in_flight = None;
+    let source = match &app.keys {
+        None => format!("http:{request_id}"),
+        Some(keys) => {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let Some(who) = keys.check(auth) else {
+                tracing::warn!(request_id, "request without a valid API key refused");
+                let mut resp = error(
+                    StatusCode::UNAUTHORIZED,
+                    &request_id,
+                    "send a valid API key: Authorization: Bearer <key>",
+                );
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                return resp;
+            };
+            if let Err(over) = app.limits.admit(&who, std::time::Instant::now()) {
+                let what = match over {
+                    Refused::Rate => "requests per second",
+                    Refused::Concurrency => "requests in flight",
+                };
+                tracing::warn!(request_id, key = who, "over the key's limit of {what}");
+                let mut resp = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &request_id,
+                    format!("over this key's limit of {what}; send it again shortly"),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return resp;
+            }
+            let source = format!("http:{who}/{request_id}");
+            _in_flight = Some(InFlight {
+                limits: &app.limits,
+                who,
+            });
+            source
+        }
+    };
     let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -225,7 +327,7 @@ async fn post_readings(
     let mut acks: Vec<Ack> = Vec::with_capacity(readings.len() + rejects.len());
     let mut failure: Option<SendError> = None;
     for r in &readings {
-        match app.sender.send_reading(r) {
+        match app.sender.send_reading_from(r, Some(&source)) {
             Ok(a) => acks.push(a),
             Err(e) => {
                 failure = Some(e);
@@ -258,7 +360,7 @@ async fn post_readings(
         Ok(results) => results.into_iter().find_map(Result::err),
     });
     if let Some(e) = failure {
-        tracing::warn!(request_id, "records not stored: {e}");
+        tracing::warn!(request_id, source, "records not stored: {e}");
         let mut resp = error(
             StatusCode::SERVICE_UNAVAILABLE,
             &request_id,

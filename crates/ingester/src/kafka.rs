@@ -25,6 +25,9 @@ pub struct Sender {
     feeders: Option<FeederIndex>,
 }
 
+/// The record header naming a reading's source (the HTTP request and the API key's name).
+pub const SOURCE_HEADER: &str = "gridwatch-source";
+
 impl Sender {
     /// The topics it writes to.
     pub fn topics(&self) -> &gridwatch_core::Topics {
@@ -141,7 +144,26 @@ impl Sender {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<DeliveryFuture, SendError> {
+        self.send_with(topic, key, value, None)
+    }
+
+    /// Sends, with a `gridwatch-source` header naming where the record came from.
+    fn send_with(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        source: Option<&str>,
+    ) -> Result<DeliveryFuture, SendError> {
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(s) = source {
+            rec = rec.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: SOURCE_HEADER,
+                    value: Some(s),
+                },
+            ));
+        }
         if let Some(k) = key {
             rec = rec.key(k);
         }
@@ -158,11 +180,18 @@ impl Sender {
     }
 
     pub fn send_reading(&self, r: &Reading) -> Result<Ack, SendError> {
+        self.send_reading_from(r, None)
+    }
+
+    /// Sends a reading with its source (`http:<key name>/<request>`) in the record's
+    /// `gridwatch-source` header.
+    pub fn send_reading_from(&self, r: &Reading, source: Option<&str>) -> Result<Ack, SendError> {
         let value = serde_json::to_vec(r).expect("a reading serializes");
-        self.send(
+        self.send_with(
             &self.cfg.topics.readings,
             Some(reading_key(r, self.feeders.as_ref()).as_bytes()),
             Some(&value),
+            source,
         )
         .map(Ack)
     }

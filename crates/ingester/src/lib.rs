@@ -1,6 +1,7 @@
 //! The ingester: parsers and validation for readings and the register, and the shells that
 //! move them to Kafka (the producer with its DLQ, the HTTP API).
 
+pub mod auth;
 pub mod calendar;
 pub mod http;
 pub mod kafka;

@@ -9,7 +9,9 @@ use gridwatch_core::events::{
     AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, RecordRejected,
     RecordsConsumed,
 };
-use gridwatch_core::kafka::{consumer_config, partitions, report_lag, Quiet, QuietConsumer};
+use gridwatch_core::kafka::{
+    consumer_config, partitions, report_lag, transient, Quiet, QuietConsumer,
+};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -63,7 +65,13 @@ pub fn run(
         let stopping = stop.load(Ordering::Relaxed);
         if !stopping {
             if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
-                let msg = msg.context("reading alerts")?;
+                let msg = match msg {
+                    Err(e) if transient(&e) => {
+                        tracing::warn!("reading alerts: {e} (retrying)");
+                        continue;
+                    }
+                    other => other.context("reading alerts")?,
+                };
                 consumed = true;
                 let (p, offset) = (msg.partition(), msg.offset());
                 next.insert(p, offset + 1);
