@@ -1,17 +1,19 @@
 //! Engine checkpoints: a run cut anywhere, checkpointed and restored, gives exactly the alerts
 //! of the uninterrupted run; unusable checkpoints are refused with the reason.
 
+mod common;
+
+use common::{started, utility};
 use gridwatch_anomaly_detector::checkpoint::FORMAT_VERSION;
 use gridwatch_anomaly_detector::{Engine, EngineConfig, RestoreError};
-use gridwatch_core::time::parse_rfc3339;
 use gridwatch_core::{
     Alert, CustomerClass, Holiday, MeterRecord, Reading, RegistryUpdate, WeatherObs,
 };
-use gridwatch_simulator::{SimConfig, Utility};
+use gridwatch_simulator::SimConfig;
 
-/// A simulated winter utility: its register, weather and readings in emission order.
+/// A simulated winter utility, partly delivered in daily batches.
 fn winter() -> (Vec<MeterRecord>, Vec<WeatherObs>, Vec<Reading>) {
-    let u = Utility::generate(SimConfig {
+    utility(SimConfig {
         sites: 240,
         days: 9,
         seed: 5,
@@ -19,72 +21,6 @@ fn winter() -> (Vec<MeterRecord>, Vec<WeatherObs>, Vec<Reading>) {
         batched_share: 0.3,
         ..SimConfig::default()
     })
-    .unwrap();
-    let mut records: Vec<MeterRecord> = u
-        .feeders
-        .iter()
-        .map(|f| MeterRecord {
-            timezone: Some(u.cfg.tz.clone()),
-            ..MeterRecord::feeder_head(&f.head_meter, &f.feeder_id)
-        })
-        .collect();
-    records.extend(
-        u.meters
-            .iter()
-            .filter(|m| m.registered)
-            .map(|m| MeterRecord {
-                timezone: Some(u.cfg.tz.clone()),
-                ..m.record.clone()
-            }),
-    );
-    let mut csv = Vec::new();
-    u.write_weather(&mut csv).unwrap().unwrap();
-    let weather = String::from_utf8(csv)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            WeatherObs {
-                region: f[0].into(),
-                ts: parse_rfc3339(f[1]).unwrap(),
-                temp_c: f[2].parse().unwrap(),
-            }
-        })
-        .collect();
-    let mut readings = Vec::new();
-    u.readings::<()>(
-        |r| {
-            readings.push(Reading {
-                meter_id: r.meter_id.into(),
-                ts: r.ts,
-                interval_s: r.interval_s,
-                kwh: r.kwh,
-                kvarh: None,
-                kwh_export: r.kwh_export,
-                voltage_v: r.vi.map(|v| v.0),
-                current_a: r.vi.map(|v| v.1),
-                feeder_id: Some(r.feeder_id.into()),
-                quality: Default::default(),
-            });
-            Ok(())
-        },
-        |_, _| {},
-    )
-    .unwrap();
-    (records, weather, readings)
-}
-
-fn started(records: &[MeterRecord], weather: &[WeatherObs]) -> Engine {
-    let mut e = Engine::new(EngineConfig::default()).unwrap();
-    let mut out = Vec::new();
-    for r in records {
-        e.apply_registry(RegistryUpdate::Upsert(r.clone()), &mut out);
-    }
-    for w in weather {
-        e.on_weather(w);
-    }
-    e
 }
 
 /// Asserts two checkpoints are equal, naming the first byte where they part.

@@ -1,0 +1,163 @@
+//! Properties of the engine over random deliveries of one simulated utility: duplicates
+//! anywhere inside the horizon, and a checkpoint and restore anywhere, change no alert. Any
+//! arrival order within the horizon should change none either; it does today (see the ignored
+//! property below and docs/ARCHITECTURE.md, "Not yet").
+
+mod common;
+
+use common::{started, utility};
+use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse};
+use gridwatch_core::{Alert, MeterRecord, Reading, WeatherObs};
+use gridwatch_simulator::SimConfig;
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+/// A small utility with every case kind, a winter and some meters delivered in daily batches.
+fn inputs() -> &'static (Vec<MeterRecord>, Vec<WeatherObs>, Vec<Reading>) {
+    static INPUTS: OnceLock<(Vec<MeterRecord>, Vec<WeatherObs>, Vec<Reading>)> = OnceLock::new();
+    INPUTS.get_or_init(|| {
+        utility(SimConfig {
+            sites: 120,
+            days: 7,
+            seed: 9,
+            winter: true,
+            batched_share: 0.3,
+            duplicate_rate: 0.0,
+            out_of_order_rate: 0.0,
+            late_rate: 0.0,
+            ..SimConfig::default()
+        })
+    })
+}
+
+/// The alerts (sorted JSON) of the readings in this order, and whether any was late; with
+/// `restore_at`, the engine is checkpointed and restored before each of those readings.
+fn alerts_of<'a>(
+    readings: impl Iterator<Item = &'a Reading>,
+    restore_at: &[usize],
+) -> (Vec<String>, bool) {
+    let (records, weather, _) = inputs();
+    let mut e = started(records, weather);
+    let mut out: Vec<Alert> = Vec::new();
+    let mut late = false;
+    for (i, r) in readings.enumerate() {
+        if restore_at.contains(&i) {
+            e = Engine::restore(EngineConfig::default(), &e.checkpoint()).unwrap();
+        }
+        late |= e.on_reading(r, &mut out) == ReadingUse::Late;
+    }
+    let mut json: Vec<String> = out
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+    json.sort();
+    (json, late)
+}
+
+fn stream_alerts() -> &'static Vec<String> {
+    static WANT: OnceLock<Vec<String>> = OnceLock::new();
+    WANT.get_or_init(|| {
+        let (json, late) = alerts_of(inputs().2.iter(), &[]);
+        assert!(!late && json.len() >= 10, "{} alerts", json.len());
+        json
+    })
+}
+
+/// Splits a seed into per-reading numbers (splitmix64).
+fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Compares alerts with the stream's, naming (shortened) what is missing and what is new.
+fn same_as_stream(got: &[String]) -> Result<(), TestCaseError> {
+    let want = stream_alerts();
+    let short = |a: &String| a.chars().take(200).collect::<String>();
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|a| !got.contains(a))
+        .map(short)
+        .collect();
+    let extra: Vec<String> = got
+        .iter()
+        .filter(|a| !want.contains(a))
+        .map(short)
+        .collect();
+    prop_assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} alerts of the stream missing, {} new:\nmissing {:#?}\nnew {:#?}",
+        missing.len(),
+        extra.len(),
+        missing,
+        extra
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Head-ends resend: some readings arrive again, up to a day later. Each counts once.
+    #[test]
+    fn duplicates_anywhere_inside_the_horizon_change_no_alert(
+        seed in any::<u64>(),
+        duplicate_per_mille in 1u64..200,
+    ) {
+        let readings = &inputs().2;
+        // Up to half a day of the stream later (7 days simulated): a batched meter's copy is
+        // then at most ~41 h behind its interval, inside the 48-hour horizon.
+        let half_day = (readings.len() / 14) as u64;
+        let mut arrivals: Vec<(usize, u64, &Reading)> = Vec::with_capacity(readings.len() * 2);
+        for (i, r) in readings.iter().enumerate() {
+            arrivals.push((i, 0, r));
+            if mix(seed, i as u64) % 1000 < duplicate_per_mille {
+                let later = i + (mix(seed ^ 0x5eed, i as u64) % half_day) as usize;
+                arrivals.push((later, 1, r));
+            }
+        }
+        arrivals.sort_by_key(|&(at, again, _)| (at, again));
+        let (got, late) = alerts_of(arrivals.iter().map(|(_, _, r)| *r), &[]);
+        prop_assert!(!late, "no reading inside the horizon is late");
+        same_as_stream(&got)?;
+    }
+
+    /// A detector restarts from its checkpoint at any points of the stream.
+    #[test]
+    fn a_checkpoint_and_restore_anywhere_change_no_alert(
+        cuts in proptest::collection::vec(0usize..60_000, 1..4),
+    ) {
+        let n = inputs().2.len();
+        let cuts: Vec<usize> = cuts.into_iter().map(|c| c % n).collect();
+        let (got, _) = alerts_of(inputs().2.iter(), &cuts);
+        same_as_stream(&got)?;
+    }
+
+    /// Each meter's readings arrive in order but up to `max_delay_h` hours after their interval
+    /// ends (a head-end per meter, batching): the alerts should be the stream's. They are not
+    /// yet: the season, the peers and the feeder balance see the order in which meters' hours
+    /// close. Run with `--ignored` to see the differences.
+    #[test]
+    #[ignore = "known: cross-meter judgements depend on arrival order (docs/ARCHITECTURE.md, Not yet)"]
+    fn any_interleaving_of_meters_within_the_horizon_gives_the_same_alerts(
+        seed in any::<u64>(),
+        max_delay_h in 1u64..24,
+    ) {
+        let readings = &inputs().2;
+        let meter = |r: &Reading| {
+            r.meter_id
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        };
+        let mut arrivals: Vec<(i64, usize, &Reading)> = readings
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.ts + (mix(seed, meter(r)) % (max_delay_h * 3600)) as i64, i, r))
+            .collect();
+        arrivals.sort_by_key(|&(at, i, _)| (at, i));
+        let (got, late) = alerts_of(arrivals.iter().map(|(_, _, r)| *r), &[]);
+        prop_assert!(!late, "no reading inside the horizon is late");
+        same_as_stream(&got)?;
+    }
+}
