@@ -4,7 +4,7 @@
 
 use gridwatch_e2e::{
     free_port, get, get_text, kafka, metric, post, post_as, python_check, repo_root, serial,
-    wait_until, Env,
+    try_post, wait_until, Env,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -1373,17 +1373,21 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         let mut retries = 0u64;
         for chunk in &chunks {
             loop {
-                let ok = std::panic::catch_unwind(|| {
-                    post(&client_addr, "/v1/readings", "text/csv", chunk.as_bytes()).0
-                })
-                .unwrap_or(0)
-                    == 200;
-                if ok {
+                let sent = try_post(
+                    &client_addr,
+                    "/v1/readings",
+                    "text/csv",
+                    None,
+                    chunk.as_bytes(),
+                );
+                if sent.is_some_and(|(status, _, _)| status == 200) {
                     break;
                 }
                 retries += 1;
                 std::thread::sleep(Duration::from_millis(200));
             }
+            // A head-end's pace: the stream spans the kills.
+            std::thread::sleep(Duration::from_millis(150));
         }
         client_done.store(true, std::sync::atomic::Ordering::SeqCst);
         retries

@@ -300,7 +300,18 @@ pub fn post_as(
     key: Option<&str>,
     body: &[u8],
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the ingester");
+    try_post(addr, path, content_type, key, body).expect("connect to the ingester")
+}
+
+/// POST as [`post_as`]; `None` when nothing listens (a service being restarted).
+pub fn try_post(
+    addr: &str,
+    path: &str,
+    content_type: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     write!(
@@ -308,7 +319,7 @@ pub fn post_as(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
-    .unwrap();
+    .ok()?;
     // The server may answer (413) before reading a large body; a failed write is fine then.
     let _ = s.write_all(body);
     let mut resp = Vec::new();
@@ -320,7 +331,7 @@ pub fn post_as(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    Some((status, head.to_string(), body.to_string()))
 }
 
 /// GET, for health checks.
