@@ -619,11 +619,13 @@ fn detector_revalidates_what_it_consumes_and_dead_letters_the_invalid() {
             r#"{"meter_id":"M1","ts":"2026-01-05T00:30:00Z","interval_s":0,"kwh":0.2}"#,
             r#"{"meter_id":"M1","ts":"2026-01-05T00:45:00Z","interval_s":900,"kwh":1e9}"#,
             "not json at all",
+            // Far ahead of the time it was written: would make M1's genuine readings late.
+            r#"{"meter_id":"M1","ts":"2031-06-01T00:15:00Z","interval_s":900,"kwh":0.1}"#,
         ],
     );
-    let dlq = env.tail("dlq", 5, Duration::from_secs(60));
+    let dlq = env.tail("dlq", 6, Duration::from_secs(60));
     let reasons: Vec<&str> = dlq.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(dlq.len(), 5, "{reasons:#?}\n{}", detector.log_text());
+    assert_eq!(dlq.len(), 6, "{reasons:#?}\n{}", detector.log_text());
     let cut = dlq
         .iter()
         .find(|d| {
@@ -648,6 +650,10 @@ fn detector_revalidates_what_it_consumes_and_dead_letters_the_invalid() {
         ("field interval_s", "\"interval_s\":0"),
         ("field kwh: 1000000000 kWh", "1e9"),
         ("not a valid reading", "not json at all"),
+        (
+            "field ts: 2031-06-01T00:15:00Z is in the future",
+            "2031-06-01",
+        ),
     ] {
         let d = dlq
             .iter()
@@ -1445,4 +1451,44 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         kafka_all.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn a_body_of_150000_records_is_taken_whole() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = Env::new(&bootstrap, "bigbody").with("GRIDWATCH__INGESTER__LISTEN", &addr);
+    env.run(&["topics", "create"]);
+    // A producer queue far smaller than the body (librdkafka's default holds 100,000).
+    let config = env.dir.join("gridwatch.toml");
+    std::fs::write(
+        &config,
+        "[kafka.properties]\n\"queue.buffering.max.messages\" = \"2000\"\n",
+    )
+    .unwrap();
+    let mut ingester = env.spawn(
+        "ingester",
+        &["ingester", "--config", config.to_str().unwrap()],
+    );
+    wait_until("the ingester to be ready", Duration::from_secs(60), || {
+        get(&addr, "/readyz") == 200
+    });
+    // Far more records than the producer's queue holds, well under the 16 MiB limit.
+    let mut body = String::from("meter_id,ts,interval_s,kwh\n");
+    for i in 0..150_000i64 {
+        let ts = gridwatch_core::time::format_rfc3339(T0 + 900 * (1 + i / 500));
+        writeln!(body, "M{},{ts},900,0.25", i % 500).unwrap();
+    }
+    let (status, _, resp) = post(&addr, "/v1/readings", "text/csv", body.as_bytes());
+    assert_eq!(status, 200, "{resp}");
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(v["accepted"], 150_000, "{resp}");
+    let (_, metrics) = get_text(&addr, "/metrics");
+    assert_eq!(
+        metric(&metrics, "gridwatch_readings_ingested_total"),
+        Some(150_000),
+        "{metrics}"
+    );
+    assert!(ingester.stop(), "{}", ingester.log_text());
 }

@@ -59,6 +59,11 @@ pub struct ServiceConfig {
     pub state_dir: String,
     /// Seconds between engine checkpoints: a restart replays about this much of the stream.
     pub checkpoint_interval_s: u64,
+    /// A reading stamped more than this after the time its record was written to the topic is
+    /// rejected to the DLQ (as the ingester does against its clock): written straight to the
+    /// topic, it would otherwise move its meter's watermark and make genuine readings late.
+    /// Judged against the record's own timestamp, so a replay decides the same.
+    pub max_future_s: i64,
 }
 
 impl Default for ServiceConfig {
@@ -70,6 +75,7 @@ impl Default for ServiceConfig {
             metrics_listen: "127.0.0.1:9641".into(),
             state_dir: "gridwatch-state".into(),
             checkpoint_interval_s: 60,
+            max_future_s: 900,
         }
     }
 }
@@ -467,7 +473,13 @@ pub fn run(
                 .payload()
                 .ok_or_else(|| "empty value".to_string())
                 .and_then(|p| serde_json::from_slice::<Reading>(p).map_err(|e| e.to_string()))
-                .and_then(|r| r.validate(Validation::default()).map(|()| r));
+                .and_then(|r| {
+                    let written = msg.timestamp().to_millis().map(|ms| ms.div_euclid(1000));
+                    let v = Validation {
+                        max_ts: written.map(|t| t + d.max_future_s),
+                    };
+                    r.validate(v).map(|()| r)
+                });
             match parsed {
                 Ok(r) => {
                     let used = engine.on_reading(&r, &mut alerts);

@@ -165,7 +165,7 @@ fn error(status: StatusCode, request_id: &str, msg: impl Into<String>) -> Respon
 }
 
 /// Parses a body into readings and rejects, each reject with its source.
-fn parse_body(
+pub fn parse_body(
     kind: &str,
     body: &[u8],
     source: &str,
@@ -223,6 +223,21 @@ fn parse_body(
         other => return Err(format!("unsupported content type {other:?}")),
     }
     Ok((readings, rejects))
+}
+
+/// Sends one record, waiting while the producer's queue is full, until `deadline`.
+async fn send_waiting(
+    mut send: impl FnMut() -> Result<Ack, SendError>,
+    deadline: tokio::time::Instant,
+) -> Result<Ack, SendError> {
+    loop {
+        match send() {
+            Err(SendError::QueueFull) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// An admitted request of a key, released from the key's in-flight count when answered.
@@ -326,8 +341,11 @@ async fn post_readings(
     };
     let mut acks: Vec<Ack> = Vec::with_capacity(readings.len() + rejects.len());
     let mut failure: Option<SendError> = None;
+    // A body may hold more records than the producer's queue: wait for it to drain (on
+    // librdkafka's threads) rather than refuse the body, up to the acknowledgement timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.cfg.ack_timeout_ms);
     for r in &readings {
-        match app.sender.send_reading_from(r, Some(&source)) {
+        match send_waiting(|| app.sender.send_reading_from(r, Some(&source)), deadline).await {
             Ok(a) => acks.push(a),
             Err(e) => {
                 failure = Some(e);
@@ -337,7 +355,7 @@ async fn post_readings(
     }
     if failure.is_none() {
         for rec in &rejects {
-            match app.sender.send_dlq(rec) {
+            match send_waiting(|| app.sender.send_dlq(rec), deadline).await {
                 Ok(a) => acks.push(a),
                 Err(e) => {
                     failure = Some(e);
