@@ -108,6 +108,26 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
         compacted(&t.weather, 1),
         compacted(&t.holidays, 1),
     ];
+    // Only the topics that don't exist yet: every service calls this at start, and a
+    // CreateTopics request needs the controller, which may be the broker that is down.
+    let existing: std::collections::HashSet<String> = admin
+        .inner()
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .map(|md| {
+            md.topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.name().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let topics: Vec<NewTopic<'_>> = topics
+        .into_iter()
+        .filter(|t| !existing.contains(t.name))
+        .collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
     let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
     let results = admin
         .create_topics(&topics, &opts)

@@ -5,7 +5,7 @@ use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::events::{Counter, Counters, Gauge, InternalEvent, Restarted};
 use gridwatch_core::kafka::{
-    consumer_config, ensure_topics, partitions, read_compacted, Quiet, QuietConsumer,
+    consumer_config, ensure_topics, partitions, read_compacted, transient, Quiet, QuietConsumer,
 };
 use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Records, Sender, Validation};
 use indicatif::ProgressBar;
@@ -451,6 +451,9 @@ pub fn tail(cfg: &Config, topic: &str, t: Tail) -> Result<()> {
     let mut idle = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| n < l) {
         match consumer.poll(Duration::from_millis(200)) {
+            Some(Err(e)) if transient(&e) => {
+                tracing::warn!("{e} (retrying)");
+            }
             Some(msg) => {
                 let msg = msg?;
                 out.write_all(msg.payload().unwrap_or_default())?;
