@@ -9,9 +9,7 @@ use gridwatch_core::events::{
     AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, RecordRejected,
     RecordsConsumed,
 };
-use gridwatch_core::kafka::{
-    consumer_config, partitions, report_lag, transient, Quiet, QuietConsumer,
-};
+use gridwatch_core::kafka::{consumer_config, partitions, report_lag, Quiet, QuietConsumer};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -65,13 +63,8 @@ pub fn run(
         let stopping = stop.load(Ordering::Relaxed);
         if !stopping {
             if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
-                let msg = match msg {
-                    Err(e) if transient(&e) => {
-                        tracing::warn!("reading alerts: {e} (retrying)");
-                        continue;
-                    }
-                    other => other.context("reading alerts")?,
-                };
+                // Any error ends the run; the supervisor starts a new one (see the detector).
+                let msg = msg.context("reading alerts")?;
                 consumed = true;
                 let (p, offset) = (msg.partition(), msg.offset());
                 next.insert(p, offset + 1);
