@@ -12,7 +12,15 @@
 #   deploy/kafka/kafka.sh cluster kill N            SIGKILL broker N (1-3): a broker lost
 #   deploy/kafka/kafka.sh cluster start N           start broker N again
 #
+#   deploy/kafka/kafka.sh secure up  a single broker whose client listener is SASL_SSL with
+#                                  SCRAM-SHA-512: makes a CA and the broker's certificate (openssl)
+#                                  in RUN/tls, and a SCRAM user `gridwatch` whose password is
+#                                  KAFKA_SCRAM_PASSWORD or, unset, a random one written to
+#                                  RUN/tls/gridwatch.password (mode 600). Clients trust RUN/tls/ca.pem.
+#                                  (`secure down|reset|status` as without `secure`.)
+#
 # Environment: KAFKA_PORT (9092; a cluster's first port, 9192), KAFKA_CONTROLLER_PORT (9093),
+# KAFKA_INTERNAL_PORT (secure mode's plaintext inter-broker listener on loopback, 9094),
 # KAFKA_RUN_DIR (deploy/kafka/run), KAFKA_READY_TIMEOUT seconds (90), KAFKA_HEAP (512m; 384m
 # per cluster broker).
 set -euo pipefail
@@ -28,6 +36,8 @@ node_id=${KAFKA_NODE_ID:-1}
 voters=${KAFKA_VOTERS:-}
 rf=${KAFKA_RF:-1}
 cluster_id=${KAFKA_CLUSTER_ID:-}
+secure=${KAFKA_SASL_SSL:-}
+iport=${KAFKA_INTERNAL_PORT:-9094}
 libs=$here/libs
 pidfile=$run/kafka.pid
 log=$run/logs/server.out
@@ -54,17 +64,66 @@ fetch() {
   touch "$libs/.complete"
 }
 
+# A CA, the broker's key and certificate (for 127.0.0.1 and localhost) in a PKCS#12 store, and
+# the SCRAM user's password: made once per run folder.
+make_tls() {
+  local tls=$run/tls
+  [[ -f $tls/broker.p12 ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found: install it (apt-get install openssl)"
+  mkdir -p "$tls" && chmod 700 "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=gridwatch dev CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout broker.key -out broker.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > san.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile san.ext -out broker.pem
+    openssl rand -hex 16 > store.password
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem \
+      -passout "file:store.password" -out broker.p12
+    if [[ -n ${KAFKA_SCRAM_PASSWORD:-} ]]; then
+      printf '%s\n' "$KAFKA_SCRAM_PASSWORD" > gridwatch.password
+    else
+      openssl rand -hex 24 > gridwatch.password
+    fi
+    chmod 600 ca.key broker.key store.password gridwatch.password
+  ) >"$run/logs/tls.out" 2>&1 || { cat "$run/logs/tls.out" >&2; die "making the certificates failed"; }
+}
+
+listener_settings() {
+  if [[ -z $secure ]]; then
+    cat <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+PROPS
+    return
+  fi
+  cat <<PROPS
+listeners=SASL_SSL://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=SASL_SSL://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport,CONTROLLER://127.0.0.1:$cport
+inter.broker.listener.name=INTERNAL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$run/tls/broker.p12
+ssl.keystore.password=$(cat "$run/tls/store.password")
+ssl.key.password=$(cat "$run/tls/store.password")
+PROPS
+}
+
 configure() {
   mkdir -p "$run/data" "$run/logs"
+  [[ -z $secure ]] || make_tls
   cat > "$run/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=$node_id
 $(if [[ -n $voters ]]; then echo "controller.quorum.voters=$voters"; else echo "controller.quorum.bootstrap.servers=127.0.0.1:$cport"; fi)
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-inter.broker.listener.name=PLAINTEXT
+$(listener_settings)
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$run/data
 num.partitions=3
 offsets.topic.replication.factor=$rf
@@ -95,10 +154,11 @@ logger.apache.name = org.apache.kafka
 logger.apache.level = WARN
 PROPS
   if [[ ! -f $run/data/meta.properties ]]; then
-    local cid=$cluster_id standalone=(--standalone)
+    local cid=$cluster_id standalone=(--standalone) scram=()
     [[ -n $cid ]] || cid=$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid)
     [[ -z $voters ]] || standalone=()
-    java -cp "$libs/*" kafka.tools.StorageTool format "${standalone[@]}" -t "$cid" -c "$run/server.properties" -g >"$run/logs/format.out" 2>&1 \
+    [[ -z $secure ]] || scram=(--add-scram "SCRAM-SHA-512=[name=gridwatch,password=$(cat "$run/tls/gridwatch.password")]")
+    java -cp "$libs/*" kafka.tools.StorageTool format "${standalone[@]}" "${scram[@]}" -t "$cid" -c "$run/server.properties" -g >"$run/logs/format.out" 2>&1 \
       || { cat "$run/logs/format.out" >&2; die "formatting KRaft storage failed"; }
   fi
 }
@@ -122,6 +182,7 @@ up() {
     fi
     if grep -q "Kafka Server started" "$run/logs/broker.log" 2>/dev/null && port_open "$port"; then
       echo "kafka.sh: broker ready on 127.0.0.1:$port (pid $(cat "$pidfile"), logs in $run/logs)"
+      [[ -z $secure ]] || echo "kafka.sh: SASL_SSL, SCRAM-SHA-512 user gridwatch (password in $run/tls/gridwatch.password), CA $run/tls/ca.pem"
       return 0
     fi
     sleep 0.5
@@ -195,6 +256,7 @@ cluster() {
 }
 
 case "${1:-}" in
+  secure) shift; KAFKA_SASL_SSL=1 exec "${BASH_SOURCE[0]}" "$@" ;;
   cluster) shift; cluster "$@" ;;
   up) up ;;
   down) down ;;

@@ -1492,3 +1492,113 @@ fn a_body_of_150000_records_is_taken_whole() {
     );
     assert!(ingester.stop(), "{}", ingester.log_text());
 }
+
+#[test]
+fn the_pipeline_runs_against_a_sasl_ssl_broker_and_a_wrong_password_is_named() {
+    let _one_at_a_time = serial();
+    let Some(_) = kafka() else { return };
+    let scratch = Env::new("unused", "saslssl");
+    let password = format!("pw-{}-{}", std::process::id(), free_port());
+    let broker = gridwatch_e2e::Broker::secure(&scratch.dir, &password);
+    let ca = broker.ca();
+    // Every setting but the password in the environment as an operator would set it
+    // (`_` for `.` in librdkafka's keys); the password from a file or the environment.
+    let base = Env::new(&broker.bootstrap, "saslssl")
+        .with(
+            "GRIDWATCH__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+            "SASL_SSL",
+        )
+        .with(
+            "GRIDWATCH__KAFKA__PROPERTIES__SASL_MECHANISMS",
+            "SCRAM-SHA-512",
+        )
+        .with("GRIDWATCH__KAFKA__PROPERTIES__SASL_USERNAME", "gridwatch")
+        .with(
+            "GRIDWATCH__KAFKA__PROPERTIES__SSL_CA_LOCATION",
+            ca.to_str().unwrap(),
+        );
+    let secret = base.dir.join("kafka.password");
+    std::fs::write(&secret, format!("{password}\n")).unwrap();
+    let from_file = base.clone().with(
+        "GRIDWATCH__KAFKA__SASL_PASSWORD_FILE",
+        secret.to_str().unwrap(),
+    );
+    let from_env = base
+        .clone()
+        .with("GRIDWATCH__KAFKA__PROPERTIES__SASL_PASSWORD", &password);
+
+    // A wrong password is refused, and the error says so.
+    let wrong = base.clone().with(
+        "GRIDWATCH__KAFKA__PROPERTIES__SASL_PASSWORD",
+        "not-the-password",
+    );
+    let out = Command::new(gridwatch_e2e::bin())
+        .args(["topics", "create"])
+        .envs(wrong.vars.iter().map(|(k, v)| (k, v)))
+        .env_remove("GRIDWATCH_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("SASL authentication error"),
+        "{err}"
+    );
+    // Without the password at all, nothing is reachable either.
+    let out = Command::new(gridwatch_e2e::bin())
+        .args(["topics", "create"])
+        .envs(base.vars.iter().map(|(k, v)| (k, v)))
+        .env_remove("GRIDWATCH_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no password, no topics");
+
+    let data = base.dir.join("data");
+    let d = data.to_str().unwrap();
+    from_file.run(&[
+        "simulate", "--out", d, "--sites", "30", "--days", "4", "--seed", "17",
+    ]);
+    let emb = base.dir.join("embedded");
+    from_file.run(&[
+        "run",
+        "--registry",
+        &format!("{d}/registry.csv"),
+        "--readings",
+        &format!("{d}/readings.csv"),
+        "--out",
+        emb.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!embedded.is_empty());
+    from_file.run(&["topics", "create"]);
+    from_file.run(&[
+        "registry",
+        "load",
+        "--registry",
+        &format!("{d}/registry.csv"),
+    ]);
+    from_file.run(&["ingest", "--readings", &format!("{d}/readings.csv")]);
+    let out = base.dir.join("kafka-out");
+    let mut detector = from_env.spawn("detector", &["detect"]);
+    let mut sink = from_env.spawn("sink", &["sink", "--out", out.to_str().unwrap()]);
+    let kafka = from_env.tail("alerts", embedded.len(), Duration::from_secs(180));
+    std::thread::sleep(Duration::from_secs(2));
+    let kafka_all = from_env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "over SASL_SSL, Kafka and embedded alerts differ\n{}",
+        detector.log_text()
+    );
+    settle(|| logged_rows(&sink.log_text()) >= kafka_all.len());
+    assert!(sink.stop(), "{}", sink.log_text());
+    assert!(detector.stop(), "{}", detector.log_text());
+    for log in [detector.log_text(), sink.log_text()] {
+        assert!(!log.contains(&password), "the password never reaches a log");
+    }
+    drop(broker);
+}

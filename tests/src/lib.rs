@@ -61,6 +61,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// One test's private corner of the broker: its own topics, groups and transactional ids.
+#[derive(Clone)]
 pub struct Env {
     pub vars: Vec<(String, String)>,
     pub dir: PathBuf,
@@ -438,6 +439,40 @@ impl Broker {
         };
         b.kafka_sh(&["up"]);
         b
+    }
+
+    /// One broker whose client listener is SASL_SSL with SCRAM-SHA-512 (`kafka.sh secure up`):
+    /// the user `gridwatch` with `password`; its CA at [`Broker::ca`].
+    pub fn secure(dir: &Path, password: &str) -> Broker {
+        let port = free_port();
+        let vars = vec![
+            ("KAFKA_PORT".to_string(), port.to_string()),
+            ("KAFKA_CONTROLLER_PORT".to_string(), free_port().to_string()),
+            ("KAFKA_INTERNAL_PORT".to_string(), free_port().to_string()),
+            (
+                "KAFKA_RUN_DIR".to_string(),
+                dir.join("kafka").to_string_lossy().into_owned(),
+            ),
+            ("KAFKA_HEAP".to_string(), "384m".to_string()),
+            ("KAFKA_SCRAM_PASSWORD".to_string(), password.to_string()),
+        ];
+        let b = Broker {
+            vars,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        b.kafka_sh(&["secure", "up"]);
+        b
+    }
+
+    /// The CA a `secure` broker's certificate is signed by.
+    pub fn ca(&self) -> PathBuf {
+        let run = &self
+            .vars
+            .iter()
+            .find(|(k, _)| k == "KAFKA_RUN_DIR")
+            .unwrap()
+            .1;
+        Path::new(run).join("tls/ca.pem")
     }
 
     /// Three brokers (`kafka.sh cluster up`, replication factor 3, min ISR 2) on free ports.

@@ -4,20 +4,21 @@
 //!
 //! Layout: the magic `GWENGINE`, the format version (u32, little endian), then a postcard body:
 //! the detector settings the state was built under (as JSON), every meter's slot with its id,
-//! every feeder, every region. A checkpoint of another format version, or made under other
+//! every feeder, every region, every crowd of unregistered meters. A checkpoint of another format version, or made under other
 //! settings, is refused with the reason, and the caller rebuilds the state by a full replay:
 //! state learned under other thresholds would not be the state those readings give now.
 
 use crate::config::EngineConfig;
+use crate::crowd::Crowd;
 use crate::detectors::season::Season;
-use crate::engine::{Engine, FeederSlot, FeederState, MeterState, Slot};
+use crate::engine::{Engine, FeederSlot, FeederState, Held, MeterState, Slot};
 use gridwatch_core::MeterRecord;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Bump whenever any state type's layout changes (a field added, removed, retyped or moved):
 /// the test `checkpoint_layout_is_pinned` fails until it is.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"GWENGINE";
 
 /// Why a checkpoint cannot be used.
@@ -57,6 +58,7 @@ struct BodyOut<'a> {
     slots: Vec<SlotOut<'a>>,
     feeders: Vec<FeederOut<'a>>,
     regions: Vec<(&'a str, &'a Season)>,
+    crowds: &'a [Crowd],
 }
 
 #[derive(Serialize)]
@@ -65,6 +67,7 @@ struct SlotOut<'a> {
     reg: Option<&'a MeterRecord>,
     feeder: Option<u32>,
     region: Option<u32>,
+    held: Option<Held>,
     st: &'a MeterState,
 }
 
@@ -81,6 +84,7 @@ struct BodyIn {
     slots: Vec<SlotIn>,
     feeders: Vec<FeederIn>,
     regions: Vec<(String, Season)>,
+    crowds: Vec<Crowd>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +93,7 @@ struct SlotIn {
     reg: Option<MeterRecord>,
     feeder: Option<u32>,
     region: Option<u32>,
+    held: Option<Held>,
     st: MeterState,
 }
 
@@ -128,6 +133,7 @@ impl Engine {
                     reg: s.reg.as_ref(),
                     feeder: s.feeder,
                     region: s.region,
+                    held: s.held,
                     st: &s.st,
                 })
                 .collect(),
@@ -141,6 +147,7 @@ impl Engine {
                 })
                 .collect(),
             regions: regions.into_iter().zip(&self.regions).collect(),
+            crowds: &self.crowds,
         };
         let mut out = Vec::with_capacity(64 + self.slots.len() * 512);
         out.extend_from_slice(MAGIC);
@@ -169,10 +176,16 @@ impl Engine {
         let corrupt = |what: &str| RestoreError::Corrupt(what.to_string());
         let mut e = Engine::new(cfg).map_err(|e| RestoreError::Corrupt(e.to_string()))?;
         let (n_feeders, n_regions) = (body.feeders.len() as u32, body.regions.len() as u32);
+        let n_crowds = body.crowds.len() as u32;
         for (i, s) in body.slots.into_iter().enumerate() {
             if s.feeder.is_some_and(|f| f >= n_feeders) || s.region.is_some_and(|r| r >= n_regions)
             {
                 return Err(corrupt("a meter points past the feeders or regions"));
+            }
+            if s.held
+                .is_some_and(|h| h.region >= n_crowds || h.feeder.is_some_and(|c| c >= n_crowds))
+            {
+                return Err(corrupt("a meter points past the crowds"));
             }
             if e.index.insert(s.id.into(), i as u32).is_some() {
                 return Err(corrupt("a meter id appears twice"));
@@ -181,6 +194,7 @@ impl Engine {
                 reg: s.reg,
                 feeder: s.feeder,
                 region: s.region,
+                held: s.held,
                 st: s.st,
             });
         }
@@ -206,6 +220,18 @@ impl Engine {
                 return Err(corrupt("a region appears twice"));
             }
             e.regions.push(season);
+        }
+        for (i, c) in body.crowds.into_iter().enumerate() {
+            if !c.is_sound() {
+                return Err(corrupt("a crowd's sketch is misshapen"));
+            }
+            if e.crowd_index
+                .insert(c.key.as_str().into(), i as u32)
+                .is_some()
+            {
+                return Err(corrupt("a crowd appears twice"));
+            }
+            e.crowds.push(c);
         }
         Ok(e)
     }

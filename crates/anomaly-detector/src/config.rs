@@ -39,6 +39,12 @@ pub struct EngineConfig {
     /// IANA time zone for sites whose register row has neither `lon` nor `timezone`: night and
     /// day are judged on its standard time. Unset: UTC.
     pub timezone: Option<String>,
+    /// Unregistered meters naming one registered feeder that get a case each; more fold into
+    /// one case for the feeder, with a count (a flood of invented ids stays bounded).
+    pub max_unregistered_per_feeder: u32,
+    /// The same per region (a registered feeder's region; readings naming no registered
+    /// feeder form a region of their own).
+    pub max_unregistered_per_region: u32,
     pub register: RegisterConfig,
     pub capacity: CapacityConfig,
     pub mining: MiningConfig,
@@ -59,6 +65,8 @@ impl Default for EngineConfig {
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
             timezone: None,
+            max_unregistered_per_feeder: 100,
+            max_unregistered_per_region: 1_000,
             register: RegisterConfig::default(),
             capacity: CapacityConfig::default(),
             mining: MiningConfig::default(),

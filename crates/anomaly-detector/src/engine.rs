@@ -8,6 +8,7 @@
 
 use crate::case::{self, Settle};
 use crate::config::{Detectors, EngineConfig};
+use crate::crowd::Crowd;
 use crate::detectors::bypass::{BypassDetector, DropState, Member, Unmetered};
 use crate::detectors::capacity::CapacityState;
 use crate::detectors::feeder::{BalanceState, FeederId, Side, WINDOW};
@@ -63,7 +64,17 @@ pub(crate) struct Slot {
     pub feeder: Option<u32>,
     /// Its region (the register's `region`, else its feeder), for the season.
     pub region: Option<u32>,
+    /// While unregistered: the crowds ([`Crowd`]) whose caps it counts toward.
+    pub held: Option<Held>,
     pub st: MeterState,
+}
+
+/// The crowds an unregistered meter with a slot counts toward: its named feeder's, if that
+/// feeder is registered, and its region's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Held {
+    pub feeder: Option<u32>,
+    pub region: u32,
 }
 
 /// A feeder's state: its balance, its customers' peer groups, and its imbalance episode.
@@ -91,6 +102,8 @@ pub struct Engine {
     pub(crate) feeders: Vec<FeederSlot>,
     pub(crate) region_index: FxHashMap<Box<str>, u32>,
     pub(crate) regions: Vec<Season>,
+    pub(crate) crowd_index: FxHashMap<Box<str>, u32>,
+    pub(crate) crowds: Vec<Crowd>,
 }
 
 impl Engine {
@@ -106,6 +119,8 @@ impl Engine {
             feeders: Vec::new(),
             region_index: FxHashMap::default(),
             regions: Vec::new(),
+            crowd_index: FxHashMap::default(),
+            crowds: Vec::new(),
         })
     }
 
@@ -138,9 +153,83 @@ impl Engine {
             reg: None,
             feeder: None,
             region: None,
+            held: None,
             st: MeterState::new(),
         });
         i
+    }
+
+    fn crowd_of(&mut self, key: String) -> u32 {
+        if let Some(&c) = self.crowd_index.get(key.as_str()) {
+            return c;
+        }
+        let c = self.crowds.len() as u32;
+        self.crowd_index.insert(key.as_str().into(), c);
+        self.crowds.push(Crowd::new(key));
+        c
+    }
+
+    /// A registered feeder's region: its first customer's (the register's `region`, else the
+    /// feeder itself).
+    fn region_name_of(&self, f: u32) -> String {
+        let fd = &self.feeders[f as usize];
+        fd.members
+            .first()
+            .and_then(|&m| self.slots[m as usize].region)
+            .and_then(|k| {
+                self.region_index
+                    .iter()
+                    .find(|(_, &v)| v == k)
+                    .map(|(name, _)| name.to_string())
+            })
+            .unwrap_or_else(|| fd.id.clone())
+    }
+
+    /// A reading from a meter never seen and not in the register: a slot of its own while its
+    /// crowds have room (`Some`), else folded into the narrowest full crowd's case (`None`).
+    /// A `feeder_id` on the reading only picks the crowd: it never joins the meter to the
+    /// feeder's balance or peers.
+    fn admit_unregistered(&mut self, r: &Reading, out: &mut Vec<Alert>) -> Option<usize> {
+        let feeder = r
+            .feeder_id
+            .as_deref()
+            .and_then(|f| self.feeder_index.get(f).copied());
+        let region = feeder.map(|f| self.region_name_of(f));
+        let fc = feeder.map(|f| self.crowd_of(format!("feeder {}", self.feeders[f as usize].id)));
+        let rc = self.crowd_of(match &region {
+            Some(g) => format!("region {g}"),
+            None => "unknown feeder".to_string(),
+        });
+        let (cap_f, cap_r) = (
+            self.cfg.max_unregistered_per_feeder,
+            self.cfg.max_unregistered_per_region,
+        );
+        let feeder_full = fc.is_some_and(|c| self.crowds[c as usize].held >= cap_f);
+        let region_full = self.crowds[rc as usize].held >= cap_r;
+        if !feeder_full && !region_full {
+            for c in fc.into_iter().chain([rc]) {
+                self.crowds[c as usize].held += 1;
+            }
+            let i = self.slot_of(&r.meter_id);
+            self.slots[i].held = Some(Held {
+                feeder: fc,
+                region: rc,
+            });
+            return Some(i);
+        }
+        let (c, cap) = match fc {
+            Some(c) if feeder_full => (c, cap_f),
+            _ => (rc, cap_r),
+        };
+        let feeder_id = feeder.map(|f| self.feeders[f as usize].id.as_str());
+        out.extend(self.crowds[c as usize].fold(
+            r,
+            feeder_id,
+            region.as_deref(),
+            cap,
+            self.cfg.update_interval_s,
+        ));
+        None
     }
 
     fn feeder_of(&mut self, feeder_id: &str) -> u32 {
@@ -181,6 +270,13 @@ impl Engine {
             RegistryUpdate::Delete { meter_id } => (meter_id, None),
         };
         let i = self.slot_of(&meter_id);
+        if reg.is_some() {
+            if let Some(h) = self.slots[i].held.take() {
+                for c in h.feeder.into_iter().chain([h.region]) {
+                    self.crowds[c as usize].held -= 1;
+                }
+            }
+        }
         // Keep each feeder's customer meters, for the completeness of its balance, its peers
         // and its suspects; a row re-sent unchanged (a whole register reloaded) moves nothing.
         let customer =
@@ -258,18 +354,20 @@ impl Engine {
     /// Takes one validated reading; appends any alerts it raises to `out`, and says what it
     /// made of the reading.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> ReadingUse {
-        let i = self.slot_of(&r.meter_id);
-        if self.slots[i].feeder.is_none() {
-            if let Some(hint) = &r.feeder_id {
-                self.slots[i].feeder = Some(self.feeder_of(hint));
-            }
-        }
+        let i = match self.index.get(r.meter_id.as_str()) {
+            Some(&i) => i as usize,
+            None => match self.admit_unregistered(r, out) {
+                Some(i) => i,
+                None => return ReadingUse::Counted,
+            },
+        };
         let (cfg, d) = (&self.cfg, &self.d);
         let Slot {
             reg,
             feeder,
             region,
             st,
+            ..
         } = &mut self.slots[i];
         let regions = &mut self.regions;
         let t = Target {

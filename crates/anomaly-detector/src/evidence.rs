@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Evidence {
     Unregistered(Unregistered),
+    /// Unregistered meters past the caps, folded into one case.
+    Crowded(Crowded),
     Disconnected(Disconnected),
     Capacity(Capacity),
     Mining(Mining),
@@ -60,6 +62,17 @@ impl<'de> Deserialize<'de> for ClassName {
 pub struct Unregistered {
     pub mean_kw: f64,
     pub kwh_since_first_seen: f64,
+}
+
+/// A crowd of unregistered meters past `max_unregistered_per_feeder` (or `_per_region`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crowded {
+    /// Distinct meters folded in (estimated past a few hundred, about ±7 %).
+    pub unregistered_meters: u64,
+    pub readings: u64,
+    pub kwh: f64,
+    /// The cap: how many unregistered meters of this crowd have their own case.
+    pub tracked_one_by_one: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +254,7 @@ impl Evidence {
     fn fields(&self) -> Map<String, Value> {
         match self {
             Evidence::Unregistered(e) => object(e),
+            Evidence::Crowded(e) => object(e),
             Evidence::Disconnected(e) => object(e),
             Evidence::Capacity(e) => object(e),
             Evidence::Mining(e) => {

@@ -11,6 +11,7 @@
 mod case;
 pub mod checkpoint;
 pub mod config;
+mod crowd;
 mod detectors;
 pub mod engine;
 mod episode;

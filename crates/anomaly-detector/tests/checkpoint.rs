@@ -157,11 +157,16 @@ fn fnv(bytes: &[u8]) -> u64 {
 #[test]
 fn checkpoint_layout_is_pinned() {
     // A small fixed state touching every kind of slot: a head, a customer with a case, a
-    // meter the register doesn't know, weather and a holiday. If this fingerprint changes,
+    // meter the register doesn't know, one folded into its feeder's crowd (the cap is 1),
+    // weather and a holiday. If this fingerprint changes,
     // the state layout (or what these inputs leave in it) changed: bump
     // checkpoint::FORMAT_VERSION, so older checkpoints are refused rather than misread, and
     // update the fingerprint.
-    let mut e = Engine::new(EngineConfig::default()).unwrap();
+    let cfg = EngineConfig {
+        max_unregistered_per_feeder: 1,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(cfg).unwrap();
     let mut out = Vec::new();
     let mut home = MeterRecord::customer("S1", "M1", "F1", CustomerClass::Residential, Some(12.0));
     home.region = Some("Pavlodar".into());
@@ -180,7 +185,7 @@ fn checkpoint_layout_is_pinned() {
         name: "New Year".into(),
     });
     for i in 1..=3 * 96 {
-        for (m, kw) in [("M1", 9.0), ("H1", 9.5), ("X9", 0.4)] {
+        for (m, kw) in [("M1", 9.0), ("H1", 9.5), ("X9", 0.4), ("X8", 0.3)] {
             let r = Reading {
                 meter_id: m.into(),
                 ts: t0 + i * 900,
@@ -190,17 +195,22 @@ fn checkpoint_layout_is_pinned() {
                 kwh_export: None,
                 voltage_v: None,
                 current_a: None,
-                feeder_id: None,
+                feeder_id: m.starts_with('X').then(|| "F1".into()),
                 quality: Default::default(),
             };
             e.on_reading(&r, &mut out);
         }
     }
     assert!(!out.is_empty(), "the fixed state holds open cases");
+    assert_eq!(
+        e.meters(),
+        3,
+        "X8 is folded into F1's crowd, not given a slot"
+    );
     let bytes = e.checkpoint();
     assert_eq!(
         (FORMAT_VERSION, bytes.len(), fnv(&bytes)),
-        (1, 3333, 1377380754225853169),
+        (2, 4233, 9850128862222779321),
         "the checkpoint layout changed: bump FORMAT_VERSION and update this fingerprint"
     );
 }

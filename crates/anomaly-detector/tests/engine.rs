@@ -417,6 +417,18 @@ fn feeder_run(
     tap: impl Fn(i64) -> f64,
     gap: std::ops::Range<i64>,
 ) -> Vec<Alert> {
+    feeder_run_with_fake(n, days, tap, gap, |_| None)
+}
+
+/// [`feeder_run`], plus readings of a meter the register doesn't know, naming feeder F1,
+/// of `fake(i)` kW.
+fn feeder_run_with_fake(
+    n: usize,
+    days: i64,
+    tap: impl Fn(i64) -> f64,
+    gap: std::ops::Range<i64>,
+    fake: impl Fn(i64) -> Option<f64>,
+) -> Vec<Alert> {
     let mut records = vec![feeder_head()];
     records.extend((0..n).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(12.0))));
     let mut e = engine_with(&records);
@@ -435,8 +447,94 @@ fn feeder_run(
         let x = total / (n as f64 * 0.8);
         let head = total * (1.0 + 0.04 * x.clamp(0.5, 2.0)) + tap(i);
         e.on_reading(&reading("H1", i, head), &mut out);
+        if let Some(kw) = fake(i) {
+            let mut r = reading("FAKE", i, kw);
+            r.feeder_id = Some("F1".into());
+            e.on_reading(&r, &mut out);
+        }
     }
     out
+}
+
+#[test]
+fn an_unregistered_meter_naming_a_feeder_cannot_hide_a_tap_on_it() {
+    // The tap's 3 kW, "metered" by a meter the register doesn't know that names the feeder:
+    // counted in the feeder's balance, it would hide the tap.
+    let onset = 3 * 96;
+    let alerts = feeder_run_with_fake(
+        30,
+        6,
+        |i| if i >= onset { 3.0 } else { 0.0 },
+        0..0,
+        |i| (i >= onset).then_some(3.0),
+    );
+    let opened = kinds(&alerts, AlertStatus::Open);
+    assert!(opened.contains(&AlertKind::FeederImbalance), "{opened:?}");
+    let fake = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::UnregisteredMeter)
+        .expect("the fake meter is itself a case");
+    assert_eq!(fake.meter_id.as_deref(), Some("FAKE"));
+    assert_eq!(
+        fake.feeder_id.as_deref(),
+        Some("F1"),
+        "the name it gave, for the inspector"
+    );
+}
+
+#[test]
+fn a_flood_of_invented_meter_ids_keeps_state_and_alerts_bounded() {
+    let mut e = engine_with(&[
+        feeder_head(),
+        site("1", CustomerClass::Residential, Some(12.0)),
+    ]);
+    let mut out = Vec::new();
+    let n = 200_000;
+    for k in 0..n {
+        let mut r = reading(&format!("X{k:07}"), 1 + k / 1000, 0.5);
+        r.feeder_id = (k % 2 == 0).then(|| "F1".into());
+        e.on_reading(&r, &mut out);
+    }
+    let (per_feeder, per_region) = (100, 1_000);
+    assert_eq!(
+        e.meters(),
+        2 + per_feeder + per_region,
+        "F1's 100, 1,000 naming no registered feeder, and the two registered"
+    );
+    let opened: Vec<&Alert> = out
+        .iter()
+        .filter(|a| a.status == AlertStatus::Open)
+        .collect();
+    assert_eq!(
+        opened.len(),
+        per_feeder + per_region + 2,
+        "one case each, and two crowds"
+    );
+    let crowds: Vec<&Alert> = opened
+        .iter()
+        .copied()
+        .filter(|a| a.meter_id.is_none())
+        .collect();
+    assert_eq!(crowds.len(), 2);
+    assert!(crowds
+        .iter()
+        .all(|a| a.kind == AlertKind::UnregisteredMeter));
+    assert!(
+        out.len() < opened.len() + 100,
+        "updates are rate-limited: {}",
+        out.len()
+    );
+    let last = out
+        .iter()
+        .rev()
+        .find(|a| a.meter_id.is_none() && a.feeder_id.as_deref() == Some("F1"))
+        .expect("F1's crowd");
+    let folded = last.evidence["unregistered_meters"].as_u64().unwrap() as f64;
+    let expected = (n / 2) as f64 - per_feeder as f64;
+    assert!(
+        (folded - expected).abs() < 0.2 * expected,
+        "{folded} meters folded into F1's crowd, of {expected}"
+    );
 }
 
 #[test]

@@ -21,12 +21,48 @@ pub struct KafkaConfig {
     /// (compacted topics keep every key's latest record instead). 7 days by default: the
     /// detector's checkpoints bound restart time, not retention.
     pub retention_s: i64,
-    /// librdkafka properties passed through as they are (e.g. `security.protocol`).
-    /// Put secrets here through the environment, never in a committed file.
+    /// librdkafka properties passed through (e.g. `security.protocol`). In a key, `_` stands
+    /// for `.`, so the environment can set any of them:
+    /// `GRIDWATCH__KAFKA__PROPERTIES__SASL_PASSWORD` is `sasl.password`. Put secrets here
+    /// through the environment (or `sasl_password_file`), never in a committed file.
     pub properties: BTreeMap<String, String>,
+    /// A file holding the SASL password (a mounted secret; surrounding whitespace ignored),
+    /// read at start: `sasl.password` without the secret in the environment or the config.
+    pub sasl_password_file: Option<String>,
 }
 
 impl KafkaConfig {
+    /// Spells every property key as librdkafka does (`_` as `.`) and reads
+    /// `sasl_password_file` into `sasl.password`; the error names the key or the file.
+    pub fn resolve_secrets(&mut self) -> Result<(), String> {
+        let props = std::mem::take(&mut self.properties);
+        for (key, value) in props {
+            let key = key.replace('_', ".");
+            if self.properties.insert(key.clone(), value).is_some() {
+                return Err(format!(
+                    "kafka.properties: {key} is set twice (once with `_` for `.`)"
+                ));
+            }
+        }
+        if let Some(file) = &self.sasl_password_file {
+            if self.properties.contains_key("sasl.password") {
+                return Err(
+                    "kafka.sasl_password_file and kafka.properties.sasl.password are both set"
+                        .into(),
+                );
+            }
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("kafka.sasl_password_file: {file}: {e}"))?;
+            let password = text.trim();
+            if password.is_empty() {
+                return Err(format!("kafka.sasl_password_file: {file} is empty"));
+            }
+            self.properties
+                .insert("sasl.password".into(), password.to_string());
+        }
+        Ok(())
+    }
+
     /// The `min.insync.replicas` topics are created with.
     pub fn min_insync(&self) -> i32 {
         self.min_insync_replicas
@@ -68,6 +104,7 @@ impl Default for KafkaConfig {
             min_insync_replicas: None,
             retention_s: 7 * 86_400,
             properties: BTreeMap::new(),
+            sasl_password_file: None,
         }
     }
 }

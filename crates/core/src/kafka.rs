@@ -74,15 +74,68 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// A client context that keeps the last error librdkafka reported for the whole client (a
+/// failed SASL authentication, an untrusted certificate), so a request that then times out
+/// can say why instead of only "timed out".
+#[derive(Default)]
+pub struct ErrorTrap {
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl ErrorTrap {
+    /// The last client-wide error, if any.
+    pub fn last(&self) -> Option<String> {
+        self.last.lock().map(|l| l.clone()).unwrap_or(None)
+    }
+}
+
+impl rdkafka::ClientContext for ErrorTrap {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!("kafka: {error}: {reason}");
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(reason.to_string());
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ErrorTrap {}
+
+/// The cluster's metadata, from a short-lived client whose client-wide errors are kept: when
+/// the cluster can't be reached, the error says why (a refused password, an untrusted
+/// certificate) rather than only that a request timed out.
+pub fn metadata(k: &KafkaConfig) -> Result<rdkafka::metadata::Metadata, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer<ErrorTrap> = client_config(k)
+        .create_with_context(ErrorTrap::default())
+        .map_err(|e| format!("kafka client: {e}"))?;
+    probe
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .map_err(|e| {
+            // Client-wide errors wait in the client's queue until it is polled.
+            for _ in 0..5 {
+                if probe.poll(std::time::Duration::from_millis(100)).is_none()
+                    && probe.context().last().is_some()
+                {
+                    break;
+                }
+            }
+            let why = probe
+                .context()
+                .last()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            format!("cannot reach Kafka at {}: {e}{why}", k.bootstrap_servers)
+        })
+}
+
 /// Creates the gridwatch topics that don't exist yet: readings, alerts and the DLQ with
 /// `partitions` partitions, the registry and the suspects compacted, the weather and the
 /// holidays compacted on one partition (every detector reads all of them). Existing topics are left as they are.
 pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
 
-    let admin: AdminClient<DefaultClientContext> = client_config(k)
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config(k)
         .create()
         .map_err(|e| format!("kafka admin client: {e}"))?;
     k.validate()?;
@@ -110,17 +163,12 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
     ];
     // Only the topics that don't exist yet: every service calls this at start, and a
     // CreateTopics request needs the controller, which may be the broker that is down.
-    let existing: std::collections::HashSet<String> = admin
-        .inner()
-        .fetch_metadata(None, std::time::Duration::from_secs(10))
-        .map(|md| {
-            md.topics()
-                .iter()
-                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| t.name().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let existing: std::collections::HashSet<String> = metadata(k)?
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.name().to_string())
+        .collect();
     let topics: Vec<NewTopic<'_>> = topics
         .into_iter()
         .filter(|t| !existing.contains(t.name))

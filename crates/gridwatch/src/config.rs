@@ -74,8 +74,11 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         fig = fig.merge(Env::prefixed("GRIDWATCH__").split("__"));
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        cfg.kafka
+            .resolve_secrets()
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         gridwatch_anomaly_detector::Engine::new(cfg.detector.engine.clone())
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
@@ -130,6 +133,35 @@ mod tests {
             let err = Config::load(Some(&bad)).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
+        let secret = file(dir.path(), "secret", "  s3cret-from-a-mounted-file \n");
+        let with_file = file(
+            dir.path(),
+            "file.toml",
+            &format!(
+                "[kafka]\nsasl_password_file = {:?}\n[kafka.properties]\nsasl_username = \"gw\"",
+                secret.display()
+            ),
+        );
+        let c = Config::load(Some(&with_file)).unwrap();
+        assert_eq!(
+            c.kafka.properties["sasl.password"],
+            "s3cret-from-a-mounted-file"
+        );
+        assert_eq!(
+            c.kafka.properties["sasl.username"], "gw",
+            "`_` stands for `.`"
+        );
+        let missing = file(
+            dir.path(),
+            "missing.toml",
+            "[kafka]\nsasl_password_file = \"/nonexistent/pw\"",
+        );
+        let err = Config::load(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.sasl_password_file: /nonexistent/pw"),
+            "{err}"
+        );
+
         let bad = file(dir.path(), "bad.toml", "[detector.peer]\nmin_peers = 1");
         let err = Config::load(Some(&bad)).unwrap_err().to_string();
         assert!(err.contains("detector.peer.min_peers"), "{err}");
