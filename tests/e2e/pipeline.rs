@@ -1602,3 +1602,221 @@ fn the_pipeline_runs_against_a_sasl_ssl_broker_and_a_wrong_password_is_named() {
     }
     drop(broker);
 }
+
+/// A CA and a server certificate for 127.0.0.1 (openssl), as an operator would make them:
+/// returns (ca.pem, server.pem, server.key).
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let sh = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// `curl` with `args`; returns (HTTP status or 0 when no HTTP answer came, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_ingester_serves_https_with_the_configured_certificate_and_refuses_plain_http() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = Env::new(&bootstrap, "tls");
+    let (ca, cert, key) = certificates(&env.dir);
+    let keys = env.dir.join("keys");
+    let secret = "0123456789abcdefSECRET-TLS";
+    std::fs::write(&keys, format!("hes-tls {secret}\n")).unwrap();
+    let env = env
+        .with("GRIDWATCH__INGESTER__LISTEN", &addr)
+        .with("GRIDWATCH__INGESTER__TLS_CERT", cert.to_str().unwrap())
+        .with("GRIDWATCH__INGESTER__TLS_KEY", key.to_str().unwrap())
+        .with("GRIDWATCH__INGESTER__API_KEYS_FILE", keys.to_str().unwrap());
+    env.run(&["topics", "create"]);
+    let mut ingester = env.spawn("ingester", &["ingester"]);
+    let https = format!("https://{addr}");
+    let ca = ca.to_str().unwrap();
+    wait_until(
+        "the ingester to answer over HTTPS",
+        Duration::from_secs(60),
+        || curl(&["--cacert", ca, &format!("{https}/readyz")]).0 == 200,
+    );
+    let body = "meter_id,ts,interval_s,kwh\nMTLS1,2026-01-05T00:15:00Z,900,0.2\n";
+    let (status, resp) = curl(&[
+        "--cacert",
+        ca,
+        "-H",
+        &format!("Authorization: Bearer {secret}"),
+        "-H",
+        "Content-Type: text/csv",
+        "--data-binary",
+        body,
+        &format!("{https}/v1/readings"),
+    ]);
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("\"accepted\":1"), "{resp}");
+    // A client that doesn't trust the certificate gets no answer; nor does plain HTTP.
+    assert_eq!(
+        curl(&[&format!("{https}/readyz")]).0,
+        0,
+        "untrusted certificate"
+    );
+    assert_eq!(get(&addr, "/readyz"), 0, "plain HTTP on the HTTPS port");
+    // The listener still serves after those failed handshakes.
+    assert_eq!(curl(&["--cacert", ca, &format!("{https}/healthz")]).0, 200);
+    assert!(ingester.stop(), "{}", ingester.log_text());
+
+    // Half a TLS setting is refused at start, naming both keys.
+    let half = env.clone().with("GRIDWATCH__INGESTER__TLS_KEY", "");
+    let out = Command::new(gridwatch_e2e::bin())
+        .arg("ingester")
+        .envs(half.vars.iter().map(|(k, v)| (k, v)))
+        .env_remove("GRIDWATCH_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("ingester.tls_key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_flood_of_a_million_readings_from_invented_meters_keeps_the_detector_bounded() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let env = Env::new(&bootstrap, "flood")
+        .with("GRIDWATCH__DETECTOR__METRICS_LISTEN", &metrics)
+        .with("GRIDWATCH__DETECTOR__CHECKPOINT_INTERVAL_S", "3600");
+    let registry = env.dir.join("registry.csv");
+    std::fs::write(
+        &registry,
+        "site_id,meter_id,feeder_id,role,customer_class,permitted_kw,status,licensed_mining,lat,lon,region\n\
+         SH1,H1,F1,feeder_head,,,active,false,,,North\n\
+         S1,M1,F1,customer,residential,12,active,false,,,North\n",
+    )
+    .unwrap();
+    // 250,000 invented meters, four readings each; half name the registered feeder F1.
+    let flood = env.dir.join("flood.csv");
+    let mut text = String::from("meter_id,ts,interval_s,kwh,feeder_id\n");
+    let meters = 250_000;
+    for k in 0..4 * meters {
+        let (m, step) = (k % meters, k / meters);
+        let feeder = if m % 2 == 0 { "F1" } else { "" };
+        let min = step * 15;
+        writeln!(
+            text,
+            "FAKE{m:07},2026-01-05T00:{min:02}:00Z,900,0.1,{feeder}"
+        )
+        .unwrap();
+    }
+    std::fs::write(&flood, text).unwrap();
+
+    env.run(&["topics", "create"]);
+    env.run(&["registry", "load", "--registry", registry.to_str().unwrap()]);
+    env.run(&["ingest", "--readings", flood.to_str().unwrap()]);
+    let mut detector = env.spawn("detector", &["detect"]);
+    // 100 meters of F1's crowd and 1,000 of the crowd naming no registered feeder get a case
+    // each; every other id folds into its crowd's one case.
+    let (per_feeder, per_region) = (100, 1_000);
+    let expected_opens = per_feeder + per_region + 2;
+    wait_until(
+        "the detector to consume the flood",
+        Duration::from_secs(600),
+        || {
+            let (_, body) = get_text(&metrics, "/metrics");
+            metric(&body, "gridwatch_records_consumed_total").unwrap_or(0) >= 4 * meters as u64
+        },
+    );
+    let alerts = env.tail("alerts", expected_opens, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(3));
+    let alerts = env.tail("alerts", alerts.len() + 1, Duration::from_secs(5));
+    let opens: Vec<&Value> = alerts.iter().filter(|a| a["status"] == "open").collect();
+    assert_eq!(opens.len(), expected_opens, "{} alerts", alerts.len());
+    assert!(opens.iter().all(|a| a["kind"] == "unregistered_meter"));
+    let crowds: Vec<&&Value> = opens.iter().filter(|a| a["meter_id"].is_null()).collect();
+    assert_eq!(crowds.len(), 2, "{crowds:?}");
+    let f1 = crowds
+        .iter()
+        .find(|a| a["feeder_id"] == "F1")
+        .expect("F1's crowd");
+    assert_eq!(f1["region"], "North");
+    assert!(
+        alerts.len() < expected_opens + 50,
+        "crowd updates are rate-limited: {} messages",
+        alerts.len()
+    );
+    let (_, body) = get_text(&metrics, "/metrics");
+    assert_eq!(
+        metric(&body, "gridwatch_meters"),
+        Some((2 + per_feeder + per_region) as u64),
+        "the registered two and the capped unregistered: the rest hold no state"
+    );
+    assert!(detector.stop(), "{}", detector.log_text());
+}

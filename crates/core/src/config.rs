@@ -147,6 +147,10 @@ pub struct IngesterConfig {
     pub listen: String,
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Request bodies held at once, over all senders (bytes). A body waits (unread, on the
+    /// network) until it fits, up to `ack_timeout_ms`, then 503: memory stays bounded under
+    /// a crowd of large posts. At least `max_body_bytes` in effect.
+    pub max_inflight_body_bytes: usize,
     /// How long a request waits for the broker to acknowledge its records before 503.
     pub ack_timeout_ms: u64,
     /// A reading stamped more than this ahead of the server's clock is rejected (a meter's
@@ -160,6 +164,11 @@ pub struct IngesterConfig {
     pub max_requests_per_s: f64,
     /// Requests each key may have in flight (0: no limit); over it, 429.
     pub max_concurrent_requests: usize,
+    /// PEM certificate chain for HTTPS on the listener (with `tls_key`). Empty: plain HTTP
+    /// (put a TLS-terminating proxy in front, or keep the listener on a private network).
+    pub tls_cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for IngesterConfig {
@@ -167,11 +176,14 @@ impl Default for IngesterConfig {
         IngesterConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 16 * 1024 * 1024,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
             ack_timeout_ms: 10_000,
             max_future_s: 900,
             api_keys_file: String::new(),
             max_requests_per_s: 20.0,
             max_concurrent_requests: 8,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }

@@ -399,6 +399,18 @@ impl InternalEvent for RecordRejected<'_> {
     }
 }
 
+/// Rejected records of one reason class (`reason_class`), counted together: a large body's.
+pub struct RecordsRejected<'a> {
+    pub class: &'a str,
+    pub n: u64,
+}
+
+impl InternalEvent for RecordsRejected<'_> {
+    fn emit(self, c: &Counters) {
+        c.add_labelled(Counter::Rejected, labels(&[("reason", self.class)]), self.n);
+    }
+}
+
 /// An alert message went out (to `alerts.jsonl`, or in a committed transaction).
 pub struct AlertEmitted<'a> {
     pub kind: &'a str,

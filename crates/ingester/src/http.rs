@@ -8,15 +8,16 @@
 use crate::auth::{Keys, Limits, Refused};
 use crate::kafka::{Ack, SendError, Sender};
 use crate::parse::{json_object, Format, Records, Validation};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use gridwatch_core::events::{
-    Counters, DlqWritten, HttpAnswered, InternalEvent, ReadingIngested, RecordRejected,
-    RecordsProduced,
+    reason_class, Counters, DlqWritten, HttpAnswered, InternalEvent, ReadingIngested,
+    RecordsProduced, RecordsRejected,
 };
 use gridwatch_core::{DlqRecord, IngesterConfig, Reading};
 use serde_json::{json, Value};
@@ -31,6 +32,9 @@ struct AppState {
     /// `None`: no keys file, ingest open to anyone who reaches the listener.
     keys: Option<Arc<Keys>>,
     limits: Limits,
+    /// KiB of request bodies that may be held at once, over all senders.
+    body_budget: tokio::sync::Semaphore,
+    body_budget_kib: u32,
     requests: AtomicU64,
     run_id: String,
 }
@@ -52,12 +56,17 @@ pub fn router(
     );
     let counted = counters.clone();
     let limits = Limits::new(cfg.max_requests_per_s, cfg.max_concurrent_requests);
+    let body_budget_kib = u32::try_from(cfg.max_inflight_body_bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
     let state = Arc::new(AppState {
         sender,
         cfg,
         counters,
         keys,
         limits,
+        body_budget: tokio::sync::Semaphore::new(body_budget_kib as usize),
+        body_budget_kib,
         requests: AtomicU64::new(0),
         run_id,
     });
@@ -131,9 +140,32 @@ pub async fn serve(
         });
         Some(keys)
     };
-    axum::serve(listener, router(sender, cfg, counters, keys))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let tls = match (cfg.tls_cert.as_str(), cfg.tls_key.as_str()) {
+        ("", "") => None,
+        (cert, key) if !cert.is_empty() && !key.is_empty() => Some(crate::tls::server_config(
+            std::path::Path::new(cert),
+            std::path::Path::new(key),
+        )?),
+        _ => {
+            return Err(std::io::Error::other(
+                "ingester.tls_cert and ingester.tls_key go together: set both, or neither",
+            ))
+        }
+    };
+    let app = router(sender, cfg, counters, keys);
+    match tls {
+        Some(config) => {
+            tracing::info!("the listener speaks HTTPS only");
+            axum::serve(crate::tls::TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
@@ -164,6 +196,12 @@ fn error(status: StatusCode, request_id: &str, msg: impl Into<String>) -> Respon
         .into_response()
 }
 
+/// One record of a body: a reading, or a reject with its source.
+pub enum Item {
+    Reading(Reading),
+    Reject(DlqRecord),
+}
+
 /// Parses a body into readings and rejects, each reject with its source.
 pub fn parse_body(
     kind: &str,
@@ -171,30 +209,51 @@ pub fn parse_body(
     source: &str,
     v: Validation,
 ) -> Result<(Vec<Reading>, Vec<DlqRecord>), String> {
-    let mut readings = Vec::new();
-    let mut rejects = Vec::new();
+    let (mut readings, mut rejects) = (Vec::new(), Vec::new());
+    parse_body_each(kind, body, source, v, |item| {
+        match item {
+            Item::Reading(r) => readings.push(r),
+            Item::Reject(r) => rejects.push(r),
+        }
+        true
+    })?;
+    Ok((readings, rejects))
+}
+
+/// Parses a body record by record, handing each to `each` as soon as it is parsed (it returns
+/// false to stop): a large body is never held as records all at once. The error is for a
+/// body unusable as a whole — a JSON body is checked whole before its first record is handed
+/// over; a CSV header is checked first; a body whose XML breaks off part-way has handed over
+/// the records before the break.
+pub fn parse_body_each(
+    kind: &str,
+    body: &[u8],
+    source: &str,
+    v: Validation,
+    mut each: impl FnMut(Item) -> bool,
+) -> Result<(), String> {
     match kind {
         "application/json" => {
-            let items = match serde_json::from_slice::<Value>(body) {
-                Ok(Value::Array(items)) => items,
-                Ok(obj @ Value::Object(_)) => vec![obj],
-                Ok(_) => return Err("a JSON body must be an array of reading objects".into()),
-                Err(e) => return Err(format!("invalid JSON: {e}")),
-            };
-            for (i, item) in items.into_iter().enumerate() {
+            // The syntax first, without building anything: a broken body stores nothing.
+            serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                .map_err(|e| format!("invalid JSON: {e}"))?;
+            let mut one = |i: usize, item: Value| {
                 let parsed = match &item {
                     Value::Object(m) => json_object(m, v),
                     _ => Err("not a JSON object".to_string()),
                 };
-                match parsed {
-                    Ok(r) => readings.push(r),
-                    Err(reason) => rejects.push(DlqRecord::new(
+                each(match parsed {
+                    Ok(r) => Item::Reading(r),
+                    Err(reason) => Item::Reject(DlqRecord::new(
                         reason,
                         format!("{source}#{i}"),
                         item.to_string(),
                     )),
-                }
-            }
+                })
+            };
+            let mut de = serde_json::Deserializer::from_slice(body);
+            serde::Deserializer::deserialize_any(&mut de, EachElement(&mut one))
+                .map_err(|e| e.to_string())
         }
         "application/x-ndjson"
         | "application/jsonl"
@@ -210,19 +269,53 @@ pub fn parse_body(
                 _ => Format::JsonLines,
             };
             for item in Records::new(body, format, v) {
-                match item.map_err(|e| e.to_string())? {
-                    Ok(r) => readings.push(r),
-                    Err(rej) => rejects.push(DlqRecord::new(
+                let go_on = each(match item.map_err(|e| e.to_string())? {
+                    Ok(r) => Item::Reading(r),
+                    Err(rej) => Item::Reject(DlqRecord::new(
                         rej.reason,
                         format!("{source}:{}", rej.line),
                         rej.raw,
                     )),
+                });
+                if !go_on {
+                    break;
                 }
             }
+            Ok(())
         }
-        other => return Err(format!("unsupported content type {other:?}")),
+        other => Err(format!("unsupported content type {other:?}")),
     }
-    Ok((readings, rejects))
+}
+
+/// Visits a JSON body's array elements one at a time (or a lone object as the only one),
+/// each as a `Value` of its own: the array is never built.
+struct EachElement<'f, F>(&'f mut F);
+
+impl<'de, F: FnMut(usize, Value) -> bool> serde::de::Visitor<'de> for EachElement<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON body must be an array of reading objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while let Some(item) = seq.next_element::<Value>()? {
+            if !(self.0)(i, item) {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                break;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        use serde::Deserialize;
+        let item = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        (self.0)(0, item);
+        Ok(())
+    }
 }
 
 /// Sends one record, waiting while the producer's queue is full, until `deadline`.
@@ -255,7 +348,7 @@ impl Drop for InFlight<'_> {
 async fn post_readings(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let n = app.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("{}-{n}", app.run_id);
@@ -329,54 +422,129 @@ async fn post_readings(
             format!("Content-Type must be application/json (an array), application/x-ndjson, text/csv, application/atom+xml (Green Button) or application/xml (IEC 61968-9 MeterReadings); got {kind:?}"),
         );
     }
+    // The body is read only now — after the key, the limits and the type are checked — and
+    // only once its size fits in the bodies the ingester may hold at once: a crowd of large
+    // bodies waits on the network (TCP backpressure) instead of filling memory.
+    let max_body = app.cfg.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &request_id,
+            format!("the body is larger than ingester.max_body_bytes ({max_body} bytes); split it"),
+        );
+    }
+    let kib = declared
+        .unwrap_or(max_body as u64)
+        .div_ceil(1024)
+        .clamp(1, u64::from(app.body_budget_kib)) as u32;
+    let wait = Duration::from_millis(app.cfg.ack_timeout_ms);
+    let Ok(Ok(_held)) = tokio::time::timeout(wait, app.body_budget.acquire_many(kib)).await else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &request_id,
+            "the ingester is busy with other large bodies; send the request again",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        return resp;
+    };
+    let body: Bytes = match axum::body::to_bytes(body, max_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &request_id,
+                format!("the body could not be read whole within ingester.max_body_bytes ({max_body} bytes): {e}"),
+            )
+        }
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let validation = Validation {
         max_ts: Some(now + app.cfg.max_future_s),
     };
-    let (readings, rejects) = match parse_body(&kind, &body, &source, validation) {
-        Ok(x) => x,
-        Err(msg) => return error(StatusCode::BAD_REQUEST, &request_id, msg),
-    };
-    let mut acks: Vec<Ack> = Vec::with_capacity(readings.len() + rejects.len());
-    let mut failure: Option<SendError> = None;
-    // A body may hold more records than the producer's queue: wait for it to drain (on
-    // librdkafka's threads) rather than refuse the body, up to the acknowledgement timeout.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.cfg.ack_timeout_ms);
-    for r in &readings {
-        match send_waiting(|| app.sender.send_reading_from(r, Some(&source)), deadline).await {
-            Ok(a) => acks.push(a),
-            Err(e) => {
-                failure = Some(e);
-                break;
+    // Parse on a blocking thread, in chunks, while this task sends what is parsed: a body
+    // is never held as records all at once, and the acknowledgements waited on are bounded.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
+    let parser = {
+        let (kind, source) = (kind.clone(), source.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(PARSE_CHUNK);
+            let parsed = parse_body_each(&kind, &body, &source, validation, |item| {
+                chunk.push(item);
+                chunk.len() < PARSE_CHUNK
+                    || tx
+                        .blocking_send(std::mem::replace(
+                            &mut chunk,
+                            Vec::with_capacity(PARSE_CHUNK),
+                        ))
+                        .is_ok()
+            });
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(chunk);
             }
-        }
-    }
-    if failure.is_none() {
-        for rec in &rejects {
-            match send_waiting(|| app.sender.send_dlq(rec), deadline).await {
-                Ok(a) => acks.push(a),
+            parsed
+        })
+    };
+    let mut sent = Sent::default();
+    let mut acks = futures::stream::FuturesUnordered::new();
+    let mut failure: Option<SendError> = None;
+    // The queue may hold fewer records than the body: wait for it to drain (on librdkafka's
+    // threads) rather than refuse the body, up to the acknowledgement timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.cfg.ack_timeout_ms);
+    'chunks: while let Some(chunk) = rx.recv().await {
+        for (k, item) in chunk.into_iter().enumerate() {
+            if k % 256 == 255 {
+                // Give the other requests (and /healthz) their turn on this worker.
+                tokio::task::yield_now().await;
+            }
+            let ack = match &item {
+                Item::Reading(r) => {
+                    send_waiting(|| app.sender.send_reading_from(r, Some(&source)), deadline).await
+                }
+                Item::Reject(rec) => send_waiting(|| app.sender.send_dlq(rec), deadline).await,
+            };
+            match ack {
+                Ok(a) => acks.push(a.wait()),
                 Err(e) => {
                     failure = Some(e);
-                    break;
+                    break 'chunks;
+                }
+            }
+            sent.note(item);
+            while acks.len() >= MAX_PENDING_ACKS {
+                if let Some(Err(e)) = acks.next().await {
+                    failure = Some(e);
+                    break 'chunks;
                 }
             }
         }
     }
+    drop(rx);
+    let parsed = parser.await;
     let timeout = Duration::from_millis(app.cfg.ack_timeout_ms);
-    let waited = tokio::time::timeout(
-        timeout,
-        futures::future::join_all(acks.into_iter().map(Ack::wait)),
-    )
-    .await;
-    let failure = failure.or_else(|| match waited {
-        Err(_) => Some(SendError::Kafka(format!(
-            "no acknowledgement within {} ms",
-            app.cfg.ack_timeout_ms
-        ))),
-        Ok(results) => results.into_iter().find_map(Result::err),
-    });
+    let failure = match failure {
+        Some(e) => Some(e),
+        None => match tokio::time::timeout(timeout, async {
+            while let Some(r) = acks.next().await {
+                r?;
+            }
+            Ok::<(), SendError>(())
+        })
+        .await
+        {
+            Err(_) => Some(SendError::Kafka(format!(
+                "no acknowledgement within {} ms",
+                app.cfg.ack_timeout_ms
+            ))),
+            Ok(r) => r.err(),
+        },
+    };
     if let Some(e) = failure {
         tracing::warn!(request_id, source, "records not stored: {e}");
         let mut resp = error(
@@ -389,36 +557,83 @@ async fn post_readings(
         return resp;
     }
     let c = &app.counters;
-    for _ in &readings {
-        ReadingIngested.emit(c);
-    }
-    for r in &rejects {
-        RecordRejected {
-            reason: &r.reason,
-            source: &r.source,
+    sent.emit(c, app.sender.topics());
+    match parsed {
+        Ok(Ok(())) => {}
+        Ok(Err(msg)) if sent.readings + sent.rejects == 0 => {
+            return error(StatusCode::BAD_REQUEST, &request_id, msg)
         }
-        .emit(c);
+        Ok(Err(msg)) => return error(
+            StatusCode::BAD_REQUEST,
+            &request_id,
+            format!(
+                "{msg} (the {} records before it are stored; a corrected re-send is counted once)",
+                sent.readings + sent.rejects
+            ),
+        ),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &request_id,
+                format!("parsing the body failed: {e}"),
+            )
+        }
     }
-    DlqWritten(rejects.len() as u64).emit(c);
-    let topics = app.sender.topics();
-    for (topic, n) in [
-        (&topics.readings, readings.len()),
-        (&topics.dlq, rejects.len()),
-    ] {
-        RecordsProduced { topic, n: n as u64 }.emit(c);
-    }
-    let reasons: Vec<Value> = rejects
-        .iter()
-        .take(10)
-        .map(|r| json!({"source": r.source, "reason": r.reason}))
-        .collect();
     Json(json!({
         "request_id": request_id,
-        "accepted": readings.len(),
-        "rejected": rejects.len(),
-        "reasons": reasons,
+        "accepted": sent.readings,
+        "rejected": sent.rejects,
+        "reasons": sent.reasons,
     }))
     .into_response()
+}
+
+/// Records parsed before they are handed to the sending task.
+const PARSE_CHUNK: usize = 2048;
+/// Acknowledgements a request waits on at once; past it, it waits for the oldest.
+const MAX_PENDING_ACKS: usize = 20_000;
+
+/// What a request stored: counts, and the first ten rejects' reasons for the answer.
+#[derive(Default)]
+struct Sent {
+    readings: u64,
+    rejects: u64,
+    reasons: Vec<Value>,
+    classes: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Sent {
+    fn note(&mut self, item: Item) {
+        match item {
+            Item::Reading(_) => self.readings += 1,
+            Item::Reject(r) => {
+                tracing::debug!(source = r.source, reason = r.reason, "record rejected");
+                self.rejects += 1;
+                *self.classes.entry(reason_class(&r.reason)).or_default() += 1;
+                if self.reasons.len() < 10 {
+                    self.reasons
+                        .push(json!({"source": r.source, "reason": r.reason}));
+                }
+            }
+        }
+    }
+
+    /// The counters, once every record is acknowledged.
+    fn emit(&self, c: &Counters, topics: &gridwatch_core::Topics) {
+        for _ in 0..self.readings {
+            ReadingIngested.emit(c);
+        }
+        for (&class, &n) in &self.classes {
+            RecordsRejected { class, n }.emit(c);
+        }
+        DlqWritten(self.rejects).emit(c);
+        for (topic, n) in [
+            (&topics.readings, self.readings),
+            (&topics.dlq, self.rejects),
+        ] {
+            RecordsProduced { topic, n }.emit(c);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod http;
 pub mod kafka;
 pub mod parse;
 pub mod registry;
+pub mod tls;
 pub mod weather;
 mod xml;
 
