@@ -1820,3 +1820,55 @@ fn a_flood_of_a_million_readings_from_invented_meters_keeps_the_detector_bounded
     );
     assert!(detector.stop(), "{}", detector.log_text());
 }
+
+#[test]
+fn a_rejected_record_the_dlq_cannot_take_is_logged_and_counted_and_the_detector_goes_on() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let metrics = format!("127.0.0.1:{}", free_port());
+    // The producer refuses messages over 12,000 bytes: the DLQ copy of the huge record below
+    // (cut to 16 KiB) can't be written. Before, that failed the transaction on every replay.
+    let env = Env::new(&bootstrap, "dlqfail")
+        .with("GRIDWATCH__DETECTOR__METRICS_LISTEN", &metrics)
+        .with("GRIDWATCH__KAFKA__PROPERTIES__MESSAGE_MAX_BYTES", "12000");
+    env.run(&["topics", "create"]);
+    let mut detector = env.spawn("detector", &["detect"]);
+    let topic = env.var("GRIDWATCH__KAFKA__TOPICS__READINGS").to_string();
+    let huge = format!(
+        r#"{{"meter_id":"{}","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1}}"#,
+        "Z".repeat(200_000)
+    );
+    env.produce_raw(
+        &topic,
+        &[
+            &huge,
+            r#"{"meter_id":"M1","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":-2.0}"#,
+            r#"{"meter_id":"MX","ts":"2026-01-05T00:15:00Z","interval_s":900,"kwh":1.5}"#,
+        ],
+    );
+    let alerts = env.tail("alerts", 1, Duration::from_secs(60));
+    assert!(
+        alerts.iter().any(|a| a["meter_id"] == "MX"),
+        "the reading after the poison is used: {alerts:#?}\n{}",
+        detector.log_text()
+    );
+    let dlq = env.tail("dlq", 1, Duration::from_secs(30));
+    assert_eq!(
+        dlq.len(),
+        1,
+        "the small reject still reaches the DLQ: {dlq:#?}"
+    );
+    assert!(dlq[0]["reason"].as_str().unwrap().contains("field kwh"));
+    let (_, body) = get_text(&metrics, "/metrics");
+    assert_eq!(metric(&body, "gridwatch_dlq_write_failures_total"), Some(1));
+    assert_eq!(
+        metric(&body, "gridwatch_service_restarts_total").unwrap_or(0),
+        0
+    );
+    let log = detector.log_text();
+    assert!(
+        log.contains("could not be written to the DLQ") && log.contains(&format!("{topic}/")),
+        "{log}"
+    );
+    assert!(detector.stop(), "{log}");
+}

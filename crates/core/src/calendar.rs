@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A public holiday in a region, on a local calendar date.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Fields it doesn't know are ignored: records written by a newer producer still decode.
 pub struct Holiday {
     /// The register's `region` (or, for sites without one, their feeder).
     pub region: String,

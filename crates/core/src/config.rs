@@ -24,11 +24,43 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through (e.g. `security.protocol`). In a key, `_` stands
     /// for `.`, so the environment can set any of them:
     /// `GRIDWATCH__KAFKA__PROPERTIES__SASL_PASSWORD` is `sasl.password`. Put secrets here
-    /// through the environment (or `sasl_password_file`), never in a committed file.
+    /// through the environment (or `sasl_password_file`), never in a committed file. Values
+    /// may be written as numbers or booleans too (`12000`, `true`): librdkafka takes text.
+    #[serde(deserialize_with = "text_values")]
     pub properties: BTreeMap<String, String>,
     /// A file holding the SASL password (a mounted secret; surrounding whitespace ignored),
     /// read at start: `sasl.password` without the secret in the environment or the config.
     pub sasl_password_file: Option<String>,
+}
+
+/// A table of librdkafka properties, each value as text whatever TOML or the environment made
+/// of it.
+fn text_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    let table = BTreeMap::<String, Text>::deserialize(d)?;
+    Ok(table
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Text::S(s) => s,
+                Text::I(i) => i.to_string(),
+                Text::U(u) => u.to_string(),
+                Text::F(f) => f.to_string(),
+                Text::B(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 impl KafkaConfig {

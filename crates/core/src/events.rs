@@ -54,6 +54,8 @@ counters! {
     AlertsSkipped => "gridwatch_alerts_skipped_total",
     /// Records the broker did not acknowledge.
     SendFailures => "gridwatch_send_failures_total",
+    /// Rejected records the detector could not write to the DLQ (logged with their source).
+    DlqWriteFailures => "gridwatch_dlq_write_failures_total",
     /// Times a service failed and restarted in-process (a broker gone, a transaction lost).
     Restarts => "gridwatch_service_restarts_total",
     /// Records read from a topic, by `topic`.
@@ -408,6 +410,25 @@ pub struct RecordsRejected<'a> {
 impl InternalEvent for RecordsRejected<'_> {
     fn emit(self, c: &Counters) {
         c.add_labelled(Counter::Rejected, labels(&[("reason", self.class)]), self.n);
+    }
+}
+
+/// A rejected record the producer refused for the DLQ (too large for `message.max.bytes`,
+/// the topic gone): logged at ERROR, counted, and skipped — the detector goes on, since it
+/// would fail the same way on every replay.
+pub struct DlqWriteFailed<'a> {
+    pub source: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for DlqWriteFailed<'_> {
+    fn emit(self, c: &Counters) {
+        tracing::error!(
+            source = self.source,
+            "a rejected record could not be written to the DLQ, skipped: {}",
+            self.error
+        );
+        c.add(Counter::DlqWriteFailures, 1);
     }
 }
 

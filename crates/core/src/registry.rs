@@ -74,7 +74,7 @@ text_enum!(SiteStatus, "status",
 
 /// One register row: one meter at one site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Fields it doesn't know are ignored: records written by a newer producer still decode.
 pub struct MeterRecord {
     pub site_id: String,
     pub meter_id: String,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One region's outdoor temperature over the hour ending at `ts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Fields it doesn't know are ignored: records written by a newer producer still decode.
 pub struct WeatherObs {
     /// The register's `region` (or, for sites without one, their feeder).
     pub region: String,

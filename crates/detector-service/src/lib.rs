@@ -18,8 +18,9 @@ use anyhow::{anyhow, Context, Result};
 use checkpoints::{Header, Store};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
-    AlertEmitted, Counters, DlqWritten, Gauge, Histogram, InternalEvent, ReadingProcessed,
-    ReadingReplayed, RecordRejected, RecordsConsumed, RecordsProduced, TransactionCommitted,
+    AlertEmitted, Counters, DlqWriteFailed, DlqWritten, Gauge, Histogram, InternalEvent,
+    ReadingProcessed, ReadingReplayed, RecordRejected, RecordsConsumed, RecordsProduced,
+    TransactionCommitted,
 };
 use gridwatch_core::kafka::{
     consumer_config, partitions, producer_config, queue_full, read_compacted, report_lag,
@@ -393,7 +394,9 @@ pub fn run(
 
     let mut alerts = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
-    let mut dlq: Vec<Vec<u8>> = Vec::new();
+    // Rejected records for the DLQ: their source (for a log line if they can't be written)
+    // and their JSON.
+    let mut dlq: Vec<(String, Vec<u8>)> = Vec::new();
     let mut last_log = Instant::now();
     let mut latencies = Latencies::new();
     let mut produced_at: Vec<i64> = Vec::new();
@@ -489,7 +492,7 @@ pub fn run(
                                 String::from_utf8_lossy(msg.payload().unwrap_or_default())
                                     .into_owned(),
                             );
-                            dlq.push(serde_json::to_vec(&rec)?);
+                            dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
                         }
                     }
                 }
@@ -504,7 +507,7 @@ pub fn run(
                         source: &rec.source,
                     }
                     .emit(counters);
-                    dlq.push(serde_json::to_vec(&rec)?);
+                    dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
                 }
                 Err(_) => {}
             }
@@ -538,8 +541,21 @@ pub fn run(
                 };
                 send_retrying(&producer, case)?;
             }
-            for value in &dlq {
-                send_retrying(&producer, BaseRecord::to(&k.topics.dlq).payload(value))?;
+            let mut unwritten = 0;
+            for (source, value) in &dlq {
+                // A record the producer refuses outright would be refused again on every
+                // replay: it must not stop the detector. (Failures the broker reports later
+                // fail the transaction, which is retried from the checkpoint.)
+                if let Err(e) =
+                    send_retrying(&producer, BaseRecord::to(&k.topics.dlq).payload(value))
+                {
+                    DlqWriteFailed {
+                        source,
+                        error: &e.to_string(),
+                    }
+                    .emit(counters);
+                    unwritten += 1;
+                }
             }
             let position = committable(&consumer.position()?, topic, &replay_until)?;
             producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
@@ -570,7 +586,7 @@ pub fn run(
             for (t, n) in [
                 (&k.topics.alerts, out.len()),
                 (&k.topics.suspects, out.len()),
-                (&k.topics.dlq, dlq.len()),
+                (&k.topics.dlq, dlq.len() - unwritten),
             ] {
                 RecordsProduced {
                     topic: t,
@@ -578,7 +594,7 @@ pub fn run(
                 }
                 .emit(counters);
             }
-            DlqWritten(dlq.len() as u64).emit(counters);
+            DlqWritten((dlq.len() - unwritten) as u64).emit(counters);
             out.clear();
             dlq.clear();
         }
@@ -680,9 +696,26 @@ fn log_progress(what: &str, counters: &Counters, latencies: &Latencies, meters: 
 
 #[cfg(test)]
 mod tests {
-    use super::{committable, Latencies};
+    use super::{committable, holiday, registry_update, weather_obs, Latencies};
+    use gridwatch_core::RegistryUpdate;
     use rdkafka::{Offset, TopicPartitionList};
     use std::collections::HashMap;
+
+    #[test]
+    fn topic_records_with_fields_this_binary_does_not_know_still_decode() {
+        let row = br#"{"site_id":"S1","meter_id":"M1","feeder_id":"F1","role":"customer",
+            "customer_class":"residential","permitted_kw":12.0,"status":"active",
+            "licensed_mining":false,"lat":null,"lon":null,"region":"North","timezone":null,
+            "tariff_zone":"T2"}"#;
+        match registry_update(Some(b"M1"), Some(row)) {
+            Ok(RegistryUpdate::Upsert(r)) => assert_eq!(r.meter_id, "M1"),
+            other => panic!("{other:?}"),
+        }
+        let w = br#"{"region":"North","ts":"2026-01-05T01:00:00Z","temp_c":-21.5,"station":"X"}"#;
+        assert_eq!(weather_obs(Some(w)).unwrap().unwrap().temp_c, -21.5);
+        let h = br#"{"region":"North","date":"2026-01-07","name":"Christmas","source":"gov"}"#;
+        assert_eq!(holiday(Some(h)).unwrap().unwrap().name, "Christmas");
+    }
 
     #[test]
     fn a_replaying_partition_never_commits_behind_where_it_started() {

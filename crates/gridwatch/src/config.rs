@@ -138,7 +138,7 @@ mod tests {
             dir.path(),
             "file.toml",
             &format!(
-                "[kafka]\nsasl_password_file = {:?}\n[kafka.properties]\nsasl_username = \"gw\"",
+                "[kafka]\nsasl_password_file = {:?}\n[kafka.properties]\nsasl_username = \"gw\"\n\"message.max.bytes\" = 12000\n\"enable.ssl.certificate.verification\" = false",
                 secret.display()
             ),
         );

@@ -563,14 +563,16 @@ async fn post_readings(
         Ok(Err(msg)) if sent.readings + sent.rejects == 0 => {
             return error(StatusCode::BAD_REQUEST, &request_id, msg)
         }
-        Ok(Err(msg)) => return error(
-            StatusCode::BAD_REQUEST,
-            &request_id,
-            format!(
+        Ok(Err(msg)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &request_id,
+                format!(
                 "{msg} (the {} records before it are stored; a corrected re-send is counted once)",
                 sent.readings + sent.rejects
             ),
-        ),
+            )
+        }
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
