@@ -577,7 +577,7 @@ fn demo_finds_every_hidden_case_and_no_false_alert() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("Found 7 of 7 hidden cases."), "{text}");
+    assert!(text.contains("Found 8 of 8 hidden cases."), "{text}");
     assert!(text.contains("No false alerts"), "{text}");
     // The inspection list heads with a farm: the most unauthorized energy.
     let first = text

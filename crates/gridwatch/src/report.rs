@@ -120,6 +120,11 @@ impl Report {
         }
     }
 
+    /// Whether the plots need this meter's readings.
+    pub fn wants(&self, meter_id: &str) -> bool {
+        self.wanted.contains_key(meter_id)
+    }
+
     /// Adds the readings the plots need (one pass; the rest are skipped).
     pub fn add_readings(&mut self, readings: impl Iterator<Item = Reading>) {
         self.plotted = true;

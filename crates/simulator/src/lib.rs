@@ -915,6 +915,17 @@ impl<'a> Builder<'a> {
                 // Wired in before the data begins: every reading of it is unauthorized.
                 *registered = false;
                 self.label(TargetType::Meter, &meter, case, self.cfg.start, true);
+                // Its energy flows through its feeder's head, and no registered meter counts
+                // it (the detector never takes an unregistered meter's word for its feeder).
+                let feeder = rec.feeder_id.clone();
+                let at_feeder = case.at_feeder().expect("an unregistered meter");
+                self.label(
+                    TargetType::Feeder,
+                    &feeder,
+                    at_feeder,
+                    self.cfg.start,
+                    false,
+                );
                 let kw = self.rng.range(5.0, 60.0);
                 Profile::Miner {
                     base: Box::new(Profile::Off),
@@ -1170,7 +1181,8 @@ impl<'a> Builder<'a> {
     /// Unmetered taps on some feeders, sized against the feeder's mean demand.
     fn plant_taps(&mut self) {
         let n_feeders = self.feeders.len();
-        // Feeders already unbalanced by a tampered meter get no tap: one case per target.
+        // Feeders already unbalanced by a tampered or an unregistered meter get no tap: one case
+        // per target.
         let tampered: std::collections::HashSet<String> = self
             .labels
             .iter()
@@ -1383,6 +1395,7 @@ mod tests {
                     .any(|m| m.registered && m.record.meter_id == l.target_id)),
                 TargetType::Feeder => assert!(
                     l.scenario.as_str().starts_with("tamper")
+                        || l.scenario == Scenario::UnregisteredMeterFeeder
                         || u.feeders
                             .iter()
                             .any(|f| f.feeder_id == l.target_id && !f.taps.is_empty())

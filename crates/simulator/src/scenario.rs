@@ -76,6 +76,7 @@ named_enum!(
     TamperBypassFeeder => "tamper_bypass_feeder",
     TamperReverseFeeder => "tamper_reverse_feeder",
     TamperShuntFeeder => "tamper_shunt_feeder",
+    UnregisteredMeterFeeder => "unregistered_meter_feeder",
     FeederTapFlat => "feeder_tap_flat",
     FeederTapDuty => "feeder_tap_duty",
     FeederTapSmall => "feeder_tap_small",
@@ -97,9 +98,11 @@ named_enum!(
 );
 
 impl Scenario {
-    /// What a tampered meter's feeder head shows, labelled on the feeder.
+    /// What a tampered or unregistered meter's feeder head shows, labelled on the feeder: energy
+    /// no registered meter counts.
     pub fn at_feeder(self) -> Option<Scenario> {
         match self {
+            Scenario::UnregisteredMeter => Some(Scenario::UnregisteredMeterFeeder),
             Scenario::TamperZeroing => Some(Scenario::TamperZeroingFeeder),
             Scenario::TamperBypass => Some(Scenario::TamperBypassFeeder),
             Scenario::TamperReverse => Some(Scenario::TamperReverseFeeder),
