@@ -30,6 +30,8 @@ Start with `gridwatch demo`. Run on your own files with `gridwatch run`. In prod
 services against Kafka: `gridwatch ingester`, `gridwatch detect`, `gridwatch sink`.",
     after_help = "Configuration: built-in defaults, then --config FILE (TOML), then environment variables \
 GRIDWATCH__SECTION__KEY (e.g. GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=broker:9092). Unknown keys are an error.\n\
+Kafka client properties: [kafka.properties] in the file, or GRIDWATCH__KAFKA__PROPERTIES__SASL_PASSWORD \
+(`_` for `.`); a mounted password file with kafka.sasl_password_file. Never a secret on the command line.\n\
 Logs: GRIDWATCH_LOG sets the filter (info, debug, gridwatch_core::events=debug); GRIDWATCH_LOG_FORMAT=json \
 writes one JSON object a line."
 )]
