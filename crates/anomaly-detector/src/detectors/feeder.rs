@@ -235,6 +235,11 @@ impl BalanceState {
             return Some(Closed::Empty);
         }
         let o = self.open.pop_front().unwrap_or_default();
+        // A reading far ahead of the open hours (a head's clock gone wrong, a forged timestamp)
+        // opened every hour between; once they are closed, give the memory back.
+        if self.open.capacity() > 1024 && self.open.len() * 4 < self.open.capacity() {
+            self.open.shrink_to(self.open.len() * 2);
+        }
         self.next_hour += 1;
         self.settled = true;
         let complete =
@@ -389,5 +394,28 @@ impl FeederDetector {
                 shape.as_str()
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_decades_ahead_leaves_no_memory_behind_once_its_hours_close() {
+        let mut b = BalanceState::new();
+        let (then, now) = (315_532_800, 1_767_225_600); // 1980 and 2026
+        b.add(Side::Head, then, 900, 1.0, Quality::Actual);
+        b.add(Side::Head, now, 900, 1.0, Quality::Actual);
+        let mut closed = 0u64;
+        while b.pop_closed(48 * 3600, 1).is_some() {
+            closed += 1;
+        }
+        assert!(closed > 1, "the hours between closed");
+        assert!(
+            b.open.capacity() <= 1024,
+            "{} open hours' memory kept",
+            b.open.capacity()
+        );
     }
 }
