@@ -18,6 +18,10 @@ use std::collections::VecDeque;
 /// Residuals remembered for the decision window.
 pub(crate) const WINDOW: usize = 12;
 
+/// Most hours a feeder's balance holds open: beyond the longest lateness horizon (14 days)
+/// and a day's interval, with room to spare. Normal data never comes near it.
+const MAX_OPEN: usize = 512;
+
 /// `[detector.feeder]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,11 +178,17 @@ impl BalanceState {
         if self.next_hour == i64::MIN {
             self.next_hour = first;
         }
-        while !self.settled && self.next_hour > first {
+        while !self.settled && self.next_hour > first && self.open.len() < MAX_OPEN {
             self.open.push_front(OpenHour::default());
             self.next_hour -= 1;
         }
         for (h, secs, share) in pieces(ts, interval_s) {
+            // An hour further from the open ones than any horizon reaches (a clock gone wrong,
+            // a forged timestamp) is not opened, nor is every hour between: its energy is
+            // lost to the balance, and its time still closes the hours behind it.
+            if h - self.next_hour >= MAX_OPEN as i64 {
+                continue;
+            }
             let Some(o) = open_hour(&mut self.open, self.next_hour, h) else {
                 continue;
             };
@@ -235,11 +245,6 @@ impl BalanceState {
             return Some(Closed::Empty);
         }
         let o = self.open.pop_front().unwrap_or_default();
-        // A reading far ahead of the open hours (a head's clock gone wrong, a forged timestamp)
-        // opened every hour between; once they are closed, give the memory back.
-        if self.open.capacity() > 1024 && self.open.len() * 4 < self.open.capacity() {
-            self.open.shrink_to(self.open.len() * 2);
-        }
         self.next_hour += 1;
         self.settled = true;
         let complete =
@@ -402,20 +407,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reading_decades_ahead_leaves_no_memory_behind_once_its_hours_close() {
+    fn readings_decades_apart_open_a_bounded_number_of_hours() {
+        // 1980, then 2026 (a head's clock gone wrong), then the year 9842 (a forged timestamp):
+        // each would have opened every hour between (68 M hours, gigabytes, for the last).
+        let (then, now, far) = (315_532_800, 1_767_225_600, 248_408_726_400);
         let mut b = BalanceState::new();
-        let (then, now) = (315_532_800, 1_767_225_600); // 1980 and 2026
-        b.add(Side::Head, then, 900, 1.0, Quality::Actual);
-        b.add(Side::Head, now, 900, 1.0, Quality::Actual);
-        let mut closed = 0u64;
-        while b.pop_closed(48 * 3600, 1).is_some() {
-            closed += 1;
+        for ts in [then, now, far] {
+            b.add(Side::Head, ts, 900, 1.0, Quality::Actual);
+            assert!(b.open.len() <= MAX_OPEN, "{} open hours", b.open.len());
+            while b.pop_closed(48 * 3600, 1).is_some() {}
         }
-        assert!(closed > 1, "the hours between closed");
-        assert!(
-            b.open.capacity() <= 1024,
-            "{} open hours' memory kept",
-            b.open.capacity()
-        );
+        // Backwards, before the balance has judged an hour: bounded too.
+        let mut b = BalanceState::new();
+        b.add(Side::Head, now, 900, 1.0, Quality::Actual);
+        b.add(Side::Head, then, 900, 1.0, Quality::Actual);
+        assert!(b.open.len() <= MAX_OPEN, "{} open hours", b.open.len());
     }
 }
