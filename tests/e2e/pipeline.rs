@@ -814,6 +814,30 @@ fn weather_and_holidays_loaded_to_kafka_reach_the_detector_as_in_the_embedded_ru
     assert_eq!(alert_counts(&kafka_all), alert_counts(&seen));
 }
 
+/// A register change for `meter` with an `effective_from`: the simulated register with that
+/// column and the change appended (`full`), and the change alone (`change`), as files.
+fn register_change(registry: &Path, meter: &str, effective_from: &str, full: &Path, change: &Path) {
+    let text = std::fs::read_to_string(registry).unwrap();
+    let mut lines = text.lines();
+    let header = format!("{},effective_from", lines.next().unwrap());
+    let rows: Vec<String> = lines.map(|l| format!("{l},")).collect();
+    let mut changed: Vec<String> = rows
+        .iter()
+        .find(|r| r.split(',').nth(1) == Some(meter))
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    changed[6] = "disconnected".into();
+    let last = changed.len() - 1;
+    changed[last] = effective_from.into();
+    let changed = changed.join(",");
+    std::fs::write(full, format!("{header}\n{}\n{changed}\n", rows.join("\n"))).unwrap();
+    std::fs::write(change, format!("{header}\n{changed}\n")).unwrap();
+}
+
+/// Also: a register change loaded while the detector is down takes effect at its
+/// `effective_from` in the replay, as in the embedded run given the register's history.
 #[test]
 fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since() {
     let _one_at_a_time = serial();
@@ -827,11 +851,25 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
     env.run(&[
         "simulate", "--out", d, "--sites", "60", "--days", "6", "--seed", "12",
     ]);
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    // The first active customer is disconnected from three quarters of the way through.
+    let register = std::fs::read_to_string(data.join("registry.csv")).unwrap();
+    let meter = register
+        .lines()
+        .find(|l| l.contains(",customer,") && l.contains(",active,"))
+        .and_then(|l| l.split(',').nth(1))
+        .unwrap()
+        .to_string();
+    let at = lines[lines.len() * 3 / 4].split(',').nth(1).unwrap();
+    let (history, change) = (data.join("history.csv"), data.join("change.csv"));
+    register_change(&data.join("registry.csv"), &meter, at, &history, &change);
     let emb = env.dir.join("embedded");
     env.run(&[
         "run",
         "--registry",
-        &format!("{d}/registry.csv"),
+        history.to_str().unwrap(),
         "--readings",
         &format!("{d}/readings.csv"),
         "--out",
@@ -843,9 +881,25 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
+    let at = gridwatch_core::time::parse_rfc3339(at).unwrap();
+    let disconnected = |alerts: &[Value]| -> Vec<i64> {
+        alerts
+            .iter()
+            .filter(|a| {
+                a["meter_id"] == meter.as_str()
+                    && a["kind"] == "disconnected_consumption"
+                    && a["status"] == "open"
+            })
+            .map(|a| {
+                gridwatch_core::time::parse_rfc3339(a["detected_at"].as_str().unwrap()).unwrap()
+            })
+            .collect()
+    };
+    let opened = disconnected(&embedded);
+    assert!(
+        opened.len() == 1 && opened[0] >= at && opened[0] < at + 3600,
+        "{meter} disconnected at {at}: {opened:?}"
+    );
     let part1 = data.join("part1.csv");
     let part2 = data.join("part2.csv");
     std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
@@ -878,6 +932,7 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
     );
     std::thread::sleep(Duration::from_secs(3));
     detector.kill9();
+    env.run(&["registry", "load", "--registry", change.to_str().unwrap()]);
     env.run(&["ingest", "--readings", part2.to_str().unwrap()]);
     let mut detector = env.spawn("detector2", &["detect"]);
     wait_until(
@@ -892,6 +947,11 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
         alert_counts(&kafka_all),
         alert_counts(&embedded),
         "Kafka (through a checkpoint restore) and embedded alerts differ"
+    );
+    assert_eq!(
+        disconnected(&kafka_all),
+        opened,
+        "the change took effect elsewhere"
     );
     let log = detector.log_text();
     assert!(log.contains("checkpoint restored"), "{log}");
@@ -1002,11 +1062,25 @@ fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
     env.run(&[
         "simulate", "--out", d, "--sites", "50", "--days", "6", "--seed", "13",
     ]);
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    // The first active customer is disconnected from three quarters of the way through.
+    let register = std::fs::read_to_string(data.join("registry.csv")).unwrap();
+    let meter = register
+        .lines()
+        .find(|l| l.contains(",customer,") && l.contains(",active,"))
+        .and_then(|l| l.split(',').nth(1))
+        .unwrap()
+        .to_string();
+    let at = lines[lines.len() * 3 / 4].split(',').nth(1).unwrap();
+    let (history, change) = (data.join("history.csv"), data.join("change.csv"));
+    register_change(&data.join("registry.csv"), &meter, at, &history, &change);
     let emb = env.dir.join("embedded");
     env.run(&[
         "run",
         "--registry",
-        &format!("{d}/registry.csv"),
+        history.to_str().unwrap(),
         "--readings",
         &format!("{d}/readings.csv"),
         "--out",
@@ -1018,9 +1092,25 @@ fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
+    let at = gridwatch_core::time::parse_rfc3339(at).unwrap();
+    let disconnected = |alerts: &[Value]| -> Vec<i64> {
+        alerts
+            .iter()
+            .filter(|a| {
+                a["meter_id"] == meter.as_str()
+                    && a["kind"] == "disconnected_consumption"
+                    && a["status"] == "open"
+            })
+            .map(|a| {
+                gridwatch_core::time::parse_rfc3339(a["detected_at"].as_str().unwrap()).unwrap()
+            })
+            .collect()
+    };
+    let opened = disconnected(&embedded);
+    assert!(
+        opened.len() == 1 && opened[0] >= at && opened[0] < at + 3600,
+        "{meter} disconnected at {at}: {opened:?}"
+    );
     let part1 = data.join("part1.csv");
     std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
     let part2 = format!("{}\n{}\n", lines[0], lines[half..].join("\n"));
@@ -1095,11 +1185,25 @@ fn a_broker_lost_mid_stream_in_a_three_broker_cluster_loses_nothing() {
     env.run(&[
         "simulate", "--out", d, "--sites", "50", "--days", "6", "--seed", "14",
     ]);
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    // The first active customer is disconnected from three quarters of the way through.
+    let register = std::fs::read_to_string(data.join("registry.csv")).unwrap();
+    let meter = register
+        .lines()
+        .find(|l| l.contains(",customer,") && l.contains(",active,"))
+        .and_then(|l| l.split(',').nth(1))
+        .unwrap()
+        .to_string();
+    let at = lines[lines.len() * 3 / 4].split(',').nth(1).unwrap();
+    let (history, change) = (data.join("history.csv"), data.join("change.csv"));
+    register_change(&data.join("registry.csv"), &meter, at, &history, &change);
     let emb = env.dir.join("embedded");
     env.run(&[
         "run",
         "--registry",
-        &format!("{d}/registry.csv"),
+        history.to_str().unwrap(),
         "--readings",
         &format!("{d}/readings.csv"),
         "--out",
@@ -1111,9 +1215,25 @@ fn a_broker_lost_mid_stream_in_a_three_broker_cluster_loses_nothing() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
+    let at = gridwatch_core::time::parse_rfc3339(at).unwrap();
+    let disconnected = |alerts: &[Value]| -> Vec<i64> {
+        alerts
+            .iter()
+            .filter(|a| {
+                a["meter_id"] == meter.as_str()
+                    && a["kind"] == "disconnected_consumption"
+                    && a["status"] == "open"
+            })
+            .map(|a| {
+                gridwatch_core::time::parse_rfc3339(a["detected_at"].as_str().unwrap()).unwrap()
+            })
+            .collect()
+    };
+    let opened = disconnected(&embedded);
+    assert!(
+        opened.len() == 1 && opened[0] >= at && opened[0] < at + 3600,
+        "{meter} disconnected at {at}: {opened:?}"
+    );
     let part1 = data.join("part1.csv");
     let part2 = data.join("part2.csv");
     std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();

@@ -4,7 +4,8 @@
 //!
 //! Layout: the magic `GWENGINE`, the format version (u32, little endian), then a postcard body:
 //! the detector settings the state was built under (as JSON), every meter's slot with its id,
-//! every feeder, every region, every crowd of unregistered meters. A checkpoint of another format version, or made under other
+//! every feeder, every region, every crowd of unregistered meters, the register rows waiting for
+//! their `effective_from`. A checkpoint of another format version, or made under other
 //! settings, is refused with the reason, and the caller rebuilds the state by a full replay:
 //! state learned under other thresholds would not be the state those readings give now.
 
@@ -18,7 +19,7 @@ use std::fmt;
 
 /// Bump whenever any state type's layout changes (a field added, removed, retyped or moved):
 /// the test `checkpoint_layout_is_pinned` fails until it is.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const MAGIC: &[u8; 8] = b"GWENGINE";
 
 /// Why a checkpoint cannot be used.
@@ -59,6 +60,7 @@ struct BodyOut<'a> {
     feeders: Vec<FeederOut<'a>>,
     regions: Vec<(&'a str, &'a Season)>,
     crowds: &'a [Crowd],
+    pending: Vec<(u32, &'a [MeterRecord])>,
 }
 
 #[derive(Serialize)]
@@ -85,6 +87,7 @@ struct BodyIn {
     feeders: Vec<FeederIn>,
     regions: Vec<(String, Season)>,
     crowds: Vec<Crowd>,
+    pending: Vec<(u32, Vec<MeterRecord>)>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +124,12 @@ impl Engine {
     /// The engine's whole state, versioned, for [`Engine::restore`].
     pub fn checkpoint(&self) -> Vec<u8> {
         let ids = names(&self.index, self.slots.len());
+        let mut pending: Vec<(u32, &[MeterRecord])> = self
+            .pending
+            .iter()
+            .map(|(&i, rows)| (i, rows.as_slice()))
+            .collect();
+        pending.sort_unstable_by_key(|&(i, _)| i);
         let regions = names(&self.region_index, self.regions.len());
         let body = BodyOut {
             settings: settings_json(&self.cfg),
@@ -148,6 +157,7 @@ impl Engine {
                 .collect(),
             regions: regions.into_iter().zip(&self.regions).collect(),
             crowds: &self.crowds,
+            pending,
         };
         let mut out = Vec::with_capacity(64 + self.slots.len() * 512);
         out.extend_from_slice(MAGIC);
@@ -232,6 +242,17 @@ impl Engine {
                 return Err(corrupt("a crowd appears twice"));
             }
             e.crowds.push(c);
+        }
+        for (i, rows) in body.pending {
+            let in_order = rows
+                .windows(2)
+                .all(|w| w[0].effective_from < w[1].effective_from);
+            if i >= n_slots || rows.is_empty() || !in_order {
+                return Err(corrupt("a waiting register row is misplaced"));
+            }
+            if e.pending.insert(i, rows).is_some() {
+                return Err(corrupt("a meter's waiting rows appear twice"));
+            }
         }
         Ok(e)
     }

@@ -104,6 +104,8 @@ pub struct Engine {
     pub(crate) regions: Vec<Season>,
     pub(crate) crowd_index: FxHashMap<Box<str>, u32>,
     pub(crate) crowds: Vec<Crowd>,
+    /// Register rows waiting for their `effective_from`, per meter slot, earliest first.
+    pub(crate) pending: FxHashMap<u32, Vec<MeterRecord>>,
 }
 
 impl Engine {
@@ -121,6 +123,7 @@ impl Engine {
             regions: Vec::new(),
             crowd_index: FxHashMap::default(),
             crowds: Vec::new(),
+            pending: FxHashMap::default(),
         })
     }
 
@@ -264,12 +267,79 @@ impl Engine {
     /// Applies a register change. Each detector says which of its evidence the change makes
     /// moot (a raised permit, a mining licence, a registration, a reactivation); that evidence
     /// is withdrawn, and a case left without any resolves.
+    ///
+    /// A change to a registered meter's row that carries an `effective_from` its readings have
+    /// not reached waits, and applies before the first reading at or after that time: wherever
+    /// the row falls in the stream (read before the readings, between them, or again after a
+    /// restart), it takes effect at the same point of the meter's data. A meter's first row
+    /// applies at once (a meter in the register is never taken for an unregistered one); a
+    /// delete applies at once and drops the meter's waiting rows.
     pub fn apply_registry(&mut self, update: RegistryUpdate, out: &mut Vec<Alert>) {
         let (meter_id, reg) = match update {
             RegistryUpdate::Upsert(r) => (r.meter_id.clone(), Some(r)),
             RegistryUpdate::Delete { meter_id } => (meter_id, None),
         };
         let i = self.slot_of(&meter_id);
+        match &reg {
+            Some(r) => {
+                let slot = &self.slots[i];
+                if let Some(t) = r.effective_from {
+                    if slot.reg.is_some() && slot.st.series.max_ts() < t {
+                        self.hold(i as u32, reg.expect("matched Some"));
+                        return;
+                    }
+                }
+            }
+            None => {
+                self.pending.remove(&(i as u32));
+            }
+        }
+        let at = self.slots[i].st.series.max_ts();
+        self.apply_row(i, &meter_id, reg, at, out);
+    }
+
+    /// Keeps a row until its meter's readings reach its `effective_from`. A row with the same
+    /// time as one waiting replaces it (a corrected row); one already waiting is kept once (a
+    /// register read again after a restart).
+    fn hold(&mut self, i: u32, row: MeterRecord) {
+        let rows = self.pending.entry(i).or_default();
+        match rows.binary_search_by_key(&row.effective_from, |r| r.effective_from) {
+            Ok(p) => rows[p] = row,
+            Err(p) => rows.insert(p, row),
+        }
+    }
+
+    /// Applies the waiting rows of slot `i` whose time a reading at `ts` has reached, each at
+    /// its own `effective_from`.
+    fn apply_due(&mut self, i: usize, ts: i64, out: &mut Vec<Alert>) {
+        let key = i as u32;
+        let Some(rows) = self.pending.get_mut(&key) else {
+            return;
+        };
+        let n = rows.partition_point(|r| r.effective_from.is_some_and(|t| t <= ts));
+        if n == 0 {
+            return;
+        }
+        let due: Vec<MeterRecord> = rows.drain(..n).collect();
+        if rows.is_empty() {
+            self.pending.remove(&key);
+        }
+        for row in due {
+            let at = row.effective_from.unwrap_or(ts);
+            let meter_id = row.meter_id.clone();
+            self.apply_row(i, &meter_id, Some(row), at, out);
+        }
+    }
+
+    /// Puts `reg` in force for slot `i` (the meter `meter_id`); withdrawals are stamped `at`.
+    fn apply_row(
+        &mut self,
+        i: usize,
+        meter_id: &str,
+        reg: Option<MeterRecord>,
+        at: i64,
+        out: &mut Vec<Alert>,
+    ) {
         if reg.is_some() {
             if let Some(h) = self.slots[i].held.take() {
                 for c in h.feeder.into_iter().chain([h.region]) {
@@ -326,11 +396,10 @@ impl Engine {
         );
         settled.extend(RegisterChecks::on_register(new));
         let t = Target {
-            meter_id: Some(&meter_id),
+            meter_id: Some(meter_id),
             reg: new,
             feeder_hint: None,
         };
-        let at = st.series.max_ts();
         for (kind, reason) in settled {
             case::withdraw(&mut st.episodes, kind, reason, at, &t, out);
         }
@@ -361,6 +430,9 @@ impl Engine {
                 None => return ReadingUse::Counted,
             },
         };
+        if !self.pending.is_empty() {
+            self.apply_due(i, r.ts, out);
+        }
         let (cfg, d) = (&self.cfg, &self.d);
         let Slot {
             reg,

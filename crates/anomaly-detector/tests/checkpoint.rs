@@ -158,7 +158,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 fn checkpoint_layout_is_pinned() {
     // A small fixed state touching every kind of slot: a head, a customer with a case, a
     // meter the register doesn't know, one folded into its feeder's crowd (the cap is 1),
-    // weather and a holiday. If this fingerprint changes,
+    // weather, a holiday and a register row waiting for its `effective_from`. If this fingerprint changes,
     // the state layout (or what these inputs leave in it) changed: bump
     // checkpoint::FORMAT_VERSION, so older checkpoints are refused rather than misread, and
     // update the fingerprint.
@@ -170,7 +170,7 @@ fn checkpoint_layout_is_pinned() {
     let mut out = Vec::new();
     let mut home = MeterRecord::customer("S1", "M1", "F1", CustomerClass::Residential, Some(12.0));
     home.region = Some("Pavlodar".into());
-    for r in [MeterRecord::feeder_head("H1", "F1"), home] {
+    for r in [MeterRecord::feeder_head("H1", "F1"), home.clone()] {
         e.apply_registry(RegistryUpdate::Upsert(r), &mut out);
     }
     let t0 = 1_767_225_600;
@@ -202,6 +202,12 @@ fn checkpoint_layout_is_pinned() {
         }
     }
     assert!(!out.is_empty(), "the fixed state holds open cases");
+    let raised = MeterRecord {
+        permitted_kw: Some(20.0),
+        effective_from: Some(t0 + 10 * 86_400),
+        ..home
+    };
+    e.apply_registry(RegistryUpdate::Upsert(raised), &mut out);
     assert_eq!(
         e.meters(),
         3,
@@ -210,7 +216,7 @@ fn checkpoint_layout_is_pinned() {
     let bytes = e.checkpoint();
     assert_eq!(
         (FORMAT_VERSION, bytes.len(), fnv(&bytes)),
-        (2, 4233, 9850128862222779321),
+        (3, 4296, 1385866828129212596),
         "the checkpoint layout changed: bump FORMAT_VERSION and update this fingerprint"
     );
 }

@@ -753,6 +753,80 @@ fn a_raised_permit_or_a_licence_settles_its_cases_at_once() {
     assert!(later.is_empty(), "{later:#?}");
 }
 
+/// A register change with an `effective_from` takes effect at that point of the meter's
+/// readings, wherever the row falls in the stream: read before them, between them, twice, or
+/// before a checkpoint the detector restarts from.
+#[test]
+fn a_register_change_applies_at_its_effective_time_wherever_it_arrives() {
+    let active = site("1", CustomerClass::Residential, Some(12.0));
+    let at = T0 + 2 * 86_400 + 8 * 3600;
+    let disconnected = MeterRecord {
+        status: gridwatch_core::SiteStatus::Disconnected,
+        effective_from: Some(at),
+        ..active.clone()
+    };
+    let days = 4 * 96;
+    // Feeds every reading, applying the change before the readings listed in `change_at`
+    // and checkpointing and restoring the engine before those in `restore_at`.
+    let run = |change_at: &[i64], restore_at: &[i64]| {
+        let mut e = engine_with(std::slice::from_ref(&active));
+        let mut out = Vec::new();
+        for i in 1..=days {
+            if restore_at.contains(&i) {
+                e = Engine::restore(EngineConfig::default(), &e.checkpoint()).unwrap();
+            }
+            for _ in change_at.iter().filter(|&&c| c == i) {
+                e.apply_registry(RegistryUpdate::Upsert(disconnected.clone()), &mut out);
+            }
+            e.on_reading(&reading("M1", i, household(i, 0) + 1.0), &mut out);
+        }
+        out
+    };
+    let want = run(&[1], &[]);
+    let opened: Vec<_> = want
+        .iter()
+        .filter(|a| a.status == AlertStatus::Open)
+        .collect();
+    assert_eq!(opened.len(), 1, "{want:#?}");
+    assert_eq!(opened[0].kind, AlertKind::DisconnectedConsumption);
+    assert_eq!(opened[0].detected_at, at, "the first reading at the change");
+    let step_before = (at - T0) / STEP - 1;
+    for (change_at, restore_at) in [
+        (vec![96], vec![]),
+        (vec![step_before], vec![]),
+        (vec![10, 150], vec![]),
+        (vec![50], vec![120]),
+        (vec![50], vec![step_before + 1]),
+    ] {
+        assert_eq!(
+            run(&change_at, &restore_at),
+            want,
+            "the change read before readings {change_at:?}, restored before {restore_at:?}"
+        );
+    }
+    // Without an effective time the change holds from when it is read.
+    let mut e = engine_with(&[active]);
+    let mut out = feed(&mut e, "M1", 1, |i, h| household(i, h) + 1.0);
+    let now = MeterRecord {
+        effective_from: None,
+        ..disconnected.clone()
+    };
+    e.apply_registry(RegistryUpdate::Upsert(now), &mut out);
+    e.on_reading(&reading("M1", 97, 1.0), &mut out);
+    assert_eq!(
+        kinds(&out, AlertStatus::Open),
+        [AlertKind::DisconnectedConsumption]
+    );
+    // A meter's first row holds at once, whatever its time: a registered meter is never
+    // taken for an unregistered one.
+    let mut e = engine_with(&[disconnected]);
+    let out = feed(&mut e, "M1", 1, |i, h| household(i, h) + 1.0);
+    assert_eq!(
+        kinds(&out, AlertStatus::Open),
+        [AlertKind::DisconnectedConsumption]
+    );
+}
+
 #[test]
 fn a_small_load_added_for_good_stands_out_from_its_peers_but_large_homes_and_cold_weeks_do_not() {
     let homes: Vec<_> = (1..=12)

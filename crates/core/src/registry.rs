@@ -90,6 +90,12 @@ pub struct MeterRecord {
     pub region: Option<String>,
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The event time from which this row holds (epoch seconds; RFC 3339 on the wire). `None`:
+    /// from when the detector reads it. A change to a meter's row that carries it applies when
+    /// the meter's readings reach that time, wherever the row falls among them — so a replay
+    /// applies it where the live run did.
+    #[serde(default, with = "crate::time::serde_rfc3339_opt")]
+    pub effective_from: Option<i64>,
 }
 
 impl MeterRecord {
@@ -115,6 +121,7 @@ impl MeterRecord {
             lon: None,
             region: None,
             timezone: None,
+            effective_from: None,
         }
     }
 

@@ -68,6 +68,24 @@ pub mod serde_rfc3339 {
     }
 }
 
+/// Serde adapter for an optional timestamp: `None` as null, else as [`serde_rfc3339`].
+pub mod serde_rfc3339_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secs: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match secs {
+            Some(secs) => s.serialize_some(&super::format_rfc3339(*secs)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?
+            .map(|s| super::parse_rfc3339(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

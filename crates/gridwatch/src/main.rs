@@ -304,9 +304,14 @@ enum RegistryCommand {
 nothing is published unless the whole file is valid) and publish every row to the compacted register \
 topic, keyed by meter. The detector applies changes as they arrive: a raised permit or a mining licence \
 settles the cases it covers; a site no longer active starts flagging its consumption.\n\n\
+A row may carry `effective_from` (RFC 3339): a change to a meter already registered then takes \
+effect when that meter's readings reach that time, wherever the row falls among them, so a replay \
+applies it where the live run did (a row without one holds from when the detector reads it). \
+--effective-from stamps the rows that have none.\n\n\
 With --delete-missing the file is the whole register: meters on the topic but not in the file are \
 deleted (a null value), and their readings are then flagged as unregistered.\n\n\
-Example: gridwatch registry load --registry registry.csv --delete-missing"
+Example: gridwatch registry load --registry registry.csv --delete-missing\n\
+Example: gridwatch registry load --registry permits.csv --effective-from now"
     )]
     Load {
         #[arg(long)]
@@ -314,6 +319,9 @@ Example: gridwatch registry load --registry registry.csv --delete-missing"
         /// Delete meters that are on the register topic but not in this file.
         #[arg(long)]
         delete_missing: bool,
+        /// The event time from which rows without an `effective_from` hold: RFC 3339, or `now`.
+        #[arg(long, value_name = "TIME", value_parser = effective_time)]
+        effective_from: Option<i64>,
     },
 }
 
@@ -510,8 +518,9 @@ fn real_main(cli: Cli) -> Result<()> {
                 RegistryCommand::Load {
                     registry,
                     delete_missing,
+                    effective_from,
                 },
-        } => services::registry_load(&config, &registry, delete_missing)?,
+        } => services::registry_load(&config, &registry, delete_missing, effective_from)?,
         Command::Weather {
             command: WeatherCommand::Load { weather },
         } => services::weather_load(&config, &weather)?,
@@ -542,4 +551,15 @@ pub(crate) fn create(path: &std::path::Path) -> Result<BufWriter<File>> {
     Ok(BufWriter::new(File::create(path).with_context(|| {
         format!("{}: cannot create", path.display())
     })?))
+}
+
+/// `--effective-from`: an RFC 3339 time, or `now` (this machine's clock).
+fn effective_time(s: &str) -> Result<i64, String> {
+    if s == "now" {
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|e| e.to_string());
+    }
+    gridwatch_core::time::parse_rfc3339(s)
 }

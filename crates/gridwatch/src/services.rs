@@ -131,10 +131,18 @@ pub fn ingest_file(cfg: &Config, readings: &str, meter_id: Option<String>) -> Re
 }
 
 /// `gridwatch registry load`: a register CSV to the compacted register topic.
-pub fn registry_load(cfg: &Config, path: &Path, delete_missing: bool) -> Result<()> {
+pub fn registry_load(
+    cfg: &Config,
+    path: &Path,
+    delete_missing: bool,
+    effective_from: Option<i64>,
+) -> Result<()> {
     let name = path.display().to_string();
     let f = File::open(path).with_context(|| format!("{name}: cannot open register"))?;
-    let rows = read_registry(BufReader::new(f), &name)?;
+    let mut rows = read_registry(BufReader::new(f), &name)?;
+    for r in &mut rows {
+        r.effective_from = r.effective_from.or(effective_from);
+    }
     runtime()?.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
         // Meters on the topic now that the file no longer has: deleted only when asked.
@@ -509,7 +517,7 @@ pub fn simulate_to_kafka(
 ) -> Result<()> {
     let utility = gridwatch_simulator::Utility::generate(sim).map_err(|e| anyhow!(e))?;
     crate::demo::write_truth(out, &utility)?;
-    registry_load(cfg, &out.join("registry.csv"), false)?;
+    registry_load(cfg, &out.join("registry.csv"), false, None)?;
     let rt = runtime()?;
     let sender = rt.block_on(async { Sender::new(&cfg.kafka) })?;
     let bar = if io::stderr().is_terminal() {

@@ -1,6 +1,12 @@
 //! The register CSV: one row per meter, validated as a whole. A register with errors is
 //! refused with every error listed (file, line, field): loading half a register would make
 //! every meter left out look unregistered.
+//!
+//! Optional columns after the fixed eleven, by name: `timezone` (IANA) and `effective_from`
+//! (RFC 3339, the event time from which the row holds). With `effective_from` a meter may have
+//! several rows, one per time: its history of changes (a permit raised on 1 March, a site
+//! disconnected on 15 March). Rows come back in file order, except that a meter's rows come in
+//! the order of their times.
 
 use gridwatch_core::registry::REGISTRY_HEADER;
 use gridwatch_core::{MeterRecord, Role};
@@ -24,8 +30,8 @@ pub fn read_registry(
 ) -> Result<Vec<MeterRecord>, RegistryError> {
     let mut problems = Vec::new();
     let mut out = Vec::new();
-    let mut first_line: HashMap<String, u64> = HashMap::new();
-    let mut tz_col = None;
+    let mut first_line: HashMap<(String, Option<i64>), u64> = HashMap::new();
+    let mut optional = Optional::default();
     let mut width = 0;
     let mut header_seen = false;
     let mut reader = csv::ReaderBuilder::new()
@@ -74,7 +80,10 @@ pub fn read_registry(
                     )],
                 });
             }
-            tz_col = cols.iter().position(|c| *c == "timezone");
+            optional = Optional {
+                timezone: cols.iter().position(|c| *c == "timezone"),
+                effective_from: cols.iter().position(|c| *c == "effective_from"),
+            };
             width = cols.len();
             continue;
         }
@@ -84,16 +93,22 @@ pub fn read_registry(
                 fields.len()
             ));
         } else {
-            match row(&fields, tz_col, &at) {
+            match row(&fields, optional, &at) {
                 Ok(rec) => {
-                    if let Some(prev) = first_line.get(&rec.meter_id) {
+                    let key = (rec.meter_id.clone(), rec.effective_from);
+                    if let Some(prev) = first_line.get(&key) {
                         problems.push(format!(
-                            "{}: {:?} already appears on line {prev} (one row per meter)",
+                            "{}: {:?} already appears on line {prev} (one row per meter{})",
                             at("meter_id"),
-                            rec.meter_id
+                            rec.meter_id,
+                            if optional.effective_from.is_some() {
+                                " and effective_from"
+                            } else {
+                                ""
+                            }
                         ));
                     } else {
-                        first_line.insert(rec.meter_id.clone(), line_no);
+                        first_line.insert(key, line_no);
                         out.push(rec);
                     }
                 }
@@ -111,6 +126,7 @@ pub fn read_registry(
         problems.push(format!("{source_name}: empty register (no header)"));
     }
     if problems.is_empty() {
+        in_time_order(&mut out);
         Ok(out)
     } else {
         Err(RegistryError {
@@ -120,11 +136,37 @@ pub fn read_registry(
     }
 }
 
-fn row(
-    f: &[&str],
-    tz_col: Option<usize>,
-    at: &dyn Fn(&str) -> String,
-) -> Result<MeterRecord, String> {
+/// Where the optional columns are, if the header has them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Optional {
+    timezone: Option<usize>,
+    effective_from: Option<usize>,
+}
+
+/// Puts each meter's rows in the order of their `effective_from` (a row without one first),
+/// keeping every other row where it was: a meter's later row is then never applied before
+/// its earlier one.
+fn in_time_order(rows: &mut [MeterRecord]) {
+    let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        at.entry(r.meter_id.as_str()).or_default().push(i);
+    }
+    let mut moves: Vec<(usize, usize)> = Vec::new();
+    for places in at.into_values().filter(|p| p.len() > 1) {
+        let mut by_time = places.clone();
+        by_time.sort_by_key(|&i| (rows[i].effective_from.unwrap_or(i64::MIN), i));
+        moves.extend(places.into_iter().zip(by_time));
+    }
+    let picked: Vec<(usize, MeterRecord)> = moves
+        .iter()
+        .map(|&(to, from)| (to, rows[from].clone()))
+        .collect();
+    for (to, r) in picked {
+        rows[to] = r;
+    }
+}
+
+fn row(f: &[&str], optional: Optional, at: &dyn Fn(&str) -> String) -> Result<MeterRecord, String> {
     let get = |i: usize| f[i].trim();
     let id = |i: usize| -> Result<String, String> {
         let v = get(i);
@@ -188,7 +230,16 @@ fn row(
         lat: opt_num(8, -90.0, 90.0)?,
         lon: opt_num(9, -180.0, 180.0)?,
         region,
-        timezone: match tz_col.map(get).filter(|s| !s.is_empty()) {
+        effective_from: optional
+            .effective_from
+            .map(get)
+            .filter(|s| !s.is_empty())
+            .map(|t| {
+                gridwatch_core::time::parse_rfc3339(t)
+                    .map_err(|e| format!("{}: {e}", at("effective_from")))
+            })
+            .transpose()?,
+        timezone: match optional.timezone.map(get).filter(|s| !s.is_empty()) {
             Some(zone) => {
                 gridwatch_core::time::standard_offset_hours(zone)
                     .map_err(|e| format!("{}: {e}", at("timezone")))?;
@@ -224,6 +275,48 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("reg.csv:2: field timezone: \"Asia/Almatty\" is not an IANA time zone"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_meter_may_have_one_row_per_effective_time_in_time_order() {
+        let text = format!(
+            "{HEAD},effective_from\n\
+             S1,M1,F1,customer,residential,20,active,false,,,,2026-03-01T00:00:00Z\n\
+             S2,M2,F1,customer,residential,12,active,false,,,,\n\
+             S1,M1,F1,customer,residential,12,active,false,,,,\n\
+             S1,M1,F1,customer,residential,20,disconnected,false,,,,2026-03-15T00:00+06:00\n"
+        );
+        let r = read_registry(text.as_bytes(), "reg.csv").unwrap();
+        let got: Vec<(&str, Option<i64>)> = r
+            .iter()
+            .map(|r| (r.meter_id.as_str(), r.effective_from))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("M1", None),
+                ("M2", None),
+                ("M1", Some(1_772_323_200)),
+                ("M1", Some(1_773_511_200)),
+            ]
+        );
+        assert_eq!(r[0].permitted_kw, Some(12.0), "the row in force first");
+        let twice = format!(
+            "{HEAD},effective_from\n\
+             S1,M1,F1,customer,residential,20,active,false,,,,2026-03-01T00:00:00Z\n\
+             S1,M1,F1,customer,residential,25,active,false,,,,2026-03-01T06:00:00+06:00\n\
+             S2,M2,F1,customer,residential,12,active,false,,,,2026-03-01\n"
+        );
+        let e = read_registry(twice.as_bytes(), "reg.csv").unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("reg.csv:3: field meter_id: \"M1\" already appears on line 2 (one row per meter and effective_from)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("reg.csv:4: field effective_from: not an RFC 3339"),
             "{e}"
         );
     }

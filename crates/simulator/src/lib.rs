@@ -749,6 +749,7 @@ impl<'a> Builder<'a> {
                 lon: Some(lon0 + self.rng.range(-0.05, 0.05)),
                 region: Some(region.to_string()),
                 timezone: None,
+                effective_from: None,
             };
             let mut registered = true;
             let mut tamper = None;
