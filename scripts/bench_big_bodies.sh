@@ -14,21 +14,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 clients=${1:-50}
 size_mib=${2:-16}
-bin=target/release/gridwatch
-bootstrap=127.0.0.1:${KAFKA_PORT:-9092}
-[[ -x $bin ]] || cargo build --release -p gridwatch
-deploy/kafka/kafka.sh up >&2
-
-work=$(mktemp -d)
-prefix=bodies-$(date +%s)
+source scripts/lib/bench.sh
+bench_start bodies
+use_prefix "$prefix"
 addr=127.0.0.1:18480
-export GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=$bootstrap
 export GRIDWATCH__INGESTER__LISTEN=$addr
 export GRIDWATCH__INGESTER__ACK_TIMEOUT_MS=30000
-for t in readings registry alerts dlq suspects weather holidays; do
-  export "GRIDWATCH__KAFKA__TOPICS__${t^^}=$prefix.$t"
-done
-export GRIDWATCH__KAFKA__TOPICS__DLQ=$prefix.readings.dlq
 
 # One body: distinct meters, 15-minute readings, about SIZE_MIB MiB.
 python3 - "$work/body.csv" "$size_mib" <<'PY'
@@ -48,7 +39,7 @@ PY
 $bin topics create >/dev/null
 $bin ingester >"$work/ingester.log" 2>&1 &
 ing=$!
-trap 'kill $ing 2>/dev/null || true' EXIT
+trap 'kill $ing 2>/dev/null || true; bench_cleanup' EXIT
 until curl -sf "http://$addr/readyz" >/dev/null; do sleep 0.2; done
 
 probe() {
@@ -89,7 +80,3 @@ print(f"{len(tries)} of {clients} bodies of {mib} MiB taken ({sum(tries) - len(t
 print(f"ingester peak resident memory: {hwm:.0f} MiB")
 print(f"/healthz during the posts: {len(lat)} probes, median {statistics.median(lat):.1f} ms, p99 {p(0.99):.1f} ms, max {lat[-1]:.1f} ms")
 PY
-kill $ing 2>/dev/null || true
-java -cp "deploy/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
-  --delete --topic "$prefix\..*" >/dev/null 2>&1 || true
-rm -rf "$work"

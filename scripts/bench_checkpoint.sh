@@ -15,33 +15,19 @@ cd "$root"
 sites=${1:-10000}
 days=${2:-3}
 interval=${3:-5}
-bin=target/release/gridwatch
-libs=deploy/kafka/libs
-bootstrap=127.0.0.1:${KAFKA_PORT:-9092}
-[[ -x $bin ]] || cargo build --release -p gridwatch
-deploy/kafka/kafka.sh up >&2
-
-work=$(mktemp -d)
-prefix=ckpt-$(date +%s)
+source scripts/lib/bench.sh
+bench_start ckpt
+use_prefix "$prefix"
 metrics=127.0.0.1:19643
-export GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=$bootstrap
 export GRIDWATCH__DETECTOR__METRICS_LISTEN=$metrics
 export GRIDWATCH_LOG=warn
-for t in readings registry alerts suspects weather holidays; do
-  export "GRIDWATCH__KAFKA__TOPICS__${t^^}=$prefix.$t"
-done
-export GRIDWATCH__KAFKA__TOPICS__DLQ=$prefix.dlq
 
 detector=
 cleanup() {
   [[ -z $detector ]] || kill -KILL "$detector" 2>/dev/null || true
-  java -cp "$libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
-    --delete --topic "$prefix.*" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  bench_cleanup
 }
 trap cleanup EXIT
-# A metric's value, its labelled series summed.
-metric() { curl -s "http://$metrics/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'; }
 
 echo "simulating $sites sites x $days days" >&2
 $bin simulate --out "$work/data" --sites "$sites" --days "$days" --seed 3 >/dev/null

@@ -22,28 +22,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 sites=${1:-10000}
 days=${2:-3}
-bin=target/release/gridwatch
-libs=deploy/kafka/libs
-bootstrap=127.0.0.1:${KAFKA_PORT:-9092}
-
-[[ -x $bin ]] || cargo build --release -p gridwatch
-deploy/kafka/kafka.sh up >&2
-
-work=$(mktemp -d)
-prefix=bench-$(date +%s)
-export GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=$bootstrap
+source scripts/lib/bench.sh
+bench_start bench
 export GRIDWATCH_LOG=warn
-
-# The topics, consumer group and transactional id of one phase, under one prefix.
-use_prefix() {
-  export GRIDWATCH__KAFKA__TOPICS__READINGS=$1.readings
-  export GRIDWATCH__KAFKA__TOPICS__REGISTRY=$1.registry
-  export GRIDWATCH__KAFKA__TOPICS__ALERTS=$1.alerts
-  export GRIDWATCH__KAFKA__TOPICS__DLQ=$1.dlq
-  export GRIDWATCH__KAFKA__TOPICS__SUSPECTS=$1.suspects
-  export GRIDWATCH__DETECTOR__GROUP_ID=$1-detector
-  export GRIDWATCH__DETECTOR__TRANSACTIONAL_ID=$1-detector-0
-}
 
 detector=
 stop_detector() {
@@ -55,9 +36,7 @@ stop_detector() {
 }
 cleanup() {
   stop_detector
-  java -cp "$libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
-    --delete --topic "$prefix.*" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  bench_cleanup
 }
 trap cleanup EXIT
 

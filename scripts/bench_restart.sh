@@ -19,32 +19,12 @@ cd "$root"
 sizes=("$@")
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(8700 26000)
 days=3
-bin=target/release/gridwatch
-libs=deploy/kafka/libs
-bootstrap=127.0.0.1:${KAFKA_PORT:-9092}
-
-[[ -x $bin ]] || cargo build --release -p gridwatch
-deploy/kafka/kafka.sh up >&2
-
-work=$(mktemp -d)
-prefix=restart-$(date +%s)
+source scripts/lib/bench.sh
+bench_start restart
 metrics=127.0.0.1:19641
-export GRIDWATCH__KAFKA__BOOTSTRAP_SERVERS=$bootstrap
 export GRIDWATCH__DETECTOR__METRICS_LISTEN=$metrics
 export GRIDWATCH__DETECTOR__CHECKPOINT_INTERVAL_S=10
 export GRIDWATCH_LOG=info
-
-use_prefix() {
-  export GRIDWATCH__KAFKA__TOPICS__READINGS=$1.readings
-  export GRIDWATCH__KAFKA__TOPICS__REGISTRY=$1.registry
-  export GRIDWATCH__KAFKA__TOPICS__ALERTS=$1.alerts
-  export GRIDWATCH__KAFKA__TOPICS__DLQ=$1.dlq
-  export GRIDWATCH__KAFKA__TOPICS__SUSPECTS=$1.suspects
-  export GRIDWATCH__KAFKA__TOPICS__WEATHER=$1.weather
-  export GRIDWATCH__KAFKA__TOPICS__HOLIDAYS=$1.holidays
-  export GRIDWATCH__DETECTOR__GROUP_ID=$1-detector
-  export GRIDWATCH__DETECTOR__TRANSACTIONAL_ID=$1-detector-0
-}
 
 detector=
 kill_detector() {
@@ -56,13 +36,10 @@ kill_detector() {
 }
 cleanup() {
   kill_detector
-  java -cp "$libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
-    --delete --topic "$prefix.*" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  bench_cleanup
 }
 trap cleanup EXIT
 
-metric() { curl -s "http://$metrics/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 now() { date +%s.%N; }
 
 # Starts a detector, ingests one reading of an unknown meter, and sets `blind` to the seconds

@@ -1031,12 +1031,7 @@ fn topics_are_created_with_the_configured_retention_and_min_insync_replicas() {
     let bad = env
         .with("GRIDWATCH__KAFKA__MIN_INSYNC_REPLICAS", "2")
         .with("GRIDWATCH__KAFKA__TOPICS__READINGS", "never-made.readings");
-    let out = Command::new(gridwatch_e2e::bin())
-        .args(["topics", "create"])
-        .envs(bad.vars.iter().map(|(k, v)| (k, v)))
-        .env_remove("GRIDWATCH_CONFIG")
-        .output()
-        .unwrap();
+    let out = bad.output(&["topics", "create"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("kafka.min_insync_replicas"),
@@ -1652,24 +1647,14 @@ fn the_pipeline_runs_against_a_sasl_ssl_broker_and_a_wrong_password_is_named() {
         "GRIDWATCH__KAFKA__PROPERTIES__SASL_PASSWORD",
         "not-the-password",
     );
-    let out = Command::new(gridwatch_e2e::bin())
-        .args(["topics", "create"])
-        .envs(wrong.vars.iter().map(|(k, v)| (k, v)))
-        .env_remove("GRIDWATCH_CONFIG")
-        .output()
-        .unwrap();
+    let out = wrong.output(&["topics", "create"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("SASL authentication error"),
         "{err}"
     );
     // Without the password at all, nothing is reachable either.
-    let out = Command::new(gridwatch_e2e::bin())
-        .args(["topics", "create"])
-        .envs(base.vars.iter().map(|(k, v)| (k, v)))
-        .env_remove("GRIDWATCH_CONFIG")
-        .output()
-        .unwrap();
+    let out = base.output(&["topics", "create"]);
     assert!(!out.status.success(), "no password, no topics");
 
     let data = base.dir.join("data");
@@ -1853,12 +1838,7 @@ fn the_ingester_serves_https_with_the_configured_certificate_and_refuses_plain_h
 
     // Half a TLS setting is refused at start, naming both keys.
     let half = env.clone().with("GRIDWATCH__INGESTER__TLS_KEY", "");
-    let out = Command::new(gridwatch_e2e::bin())
-        .arg("ingester")
-        .envs(half.vars.iter().map(|(k, v)| (k, v)))
-        .env_remove("GRIDWATCH_CONFIG")
-        .output()
-        .unwrap();
+    let out = half.output(&["ingester"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("ingester.tls_key"),

@@ -139,9 +139,14 @@ impl Env {
         c
     }
 
+    /// Runs a command to completion, whatever its exit status (for commands meant to fail).
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("gridwatch runs")
+    }
+
     /// Runs a command to completion; panics with its output if it fails.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("gridwatch runs");
+        let out = self.output(args);
         assert!(
             out.status.success(),
             "gridwatch {args:?} failed: {}\n{}",

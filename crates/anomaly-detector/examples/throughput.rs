@@ -26,18 +26,7 @@ fn main() {
     // Pre-built readings, in time order across meters as a head-end would send them.
     let t0 = 1_767_225_600;
     let steps = days * 96;
-    let mut reading = Reading {
-        meter_id: String::new(),
-        ts: 0,
-        interval_s: 900,
-        kwh: 0.0,
-        kvarh: None,
-        kwh_export: None,
-        voltage_v: None,
-        current_a: None,
-        feeder_id: None,
-        quality: Default::default(),
-    };
+    let mut reading = Reading::new("", 0, 900, 0.0);
     let started = Instant::now();
     let mut n = 0u64;
     for s in 1..=steps {

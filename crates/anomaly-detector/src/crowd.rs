@@ -142,18 +142,7 @@ mod tests {
     use super::*;
 
     fn reading(id: &str) -> Reading {
-        Reading {
-            meter_id: id.into(),
-            ts: 1_780_000_000,
-            interval_s: 900,
-            kwh: 0.5,
-            kvarh: None,
-            kwh_export: None,
-            voltage_v: None,
-            current_a: None,
-            feeder_id: None,
-            quality: Default::default(),
-        }
+        Reading::new(id, 1_780_000_000, 900, 0.5)
     }
 
     #[test]

@@ -797,16 +797,8 @@ mod tests {
 
     fn r(ts: i64, interval_s: u32, kwh: f64, quality: Quality) -> Reading {
         Reading {
-            meter_id: "M1".into(),
-            ts,
-            interval_s,
-            kwh,
-            kvarh: None,
-            kwh_export: None,
-            voltage_v: None,
-            current_a: None,
-            feeder_id: None,
             quality,
+            ..Reading::new("M1", ts, interval_s, kwh)
         }
     }
 

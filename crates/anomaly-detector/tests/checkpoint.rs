@@ -187,16 +187,8 @@ fn checkpoint_layout_is_pinned() {
     for i in 1..=3 * 96 {
         for (m, kw) in [("M1", 9.0), ("H1", 9.5), ("X9", 0.4), ("X8", 0.3)] {
             let r = Reading {
-                meter_id: m.into(),
-                ts: t0 + i * 900,
-                interval_s: 900,
-                kwh: kw / 4.0,
-                kvarh: None,
-                kwh_export: None,
-                voltage_v: None,
-                current_a: None,
                 feeder_id: m.starts_with('X').then(|| "F1".into()),
-                quality: Default::default(),
+                ..Reading::new(m, t0 + i * 900, 900, kw / 4.0)
             };
             e.on_reading(&r, &mut out);
         }

@@ -19,18 +19,7 @@ fn site(id: &str, class: CustomerClass, permit: Option<f64>) -> MeterRecord {
 
 /// The reading of 15-minute step `i` at demand `kw`.
 fn reading(meter: &str, i: i64, kw: f64) -> Reading {
-    Reading {
-        meter_id: meter.into(),
-        ts: T0 + i * STEP,
-        interval_s: STEP as u32,
-        kwh: kw * STEP as f64 / 3600.0,
-        kvarh: None,
-        kwh_export: None,
-        voltage_v: None,
-        current_a: None,
-        feeder_id: None,
-        quality: Default::default(),
-    }
+    Reading::new(meter, T0 + i * STEP, STEP as u32, kw * STEP as f64 / 3600.0)
 }
 
 /// Feeds `days` of 15-minute readings whose demand (kW) is `kw(step index, hour of day)`.

@@ -393,11 +393,11 @@ impl InternalEvent for RecordRejected<'_> {
             reason = self.reason,
             "record rejected"
         );
-        c.add_labelled(
-            Counter::Rejected,
-            labels(&[("reason", reason_class(self.reason))]),
-            1,
-        );
+        RecordsRejected {
+            class: reason_class(self.reason),
+            n: 1,
+        }
+        .emit(c);
     }
 }
 

@@ -87,6 +87,23 @@ pub fn check_id(name: &str, v: &str) -> Result<(), String> {
 }
 
 impl Reading {
+    /// A reading of `kwh` over `interval_s` seconds ending at `ts`, with no optional field set
+    /// (an `actual` reading): set the others after, where known.
+    pub fn new(meter_id: &str, ts: i64, interval_s: u32, kwh: f64) -> Reading {
+        Reading {
+            meter_id: meter_id.into(),
+            ts,
+            interval_s,
+            kwh,
+            kvarh: None,
+            kwh_export: None,
+            voltage_v: None,
+            current_a: None,
+            feeder_id: None,
+            quality: Quality::Actual,
+        }
+    }
+
     /// The one validation of a reading: the ingester's parsers apply it to every record they
     /// read, and the detector again to every record it consumes from the topic (which anyone
     /// with access may write). The reason names the field.
@@ -214,18 +231,7 @@ mod tests {
     use super::*;
 
     fn reading() -> Reading {
-        Reading {
-            meter_id: "M1".into(),
-            ts: 1_767_225_600,
-            interval_s: 900,
-            kwh: 0.5,
-            kvarh: None,
-            kwh_export: None,
-            voltage_v: None,
-            current_a: None,
-            feeder_id: None,
-            quality: Default::default(),
-        }
+        Reading::new("M1", 1_767_225_600, 900, 0.5)
     }
 
     #[test]

@@ -534,18 +534,7 @@ pub fn simulate_to_kafka(
     };
     let n = utility.readings::<anyhow::Error>(
         |r| {
-            let reading = gridwatch_core::Reading {
-                meter_id: r.meter_id.to_string(),
-                ts: r.ts,
-                interval_s: r.interval_s,
-                kwh: r.kwh,
-                kvarh: None,
-                kwh_export: r.kwh_export,
-                voltage_v: r.vi.map(|(v, _)| v),
-                current_a: r.vi.map(|(_, a)| a),
-                feeder_id: Some(r.feeder_id.to_string()),
-                quality: Default::default(),
-            };
+            let reading = r.to_reading();
             acks.push(sender.send_patiently(|s| s.send_reading(&reading))?);
             if acks.len() >= 50_000 {
                 settle(&mut acks);

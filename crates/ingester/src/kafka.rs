@@ -343,16 +343,8 @@ mod tests {
 
     fn reading(meter: &str, feeder: Option<&str>) -> Reading {
         Reading {
-            meter_id: meter.into(),
-            ts: 1_767_571_200,
-            interval_s: 900,
-            kwh: 0.1,
-            kvarh: None,
-            kwh_export: None,
-            voltage_v: None,
-            current_a: None,
             feeder_id: feeder.map(str::to_string),
-            quality: Default::default(),
+            ..Reading::new(meter, 1_767_571_200, 900, 0.1)
         }
     }
 

@@ -154,6 +154,19 @@ pub struct SimReading<'a> {
     pub feeder_id: &'a str,
 }
 
+impl SimReading<'_> {
+    /// The reading as a head-end would deliver it (an `actual` reading naming its feeder).
+    pub fn to_reading(&self) -> gridwatch_core::Reading {
+        gridwatch_core::Reading {
+            kwh_export: self.kwh_export,
+            voltage_v: self.vi.map(|(v, _)| v),
+            current_a: self.vi.map(|(_, a)| a),
+            feeder_id: Some(self.feeder_id.to_string()),
+            ..gridwatch_core::Reading::new(self.meter_id, self.ts, self.interval_s, self.kwh)
+        }
+    }
+}
+
 /// A whole simulated utility.
 #[derive(Debug, Clone)]
 pub struct Utility {

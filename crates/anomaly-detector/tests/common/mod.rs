@@ -46,18 +46,7 @@ pub fn utility(cfg: SimConfig) -> (Vec<MeterRecord>, Vec<WeatherObs>, Vec<Readin
     let mut readings = Vec::new();
     u.readings::<()>(
         |r| {
-            readings.push(Reading {
-                meter_id: r.meter_id.into(),
-                ts: r.ts,
-                interval_s: r.interval_s,
-                kwh: r.kwh,
-                kvarh: None,
-                kwh_export: r.kwh_export,
-                voltage_v: r.vi.map(|v| v.0),
-                current_a: r.vi.map(|v| v.1),
-                feeder_id: Some(r.feeder_id.into()),
-                quality: Default::default(),
-            });
+            readings.push(r.to_reading());
             Ok(())
         },
         |_, _| {},
