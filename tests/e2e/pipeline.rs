@@ -9,7 +9,7 @@ use gridwatch_e2e::{
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -814,26 +814,64 @@ fn weather_and_holidays_loaded_to_kafka_reach_the_detector_as_in_the_embedded_ru
     assert_eq!(alert_counts(&kafka_all), alert_counts(&seen));
 }
 
-/// A register change for `meter` with an `effective_from`: the simulated register with that
-/// column and the change appended (`full`), and the change alone (`change`), as files.
-fn register_change(registry: &Path, meter: &str, effective_from: &str, full: &Path, change: &Path) {
+/// Register changes with an `effective_from`: each `(meter, time)` sets that meter
+/// `disconnected` from that time. Writes `<dir>/history.csv` (the simulated register with the
+/// column, and every change appended: the register's history, for the embedded run) and each
+/// change alone as `<dir>/change-<k>.csv` (to load while the services run); returns those.
+fn register_changes(registry: &Path, changes: &[(&str, &str)], dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string(registry).unwrap();
     let mut lines = text.lines();
     let header = format!("{},effective_from", lines.next().unwrap());
     let rows: Vec<String> = lines.map(|l| format!("{l},")).collect();
-    let mut changed: Vec<String> = rows
+    let changed: Vec<String> = changes
         .iter()
-        .find(|r| r.split(',').nth(1) == Some(meter))
-        .unwrap()
-        .split(',')
-        .map(str::to_string)
+        .map(|(meter, at)| {
+            let mut f: Vec<&str> = rows
+                .iter()
+                .find(|r| r.split(',').nth(1) == Some(meter))
+                .unwrap()
+                .split(',')
+                .collect();
+            f[6] = "disconnected";
+            *f.last_mut().unwrap() = at;
+            f.join(",")
+        })
         .collect();
-    changed[6] = "disconnected".into();
-    let last = changed.len() - 1;
-    changed[last] = effective_from.into();
-    let changed = changed.join(",");
-    std::fs::write(full, format!("{header}\n{}\n{changed}\n", rows.join("\n"))).unwrap();
-    std::fs::write(change, format!("{header}\n{changed}\n")).unwrap();
+    let history = format!("{header}\n{}\n{}\n", rows.join("\n"), changed.join("\n"));
+    std::fs::write(dir.join("history.csv"), history).unwrap();
+    changed
+        .iter()
+        .enumerate()
+        .map(|(k, row)| {
+            let path = dir.join(format!("change-{k}.csv"));
+            std::fs::write(&path, format!("{header}\n{row}\n")).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// The first `n` active customers of a register CSV.
+fn active_customers(registry: &Path, n: usize) -> Vec<String> {
+    std::fs::read_to_string(registry)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(",customer,") && l.contains(",active,"))
+        .filter_map(|l| l.split(',').nth(1).map(str::to_string))
+        .take(n)
+        .collect()
+}
+
+/// The open `disconnected_consumption` alerts of `meter`: their `detected_at`.
+fn disconnected_at(alerts: &[Value], meter: &str) -> Vec<i64> {
+    alerts
+        .iter()
+        .filter(|a| {
+            a["meter_id"] == meter
+                && a["kind"] == "disconnected_consumption"
+                && a["status"] == "open"
+        })
+        .map(|a| gridwatch_core::time::parse_rfc3339(a["detected_at"].as_str().unwrap()).unwrap())
+        .collect()
 }
 
 /// Also: a register change loaded while the detector is down takes effect at its
@@ -855,16 +893,10 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
     let lines: Vec<&str> = text.lines().collect();
     let half = lines.len() / 2;
     // The first active customer is disconnected from three quarters of the way through.
-    let register = std::fs::read_to_string(data.join("registry.csv")).unwrap();
-    let meter = register
-        .lines()
-        .find(|l| l.contains(",customer,") && l.contains(",active,"))
-        .and_then(|l| l.split(',').nth(1))
-        .unwrap()
-        .to_string();
+    let meter = active_customers(&data.join("registry.csv"), 1).remove(0);
     let at = lines[lines.len() * 3 / 4].split(',').nth(1).unwrap();
-    let (history, change) = (data.join("history.csv"), data.join("change.csv"));
-    register_change(&data.join("registry.csv"), &meter, at, &history, &change);
+    let change = register_changes(&data.join("registry.csv"), &[(&meter, at)], &data).remove(0);
+    let history = data.join("history.csv");
     let emb = env.dir.join("embedded");
     env.run(&[
         "run",
@@ -882,20 +914,7 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let at = gridwatch_core::time::parse_rfc3339(at).unwrap();
-    let disconnected = |alerts: &[Value]| -> Vec<i64> {
-        alerts
-            .iter()
-            .filter(|a| {
-                a["meter_id"] == meter.as_str()
-                    && a["kind"] == "disconnected_consumption"
-                    && a["status"] == "open"
-            })
-            .map(|a| {
-                gridwatch_core::time::parse_rfc3339(a["detected_at"].as_str().unwrap()).unwrap()
-            })
-            .collect()
-    };
-    let opened = disconnected(&embedded);
+    let opened = disconnected_at(&embedded, &meter);
     assert!(
         opened.len() == 1 && opened[0] >= at && opened[0] < at + 3600,
         "{meter} disconnected at {at}: {opened:?}"
@@ -949,7 +968,7 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
         "Kafka (through a checkpoint restore) and embedded alerts differ"
     );
     assert_eq!(
-        disconnected(&kafka_all),
+        disconnected_at(&kafka_all, &meter),
         opened,
         "the change took effect elsewhere"
     );
@@ -1057,25 +1076,11 @@ fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
     env.run(&[
         "simulate", "--out", d, "--sites", "50", "--days", "6", "--seed", "13",
     ]);
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
-    // The first active customer is disconnected from three quarters of the way through.
-    let register = std::fs::read_to_string(data.join("registry.csv")).unwrap();
-    let meter = register
-        .lines()
-        .find(|l| l.contains(",customer,") && l.contains(",active,"))
-        .and_then(|l| l.split(',').nth(1))
-        .unwrap()
-        .to_string();
-    let at = lines[lines.len() * 3 / 4].split(',').nth(1).unwrap();
-    let (history, change) = (data.join("history.csv"), data.join("change.csv"));
-    register_change(&data.join("registry.csv"), &meter, at, &history, &change);
     let emb = env.dir.join("embedded");
     env.run(&[
         "run",
         "--registry",
-        history.to_str().unwrap(),
+        &format!("{d}/registry.csv"),
         "--readings",
         &format!("{d}/readings.csv"),
         "--out",
@@ -1087,25 +1092,9 @@ fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let at = gridwatch_core::time::parse_rfc3339(at).unwrap();
-    let disconnected = |alerts: &[Value]| -> Vec<i64> {
-        alerts
-            .iter()
-            .filter(|a| {
-                a["meter_id"] == meter.as_str()
-                    && a["kind"] == "disconnected_consumption"
-                    && a["status"] == "open"
-            })
-            .map(|a| {
-                gridwatch_core::time::parse_rfc3339(a["detected_at"].as_str().unwrap()).unwrap()
-            })
-            .collect()
-    };
-    let opened = disconnected(&embedded);
-    assert!(
-        opened.len() == 1 && opened[0] >= at && opened[0] < at + 3600,
-        "{meter} disconnected at {at}: {opened:?}"
-    );
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
     let part1 = data.join("part1.csv");
     std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
     let part2 = format!("{}\n{}\n", lines[0], lines[half..].join("\n"));
@@ -1180,25 +1169,11 @@ fn a_broker_lost_mid_stream_in_a_three_broker_cluster_loses_nothing() {
     env.run(&[
         "simulate", "--out", d, "--sites", "50", "--days", "6", "--seed", "14",
     ]);
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
-    // The first active customer is disconnected from three quarters of the way through.
-    let register = std::fs::read_to_string(data.join("registry.csv")).unwrap();
-    let meter = register
-        .lines()
-        .find(|l| l.contains(",customer,") && l.contains(",active,"))
-        .and_then(|l| l.split(',').nth(1))
-        .unwrap()
-        .to_string();
-    let at = lines[lines.len() * 3 / 4].split(',').nth(1).unwrap();
-    let (history, change) = (data.join("history.csv"), data.join("change.csv"));
-    register_change(&data.join("registry.csv"), &meter, at, &history, &change);
     let emb = env.dir.join("embedded");
     env.run(&[
         "run",
         "--registry",
-        history.to_str().unwrap(),
+        &format!("{d}/registry.csv"),
         "--readings",
         &format!("{d}/readings.csv"),
         "--out",
@@ -1210,25 +1185,9 @@ fn a_broker_lost_mid_stream_in_a_three_broker_cluster_loses_nothing() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let at = gridwatch_core::time::parse_rfc3339(at).unwrap();
-    let disconnected = |alerts: &[Value]| -> Vec<i64> {
-        alerts
-            .iter()
-            .filter(|a| {
-                a["meter_id"] == meter.as_str()
-                    && a["kind"] == "disconnected_consumption"
-                    && a["status"] == "open"
-            })
-            .map(|a| {
-                gridwatch_core::time::parse_rfc3339(a["detected_at"].as_str().unwrap()).unwrap()
-            })
-            .collect()
-    };
-    let opened = disconnected(&embedded);
-    assert!(
-        opened.len() == 1 && opened[0] >= at && opened[0] < at + 3600,
-        "{meter} disconnected at {at}: {opened:?}"
-    );
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
     let part1 = data.join("part1.csv");
     let part2 = data.join("part2.csv");
     std::fs::write(&part1, format!("{}\n", lines[..half].join("\n"))).unwrap();
@@ -1413,8 +1372,10 @@ impl Chaos {
 
 /// Chaos: readings stream in over HTTP (a client that re-sends a chunk until it gets 200, as a
 /// head-end does) while the ingester, the detector and the sink are each killed with SIGKILL
-/// at random points and restarted. The alerts committed and the Arrow rows equal an
-/// uninterrupted embedded run: nothing lost, nothing twice. Bounded for CI (12 kills, 60 sites);
+/// at random points and restarted, and register changes (with an `effective_from`) are loaded
+/// between the chunks. The alerts committed and the Arrow rows equal an uninterrupted
+/// embedded run given the register's history: nothing lost, nothing twice, every change
+/// applied at the same reading. Bounded for CI (12 kills, 60 sites);
 /// `scripts/chaos.sh` runs a longer one (GRIDWATCH_CHAOS_KILLS, GRIDWATCH_CHAOS_SITES,
 /// GRIDWATCH_CHAOS_SEED).
 #[test]
@@ -1449,11 +1410,40 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         "--seed",
         "15",
     ]);
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().to_string();
+    let rows: Vec<String> = lines.map(str::to_string).collect();
+    let chunks: Vec<String> = rows
+        .chunks(400)
+        .map(|c| format!("{header}\n{}\n", c.join("\n")))
+        .collect();
+    // Register changes interleave with the stream: three meters disconnected at 40, 60 and
+    // 80 % of it, each change loaded while the client is still ten chunks (about 1.5 s of
+    // the stream) ahead of its time. The embedded run reads the register's history.
+    let meters = active_customers(&data.join("registry.csv"), 3);
+    let at: Vec<(usize, &str)> = (0..meters.len())
+        .map(|k| {
+            let row = rows.len() * (2 + k) / 5;
+            (row, rows[row].split(',').nth(1).unwrap())
+        })
+        .collect();
+    let changes: Vec<(&str, &str)> = meters
+        .iter()
+        .map(String::as_str)
+        .zip(at.iter().map(|a| a.1))
+        .collect();
+    let change_files = register_changes(&data.join("registry.csv"), &changes, &data);
+    let load_before: Vec<(usize, PathBuf)> = at
+        .iter()
+        .map(|(row, _)| row / 400 - 10)
+        .zip(change_files)
+        .collect();
     let emb = env.dir.join("embedded");
     env.run(&[
         "run",
         "--registry",
-        &format!("{d}/registry.csv"),
+        data.join("history.csv").to_str().unwrap(),
         "--readings",
         &format!("{d}/readings.csv"),
         "--out",
@@ -1465,6 +1455,13 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    for m in &meters {
+        assert_eq!(
+            disconnected_at(&embedded, m).len(),
+            1,
+            "{m} disconnected once"
+        );
+    }
     env.run(&["topics", "create"]);
     env.run(&[
         "registry",
@@ -1472,15 +1469,6 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         "--registry",
         &format!("{d}/registry.csv"),
     ]);
-
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().to_string();
-    let rows: Vec<String> = lines.map(str::to_string).collect();
-    let chunks: Vec<String> = rows
-        .chunks(400)
-        .map(|c| format!("{header}\n{}\n", c.join("\n")))
-        .collect();
     let out = env.dir.join("kafka-out");
     let o = out.to_str().unwrap().to_string();
     let mut services = [
@@ -1489,10 +1477,13 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         env.spawn("sink-0", &["sink", "--out", &o]),
     ];
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (client_addr, client_done) = (addr.clone(), done.clone());
+    let (client_addr, client_done, client_env) = (addr.clone(), done.clone(), env.clone());
     let client = std::thread::spawn(move || {
         let mut retries = 0u64;
-        for chunk in &chunks {
+        for (i, chunk) in chunks.iter().enumerate() {
+            for (_, change) in load_before.iter().filter(|(at, _)| *at == i) {
+                client_env.run(&["registry", "load", "--registry", change.to_str().unwrap()]);
+            }
             loop {
                 let sent = try_post(
                     &client_addr,
@@ -1540,6 +1531,13 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         alert_counts(&embedded),
         "after {kills} kills (seed {seed}), Kafka and embedded alerts differ"
     );
+    for m in &meters {
+        assert_eq!(
+            disconnected_at(&kafka_all, m),
+            disconnected_at(&embedded, m),
+            "{m}'s disconnection took effect elsewhere"
+        );
+    }
     // The last sink writes what it holds when stopped; the Arrow rows are then exactly the
     // alerts, across every sink that ran.
     let sink_metrics = env.var("GRIDWATCH__SINK__METRICS_LISTEN").to_string();
@@ -1557,12 +1555,14 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
     check_with_python(&out.join("flagged"), &jsonl);
     println!(
         "chaos: {kills} kills survived (ingester {}, detector {}, sink {}; seed {seed}), {} readings \
-         over HTTP in {} requests ({retries} re-sent), {} alerts equal to the embedded run, in {:.0} s",
+         over HTTP in {} requests ({retries} re-sent), {} register changes, {} alerts equal to the \
+         embedded run, in {:.0} s",
         killed[0],
         killed[1],
         killed[2],
         rows.len(),
         rows.len().div_ceil(400),
+        meters.len(),
         kafka_all.len(),
         started.elapsed().as_secs_f64()
     );
