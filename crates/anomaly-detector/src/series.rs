@@ -92,6 +92,17 @@ pub(crate) struct HighHours {
     pub low_kw: f64,
 }
 
+/// A load switched on a timer over the last two days ([`Series::timer_cycle`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Cycle {
+    /// Mean demand of the hours above the middle of its range, of the others, and of all (kW).
+    pub on_kw: f64,
+    pub off_kw: f64,
+    pub mean_kw: f64,
+    /// Hours a day above the middle of its range.
+    pub on_hours: u32,
+}
+
 /// Demand statistics over the last few closed hours.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Window {
@@ -245,7 +256,7 @@ impl Series {
     /// home. Returns whether it started anew.
     pub fn note_day(&mut self, end: i64, kw: f64) -> bool {
         self.days.note(end / 86_400 - 1, kw);
-        let moves = self.moves(end, MOVE_KW);
+        let moves = self.household_moves(end);
         if kw < VACANT_KW && moves <= 2 {
             if self.since_vacant > 0 {
                 self.vacant_days = 0;
@@ -673,7 +684,40 @@ impl Series {
     /// the last 24 hours to `end` (its history, an empty home's, is about to start anew at the
     /// day's close, [`Series::note_day`]).
     pub fn arriving(&self, end: i64) -> bool {
-        self.since_vacant <= 1 && self.moves(end, MOVE_KW) >= LIVED_IN_MOVES
+        self.since_vacant <= 1 && self.household_moves(end) >= LIVED_IN_MOVES
+    }
+
+    /// [`Series::moves`] of at least `MOVE_KW`, as signs of people: none on a day that repeats
+    /// itself every few hours (a load switched on a timer — duty-cycled rigs in an empty
+    /// house — moves all day, but is one machine, not a household arriving).
+    fn household_moves(&self, end: i64) -> u32 {
+        if self.periodic(end) {
+            0
+        } else {
+            self.moves(end, MOVE_KW)
+        }
+    }
+
+    /// The last 24 closed hours to `end` repeat with a period of 2 to 6 hours: nine in ten
+    /// hours within 0.1 kW and 5 % of the hour one period before.
+    fn periodic(&self, end: i64) -> bool {
+        let last = end / HOUR - 1;
+        (2..=6i64).any(|p| {
+            let (mut pairs, mut same) = (0u32, 0u32);
+            for h in last - 23 + p..=last {
+                let (a, b) = (
+                    self.hour_kw((h + 1) * HOUR),
+                    self.hour_kw((h + 1 - p) * HOUR),
+                );
+                if let (Some(a), Some(b)) = (a, b) {
+                    pairs += 1;
+                    if (a - b).abs() <= 0.1 + 0.05 * a.max(b) {
+                        same += 1;
+                    }
+                }
+            }
+            pairs >= 16 && same * 10 >= pairs * 9
+        })
     }
 
     /// Hours of the last 24 to `end` whose demand moved by at least `kw` from the hour before:
@@ -688,6 +732,56 @@ impl Series {
                 )
             })
             .count() as u32
+    }
+
+    /// The last 48 closed hours to `end` are a load switched on a timer: each hour moves
+    /// against the one before (lag-1 autocorrelation at most 0), and the day repeats itself
+    /// every 2 to 6 hours (autocorrelation at that lag 0.7 or more) — rigs cycled on and off
+    /// around the clock, at the same rhythm however the cycles fall across the hours. A
+    /// household's demand, a thermostat's or a heat pump's, averaged over hours, drifts
+    /// smoothly from one hour to the next and follows the day, not a clock of a few hours.
+    pub fn timer_cycle(&self, end: i64) -> Option<Cycle> {
+        let hours: Vec<Option<f64>> = (0..48i64)
+            .map(|k| {
+                let e = end - (47 - k) * HOUR;
+                self.hour_kw(e).or_else(|| self.day_before_kw(e))
+            })
+            .collect();
+        let known: Vec<f64> = hours.iter().flatten().copied().collect();
+        if known.len() < 40 {
+            return None;
+        }
+        let n = known.len() as f64;
+        let mean = known.iter().sum::<f64>() / n;
+        let var = known.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        if var <= 0.0 {
+            return None;
+        }
+        let r = |lag: usize| {
+            let (mut m, mut sum) = (0u32, 0.0);
+            for (a, b) in hours.iter().zip(&hours[lag..]) {
+                if let (Some(a), Some(b)) = (a, b) {
+                    m += 1;
+                    sum += (a - mean) * (b - mean);
+                }
+            }
+            (m >= 30).then(|| sum / f64::from(m) / var)
+        };
+        if r(1)? > 0.0 || !(2..=6).any(|p| r(p).is_some_and(|r| r >= 0.7)) {
+            return None;
+        }
+        let (lo, hi) = known.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        let mid = (lo + hi) / 2.0;
+        let (on, off): (Vec<f64>, Vec<f64>) = known.iter().partition(|&&v| v >= mid);
+        let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        Some(Cycle {
+            on_kw: avg(&on),
+            off_kw: avg(&off),
+            mean_kw: mean,
+            on_hours: (on.len() as f64 * 24.0 / n).round() as u32,
+        })
     }
 
     /// Mean change of demand from one hour to the next over the `k` (≤ 24) closed hours

@@ -608,6 +608,43 @@ fn a_nightly_ev_charge_is_not_a_night_miner() {
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
 
+/// Rigs cycled two hours on and one off whose cycle falls across the hours (an hour half on
+/// reads as half the rigs): never an hour at the mining level for 14 hours a day, never a
+/// flat floor, but the same three-hour rhythm day and night. Inside a home's permit, in a
+/// lived-in home and in one that stood empty (the switching is no family moving in).
+#[test]
+fn rigs_on_a_timer_out_of_step_with_the_hours_are_flagged_in_lived_in_and_empty_homes() {
+    let mut e = engine_with(&[
+        site("1", CustomerClass::Residential, Some(15.0)),
+        site("2", CustomerClass::Residential, Some(15.0)),
+    ]);
+    let onset = 3 * 96 + 2;
+    // 6 kW from a quarter past two of every three hours, for two hours.
+    let rigs = |i: i64| {
+        if i >= onset && (i - onset).rem_euclid(12) < 8 {
+            6.0
+        } else {
+            0.0
+        }
+    };
+    for (meter, home) in [
+        ("M1", &household as &dyn Fn(i64, i64) -> f64),
+        ("M2", &|i: i64, _| 0.05 + ((i * 7919) % 5) as f64 * 0.002),
+    ] {
+        let alerts = feed(&mut e, meter, 7, |i, h| home(i, h) + rigs(i));
+        let open = alerts
+            .iter()
+            .find(|a| a.kind == AlertKind::MiningSignature && a.status == AlertStatus::Open)
+            .unwrap_or_else(|| panic!("{meter}: rigs on a timer not flagged: {alerts:#?}"));
+        assert_eq!(open.evidence["pattern"], "duty_cycle", "{meter}");
+        assert!(
+            open.detected_at - (T0 + onset * STEP) <= 72 * 3600,
+            "{meter}: {} h",
+            (open.detected_at - (T0 + onset * STEP)) / 3600
+        );
+    }
+}
+
 #[test]
 fn rigs_added_inside_a_factory_permit_are_a_step_change() {
     let factory = |i: i64, h: i64| {
