@@ -94,8 +94,8 @@ python3 scripts/lib/pace.py "$work/readings.csv" "$half" "$paced" | $bin ingest 
 sleep 3
 stop_detector
 stopped=$(grep "detector stopped" "$work/latency.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')
-p50=$(sed -nE 's/.*latency_p50_ms: ([0-9]+).*/\1/p' <<<"$stopped")
-p99=$(sed -nE 's/.*latency_p99_ms: ([0-9]+).*/\1/p' <<<"$stopped")
+p50=$(sed -nE 's/.*latency_p50_ms[=:] ?([0-9]+).*/\1/p' <<<"$stopped")
+p99=$(sed -nE 's/.*latency_p99_ms[=:] ?([0-9]+).*/\1/p' <<<"$stopped")
 
 pct() { awk -v x="$1" -v y="$pp_rate" 'BEGIN { printf "%.0f %%", 100 * x / y }'; }
 echo

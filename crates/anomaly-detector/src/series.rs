@@ -256,8 +256,7 @@ impl Series {
     /// home. Returns whether it started anew.
     pub fn note_day(&mut self, end: i64, kw: f64) -> bool {
         self.days.note(end / 86_400 - 1, kw);
-        let moves = self.household_moves(end);
-        if kw < VACANT_KW && moves <= 2 {
+        if kw < VACANT_KW && self.moves(end, MOVE_KW) <= 2 {
             if self.since_vacant > 0 {
                 self.vacant_days = 0;
             }
@@ -265,7 +264,7 @@ impl Series {
             self.since_vacant = 0;
             return false;
         }
-        if moves < LIVED_IN_MOVES {
+        if self.household_moves(end) < LIVED_IN_MOVES {
             self.since_vacant = self.since_vacant.saturating_add(1);
             return false;
         }
@@ -687,24 +686,32 @@ impl Series {
         self.since_vacant <= 1 && self.household_moves(end) >= LIVED_IN_MOVES
     }
 
-    /// [`Series::moves`] of at least `MOVE_KW`, as signs of people: none on a day that repeats
-    /// itself every few hours (a load switched on a timer — duty-cycled rigs in an empty
-    /// house — moves all day, but is one machine, not a household arriving).
+    /// [`Series::moves`] of at least `MOVE_KW`, as signs of people: the hours that repeat
+    /// themselves every few hours up to `end` (a load switched on a timer — duty-cycled rigs
+    /// in an empty house — moves all day, but is one machine, not a household arriving) don't
+    /// count, only the moves before them.
     fn household_moves(&self, end: i64) -> u32 {
-        if self.periodic(end) {
-            0
-        } else {
-            self.moves(end, MOVE_KW)
-        }
+        let last = end / HOUR - 1;
+        let timed = (8..=24i64)
+            .rev()
+            .find(|&len| self.periodic(last, len))
+            .unwrap_or(0);
+        (last - 22..=last - timed)
+            .filter(|&h| {
+                matches!(
+                    (self.hour_kw(h * HOUR), self.hour_kw((h + 1) * HOUR)),
+                    (Some(a), Some(b)) if (b - a).abs() >= MOVE_KW
+                )
+            })
+            .count() as u32
     }
 
-    /// The last 24 closed hours to `end` repeat with a period of 2 to 6 hours: nine in ten
-    /// hours within 0.1 kW and 5 % of the hour one period before.
-    fn periodic(&self, end: i64) -> bool {
-        let last = end / HOUR - 1;
+    /// The `len` closed hours to hour `last` repeat with a period of 2 to 6 hours: nine in ten
+    /// of them within 0.1 kW and 5 % of the hour one period before.
+    fn periodic(&self, last: i64, len: i64) -> bool {
         (2..=6i64).any(|p| {
-            let (mut pairs, mut same) = (0u32, 0u32);
-            for h in last - 23 + p..=last {
+            let (mut pairs, mut same) = (0i64, 0i64);
+            for h in last + 1 - len + p..=last {
                 let (a, b) = (
                     self.hour_kw((h + 1) * HOUR),
                     self.hour_kw((h + 1 - p) * HOUR),
@@ -716,7 +723,7 @@ impl Series {
                     }
                 }
             }
-            pairs >= 16 && same * 10 >= pairs * 9
+            pairs * 4 >= (len - p) * 3 && same * 10 >= pairs * 9
         })
     }
 

@@ -617,20 +617,35 @@ fn rigs_on_a_timer_out_of_step_with_the_hours_are_flagged_in_lived_in_and_empty_
     let mut e = engine_with(&[
         site("1", CustomerClass::Residential, Some(15.0)),
         site("2", CustomerClass::Residential, Some(15.0)),
+        site("3", CustomerClass::Residential, Some(15.0)),
     ]);
+    // 6 kW for two hours of every three, from half past midnight.
     let onset = 3 * 96 + 2;
-    // 6 kW from a quarter past two of every three hours, for two hours.
-    let rigs = |i: i64| {
-        if i >= onset && (i - onset).rem_euclid(12) < 8 {
-            6.0
-        } else {
-            0.0
-        }
-    };
-    for (meter, home) in [
-        ("M1", &household as &dyn Fn(i64, i64) -> f64),
-        ("M2", &|i: i64, _| 0.05 + ((i * 7919) % 5) as f64 * 0.002),
+    let empty = |i: i64| 0.05 + ((i * 7919) % 5) as f64 * 0.002;
+    for (meter, home, onset) in [
+        ("M1", &household as &dyn Fn(i64, i64) -> f64, onset),
+        ("M2", &|i: i64, _| empty(i), onset),
+        // Lived in, empty for a day, then rigs from 10:45: the day they came on is half an
+        // empty home's, half the rigs' rhythm — still no family moving in.
+        (
+            "M3",
+            &|i: i64, h| {
+                if i <= 2 * 96 {
+                    household(i, h)
+                } else {
+                    empty(i)
+                }
+            },
+            3 * 96 + 43,
+        ),
     ] {
+        let rigs = |i: i64| {
+            if i >= onset && (i - onset).rem_euclid(12) < 8 {
+                6.0
+            } else {
+                0.0
+            }
+        };
         let alerts = feed(&mut e, meter, 7, |i, h| home(i, h) + rigs(i));
         let open = alerts
             .iter()
