@@ -246,14 +246,21 @@ impl Counters {
 
     /// Records one latency (seconds).
     pub fn observe(&self, h: Histogram, secs: f64) {
+        self.observe_each(h, [secs]);
+    }
+
+    /// Records latencies (seconds), a batch's under one lock.
+    pub fn observe_each(&self, h: Histogram, secs: impl IntoIterator<Item = f64>) {
         let mut l = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
         let b = l.histograms.entry(h).or_default();
-        let i = BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(BUCKETS.len());
-        b.counts[i] += 1;
-        b.sum += secs;
+        for secs in secs {
+            let i = BUCKETS
+                .iter()
+                .position(|&le| secs <= le)
+                .unwrap_or(BUCKETS.len());
+            b.counts[i] += 1;
+            b.sum += secs;
+        }
     }
 
     pub fn level(&self, g: Gauge) -> u64 {

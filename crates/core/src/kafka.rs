@@ -261,8 +261,29 @@ pub fn read_compacted(
     group_id: &str,
     topic: &str,
     timeout: std::time::Duration,
-    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
+    apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
 ) -> Result<QuietConsumer, String> {
+    read_compacted_from(
+        k,
+        group_id,
+        topic,
+        &std::collections::BTreeMap::new(),
+        timeout,
+        apply,
+    )
+    .map(|(consumer, _)| consumer)
+}
+
+/// [`read_compacted`] from `from` (per partition, the first offset to read; a partition not
+/// in it from the beginning). Also returns, per partition, the next offset after what was read.
+pub fn read_compacted_from(
+    k: &KafkaConfig,
+    group_id: &str,
+    topic: &str,
+    from: &std::collections::BTreeMap<i32, i64>,
+    timeout: std::time::Duration,
+    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
+) -> Result<(QuietConsumer, std::collections::BTreeMap<i32, i64>), String> {
     use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
     use rdkafka::message::Message;
@@ -276,9 +297,14 @@ pub fn read_compacted(
         .map_err(|e| format!("consumer for {topic}: {e}"))?;
     let parts = partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
+    let mut next = std::collections::BTreeMap::new();
     for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+        let start = from
+            .get(p)
+            .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+        tpl.add_partition_offset(topic, *p, start)
             .map_err(|e| e.to_string())?;
+        next.insert(*p, from.get(p).copied().unwrap_or(0));
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut at_end = BTreeSet::new();
@@ -300,6 +326,7 @@ pub fn read_compacted(
             Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
             Some(Ok(msg)) => {
                 at_end.remove(&msg.partition());
+                next.insert(msg.partition(), msg.offset() + 1);
                 apply(msg.key(), msg.payload()).map_err(|e| {
                     format!(
                         "{topic} partition {} offset {}: {e}",
@@ -310,7 +337,7 @@ pub fn read_compacted(
             }
         }
     }
-    Ok(consumer)
+    Ok((consumer, next))
 }
 
 /// Sets `gridwatch_consumer_lag{topic,partition}`: records on each partition not read yet,

@@ -25,14 +25,20 @@ pub struct Header {
     pub group_id: String,
     /// Per readings partition, the next offset the state has not seen.
     pub offsets: BTreeMap<i32, i64>,
+    /// Per register partition, the next offset the state has not seen: on a restart the
+    /// register is applied from there, so a row the state already holds (or holds waiting for
+    /// its `effective_from`) is not applied again over a newer one.
+    #[serde(default)]
+    pub registry: BTreeMap<i32, i64>,
     /// Length of the engine bytes after the header line.
     pub bytes: u64,
 }
 
-/// A restored engine and the offsets to resume its partitions from.
+/// A restored engine, the offsets to resume its partitions from, and the register's.
 pub struct Restored {
     pub engine: Engine,
     pub offsets: BTreeMap<i32, i64>,
+    pub registry: BTreeMap<i32, i64>,
 }
 
 /// The checkpoint file of one detector group, and the write in flight.
@@ -112,6 +118,7 @@ impl Store {
         Ok(Some(Restored {
             engine,
             offsets: header.offsets,
+            registry: header.registry,
         }))
     }
 
@@ -173,6 +180,7 @@ mod tests {
             topic: "r".into(),
             group_id: "g".into(),
             offsets: offsets.iter().copied().collect(),
+            registry: BTreeMap::from([(0, 7)]),
             bytes,
         }
     }
@@ -192,6 +200,7 @@ mod tests {
         store.finish();
         let r = store.load(&expect, &committed, &cfg).unwrap().unwrap();
         assert_eq!(r.offsets, BTreeMap::from([(0, 40), (1, 70)]));
+        assert_eq!(r.registry, BTreeMap::from([(0, 7)]));
 
         let other = Header {
             cluster_id: "c2".into(),
