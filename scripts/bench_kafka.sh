@@ -93,7 +93,7 @@ sleep 3
 python3 scripts/lib/pace.py "$work/readings.csv" "$half" "$paced" | $bin ingest --readings - >/dev/null
 sleep 3
 stop_detector
-stopped=$(grep "detector stopped" "$work/latency.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')
+stopped=$(grep "latency_p50_ms" "$work/latency.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')
 p50=$(sed -nE 's/.*latency_p50_ms[=:] ?([0-9]+).*/\1/p' <<<"$stopped")
 p99=$(sed -nE 's/.*latency_p99_ms[=:] ?([0-9]+).*/\1/p' <<<"$stopped")
 
