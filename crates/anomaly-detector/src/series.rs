@@ -696,14 +696,7 @@ impl Series {
             .rev()
             .find(|&len| self.periodic(last, len))
             .unwrap_or(0);
-        (last - 22..=last - timed)
-            .filter(|&h| {
-                matches!(
-                    (self.hour_kw(h * HOUR), self.hour_kw((h + 1) * HOUR)),
-                    (Some(a), Some(b)) if (b - a).abs() >= MOVE_KW
-                )
-            })
-            .count() as u32
+        self.moves_into(last - 22..=last - timed, MOVE_KW)
     }
 
     /// The `len` closed hours to hour `last` repeat with a period of 2 to 6 hours: nine in ten
@@ -731,7 +724,12 @@ impl Series {
     /// how many times something was switched.
     pub fn moves(&self, end: i64, kw: f64) -> u32 {
         let last = end / HOUR - 1;
-        (last - 22..=last)
+        self.moves_into(last - 22..=last, kw)
+    }
+
+    /// How many of the hours `hours` (hour indices) moved by at least `kw` from the hour before.
+    fn moves_into(&self, hours: std::ops::RangeInclusive<i64>, kw: f64) -> u32 {
+        hours
             .filter(|&h| {
                 matches!(
                     (self.hour_kw(h * HOUR), self.hour_kw((h + 1) * HOUR)),

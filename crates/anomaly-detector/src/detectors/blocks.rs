@@ -107,36 +107,40 @@ impl SiteDetector for BlocksDetector {
         // Or a load on a timer two days running, however its cycles fall across the hours
         // (an hour half on reads as half the rigs): switching by a rig's power, and drawing
         // on average half the mining level more than the site's usual and at least twice it.
-        let usual_day = series.usual_kw(hour.end - 24 * HOUR, 24);
-        let timer = series.timer_cycle(hour.end).filter(|c| {
-            learned
-                && c.on_kw - c.off_kw >= 0.5 * cfg.min_kw
-                && c.mean_kw - usual_day >= 0.5 * cfg.min_kw
-                && c.mean_kw >= 2.0 * usual_day
-        });
-        let (start, hours, block_kw, outside_kw, pattern) = match (block, timer) {
-            (Some(b), _) => (
+        // Judged only where neither of the above holds (it reads 48 hours).
+        let timer = || {
+            let usual_day = series.usual_kw(hour.end - 24 * HOUR, 24);
+            series.timer_cycle(hour.end).filter(|c| {
+                c.on_kw - c.off_kw >= 0.5 * cfg.min_kw
+                    && c.mean_kw - usual_day >= 0.5 * cfg.min_kw
+                    && c.mean_kw >= 2.0 * usual_day
+            })
+        };
+        let (start, hours, block_kw, outside_kw, pattern) = match block {
+            Some(b) => (
                 b.start,
                 b.hours,
                 b.block_kw,
                 b.outside_kw,
                 BlockPattern::RecurringBlock,
             ),
-            (None, _) if duty => (
+            None if duty => (
                 hour.end - 24 * HOUR,
                 high.today,
                 high.high_kw,
                 high.low_kw,
                 BlockPattern::DutyCycle,
             ),
-            (None, Some(c)) => (
-                hour.end - 24 * HOUR,
-                c.on_hours,
-                c.on_kw,
-                c.off_kw,
-                BlockPattern::DutyCycle,
-            ),
-            (None, None) => return None,
+            None => match learned.then(timer).flatten() {
+                Some(c) => (
+                    hour.end - 24 * HOUR,
+                    c.on_hours,
+                    c.on_kw,
+                    c.off_kw,
+                    BlockPattern::DutyCycle,
+                ),
+                None => return None,
+            },
         };
         if cx.licensed_within_permit(block_kw) {
             return None;
