@@ -99,10 +99,8 @@ impl Env {
                 format!("{p}.holidays"),
             ),
             ("GRIDWATCH__DETECTOR__GROUP_ID", format!("{p}-detector")),
-            (
-                "GRIDWATCH__DETECTOR__TRANSACTIONAL_ID",
-                format!("{p}-detector-0"),
-            ),
+            ("GRIDWATCH__DETECTOR__INSTANCE_ID", "0".to_string()),
+            ("GRIDWATCH__SINK__INSTANCE_ID", "0".to_string()),
             ("GRIDWATCH__SINK__GROUP_ID", format!("{p}-sink")),
             (
                 "GRIDWATCH__DETECTOR__STATE_DIR",

@@ -273,10 +273,15 @@ impl Engine {
     /// the row falls in the stream (read before the readings, between them, or again after a
     /// restart), it takes effect at the same point of the meter's data. A meter's first row
     /// applies at once (a meter in the register is never taken for an unregistered one); a
-    /// delete applies at once and drops the meter's waiting rows.
+    /// delete applies at once and drops the meter's waiting rows (of a meter the engine has
+    /// never seen, it does nothing).
     pub fn apply_registry(&mut self, update: RegistryUpdate, out: &mut Vec<Alert>) {
         let (meter_id, reg) = match update {
             RegistryUpdate::Upsert(r) => (r.meter_id.clone(), Some(r)),
+            // A meter this engine never had (its readings go to another partition's) stays so.
+            RegistryUpdate::Delete { meter_id } if !self.index.contains_key(meter_id.as_str()) => {
+                return
+            }
             RegistryUpdate::Delete { meter_id } => (meter_id, None),
         };
         let i = self.slot_of(&meter_id);

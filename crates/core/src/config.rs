@@ -264,6 +264,10 @@ pub struct SinkConfig {
     /// Address of the sink's `/metrics` (Prometheus text) and `/healthz`.
     pub metrics_listen: String,
     pub group_id: String,
+    /// This instance's name in the sink group (static membership: a restarted sink takes its
+    /// partitions back at once). Empty: the host's name. Two sinks on one host need their own.
+    #[serde(deserialize_with = "name_or_number")]
+    pub instance_id: String,
     /// Roll a file after this many rows…
     pub roll_rows: usize,
     /// …or after this many seconds of wall time with rows pending.
@@ -277,10 +281,28 @@ impl Default for SinkConfig {
             format: OutputFormat::Arrow,
             metrics_listen: "127.0.0.1:9642".into(),
             group_id: "gridwatch-sink".into(),
+            instance_id: String::new(),
             roll_rows: 100_000,
             roll_age_s: 30,
         }
     }
+}
+
+/// A name that may be written as a number (`GRIDWATCH__SINK__INSTANCE_ID=1`: the environment
+/// layer reads it as one).
+pub fn name_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Name {
+        Text(String),
+        Whole(i64),
+        Number(f64),
+    }
+    Ok(match Name::deserialize(d)? {
+        Name::Text(s) => s,
+        Name::Whole(n) => n.to_string(),
+        Name::Number(n) => n.to_string(),
+    })
 }
 
 #[cfg(test)]

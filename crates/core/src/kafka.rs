@@ -67,7 +67,10 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
         .set("acks", "all")
         .set("compression.type", "zstd")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000");
+        .set("message.timeout.ms", "30000")
+        // The Java client's partitioner: the embedded run groups readings as the topic does
+        // (`partition::partition_for`), and so do producers of other languages.
+        .set("partitioner", "murmur2_random");
     for (key, value) in &k.properties {
         c.set(key, value);
     }
@@ -261,7 +264,7 @@ pub fn read_compacted(
     group_id: &str,
     topic: &str,
     timeout: std::time::Duration,
-    apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
+    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
 ) -> Result<QuietConsumer, String> {
     read_compacted_from(
         k,
@@ -269,20 +272,21 @@ pub fn read_compacted(
         topic,
         &std::collections::BTreeMap::new(),
         timeout,
-        apply,
+        |_, _, key, value| apply(key, value),
     )
     .map(|(consumer, _)| consumer)
 }
 
 /// [`read_compacted`] from `from` (per partition, the first offset to read; a partition not
-/// in it from the beginning). Also returns, per partition, the next offset after what was read.
+/// in it from the beginning), handing each record's partition and offset too. Also returns, per
+/// partition, the next offset after what was read.
 pub fn read_compacted_from(
     k: &KafkaConfig,
     group_id: &str,
     topic: &str,
     from: &std::collections::BTreeMap<i32, i64>,
     timeout: std::time::Duration,
-    mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
+    mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
 ) -> Result<(QuietConsumer, std::collections::BTreeMap<i32, i64>), String> {
     use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
@@ -327,7 +331,7 @@ pub fn read_compacted_from(
             Some(Ok(msg)) => {
                 at_end.remove(&msg.partition());
                 next.insert(msg.partition(), msg.offset() + 1);
-                apply(msg.key(), msg.payload()).map_err(|e| {
+                apply(msg.partition(), msg.offset(), msg.key(), msg.payload()).map_err(|e| {
                     format!(
                         "{topic} partition {} offset {}: {e}",
                         msg.partition(),
@@ -362,5 +366,91 @@ pub fn report_lag<C: rdkafka::consumer::ConsumerContext>(
                 (high - next).max(0),
             );
         }
+    }
+}
+
+/// This process's name within a consumer group (`group.instance.id`, static membership: a
+/// restarted instance takes its partitions back at once instead of after the session timeout) and
+/// in its transactional id: `configured` when set, else the host's name (a Kubernetes
+/// StatefulSet's pod name, stable across restarts), else `0`.
+pub fn instance_id(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "0".into())
+}
+
+/// A consumer-group member's settings: cooperative-sticky assignment (a rebalance moves only the
+/// partitions that change hands) and static membership under `instance`.
+pub fn group_member_config(k: &KafkaConfig, group_id: &str, instance: &str) -> ClientConfig {
+    let mut c = consumer_config(k, group_id);
+    c.set("partition.assignment.strategy", "cooperative-sticky")
+        .set("group.instance.id", instance);
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    c
+}
+
+/// A group member's client context: logs as [`Quiet`] does, and notes the partitions the group
+/// takes away, for the run loop to drop what it holds of them (their next owner reads them
+/// from the group's commit).
+#[derive(Default)]
+pub struct GroupEvents {
+    revoked: std::sync::Mutex<Vec<i32>>,
+    changed: std::sync::atomic::AtomicBool,
+}
+
+impl GroupEvents {
+    /// Whether the assignment changed since the last call, and the partitions taken away.
+    pub fn take(&self) -> Option<Vec<i32>> {
+        use std::sync::atomic::Ordering;
+        if !self.changed.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        Some(std::mem::take(
+            &mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+impl rdkafka::ClientContext for GroupEvents {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        rdkafka::ClientContext::error(&Quiet, error, reason)
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for GroupEvents {
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        let (what, tpl) = match rebalance {
+            Rebalance::Assign(tpl) => ("assigned", Some(tpl)),
+            Rebalance::Revoke(tpl) => ("revoked", Some(tpl)),
+            Rebalance::Error(e) => {
+                tracing::warn!("rebalance: {e}");
+                ("error", None)
+            }
+        };
+        let ps: Vec<i32> = tpl
+            .map(|t| t.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        tracing::info!(partitions = ?ps, "partitions {what}");
+        if what == "revoked" {
+            self.revoked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(ps);
+        }
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod events;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod partition;
 pub mod reading;
 pub mod registry;
 pub mod schema;

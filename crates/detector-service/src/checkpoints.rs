@@ -48,11 +48,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// The store in `dir` (created when missing) for `group_id`; `None` when `dir` is empty
-    /// (checkpoints off).
-    pub fn new(dir: &str, group_id: &str) -> Option<Store> {
+    /// The store in `dir` (created when missing) of readings partition `partition` for
+    /// `group_id`; `None` when `dir` is empty (checkpoints off).
+    pub fn new(dir: &str, group_id: &str, partition: i32) -> Option<Store> {
         (!dir.is_empty()).then(|| Store {
-            path: Path::new(dir).join(format!("detector-{group_id}.checkpoint")),
+            path: Path::new(dir).join(format!("detector-{group_id}-{partition}.checkpoint")),
             writing: None,
         })
     }
@@ -189,7 +189,7 @@ mod tests {
     fn a_checkpoint_is_used_only_where_it_belongs() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("state");
-        let mut store = Store::new(d.to_str().unwrap(), "g").unwrap();
+        let mut store = Store::new(d.to_str().unwrap(), "g", 0).unwrap();
         let cfg = EngineConfig::default();
         let committed = HashMap::from([(0, 50), (1, 70)]);
         let expect = header(&[], 0);
@@ -225,7 +225,7 @@ mod tests {
         let e = store.load(&expect, &committed, &cfg).err().unwrap();
         assert!(e.contains("cut short"), "{e}");
         assert!(
-            Store::new("", "g").is_none(),
+            Store::new("", "g", 0).is_none(),
             "an empty state_dir turns them off"
         );
     }

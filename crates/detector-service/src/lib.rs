@@ -15,7 +15,7 @@
 pub mod checkpoints;
 
 use anyhow::{anyhow, Context, Result};
-use checkpoints::{Header, Store};
+use checkpoints::{Header, Restored, Store};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
     AlertEmitted, Counters, DlqWriteFailed, DlqWritten, Gauge, Histogram, InternalEvent,
@@ -23,12 +23,12 @@ use gridwatch_core::events::{
     TransactionCommitted,
 };
 use gridwatch_core::kafka::{
-    consumer_config, partitions, producer_config, queue_full, read_compacted, read_compacted_from,
-    report_lag, retry_while_full, transient, Quiet, QuietConsumer,
+    group_member_config, instance_id, partitions, producer_config, queue_full, read_compacted,
+    read_compacted_from, report_lag, retry_while_full, transient, Quiet, QuietConsumer,
 };
 use gridwatch_core::{
-    Alert, AlertStatus, DlqRecord, Holiday, KafkaConfig, MeterRecord, Reading, RegistryUpdate,
-    Validation, WeatherObs,
+    partition, Alert, AlertStatus, DlqRecord, Holiday, KafkaConfig, MeterRecord, Reading,
+    RegistryUpdate, Validation, WeatherObs,
 };
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -49,7 +49,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServiceConfig {
     /// Consumer group whose committed offsets mark the detector's progress.
     pub group_id: String,
-    /// Transactional id of the detector's producer; unique per running instance.
+    /// This instance's name in the group (its static membership, `group.instance.id`, and its
+    /// transactional id): unique per running instance and stable across its restarts. Empty:
+    /// the host's name (a StatefulSet's pod name). Two detectors on one host need their own.
+    #[serde(deserialize_with = "gridwatch_core::config::name_or_number")]
+    pub instance_id: String,
+    /// Transactional id of the detector's producer. Empty: `<group_id>-<instance_id>`.
     pub transactional_id: String,
     /// Readings per transaction, at most.
     pub batch_size: usize,
@@ -71,7 +76,8 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             group_id: "gridwatch-detector".into(),
-            transactional_id: "gridwatch-detector-0".into(),
+            instance_id: String::new(),
+            transactional_id: String::new(),
             batch_size: 20_000,
             metrics_listen: "127.0.0.1:9641".into(),
             state_dir: "gridwatch-state".into(),
@@ -154,89 +160,214 @@ fn holiday(payload: Option<&[u8]>) -> Result<Option<Holiday>, String> {
     Ok(Some(h))
 }
 
-/// Reads the whole compacted holidays topic into the engine, then leaves the consumer
-/// positioned for what comes next.
-fn load_holidays(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<QuietConsumer> {
-    let mut days = 0u64;
-    let consumer = read_compacted(
-        k,
-        &format!("{group_id}-holidays"),
-        &k.topics.holidays,
-        TIMEOUT * 4,
-        |_, value| {
-            match holiday(value) {
-                Ok(Some(h)) => {
-                    engine.on_holiday(&h);
-                    days += 1;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!("bad holiday record skipped: {e}"),
-            }
-            Ok(())
-        },
-    )
-    .map_err(|e| anyhow!(e))?;
-    tracing::info!(days, "holidays loaded");
-    Ok(consumer)
+/// The side topics every engine reads whole: the register (each row to the engine of its meter's
+/// partition, a delete to all), the weather and the holidays (to all). Each is read to its end
+/// when partitions are handed to this instance, then followed by the consumer that read it.
+struct SideTopics {
+    registry: QuietConsumer,
+    weather: QuietConsumer,
+    holidays: QuietConsumer,
 }
 
-/// Reads the whole compacted weather topic into the engine, then leaves the consumer positioned
-/// for what comes next.
-fn load_weather(k: &KafkaConfig, group_id: &str, engine: &mut Engine) -> Result<QuietConsumer> {
-    let mut hours = 0u64;
-    let consumer = read_compacted(
-        k,
-        &format!("{group_id}-weather"),
-        &k.topics.weather,
-        TIMEOUT * 4,
-        |_, value| {
-            match weather_obs(value) {
-                Ok(Some(w)) => {
-                    engine.on_weather(&w);
-                    hours += 1;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!("bad weather record skipped: {e}"),
-            }
-            Ok(())
-        },
-    )
-    .map_err(|e| anyhow!(e))?;
-    tracing::info!(hours, "weather loaded");
-    Ok(consumer)
+/// Where a register row applies: the partition of its meter's readings (its feeder's); a delete,
+/// which names only the meter, everywhere.
+fn registry_partition(u: &RegistryUpdate, partitions: i32) -> Option<i32> {
+    match u {
+        RegistryUpdate::Upsert(r) => {
+            let key = partition::reading_key(
+                &r.meter_id,
+                None,
+                Some(r.feeder_id.as_str()).filter(|f| !f.is_empty()),
+            );
+            Some(partition::partition_for(key.as_bytes(), partitions))
+        }
+        RegistryUpdate::Delete { .. } => None,
+    }
 }
 
-/// Reads the compacted register into the engine from `from` (per partition, the first row the
-/// engine has not seen: after a checkpoint, where it left off; else the beginning), then leaves
-/// the consumer positioned for live updates. Returns it and the next offset per partition.
-fn load_registry(
-    k: &KafkaConfig,
-    group_id: &str,
-    engine: &mut Engine,
-    from: &BTreeMap<i32, i64>,
-) -> Result<(QuietConsumer, BTreeMap<i32, i64>)> {
-    let mut sink = Vec::new();
-    let mut rows = 0u64;
-    let (consumer, next) = read_compacted_from(
-        k,
-        &format!("{group_id}-registry"),
-        &k.topics.registry,
-        from,
-        TIMEOUT * 4,
-        |key, value| {
-            match registry_update(key, value) {
-                Ok(u) => {
-                    engine.apply_registry(u, &mut sink);
-                    rows += 1;
-                }
-                Err(e) => tracing::error!("bad register record skipped: {e}"),
+/// Hands register row `offset` of register partition `rp` to the tasks that have not seen it:
+/// to the engine of its meter's partition (all, for a delete). Alerts from tasks that were
+/// live go to `alerts`; a task taking in the register it missed makes none (the run that owned
+/// it before may have sent them).
+fn apply_registry_row(
+    tasks: &mut BTreeMap<i32, Task>,
+    partitions: i32,
+    (rp, offset): (i32, i64),
+    u: &RegistryUpdate,
+    alerts: &mut Vec<Alert>,
+) {
+    let target = registry_partition(u, partitions);
+    let mut silent = Vec::new();
+    for (&p, task) in tasks.iter_mut() {
+        if offset < task.registry.get(&rp).copied().unwrap_or(0) {
+            continue;
+        }
+        task.registry.insert(rp, offset + 1);
+        if target.is_none_or(|t| t == p) {
+            let out = if task.taking_in {
+                &mut silent
+            } else {
+                &mut *alerts
+            };
+            task.engine.apply_registry(u.clone(), out);
+        }
+    }
+}
+
+impl SideTopics {
+    /// Reads the register (from where the tasks left it), the weather and the holidays to their
+    /// ends into the tasks.
+    fn read(
+        k: &KafkaConfig,
+        group_id: &str,
+        tasks: &mut BTreeMap<i32, Task>,
+        partitions: i32,
+        alerts: &mut Vec<Alert>,
+    ) -> Result<SideTopics> {
+        // Per register partition, from the first row some task has not seen.
+        let mut from: BTreeMap<i32, i64> = BTreeMap::new();
+        let all: std::collections::BTreeSet<i32> = tasks
+            .values()
+            .flat_map(|t| t.registry.keys().copied())
+            .collect();
+        for rp in all {
+            if tasks.values().all(|t| t.registry.contains_key(&rp)) {
+                let min = tasks.values().map(|t| t.registry[&rp]).min().unwrap_or(0);
+                from.insert(rp, min);
             }
-            Ok(())
-        },
-    )
-    .map_err(|e| anyhow!(e))?;
-    tracing::info!(rows, meters = engine.meters(), "register loaded");
-    Ok((consumer, next))
+        }
+        let mut rows = 0u64;
+        let (registry, next) = read_compacted_from(
+            k,
+            &format!("{group_id}-registry"),
+            &k.topics.registry,
+            &from,
+            TIMEOUT * 4,
+            |rp, offset, key, value| {
+                match registry_update(key, value) {
+                    Ok(u) => apply_registry_row(tasks, partitions, (rp, offset), &u, alerts),
+                    Err(e) => tracing::error!("bad register record skipped: {e}"),
+                }
+                rows += 1;
+                Ok(())
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
+        for task in tasks.values_mut() {
+            task.registry.extend(next.iter().map(|(&rp, &o)| (rp, o)));
+        }
+        let meters: usize = tasks.values().map(|t| t.engine.meters()).sum();
+        tracing::info!(rows, meters, "register read");
+        let mut hours = 0u64;
+        let weather = read_compacted(
+            k,
+            &format!("{group_id}-weather"),
+            &k.topics.weather,
+            TIMEOUT * 4,
+            |_, value| {
+                match weather_obs(value) {
+                    Ok(Some(w)) => {
+                        tasks.values_mut().for_each(|t| t.engine.on_weather(&w));
+                        hours += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("bad weather record skipped: {e}"),
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
+        let mut days = 0u64;
+        let holidays = read_compacted(
+            k,
+            &format!("{group_id}-holidays"),
+            &k.topics.holidays,
+            TIMEOUT * 4,
+            |_, value| {
+                match holiday(value) {
+                    Ok(Some(h)) => {
+                        tasks.values_mut().for_each(|t| t.engine.on_holiday(&h));
+                        days += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("bad holiday record skipped: {e}"),
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
+        tracing::info!(hours, days, "weather and holidays read");
+        for task in tasks.values_mut() {
+            task.taking_in = false;
+        }
+        Ok(SideTopics {
+            registry,
+            weather,
+            holidays,
+        })
+    }
+
+    /// Applies what the side topics have had since they were read (without waiting).
+    fn follow(
+        &self,
+        tasks: &mut BTreeMap<i32, Task>,
+        partitions: i32,
+        alerts: &mut Vec<Alert>,
+    ) -> Result<()> {
+        while let Some(msg) = self.registry.poll(Duration::ZERO) {
+            let msg = match msg {
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) if transient(&e) => {
+                    tracing::warn!("reading the register: {e} (retrying)");
+                    continue;
+                }
+                other => other.context("reading the register")?,
+            };
+            match registry_update(msg.key(), msg.payload()) {
+                Ok(u) => apply_registry_row(
+                    tasks,
+                    partitions,
+                    (msg.partition(), msg.offset()),
+                    &u,
+                    alerts,
+                ),
+                Err(e) => {
+                    tracing::error!(offset = msg.offset(), "bad register record skipped: {e}")
+                }
+            }
+        }
+        while let Some(msg) = self.weather.poll(Duration::ZERO) {
+            let msg = match msg {
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) if transient(&e) => {
+                    tracing::warn!("reading the weather: {e} (retrying)");
+                    continue;
+                }
+                other => other.context("reading the weather")?,
+            };
+            match weather_obs(msg.payload()) {
+                Ok(Some(w)) => tasks.values_mut().for_each(|t| t.engine.on_weather(&w)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(offset = msg.offset(), "bad weather record skipped: {e}"),
+            }
+        }
+        while let Some(msg) = self.holidays.poll(Duration::ZERO) {
+            let msg = match msg {
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) if transient(&e) => {
+                    tracing::warn!("reading the holidays: {e} (retrying)");
+                    continue;
+                }
+                other => other.context("reading the holidays")?,
+            };
+            match holiday(msg.payload()) {
+                Ok(Some(h)) => tasks.values_mut().for_each(|t| t.engine.on_holiday(&h)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(offset = msg.offset(), "bad holiday record skipped: {e}"),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An alert on its way out: to `gridwatch.alerts` keyed by target, and to the compacted
@@ -280,26 +411,220 @@ fn send_retrying(producer: &BaseProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Re
     .map_err(Into::into)
 }
 
-/// The offsets to commit: each partition's position, but never behind the offset it was
-/// committed at when this instance started. A partition still replaying sits below it, and
-/// committing that would make the next start treat readings already answered as live, and
-/// send their alerts a second time.
-fn committable(
-    position: &TopicPartitionList,
-    topic: &str,
-    replay_until: &HashMap<i32, i64>,
-) -> Result<TopicPartitionList> {
-    let mut out = TopicPartitionList::new();
-    for e in position.elements() {
-        let floor = replay_until.get(&e.partition()).copied().unwrap_or(0);
-        let offset = match e.offset() {
-            Offset::Offset(o) => Offset::Offset(o.max(floor)),
-            _ if floor > 0 => Offset::Offset(floor),
-            other => other,
-        };
-        out.add_partition_offset(topic, e.partition(), offset)?;
+/// A partition's share of the detector, as a Kafka Streams task: its own engine (the meters
+/// whose readings the partition carries: a feeder's, with its head meter), where its readings
+/// stand, and its checkpoint. A partition moves between instances with its checkpoint; N
+/// instances hold the tasks one instance would, and give its alerts.
+struct Task {
+    engine: Engine,
+    /// The next readings offset the engine has not seen (0: none yet).
+    next: i64,
+    /// The group's committed offset when the partition came to this instance: readings below
+    /// it were answered by an earlier owner and are replayed silently.
+    replay_until: i64,
+    /// Per register partition, the next row the engine has seen.
+    registry: BTreeMap<i32, i64>,
+    /// Just handed over, still taking in the side topics (which then make no alerts).
+    taking_in: bool,
+    store: Option<Store>,
+    last_checkpoint: Instant,
+}
+
+impl Task {
+    /// The offset to commit: the position, but never behind the offset the group had
+    /// committed when the partition came here. A partition still replaying sits below it, and
+    /// committing that would make the next owner treat readings already answered as live, and
+    /// send their alerts a second time.
+    fn committable(&self) -> i64 {
+        self.next.max(self.replay_until)
     }
-    Ok(out)
+
+    fn restoring(&self) -> bool {
+        self.next < self.replay_until
+    }
+
+    /// Saves the engine's state and the offsets it covers (written in the background; `wait`:
+    /// before returning).
+    fn checkpoint(&mut self, here: &Header, partition: i32, counters: &Counters, wait: bool) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if !wait && !store.idle() {
+            return;
+        }
+        store.finish();
+        self.last_checkpoint = Instant::now();
+        let took = Instant::now();
+        let body = self.engine.checkpoint();
+        let header = Header {
+            offsets: BTreeMap::from([(partition, self.next)]),
+            registry: self.registry.clone(),
+            bytes: body.len() as u64,
+            ..here.clone()
+        };
+        tracing::debug!(
+            partition,
+            bytes = body.len(),
+            millis = took.elapsed().as_millis() as u64,
+            "checkpoint taken"
+        );
+        counters.set(Gauge::CheckpointBytes, body.len() as u64);
+        counters.set(Gauge::CheckpointTimestamp, (now_ms() / 1000) as u64);
+        store.write(header, body);
+        if wait {
+            store.finish();
+        }
+    }
+}
+
+/// A partition handed to this instance by the group, its checkpoint restored in the rebalance
+/// callback (which also starts its fetching where the checkpoint left off).
+struct Handed {
+    partition: i32,
+    committed: i64,
+    restored: Option<Restored>,
+}
+
+enum Change {
+    Assigned(Vec<Handed>),
+    Revoked(Vec<i32>),
+}
+
+/// The readings consumer's context: logs as [`Quiet`] does, and takes the group's rebalances.
+/// Partitions handed over are restored from their checkpoints right in the callback, before
+/// fetching starts, so each starts at its checkpoint's offset; the engines themselves are taken
+/// up by the run loop, which sees the changes in the order they happened.
+struct Assigner {
+    topic: String,
+    group_id: String,
+    state_dir: String,
+    engine: EngineConfig,
+    here: std::sync::Mutex<Option<Header>>,
+    changes: std::sync::Mutex<Vec<Change>>,
+    changed: AtomicBool,
+    /// Set when the callback could not learn the group's committed offsets: the run ends (and
+    /// the supervisor starts a new one) rather than guess where replay stops.
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Assigner {
+    fn error(&self, error: KafkaError, reason: &str) {
+        Quiet.error(error, reason)
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Assigner {
+    fn rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        let ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        if err == E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            let handed = self.hand(consumer, tpl);
+            self.push(Change::Assigned(handed));
+            if let Err(e) = consumer.incremental_assign(tpl) {
+                self.fail(format!("cannot take partitions {ps:?}: {e}"));
+            }
+            tracing::info!(partitions = ?ps, "partitions assigned");
+        } else {
+            if err != E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                tracing::warn!("rebalance error {err:?}: giving up partitions {ps:?}");
+            }
+            self.push(Change::Revoked(ps.clone()));
+            if let Err(e) = consumer.incremental_unassign(tpl) {
+                self.fail(format!("cannot give up partitions {ps:?}: {e}"));
+            }
+            tracing::info!(partitions = ?ps, "partitions revoked");
+        }
+    }
+}
+
+impl Assigner {
+    fn push(&self, c: Change) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+        self.changed.store(true, Ordering::Release);
+    }
+
+    fn fail(&self, why: String) {
+        tracing::warn!("{why}");
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.changed.store(true, Ordering::Release);
+    }
+
+    /// Restores each handed partition's checkpoint and sets where its fetching starts.
+    fn hand(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> Vec<Handed> {
+        let committed = match consumer.committed_offsets(tpl.clone(), TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(format!("committed offsets of the handed partitions: {e}"));
+                return Vec::new();
+            }
+        };
+        let here = self.here.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut handed = Vec::new();
+        for e in tpl.elements() {
+            let partition = e.partition();
+            let committed = match committed
+                .find_partition(&self.topic, partition)
+                .map(|c| c.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            let store = Store::new(&self.state_dir, &self.group_id, partition);
+            let restored = match (&store, &here) {
+                (Some(s), Some(here)) => {
+                    let until = HashMap::from([(partition, committed)]);
+                    s.load(here, &until, &self.engine).unwrap_or_else(|why| {
+                        tracing::warn!(
+                            partition,
+                            path = %s.path().display(),
+                            "checkpoint not used, rebuilding the partition's state from every \
+                             retained reading: {why}"
+                        );
+                        None
+                    })
+                }
+                _ => None,
+            };
+            handed.push(Handed {
+                partition,
+                committed,
+                restored,
+            });
+        }
+        for h in &handed {
+            let from = h
+                .restored
+                .as_ref()
+                .and_then(|r| r.offsets.get(&h.partition))
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            if let Err(e) = tpl.set_partition_offset(&self.topic, h.partition, from) {
+                self.fail(format!("partition {}: {e}", h.partition));
+            }
+        }
+        handed
+    }
+}
+
+/// A reading taken from the topic, not yet judged: gathered first, judged after, so that a
+/// rebalance (which happens inside a poll) never finds half a batch judged and uncommitted.
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    /// When the record was written to the topic (ms).
+    written: Option<i64>,
+    reading: Result<Reading, (String, Vec<u8>)>,
 }
 
 /// Runs until `stop` is set (then finishes the open batch) or an error occurs, counting in
@@ -313,37 +638,37 @@ pub fn run(
 ) -> Result<()> {
     let started_at = Instant::now();
     counters.set(Gauge::Restoring, 1);
+    Engine::new(engine.clone())?;
+    let instance = instance_id(&d.instance_id);
+    let transactional_id = if d.transactional_id.is_empty() {
+        format!("{}-{instance}", d.group_id)
+    } else {
+        d.transactional_id.clone()
+    };
     // Fence any previous instance first: this aborts a transaction it left open, without
     // which the group's committed offsets stay unstable (unreadable) until it times out.
     let mut pcfg = producer_config(k);
-    pcfg.set("transactional.id", &d.transactional_id)
+    pcfg.set("transactional.id", &transactional_id)
         .set("transaction.timeout.ms", "60000");
     let producer: BaseProducer = pcfg.create()?;
-    producer
-        .init_transactions(TIMEOUT)
-        .context("init_transactions (is another detector running with this transactional_id?)")?;
-    let consumer: QuietConsumer = consumer_config(k, &d.group_id).create_with_context(Quiet)?;
+    producer.init_transactions(TIMEOUT).with_context(|| {
+        format!(
+            "init_transactions of {transactional_id} (is another detector running as instance \
+             {instance}? give each its own detector.instance_id)"
+        )
+    })?;
     let topic = &k.topics.readings;
-    let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
-    let mut all = TopicPartitionList::new();
-    for p in &parts {
-        all.add_partition(topic, *p);
-    }
-    let committed = consumer
-        .committed_offsets(all, TIMEOUT)
-        .context("committed offsets of the detector group")?;
-    let mut replay_until: HashMap<i32, i64> = HashMap::new();
-    for p in &parts {
-        let c = committed.find_partition(topic, *p).map(|e| e.offset());
-        replay_until.insert(
-            *p,
-            match c {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            },
-        );
-    }
-    let mut store = Store::new(&d.state_dir, &d.group_id);
+    let consumer: rdkafka::consumer::BaseConsumer<Assigner> =
+        group_member_config(k, &d.group_id, &instance).create_with_context(Assigner {
+            topic: topic.clone(),
+            group_id: d.group_id.clone(),
+            state_dir: d.state_dir.clone(),
+            engine: engine.clone(),
+            here: std::sync::Mutex::new(None),
+            changes: std::sync::Mutex::new(Vec::new()),
+            changed: AtomicBool::new(false),
+            failed: std::sync::Mutex::new(None),
+        })?;
     let here = Header {
         cluster_id: consumer
             .client()
@@ -355,57 +680,21 @@ pub fn run(
         registry: BTreeMap::new(),
         bytes: 0,
     };
-    let restored = store.as_ref().and_then(|s| {
-        s.load(&here, &replay_until, engine).unwrap_or_else(|why| {
-            tracing::warn!(
-                path = %s.path().display(),
-                "checkpoint not used, rebuilding state from every retained reading: {why}"
-            );
-            None
-        })
-    });
-    // The next offset the engine has not seen, per partition it has seen any of.
-    let (mut engine, mut consumed, registry_from) = match restored {
-        Some(r) => {
-            tracing::info!(
-                meters = r.engine.meters(),
-                offsets = ?r.offsets,
-                registry = ?r.registry,
-                "checkpoint restored"
-            );
-            (r.engine, r.offsets, r.registry)
-        }
-        None => (
-            Engine::new(engine.clone())?,
-            BTreeMap::new(),
-            BTreeMap::new(),
-        ),
-    };
-    // The next register offset the engine has not seen, per partition.
-    let (registry, mut registry_seen) = load_registry(k, &d.group_id, &mut engine, &registry_from)?;
-    let weather = load_weather(k, &d.group_id, &mut engine)?;
-    let holidays = load_holidays(k, &d.group_id, &mut engine)?;
-    let mut assignment = TopicPartitionList::new();
-    for p in &parts {
-        let from = consumed
-            .get(p)
-            .map_or(Offset::Beginning, |&o| Offset::Offset(o));
-        assignment.add_partition_offset(topic, *p, from)?;
-    }
-    consumer.assign(&assignment)?;
-    tracing::info!(
-        ?replay_until,
-        from = ?consumed,
-        "replaying committed readings to rebuild state"
-    );
+    *consumer
+        .context()
+        .here
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(here.clone());
+    // The number of partitions decides which engine a register row belongs to.
+    let partition_count = partitions(&consumer, topic).map_err(|e| anyhow!(e))?.len() as i32;
+    consumer.subscribe(&[topic.as_str()])?;
+    tracing::info!(instance, transactional_id, "joining the detector group");
+
+    let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
+    let mut side: Option<SideTopics> = None;
+    let mut joined = false;
     let mut restoring = true;
-    let mut last_checkpoint = Instant::now();
-    let interval = Duration::from_secs(d.checkpoint_interval_s);
-
-    let group = consumer
-        .group_metadata()
-        .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-
+    let mut last_watermarks = Instant::now();
     let mut alerts = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
     // Rejected records for the DLQ: their source (for a log line if they can't be written)
@@ -414,59 +703,103 @@ pub fn run(
     let mut last_log = Instant::now();
     let mut latencies = Latencies::new();
     let mut produced_at: Vec<i64> = Vec::new();
+    let mut gathered: Vec<Fetched> = Vec::with_capacity(d.batch_size);
+    let interval = Duration::from_secs(d.checkpoint_interval_s);
+    // Takes up what the rebalance callback recorded, in order: a revoked partition's task is
+    // checkpointed and dropped with its gathered readings (its next owner reads them), a handed
+    // one's engine set up and the side topics read into it.
+    let take_changes = |tasks: &mut BTreeMap<i32, Task>,
+                        side: &mut Option<SideTopics>,
+                        joined: &mut bool,
+                        gathered: &mut Vec<Fetched>,
+                        alerts: &mut Vec<Alert>|
+     -> Result<()> {
+        let ctx = consumer.context();
+        if !ctx.changed.swap(false, Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(why) = ctx.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            anyhow::bail!(why);
+        }
+        let changes = std::mem::take(&mut *ctx.changes.lock().unwrap_or_else(|e| e.into_inner()));
+        for change in changes {
+            match change {
+                Change::Revoked(ps) => {
+                    gathered.retain(|f| !ps.contains(&f.partition));
+                    for p in ps {
+                        if let Some(mut task) = tasks.remove(&p) {
+                            task.checkpoint(&here, p, counters, true);
+                        }
+                    }
+                }
+                Change::Assigned(handed) => {
+                    *joined = true;
+                    let mut fresh = 0;
+                    for h in handed {
+                        let (engine, next, registry) = match h.restored {
+                            Some(r) => {
+                                tracing::info!(
+                                    partition = h.partition,
+                                    meters = r.engine.meters(),
+                                    from = ?r.offsets,
+                                    "checkpoint restored"
+                                );
+                                let next = r.offsets.get(&h.partition).copied().unwrap_or(0);
+                                (r.engine, next, r.registry)
+                            }
+                            None => (Engine::new(engine.clone())?, 0, BTreeMap::new()),
+                        };
+                        tracing::info!(
+                            partition = h.partition,
+                            from = next,
+                            until = h.committed,
+                            "replaying committed readings to rebuild state"
+                        );
+                        fresh += 1;
+                        tasks.insert(
+                            h.partition,
+                            Task {
+                                engine,
+                                next,
+                                replay_until: h.committed,
+                                registry,
+                                taking_in: true,
+                                store: Store::new(&d.state_dir, &d.group_id, h.partition),
+                                last_checkpoint: Instant::now(),
+                            },
+                        );
+                    }
+                    if fresh > 0 {
+                        *side = Some(SideTopics::read(
+                            k,
+                            &d.group_id,
+                            tasks,
+                            partition_count,
+                            alerts,
+                        )?);
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+
+    let group_changed = || consumer.context().changed.load(Ordering::Relaxed);
     while !stop.load(Ordering::Relaxed) {
-        while let Some(msg) = registry.poll(Duration::ZERO) {
-            let msg = match msg {
-                Err(KafkaError::PartitionEOF(_)) => continue,
-                Err(e) if transient(&e) => {
-                    tracing::warn!("reading the register: {e} (retrying)");
-                    continue;
-                }
-                other => other.context("reading the register")?,
-            };
-            registry_seen.insert(msg.partition(), msg.offset() + 1);
-            match registry_update(msg.key(), msg.payload()) {
-                Ok(u) => engine.apply_registry(u, &mut alerts),
-                Err(e) => {
-                    tracing::error!(offset = msg.offset(), "bad register record skipped: {e}")
-                }
-            }
-        }
-        while let Some(msg) = weather.poll(Duration::ZERO) {
-            let msg = match msg {
-                Err(KafkaError::PartitionEOF(_)) => continue,
-                Err(e) if transient(&e) => {
-                    tracing::warn!("reading the weather: {e} (retrying)");
-                    continue;
-                }
-                other => other.context("reading the weather")?,
-            };
-            match weather_obs(msg.payload()) {
-                Ok(Some(w)) => engine.on_weather(&w),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(offset = msg.offset(), "bad weather record skipped: {e}"),
-            }
-        }
-        while let Some(msg) = holidays.poll(Duration::ZERO) {
-            let msg = match msg {
-                Err(KafkaError::PartitionEOF(_)) => continue,
-                Err(e) if transient(&e) => {
-                    tracing::warn!("reading the holidays: {e} (retrying)");
-                    continue;
-                }
-                other => other.context("reading the holidays")?,
-            };
-            match holiday(msg.payload()) {
-                Ok(Some(h)) => engine.on_holiday(&h),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(offset = msg.offset(), "bad holiday record skipped: {e}"),
-            }
+        take_changes(
+            &mut tasks,
+            &mut side,
+            &mut joined,
+            &mut gathered,
+            &mut alerts,
+        )?;
+        if let Some(side) = &side {
+            side.follow(&mut tasks, partition_count, &mut alerts)?;
         }
         // Register changes resolve episodes: those messages go out with the next transaction.
         for a in alerts.drain(..) {
             out.push(Outgoing::of(&a)?);
         }
-        let mut live = false;
         let deadline = Instant::now() + Duration::from_millis(100);
         let mut n = 0;
         let mut past_deadline = false;
@@ -477,6 +810,9 @@ pub fn run(
             let msg = match consumer.poll(Duration::ZERO) {
                 Some(msg) => msg,
                 None => {
+                    if group_changed() {
+                        break;
+                    }
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         break;
@@ -487,46 +823,75 @@ pub fn run(
                     }
                 }
             };
+            if group_changed() {
+                take_changes(
+                    &mut tasks,
+                    &mut side,
+                    &mut joined,
+                    &mut gathered,
+                    &mut alerts,
+                )?;
+            }
             // Any error, transient or not, ends the run: a consumer left to ride out a broker
             // restart was seen to stop fetching for good (CI), while a new run restores the
             // checkpoint and is back within seconds.
             let msg = msg.context("reading readings")?;
             n += 1;
             past_deadline = n % 256 == 0 && Instant::now() >= deadline;
-            consumed.insert(msg.partition(), msg.offset() + 1);
-            let is_live = msg.offset() >= replay_until.get(&msg.partition()).copied().unwrap_or(0);
-            let parsed = msg
+            let written = msg.timestamp().to_millis();
+            let reading = msg
                 .payload()
                 .ok_or_else(|| "empty value".to_string())
                 .and_then(|p| serde_json::from_slice::<Reading>(p).map_err(|e| e.to_string()))
                 .and_then(|r| {
-                    let written = msg.timestamp().to_millis().map(|ms| ms.div_euclid(1000));
                     let v = Validation {
-                        max_ts: written.map(|t| t + d.max_future_s),
+                        max_ts: written.map(|ms| ms.div_euclid(1000) + d.max_future_s),
                     };
                     r.validate(v).map(|()| r)
-                });
-            match parsed {
+                })
+                .map_err(|why| (why, msg.payload().unwrap_or_default().to_vec()));
+            gathered.push(Fetched {
+                partition: msg.partition(),
+                offset: msg.offset(),
+                written,
+                reading,
+            });
+        }
+        take_changes(
+            &mut tasks,
+            &mut side,
+            &mut joined,
+            &mut gathered,
+            &mut alerts,
+        )?;
+        let mut live = false;
+        for f in gathered.drain(..) {
+            let Some(task) = tasks.get_mut(&f.partition) else {
+                continue;
+            };
+            task.next = f.offset + 1;
+            let is_live = f.offset >= task.replay_until;
+            let source = || format!("{topic}/{}/{}", f.partition, f.offset);
+            match &f.reading {
                 Ok(r) => {
-                    let used = engine.on_reading(&r, &mut alerts);
+                    let used = task.engine.on_reading(r, &mut alerts);
                     if is_live {
                         ReadingProcessed(used).emit(counters);
                         if used == ReadingUse::Late {
                             let rec = DlqRecord::new(
                                 LATE_REASON.to_string(),
-                                format!("{topic}/{}/{}", msg.partition(), msg.offset()),
-                                String::from_utf8_lossy(msg.payload().unwrap_or_default())
-                                    .into_owned(),
+                                source(),
+                                serde_json::to_string(r)?,
                             );
                             dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
                         }
                     }
                 }
-                Err(reason) if is_live => {
+                Err((reason, raw)) if is_live => {
                     let rec = DlqRecord::new(
                         format!("detector: not a valid reading: {reason}"),
-                        format!("{topic}/{}/{}", msg.partition(), msg.offset()),
-                        String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
+                        source(),
+                        String::from_utf8_lossy(raw).into_owned(),
                     );
                     RecordRejected {
                         reason: &rec.reason,
@@ -539,7 +904,7 @@ pub fn run(
             }
             if is_live {
                 live = true;
-                produced_at.extend(msg.timestamp().to_millis());
+                produced_at.extend(f.written);
                 for a in alerts.drain(..) {
                     out.push(Outgoing::of(&a)?);
                 }
@@ -583,7 +948,17 @@ pub fn run(
                     unwritten += 1;
                 }
             }
-            let position = committable(&consumer.position()?, topic, &replay_until)?;
+            let mut position = TopicPartitionList::new();
+            for (&p, task) in &tasks {
+                if task.committable() > 0 {
+                    position.add_partition_offset(topic, p, Offset::Offset(task.committable()))?;
+                }
+            }
+            // The group's current generation: a commit from an instance the group has since
+            // moved on from is refused (KIP-447), never applied over the new owner's.
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow!("no consumer group metadata"))?;
             producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
             // Serve the delivery reports ourselves until the batch is acknowledged: left to
             // commit_transaction's own flush, a BaseProducer waits in 100 ms steps, which
@@ -631,87 +1006,65 @@ pub fn run(
         }
         producer.poll(Duration::ZERO);
         RecordsConsumed { topic, n: n as u64 }.emit(counters);
-        counters.set(Gauge::Meters, engine.meters() as u64);
-        if restoring {
-            let left: i64 = replay_until
-                .iter()
-                .map(|(p, &until)| (until - consumed.get(p).copied().unwrap_or(0)).max(0))
-                .sum();
-            counters.set(Gauge::RestoreRemaining, left as u64);
-            // Caught up: every partition at its commit, or (a commit past the last record, as
-            // after transaction markers) at the end of what there is to read.
-            let at_end = || {
-                replay_until.keys().all(|&p| {
-                    let at = consumed.get(&p).copied().unwrap_or(0);
-                    at >= replay_until[&p]
-                        || consumer
-                            .fetch_watermarks(topic, p, TIMEOUT)
-                            .is_ok_and(|(low, high)| at.max(low) >= high)
-                })
-            };
-            if left == 0 || (n == 0 && at_end()) {
-                restoring = false;
-                counters.set(Gauge::Restoring, 0);
-                counters.set(Gauge::RestoreRemaining, 0);
+        let meters: usize = tasks.values().map(|t| t.engine.meters()).sum();
+        counters.set(Gauge::Meters, meters as u64);
+        // Caught up: every partition at its commit, or (a commit past the last record, as
+        // after transaction markers) at the end of what there is to read.
+        let mut left = 0;
+        let look = n == 0 || last_watermarks.elapsed() >= Duration::from_secs(1);
+        if look {
+            last_watermarks = Instant::now();
+        }
+        for (&p, task) in tasks.iter_mut() {
+            if task.restoring()
+                && look
+                && consumer
+                    .fetch_watermarks(topic, p, TIMEOUT)
+                    .is_ok_and(|(low, high)| task.next.max(low) >= high)
+            {
+                task.next = task.next.max(task.replay_until);
+            }
+            left += (task.replay_until - task.next).max(0);
+        }
+        counters.set(Gauge::RestoreRemaining, left as u64);
+        let now_restoring = !joined || left > 0;
+        if now_restoring != restoring {
+            restoring = now_restoring;
+            counters.set(Gauge::Restoring, u64::from(restoring));
+            if !restoring {
                 tracing::info!(
                     seconds = started_at.elapsed().as_secs_f64(),
-                    meters = engine.meters(),
+                    meters,
+                    partitions = ?tasks.keys().collect::<Vec<_>>(),
                     "state rebuilt: live"
                 );
             }
         }
         // Everything consumed so far has its outputs committed: the state may be saved.
-        if let Some(s) = store.as_mut() {
-            if last_checkpoint.elapsed() >= interval && s.idle() {
-                last_checkpoint = Instant::now();
-                checkpoint(s, &here, &engine, (&consumed, &registry_seen), counters);
+        for (&p, task) in tasks.iter_mut() {
+            if task.last_checkpoint.elapsed() >= interval {
+                task.checkpoint(&here, p, counters, false);
             }
         }
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
+            let parts: Vec<i32> = tasks.keys().copied().collect();
             report_lag(
                 &consumer,
                 topic,
                 &parts,
-                |p| consumed.get(&p).copied(),
+                |p| tasks.get(&p).map(|t| t.next).filter(|&o| o > 0),
                 counters,
             );
-            log_progress("detector progress", counters, &latencies, engine.meters());
+            log_progress("detector progress", counters, &latencies, meters);
         }
     }
-    if let Some(s) = store.as_mut() {
-        s.finish();
-        checkpoint(s, &here, &engine, (&consumed, &registry_seen), counters);
-        s.finish();
+    for (&p, task) in tasks.iter_mut() {
+        task.checkpoint(&here, p, counters, true);
     }
-    log_progress("detector stopped", counters, &latencies, engine.meters());
+    let meters: usize = tasks.values().map(|t| t.engine.meters()).sum();
+    log_progress("detector stopped", counters, &latencies, meters);
     Ok(())
-}
-
-/// Saves the engine's state and the offsets it covers (written in the background).
-fn checkpoint(
-    store: &mut Store,
-    here: &Header,
-    engine: &Engine,
-    (consumed, registry): (&BTreeMap<i32, i64>, &BTreeMap<i32, i64>),
-    counters: &Counters,
-) {
-    let took = Instant::now();
-    let body = engine.checkpoint();
-    let header = Header {
-        offsets: consumed.clone(),
-        registry: registry.clone(),
-        bytes: body.len() as u64,
-        ..here.clone()
-    };
-    tracing::debug!(
-        bytes = body.len(),
-        millis = took.elapsed().as_millis() as u64,
-        "checkpoint taken"
-    );
-    counters.set(Gauge::CheckpointBytes, body.len() as u64);
-    counters.set(Gauge::CheckpointTimestamp, (now_ms() / 1000) as u64);
-    store.write(header, body);
 }
 
 /// Its counts, and how long after it was produced each live reading's batch committed — the
@@ -728,10 +1081,13 @@ fn log_progress(what: &str, counters: &Counters, latencies: &Latencies, meters: 
 
 #[cfg(test)]
 mod tests {
-    use super::{committable, holiday, registry_update, weather_obs, Latencies};
-    use gridwatch_core::RegistryUpdate;
-    use rdkafka::{Offset, TopicPartitionList};
-    use std::collections::HashMap;
+    use super::{
+        apply_registry_row, holiday, registry_update, weather_obs, Engine, EngineConfig, Latencies,
+        Task,
+    };
+    use gridwatch_core::{partition, RegistryUpdate};
+    use std::collections::BTreeMap;
+    use std::time::Instant;
 
     #[test]
     fn topic_records_with_fields_this_binary_does_not_know_still_decode() {
@@ -749,36 +1105,84 @@ mod tests {
         assert_eq!(holiday(Some(h)).unwrap().unwrap().name, "Christmas");
     }
 
+    fn task(engine: &EngineConfig, next: i64, replay_until: i64) -> Task {
+        Task {
+            engine: Engine::new(engine.clone()).unwrap(),
+            next,
+            replay_until,
+            registry: BTreeMap::new(),
+            taking_in: false,
+            store: None,
+            last_checkpoint: Instant::now(),
+        }
+    }
+
     #[test]
     fn a_replaying_partition_never_commits_behind_where_it_started() {
-        let mut position = TopicPartitionList::new();
-        position
-            .add_partition_offset("r", 0, Offset::Offset(40))
-            .unwrap();
-        position
-            .add_partition_offset("r", 1, Offset::Offset(900))
-            .unwrap();
-        position
-            .add_partition_offset("r", 2, Offset::Invalid)
-            .unwrap();
-        position
-            .add_partition_offset("r", 3, Offset::Invalid)
-            .unwrap();
-        let replay_until = HashMap::from([(0, 500), (1, 800), (2, 70), (3, 0)]);
-        let c = committable(&position, "r", &replay_until).unwrap();
-        let at = |p| c.find_partition("r", p).unwrap().offset();
+        let cfg = EngineConfig::default();
         assert_eq!(
-            at(0),
-            Offset::Offset(500),
-            "still replaying: stays at its commit"
+            task(&cfg, 40, 500).committable(),
+            500,
+            "replaying: its commit"
         );
-        assert_eq!(at(1), Offset::Offset(900), "live: its position");
+        assert!(task(&cfg, 40, 500).restoring());
         assert_eq!(
-            at(2),
-            Offset::Offset(70),
-            "nothing read yet: stays at its commit"
+            task(&cfg, 900, 800).committable(),
+            900,
+            "live: its position"
         );
-        assert_eq!(at(3), Offset::Invalid, "never committed, nothing read");
+        assert!(!task(&cfg, 900, 800).restoring());
+        assert_eq!(
+            task(&cfg, 0, 0).committable(),
+            0,
+            "nothing read, nothing committed"
+        );
+    }
+
+    #[test]
+    fn a_register_row_goes_to_its_feeders_partition_once_and_a_delete_to_all() {
+        let cfg = EngineConfig::default();
+        let n = 3;
+        let mut tasks: BTreeMap<i32, Task> = (0..n).map(|p| (p, task(&cfg, 0, 0))).collect();
+        let row = |meter: &str, feeder: &str| {
+            let json = format!(
+                r#"{{"site_id":"S{meter}","meter_id":"{meter}","feeder_id":"{feeder}","role":"customer",
+                "customer_class":"residential","permitted_kw":12.0,"status":"active",
+                "licensed_mining":false,"lat":null,"lon":null,"region":"North"}}"#
+            );
+            registry_update(Some(meter.as_bytes()), Some(json.as_bytes())).unwrap()
+        };
+        let mut alerts = Vec::new();
+        // F01 hashes to partition 2 of 3 (Kafka's partitioner), as its readings do.
+        let f01 = partition::partition_for(b"F01", n);
+        assert_eq!(f01, 2);
+        apply_registry_row(&mut tasks, n, (0, 0), &row("M1", "F01"), &mut alerts);
+        apply_registry_row(&mut tasks, n, (0, 1), &row("M2", "F01"), &mut alerts);
+        let meters = |tasks: &BTreeMap<i32, Task>| {
+            tasks
+                .iter()
+                .map(|(&p, t)| (p, t.engine.meters()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(meters(&tasks), vec![(0, 0), (1, 0), (2, 2)]);
+        // Read again (a second read of the register after a rebalance): already seen, skipped.
+        tasks.get_mut(&2).unwrap().engine = Engine::new(cfg.clone()).unwrap();
+        apply_registry_row(&mut tasks, n, (0, 1), &row("M2", "F01"), &mut alerts);
+        assert_eq!(meters(&tasks), vec![(0, 0), (1, 0), (2, 0)]);
+        // A task handed over later (nothing seen) takes it.
+        tasks.insert(1, task(&cfg, 0, 0));
+        apply_registry_row(&mut tasks, n, (0, 0), &row("M3", "F01"), &mut alerts);
+        assert_eq!(meters(&tasks), vec![(0, 0), (1, 0), (2, 0)]);
+        apply_registry_row(&mut tasks, n, (0, 2), &row("M3", "F01"), &mut alerts);
+        assert_eq!(meters(&tasks), vec![(0, 0), (1, 0), (2, 1)]);
+        let delete = RegistryUpdate::Delete {
+            meter_id: "M3".into(),
+        };
+        apply_registry_row(&mut tasks, n, (0, 3), &delete, &mut alerts);
+        // Every engine hears of it; none that never had the meter makes a slot for it.
+        assert_eq!(meters(&tasks), vec![(0, 0), (1, 0), (2, 1)]);
+        assert!(tasks.values().all(|t| t.registry[&0] == 4));
+        assert!(alerts.is_empty());
     }
 
     #[test]

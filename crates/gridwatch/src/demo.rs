@@ -116,6 +116,7 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
         roll_rows: config.sink.roll_rows,
         format: config.sink.format,
         max_future_s: config.ingester.max_future_s,
+        partitions: config.kafka.partitions,
         progress: true,
     })?;
     summary.print(&mut std::io::stdout())?;

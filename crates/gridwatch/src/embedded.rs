@@ -9,11 +9,13 @@ use gridwatch_core::events::{
     AlertEmitted, Counter, Counters, DlqWritten, FilesWritten, InternalEvent, ReadingProcessed,
     RecordRejected,
 };
-use gridwatch_core::{Alert, AlertKind, DlqRecord, OutputFormat, RegistryUpdate};
-use gridwatch_ingester::parse::Item;
+use gridwatch_core::{
+    partition, Alert, AlertKind, DlqRecord, MeterRecord, OutputFormat, Reading, RegistryUpdate,
+};
 use gridwatch_ingester::{read_registry, Format, Records, Validation};
 use gridwatch_sink::{Batches, FlaggedFiles, Row};
 use indicatif::{ProgressBar, ProgressStyle};
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -37,6 +39,9 @@ pub struct RunArgs<'a> {
     pub format: OutputFormat,
     /// Readings stamped further ahead of the clock than this are rejected.
     pub max_future_s: i64,
+    /// Engines, one per partition of the readings topic (`kafka.partitions`): the services'
+    /// alerts come from that many, each seeing its partition's meters.
+    pub partitions: i32,
     pub progress: bool,
 }
 
@@ -203,26 +208,88 @@ pub fn add_readings(report: &mut Report, path: &str, meter_id: Option<String>) -
     Ok(())
 }
 
-/// Runs the embedded pipeline end to end.
+/// One partition's engine and the register rows that are its (a row belongs where its
+/// meter's readings go: its feeder's partition).
+struct Partitions {
+    count: i32,
+    /// Each registered meter's feeder (its last row's), for readings without `feeder_id`.
+    feeder_of: FxHashMap<String, String>,
+}
+
+impl Partitions {
+    fn new(count: i32, rows: &[MeterRecord]) -> Self {
+        let feeder_of = rows
+            .iter()
+            .filter(|r| !r.feeder_id.is_empty())
+            .map(|r| (r.meter_id.clone(), r.feeder_id.clone()))
+            .collect();
+        Partitions {
+            count: count.max(1),
+            feeder_of,
+        }
+    }
+
+    /// Where the topic puts a reading (`partition::reading_key`, Kafka's partitioner).
+    fn of_reading(&self, r: &Reading) -> usize {
+        match &r.feeder_id {
+            Some(f) => partition::partition_for(f.as_bytes(), self.count) as usize,
+            None => self.of_meter(&r.meter_id),
+        }
+    }
+
+    /// Where the meter's readings go, so where its register rows apply.
+    fn of_meter(&self, meter_id: &str) -> usize {
+        let key = partition::reading_key(
+            meter_id,
+            None,
+            self.feeder_of.get(meter_id).map(String::as_str),
+        );
+        partition::partition_for(key.as_bytes(), self.count) as usize
+    }
+}
+
+/// A partition worker's answer for one chunk: its alerts and its late readings (line, JSON), in
+/// the order it judged them.
+#[derive(Default)]
+struct Judged {
+    alerts: Vec<Alert>,
+    late: Vec<(u64, String)>,
+}
+
+/// What the parser saw in one chunk besides readings: rejected records (line, reason, raw), or
+/// the error that ended the input.
+enum Parsed {
+    Chunk(Vec<(u64, String, String)>),
+    Failed(String),
+}
+
+/// Runs the embedded pipeline end to end: a parser thread, one engine per partition on its own
+/// thread (the detector's partitions: the same readings meet in each, so the same alerts), and
+/// this thread writing the outputs in a fixed order.
 pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let rows = read_register(args.registry)?;
-    let registry = rows.clone();
-    let mut engine = Engine::new(args.detector)?;
+    let parts = Partitions::new(args.partitions, &rows);
+    let mut engines = (0..parts.count)
+        .map(|_| Engine::new(args.detector.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut alerts = Vec::new();
     let mut emitted: Vec<Alert> = Vec::new();
     let registry_rows = rows.len();
-    for r in rows {
-        engine.apply_registry(RegistryUpdate::Upsert(r), &mut alerts);
+    for r in &rows {
+        let p = parts.of_meter(&r.meter_id);
+        engines[p].apply_registry(RegistryUpdate::Upsert(r.clone()), &mut alerts);
     }
     let weather = args.weather.map(read_weather_file).transpose()?;
     let weather_rows = weather.as_ref().map_or(0, Vec::len);
-    for w in weather.iter().flatten() {
-        engine.on_weather(w);
-    }
     let holidays = args.holidays.map(read_holidays_file).transpose()?;
     let holiday_rows = holidays.as_ref().map_or(0, Vec::len);
-    for h in holidays.iter().flatten() {
-        engine.on_holiday(h);
+    for engine in &mut engines {
+        for w in weather.iter().flatten() {
+            engine.on_weather(w);
+        }
+        for h in holidays.iter().flatten() {
+            engine.on_holiday(h);
+        }
     }
 
     std::fs::create_dir_all(args.out)
@@ -257,129 +324,168 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let validation = Validation {
         max_ts: Some(wall_clock_now() + args.max_future_s),
     };
+    let counters = Counters::default();
+    let mut by_kind = BTreeMap::new();
     let mut next_offset = 0i64;
-    let mut emit =
-        |alerts: &mut Vec<Alert>, summary: &mut Summary, batches: &mut Batches| -> Result<()> {
-            for a in alerts.drain(..) {
-                serde_json::to_writer(&mut alerts_out, &a)?;
-                alerts_out.write_all(b"\n")?;
-                AlertEmitted {
-                    kind: a.kind.as_str(),
-                    status: a.status.as_str(),
-                }
-                .emit(&summary.counters);
-                emitted.push(a.clone());
-                let e = summary.by_kind.entry(a.kind).or_default();
-                if a.status == gridwatch_core::AlertStatus::Open {
-                    e.0 += 1;
-                } else {
-                    e.1 += 1;
-                }
-                batches.push(
-                    0,
-                    Row {
-                        offset: next_offset,
-                        alert: a,
-                    },
-                );
-                next_offset += 1;
-                if batches.len() >= args.roll_rows {
-                    alerts_out.flush()?;
-                    flush_arrow(batches, &files, &summary.counters)?;
-                }
+    let mut emit = |alerts: &mut Vec<Alert>,
+                    by_kind: &mut BTreeMap<AlertKind, (u64, u64)>,
+                    batches: &mut Batches|
+     -> Result<()> {
+        for a in alerts.drain(..) {
+            serde_json::to_writer(&mut alerts_out, &a)?;
+            alerts_out.write_all(b"\n")?;
+            AlertEmitted {
+                kind: a.kind.as_str(),
+                status: a.status.as_str(),
             }
-            Ok(())
-        };
-    emit(&mut alerts, &mut summary, &mut batches)?;
+            .emit(&counters);
+            emitted.push(a.clone());
+            let e = by_kind.entry(a.kind).or_default();
+            if a.status == gridwatch_core::AlertStatus::Open {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+            batches.push(
+                0,
+                Row {
+                    offset: next_offset,
+                    alert: a,
+                },
+            );
+            next_offset += 1;
+            if batches.len() >= args.roll_rows {
+                alerts_out.flush()?;
+                flush_arrow(batches, &files, &counters)?;
+            }
+        }
+        Ok(())
+    };
+    emit(&mut alerts, &mut by_kind, &mut batches)?;
     let format = Format::detect(&mut input, args.readings)
         .with_context(|| format!("{source}: cannot read"))?;
-    let records = Records::new(input, format, validation).with_meter_id(args.meter_id.clone());
-    // Parsing and the engine on two threads: the parser hands over chunks of records (with
-    // their line numbers) in file order, and the engine takes them in that order, so the run
-    // is the single-threaded run, faster. Chunks go back to the parser to be emptied there:
-    // each reading's strings are freed by the thread that allocated them.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Item)>>(8);
-    let (back, returned) = std::sync::mpsc::sync_channel::<Vec<(u64, Item)>>(16);
-    let parsed = std::thread::scope(|scope| -> Result<()> {
-        let parser = scope.spawn(move || {
-            let mut records = records;
-            let fresh = || match returned.try_recv() {
-                Ok(mut used) => {
-                    used.clear();
-                    used
+    let mut records = Records::new(input, format, validation).with_meter_id(args.meter_id.clone());
+    // The parser splits each chunk of records by partition and hands each partition's share
+    // to its engine's thread; this thread takes every engine's answer for a chunk in partition
+    // order, then the next chunk's. Each engine sees its partition's readings in file order, as
+    // a detector sees its partition's in topic order.
+    let n = engines.len();
+    let (to_writer, parsed) = std::sync::mpsc::sync_channel::<Parsed>(8);
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        let counters = &counters;
+        // Owned here, so an error that ends this closure drops them and the threads stop.
+        let mut to_engines = Vec::with_capacity(n);
+        let mut from_engines = Vec::with_capacity(n);
+        for mut engine in engines {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Reading)>>(8);
+            let (done, answers) = std::sync::mpsc::sync_channel::<Judged>(8);
+            to_engines.push(tx);
+            from_engines.push(answers);
+            scope.spawn(move || {
+                for share in rx {
+                    let mut judged = Judged::default();
+                    for (line, reading) in &share {
+                        let used = engine.on_reading(reading, &mut judged.alerts);
+                        ReadingProcessed(used).emit(counters);
+                        if used == ReadingUse::Late {
+                            let json = serde_json::to_string(reading).unwrap_or_default();
+                            judged.late.push((*line, json));
+                        }
+                    }
+                    if done.send(judged).is_err() {
+                        return;
+                    }
                 }
-                Err(_) => Vec::with_capacity(PARSE_CHUNK),
+            });
+        }
+        let parts = &parts;
+        scope.spawn(move || {
+            let mut shares: Vec<Vec<(u64, Reading)>> = vec![Vec::new(); n];
+            let mut rejected = Vec::new();
+            let mut in_chunk = 0;
+            let send = |shares: &mut Vec<Vec<(u64, Reading)>>, rejected: Vec<_>| {
+                for (tx, share) in to_engines.iter().zip(shares.iter_mut()) {
+                    let share = std::mem::replace(share, Vec::with_capacity(PARSE_CHUNK / n));
+                    if tx.send(share).is_err() {
+                        return false;
+                    }
+                }
+                to_writer.send(Parsed::Chunk(rejected)).is_ok()
             };
-            let mut chunk = fresh();
             while let Some(item) = records.next() {
-                let end = item.is_err();
-                chunk.push((records.line(), item));
-                if chunk.len() == PARSE_CHUNK || end {
-                    let full = std::mem::replace(&mut chunk, fresh());
-                    if tx.send(full).is_err() || end {
+                let line = records.line();
+                match item {
+                    Ok(Ok(reading)) => shares[parts.of_reading(&reading)].push((line, reading)),
+                    Ok(Err(rej)) => rejected.push((line, rej.reason, rej.raw)),
+                    Err(e) => {
+                        send(&mut shares, std::mem::take(&mut rejected));
+                        let _ = to_writer.send(Parsed::Failed(format!("{source}: {e}")));
+                        return;
+                    }
+                }
+                in_chunk += 1;
+                if in_chunk == PARSE_CHUNK {
+                    in_chunk = 0;
+                    if !send(&mut shares, std::mem::take(&mut rejected)) {
                         return;
                     }
                 }
             }
-            if !chunk.is_empty() {
-                let _ = tx.send(chunk);
-            }
+            send(&mut shares, rejected);
         });
-        for chunk in rx {
-            for (line, item) in &chunk {
-                let item = item
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-                let rejected = match item {
-                    Ok(reading) => {
-                        let used = engine.on_reading(reading, &mut alerts);
-                        ReadingProcessed(used).emit(&summary.counters);
-                        match used {
-                            ReadingUse::Late => {
-                                Some((LATE_REASON.to_string(), serde_json::to_string(reading)?))
-                            }
-                            ReadingUse::Counted | ReadingUse::Duplicate | ReadingUse::Corrected => {
-                                None
-                            }
-                        }
-                    }
-                    Err(rej) => {
-                        RecordRejected {
-                            reason: &rej.reason,
-                            source,
-                        }
-                        .emit(&summary.counters);
-                        Some((rej.reason.clone(), rej.raw.clone()))
-                    }
-                };
-                if let Some((reason, raw)) = rejected {
-                    let rec = DlqRecord::new(reason, format!("{source}:{line}"), raw);
-                    serde_json::to_writer(&mut rejects_out, &rec)?;
-                    rejects_out.write_all(b"\n")?;
-                    DlqWritten(1).emit(&summary.counters);
-                }
-                if !alerts.is_empty() {
-                    emit(&mut alerts, &mut summary, &mut batches)?;
-                }
+        let mut reject = |line: u64, reason: String, raw: String| -> Result<()> {
+            let rec = DlqRecord::new(reason, format!("{source}:{line}"), raw);
+            serde_json::to_writer(&mut rejects_out, &rec)?;
+            rejects_out.write_all(b"\n")?;
+            DlqWritten(1).emit(counters);
+            Ok(())
+        };
+        // On an error, dropping the receivers stops the other threads.
+        for chunk in parsed {
+            let rejected = match chunk {
+                Parsed::Chunk(rejected) => rejected,
+                Parsed::Failed(e) => anyhow::bail!(e),
+            };
+            let mut late = Vec::new();
+            for answers in &from_engines {
+                let judged = answers
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("{source}: an engine thread failed"))?;
+                alerts.extend(judged.alerts);
+                late.extend(judged.late);
             }
-            // Back to the parser, which frees what it allocated; if it has finished, here.
-            let _ = back.try_send(chunk);
+            // Rejects in line order, as the file had them.
+            let mut out: Vec<(u64, String, String)> = rejected
+                .into_iter()
+                .inspect(|(_, reason, _)| RecordRejected { reason, source }.emit(counters))
+                .chain(
+                    late.into_iter()
+                        .map(|(l, j)| (l, LATE_REASON.to_string(), j)),
+                )
+                .collect();
+            out.sort_by_key(|(line, _, _)| *line);
+            for (line, reason, raw) in out {
+                reject(line, reason, raw)?;
+            }
+            if !alerts.is_empty() {
+                emit(&mut alerts, &mut by_kind, &mut batches)?;
+            }
         }
-        parser
-            .join()
-            .map_err(|_| anyhow::anyhow!("{source}: the parser thread failed"))
+        Ok(())
     });
-    parsed?;
+    outcome?;
     bar.finish_and_clear();
     alerts_out.flush()?;
     rejects_out.flush()?;
     alerts_out.get_ref().sync_all()?;
     rejects_out.get_ref().sync_all()?;
     if !batches.is_empty() {
-        flush_arrow(&mut batches, &files, &summary.counters)?;
+        flush_arrow(&mut batches, &files, &counters)?;
     }
+    summary.counters = counters;
+    summary.by_kind = by_kind;
     // The report's load curves come from a second pass over the readings file.
-    let mut report = Report::new(&emitted, &registry);
+    let mut report = Report::new(&emitted, &rows);
     if args.readings != "-" {
         add_readings(&mut report, args.readings, args.meter_id)?;
     }

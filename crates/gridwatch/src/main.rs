@@ -429,6 +429,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 roll_rows: config.sink.roll_rows,
                 format: format.unwrap_or(config.sink.format),
                 max_future_s: config.ingester.max_future_s,
+                partitions: config.kafka.partitions,
                 progress: !quiet,
             })?;
             summary.print(&mut std::io::stdout())?;

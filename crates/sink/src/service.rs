@@ -4,16 +4,16 @@
 //! a crash between rename and commit neither loses nor duplicates a row.
 
 use crate::writer::{Batches, FlaggedFiles, Row};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use gridwatch_core::events::{
     AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, RecordRejected,
     RecordsConsumed,
 };
-use gridwatch_core::kafka::{consumer_config, partitions, report_lag, Quiet, QuietConsumer};
+use gridwatch_core::kafka::{group_member_config, instance_id, report_lag, GroupEvents};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,39 +30,44 @@ pub fn run(
     counters.set(Gauge::Restoring, 1);
     let files = FlaggedFiles::open(out, s.format)
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
-    let written = files.on_disk()?;
-    let consumer: QuietConsumer = consumer_config(k, &s.group_id).create_with_context(Quiet)?;
+    let mut written = files.on_disk()?;
+    let instance = instance_id(&s.instance_id);
+    let consumer: BaseConsumer<GroupEvents> = group_member_config(k, &s.group_id, &instance)
+        .create_with_context(GroupEvents::default())?;
     let topic = &k.topics.alerts;
-    let mut tpl = TopicPartitionList::new();
-    let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
-    for &p in &parts {
-        tpl.add_partition_offset(topic, p, Offset::Stored)?;
-    }
-    consumer.assign(&tpl)?;
-    tracing::info!(out = %out.display(), written = ?written.last_offsets(), "sink started");
+    consumer.subscribe(&[topic.as_str()])?;
+    tracing::info!(out = %out.display(), instance, written = ?written.last_offsets(), "sink started");
     counters.set(Gauge::Restoring, 0);
 
     let mut batches = Batches::default();
     let mut oldest: Option<Instant> = None;
     let mut consumed = false;
     // The next offset per partition: where the group committed, then what was read.
-    let mut next: std::collections::BTreeMap<i32, i64> = consumer
-        .committed(Duration::from_secs(10))
-        .map(|c| {
-            c.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some((e.partition(), o)),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut next: std::collections::BTreeMap<i32, i64> = Default::default();
     let mut last_lag = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if !stopping {
-            if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = consumer.poll(Duration::from_millis(100));
+            // The group moved partitions: rows of those taken away are dropped (their next
+            // owner reads them from the group's commit), and what other sinks have written
+            // is looked at again, so rows they wrote and did not commit are not written twice.
+            if let Some(revoked) = consumer.context().take() {
+                batches.forget(&revoked);
+                for p in &revoked {
+                    next.remove(p);
+                }
+                written = files.on_disk()?;
+                // Where the group left the partitions now held (for the lag, before a read).
+                if let Ok(c) = consumer.committed(Duration::from_secs(10)) {
+                    for e in c.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            next.entry(e.partition()).or_insert(o);
+                        }
+                    }
+                }
+            }
+            if let Some(msg) = msg {
                 // Any error ends the run; the supervisor starts a new one (see the detector).
                 let msg = msg.context("reading alerts")?;
                 consumed = true;
@@ -95,6 +100,10 @@ pub fn run(
         let aged = oldest.is_some_and(|t| t.elapsed() >= Duration::from_secs(s.roll_age_s));
         if last_lag.elapsed() >= Duration::from_secs(10) {
             last_lag = Instant::now();
+            let parts: Vec<i32> = consumer
+                .assignment()
+                .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+                .unwrap_or_default();
             report_lag(
                 &consumer,
                 topic,

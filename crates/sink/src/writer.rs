@@ -262,6 +262,12 @@ impl Batches {
         self.pending.values().map(Vec::len).sum()
     }
 
+    /// Drops the rows of partitions this instance no longer holds (their next owner reads
+    /// them again from the group's commit).
+    pub fn forget(&mut self, partitions: &[i32]) {
+        self.pending.retain(|p, _| !partitions.contains(p));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pending.values().all(Vec::is_empty)
     }
