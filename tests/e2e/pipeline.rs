@@ -564,6 +564,149 @@ fn embedded_and_kafka_agree_through_kill_9_of_detector_and_sink() {
     check_with_python(&emb.join("flagged"), &emb.join("alerts.jsonl"));
 }
 
+/// The same test environment as another instance of each service: its own name in the groups
+/// and its own metrics port.
+fn instance(env: &Env, name: &str) -> Env {
+    env.clone()
+        .with("GRIDWATCH__DETECTOR__INSTANCE_ID", name)
+        .with("GRIDWATCH__SINK__INSTANCE_ID", name)
+        .with(
+            "GRIDWATCH__DETECTOR__METRICS_LISTEN",
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .with(
+            "GRIDWATCH__SINK__METRICS_LISTEN",
+            &format!("127.0.0.1:{}", free_port()),
+        )
+}
+
+#[test]
+fn one_two_and_three_detectors_in_a_group_give_the_alerts_of_the_embedded_run() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    // Six partitions, so three instances hold two each; the embedded run keeps six engines too.
+    let env = Env::new(&bootstrap, "group")
+        .with("GRIDWATCH__KAFKA__PARTITIONS", "6")
+        .with("GRIDWATCH__DETECTOR__BATCH_SIZE", "500");
+    let data = env.dir.join("data");
+    let d = data.to_str().unwrap();
+    env.run(&[
+        "simulate", "--out", d, "--sites", "240", "--days", "4", "--seed", "12",
+    ]);
+    let emb = env.dir.join("embedded");
+    env.run(&[
+        "run",
+        "--registry",
+        &format!("{d}/registry.csv"),
+        "--readings",
+        &format!("{d}/readings.csv"),
+        "--out",
+        emb.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(embedded.len() >= 10, "{embedded:#?}");
+
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let third = lines.len() / 3;
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let path = data.join(format!("part{i}.csv"));
+            let end = if i == 2 { lines.len() } else { (i + 1) * third };
+            let body = lines[(i * third).max(1)..end].join("\n");
+            std::fs::write(&path, format!("{}\n{body}\n", lines[0])).unwrap();
+            path
+        })
+        .collect();
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        &format!("{d}/registry.csv"),
+    ]);
+    env.run(&["ingest", "--readings", parts[0].to_str().unwrap()]);
+    let out = env.dir.join("kafka-out");
+    let o = out.to_str().unwrap();
+    let (a, b, c) = (
+        instance(&env, "a"),
+        instance(&env, "b"),
+        instance(&env, "c"),
+    );
+    // One detector and one sink, then a second of each joins mid-stream, then a third detector;
+    // the second detector is killed and comes back under its name.
+    let mut sink_a = a.spawn("sink-a", &["sink", "--out", o]);
+    let mut det_a = a.spawn("detector-a", &["detect"]);
+    wait_until("alerts from one detector", Duration::from_secs(120), || {
+        !env.tail("alerts", 1, Duration::ZERO).is_empty()
+    });
+    let mut sink_b = b.spawn("sink-b", &["sink", "--out", o]);
+    let det_b = b.spawn("detector-b", &["detect"]);
+    env.run(&["ingest", "--readings", parts[1].to_str().unwrap()]);
+    let mut det_c = c.spawn("detector-c", &["detect"]);
+    // An instance that was handed partitions logs them: "partitions assigned partitions=[4, 1]".
+    let holds = |s: &gridwatch_e2e::Service| {
+        s.log_text()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
+    };
+    wait_until(
+        "three detectors share the partitions",
+        Duration::from_secs(60),
+        || holds(&det_b) && holds(&det_c),
+    );
+    let mut det_b = det_b;
+    det_b.kill9();
+    env.run(&["ingest", "--readings", parts[2].to_str().unwrap()]);
+    let mut det_b = b.spawn("detector-b2", &["detect"]);
+    let kafka = env.tail("alerts", embedded.len(), Duration::from_secs(240));
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "three detectors, joining and crashing, differ from the embedded run"
+    );
+    let ids = |alerts: &[Value]| {
+        let mut v: Vec<(String, String, String)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a["alert_id"].as_str().unwrap().to_string(),
+                    a["status"].as_str().unwrap().to_string(),
+                    a["detected_at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(&kafka_all),
+        ids(&embedded),
+        "the same alerts, id for id"
+    );
+    // The restarted instance took its partitions back under its name.
+    assert!(holds(&det_b), "{}", det_b.log_text());
+    let logs = || {
+        [&sink_a, &sink_b]
+            .iter()
+            .map(|s| logged_rows(&s.log_text()))
+            .sum::<usize>()
+    };
+    settle(|| logs() >= kafka_all.len());
+    for s in [&mut det_a, &mut det_b, &mut det_c, &mut sink_a, &mut sink_b] {
+        assert!(s.stop(), "{}", s.log_text());
+    }
+    let jsonl = env.dir.join("kafka-alerts.jsonl");
+    write_jsonl(&jsonl, &kafka_all);
+    check_with_python(&out.join("flagged"), &jsonl);
+}
+
 #[test]
 fn demo_finds_every_hidden_case_and_no_false_alert() {
     let dir = std::env::temp_dir().join(format!("gridwatch-demo-{}", std::process::id()));

@@ -428,6 +428,8 @@ struct Task {
     taking_in: bool,
     store: Option<Store>,
     last_checkpoint: Instant,
+    /// The size and time (Unix seconds) of the last checkpoint written.
+    checkpointed: Option<(u64, u64)>,
 }
 
 impl Task {
@@ -445,7 +447,7 @@ impl Task {
 
     /// Saves the engine's state and the offsets it covers (written in the background; `wait`:
     /// before returning).
-    fn checkpoint(&mut self, here: &Header, partition: i32, counters: &Counters, wait: bool) {
+    fn checkpoint(&mut self, here: &Header, partition: i32, wait: bool) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
@@ -468,8 +470,7 @@ impl Task {
             millis = took.elapsed().as_millis() as u64,
             "checkpoint taken"
         );
-        counters.set(Gauge::CheckpointBytes, body.len() as u64);
-        counters.set(Gauge::CheckpointTimestamp, (now_ms() / 1000) as u64);
+        self.checkpointed = Some((body.len() as u64, (now_ms() / 1000) as u64));
         store.write(header, body);
         if wait {
             store.finish();
@@ -728,7 +729,7 @@ pub fn run(
                     gathered.retain(|f| !ps.contains(&f.partition));
                     for p in ps {
                         if let Some(mut task) = tasks.remove(&p) {
-                            task.checkpoint(&here, p, counters, true);
+                            task.checkpoint(&here, p, true);
                         }
                     }
                 }
@@ -766,6 +767,7 @@ pub fn run(
                                 taking_in: true,
                                 store: Store::new(&d.state_dir, &d.group_id, h.partition),
                                 last_checkpoint: Instant::now(),
+                                checkpointed: None,
                             },
                         );
                     }
@@ -1043,8 +1045,21 @@ pub fn run(
         // Everything consumed so far has its outputs committed: the state may be saved.
         for (&p, task) in tasks.iter_mut() {
             if task.last_checkpoint.elapsed() >= interval {
-                task.checkpoint(&here, p, counters, false);
+                task.checkpoint(&here, p, false);
             }
+        }
+        // The checkpoints' total size, and the time of the oldest (once every task has one):
+        // what a restart would replay from.
+        let written: Vec<(u64, u64)> = tasks.values().filter_map(|t| t.checkpointed).collect();
+        if !written.is_empty() {
+            counters.set(
+                Gauge::CheckpointBytes,
+                written.iter().map(|&(bytes, _)| bytes).sum(),
+            );
+        }
+        if !tasks.is_empty() && written.len() == tasks.len() {
+            let oldest = written.iter().map(|&(_, at)| at).min().unwrap_or(0);
+            counters.set(Gauge::CheckpointTimestamp, oldest);
         }
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
@@ -1060,7 +1075,7 @@ pub fn run(
         }
     }
     for (&p, task) in tasks.iter_mut() {
-        task.checkpoint(&here, p, counters, true);
+        task.checkpoint(&here, p, true);
     }
     let meters: usize = tasks.values().map(|t| t.engine.meters()).sum();
     log_progress("detector stopped", counters, &latencies, meters);
@@ -1114,6 +1129,7 @@ mod tests {
             taking_in: false,
             store: None,
             last_checkpoint: Instant::now(),
+            checkpointed: None,
         }
     }
 

@@ -302,7 +302,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let mut rejects_out = BufWriter::new(
         File::create(&rejects_path).with_context(|| format!("{}", rejects_path.display()))?,
     );
-    let files = FlaggedFiles::open(args.out, args.format)?;
+    let files = FlaggedFiles::open(args.out, args.format, "run")?;
     let mut batches = Batches::default();
     let mut summary = Summary {
         registry_rows,

@@ -399,8 +399,10 @@ fn real_main(cli: Cli) -> Result<()> {
         .unwrap_or_else(|_| default_level.into());
     // GRIDWATCH_LOG_FORMAT=json: one JSON object a line (for Loki, Elasticsearch, Cloud Logging).
     let json = std::env::var("GRIDWATCH_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    // Colours only on a terminal: a log file or journal gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         logs.json().with_current_span(false).init();

@@ -28,10 +28,10 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<()> {
     counters.set(Gauge::Restoring, 1);
-    let files = FlaggedFiles::open(out, s.format)
+    let instance = instance_id(&s.instance_id);
+    let files = FlaggedFiles::open(out, s.format, &format!("sink-{instance}"))
         .with_context(|| format!("{}: cannot prepare output", out.display()))?;
     let mut written = files.on_disk()?;
-    let instance = instance_id(&s.instance_id);
     let consumer: BaseConsumer<GroupEvents> = group_member_config(k, &s.group_id, &instance)
         .create_with_context(GroupEvents::default())?;
     let topic = &k.topics.alerts;

@@ -27,20 +27,23 @@ pub struct Row {
 #[derive(Debug, Clone)]
 pub struct FlaggedFiles {
     root: PathBuf,
+    /// This writer's own folder under `_tmp/`: sinks of one group share `flagged/`, and one
+    /// starting must not remove the files another is writing.
+    tmp: PathBuf,
     format: OutputFormat,
 }
 
 impl FlaggedFiles {
-    /// Prepares `<out>/flagged/_tmp/`, removing what a crashed run left there (never visible
-    /// to readers, and rewritten from uncommitted input).
-    pub fn open(out: &Path, format: OutputFormat) -> io::Result<FlaggedFiles> {
+    /// Prepares `<out>/flagged/_tmp/<writer>/`, removing what a crashed run of the same writer
+    /// left there (never visible to readers, and rewritten from uncommitted input).
+    pub fn open(out: &Path, format: OutputFormat, writer: &str) -> io::Result<FlaggedFiles> {
         let root = out.join("flagged");
-        let tmp = root.join("_tmp");
+        let tmp = root.join("_tmp").join(writer);
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
-        Ok(FlaggedFiles { root, format })
+        Ok(FlaggedFiles { root, tmp, format })
     }
 
     pub fn root(&self) -> &Path {
@@ -66,7 +69,7 @@ impl FlaggedFiles {
                 "part-{partition}-{first}-{last}.{}",
                 self.format.extension()
             );
-            let tmp = self.root.join("_tmp").join(&name);
+            let tmp = self.tmp.join(&name);
             let batch = to_batch(&rows).map_err(io::Error::other)?;
             match self.format {
                 OutputFormat::Arrow => write_ipc(&tmp, &batch)?,
@@ -330,7 +333,7 @@ mod tests {
     #[test]
     fn writes_partitioned_files_that_read_back_and_records_progress() {
         let dir = tempfile::tempdir().unwrap();
-        let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
+        let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow, "t").unwrap();
         let rows = rows(100, 10, |i| i / 5);
         let paths = files.write(3, &rows).unwrap();
         assert_eq!(paths.len(), 2);
@@ -365,7 +368,7 @@ mod tests {
     #[test]
     fn a_batch_half_renamed_across_dates_loses_no_row() {
         let dir = tempfile::tempdir().unwrap();
-        let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
+        let files = FlaggedFiles::open(dir.path(), OutputFormat::Arrow, "t").unwrap();
         // Offsets 100..=105, alternating between 1 and 2 January.
         let rows = rows(100, 6, |i| (i + 1) % 2);
         let second_day: Vec<Row> = rows.iter().filter(|r| r.offset % 2 == 0).cloned().collect();
@@ -386,9 +389,9 @@ mod tests {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let dir = tempfile::tempdir().unwrap();
         let rows = rows(200, 10, |i| i / 5);
-        let arrow = FlaggedFiles::open(dir.path(), OutputFormat::Arrow).unwrap();
+        let arrow = FlaggedFiles::open(dir.path(), OutputFormat::Arrow, "t").unwrap();
         arrow.write(1, &rows[..3]).unwrap();
-        let files = FlaggedFiles::open(dir.path(), OutputFormat::Parquet).unwrap();
+        let files = FlaggedFiles::open(dir.path(), OutputFormat::Parquet, "t").unwrap();
         let paths = files.write(1, &rows[3..]).unwrap();
         assert!(
             paths[0].ends_with("flagged/date=2026-01-01/part-1-203-204.parquet"),
