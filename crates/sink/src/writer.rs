@@ -347,7 +347,7 @@ mod tests {
         let batches: Vec<_> = reader.map(Result::unwrap).collect();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
         assert_eq!(batches[0].schema(), alert_schema());
-        assert!(fs::read_dir(files.root().join("_tmp"))
+        assert!(fs::read_dir(files.root().join("_tmp/t"))
             .unwrap()
             .next()
             .is_none());
