@@ -83,6 +83,12 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         /// Output folder (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// Engines to judge the readings with, one per partition of the readings topic, each
+        /// seeing the meters Kafka's partitioner puts there (a feeder's, with its head meter):
+        /// the services' alerts come from that many. Default: kafka.partitions (3). Use your
+        /// topic's partition count to reproduce the services' alerts exactly.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+        partitions: Option<i32>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -418,6 +424,7 @@ fn real_main(cli: Cli) -> Result<()> {
             meter_id,
             format,
             out,
+            partitions,
             quiet,
         } => {
             let summary = embedded::run(embedded::RunArgs {
@@ -431,7 +438,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 roll_rows: config.sink.roll_rows,
                 format: format.unwrap_or(config.sink.format),
                 max_future_s: config.ingester.max_future_s,
-                partitions: config.kafka.partitions,
+                partitions: partitions.unwrap_or(config.kafka.partitions),
                 progress: !quiet,
             })?;
             summary.print(&mut std::io::stdout())?;

@@ -69,7 +69,9 @@ impl FlaggedFiles {
                 "part-{partition}-{first}-{last}.{}",
                 self.format.extension()
             );
-            let tmp = self.tmp.join(&name);
+            // Not `.arrow` until renamed into place: a glob over `flagged/` never matches a file
+            // in progress, or one a crashed sink left behind.
+            let tmp = self.tmp.join(format!("{name}.tmp"));
             let batch = to_batch(&rows).map_err(io::Error::other)?;
             match self.format {
                 OutputFormat::Arrow => write_ipc(&tmp, &batch)?,
@@ -328,6 +330,21 @@ mod tests {
                 alert: alert(i, day(i)),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_writer_starting_clears_only_its_own_unfinished_files() {
+        let dir = tempfile::tempdir().unwrap();
+        FlaggedFiles::open(dir.path(), OutputFormat::Arrow, "a").unwrap();
+        let a_tmp = dir.path().join("flagged/_tmp/a/part-0-1-2.arrow");
+        fs::write(&a_tmp, b"half a file").unwrap();
+        FlaggedFiles::open(dir.path(), OutputFormat::Arrow, "b").unwrap();
+        assert!(
+            a_tmp.exists(),
+            "another sink's file in progress was removed"
+        );
+        FlaggedFiles::open(dir.path(), OutputFormat::Arrow, "a").unwrap();
+        assert!(!a_tmp.exists(), "a restarted writer clears what it left");
     }
 
     #[test]
