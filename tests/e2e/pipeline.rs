@@ -708,6 +708,95 @@ fn one_two_and_three_detectors_in_a_group_give_the_alerts_of_the_embedded_run() 
 }
 
 #[test]
+fn partitions_added_to_the_readings_topic_are_picked_up_by_a_running_detector() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let env = Env::new(&bootstrap, "grow")
+        .with("GRIDWATCH__KAFKA__PARTITIONS", "2")
+        // The group notices new partitions at its next metadata refresh (5 min by default).
+        .with(
+            "GRIDWATCH__KAFKA__PROPERTIES__TOPIC_METADATA_REFRESH_INTERVAL_MS",
+            "2000",
+        );
+    let dir = env.dir.clone();
+    std::fs::write(dir.join("registry.csv"), REGISTRY).unwrap();
+    env.run(&["topics", "create"]);
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        dir.join("registry.csv").to_str().unwrap(),
+    ]);
+    let mut detector = env.spawn("detector", &["detect"]);
+    wait_until(
+        "the detector holds both partitions",
+        Duration::from_secs(60),
+        || {
+            detector
+                .log_text()
+                .contains("partitions assigned partitions=[0, 1]")
+        },
+    );
+    let topic = env.var("GRIDWATCH__KAFKA__TOPICS__READINGS").to_string();
+    let libs = repo_root().join("deploy/kafka/libs");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .args([
+            "org.apache.kafka.tools.TopicCommand",
+            "--alter",
+            "--topic",
+            &topic,
+        ])
+        .args(["--partitions", "4", "--bootstrap-server", &bootstrap])
+        .output()
+        .expect("java runs Kafka's topic command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A meter nobody registered, whose readings land on one of the new partitions.
+    let meter = (0..)
+        .map(|i| format!("ROGUE{i}"))
+        .find(|m| gridwatch_core::partition::partition_for(m.as_bytes(), 4) >= 2)
+        .unwrap();
+    wait_until(
+        "the detector takes the new partitions",
+        Duration::from_secs(60),
+        || {
+            detector
+                .log_text()
+                .lines()
+                .any(|l| l.contains("partitions assigned") && l.contains('2') && l.contains('3'))
+        },
+    );
+    // Without feeder_id, so keyed (and partitioned) by the meter.
+    let lines: Vec<String> = (1..=8)
+        .map(|i| {
+            let ts = gridwatch_core::time::format_rfc3339(T0 + i * 900);
+            format!("{meter},{ts},900,0.5")
+        })
+        .collect();
+    let readings = dir.join("rogue.csv");
+    std::fs::write(
+        &readings,
+        format!("meter_id,ts,interval_s,kwh\n{}\n", lines.join("\n")),
+    )
+    .unwrap();
+    env.run(&["ingest", "--readings", readings.to_str().unwrap()]);
+    let alerts = env.tail("alerts", 1, Duration::from_secs(60));
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["kind"] == "unregistered_meter" && a["meter_id"] == meter.as_str()),
+        "no alert for {meter} on a new partition: {alerts:?}\n{}",
+        detector.log_text()
+    );
+    assert!(detector.stop(), "{}", detector.log_text());
+}
+
+#[test]
 fn demo_finds_every_hidden_case_and_no_false_alert() {
     let dir = std::env::temp_dir().join(format!("gridwatch-demo-{}", std::process::id()));
     let out = Command::new(gridwatch_e2e::bin())
