@@ -713,7 +713,7 @@ pub fn run(
                         side: &mut Option<SideTopics>,
                         joined: &mut bool,
                         gathered: &mut Vec<Fetched>,
-                        alerts: &mut Vec<Alert>|
+                        out: &mut Vec<Outgoing>|
      -> Result<()> {
         let ctx = consumer.context();
         if !ctx.changed.swap(false, Ordering::Acquire) {
@@ -728,8 +728,13 @@ pub fn run(
                 Change::Revoked(ps) => {
                     gathered.retain(|f| !ps.contains(&f.partition));
                     for p in ps {
+                        // Its state is what the last transaction committed — unless register
+                        // rows it took since wait in `out`: then the next owner starts from the
+                        // previous checkpoint, which has not seen them.
                         if let Some(mut task) = tasks.remove(&p) {
-                            task.checkpoint(&here, p, true);
+                            if out.is_empty() {
+                                task.checkpoint(&here, p, true);
+                            }
                         }
                     }
                 }
@@ -772,13 +777,17 @@ pub fn run(
                         );
                     }
                     if fresh > 0 {
+                        let mut alerts = Vec::new();
                         *side = Some(SideTopics::read(
                             k,
                             &d.group_id,
                             tasks,
                             partition_count,
-                            alerts,
+                            &mut alerts,
                         )?);
+                        for a in &alerts {
+                            out.push(Outgoing::of(a)?);
+                        }
                     }
                 }
             }
@@ -788,13 +797,7 @@ pub fn run(
 
     let group_changed = || consumer.context().changed.load(Ordering::Relaxed);
     while !stop.load(Ordering::Relaxed) {
-        take_changes(
-            &mut tasks,
-            &mut side,
-            &mut joined,
-            &mut gathered,
-            &mut alerts,
-        )?;
+        take_changes(&mut tasks, &mut side, &mut joined, &mut gathered, &mut out)?;
         if let Some(side) = &side {
             side.follow(&mut tasks, partition_count, &mut alerts)?;
         }
@@ -826,13 +829,7 @@ pub fn run(
                 }
             };
             if group_changed() {
-                take_changes(
-                    &mut tasks,
-                    &mut side,
-                    &mut joined,
-                    &mut gathered,
-                    &mut alerts,
-                )?;
+                take_changes(&mut tasks, &mut side, &mut joined, &mut gathered, &mut out)?;
             }
             // Any error, transient or not, ends the run: a consumer left to ride out a broker
             // restart was seen to stop fetching for good (CI), while a new run restores the
@@ -859,13 +856,7 @@ pub fn run(
                 reading,
             });
         }
-        take_changes(
-            &mut tasks,
-            &mut side,
-            &mut joined,
-            &mut gathered,
-            &mut alerts,
-        )?;
+        take_changes(&mut tasks, &mut side, &mut joined, &mut gathered, &mut out)?;
         let mut live = false;
         for f in gathered.drain(..) {
             let Some(task) = tasks.get_mut(&f.partition) else {
