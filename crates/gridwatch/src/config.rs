@@ -166,5 +166,15 @@ mod tests {
         let err = Config::load(Some(&bad)).unwrap_err().to_string();
         assert!(err.contains("detector.peer.min_peers"), "{err}");
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+
+        // Instance names may be written as numbers (as the environment layer reads `=1`).
+        let named = file(
+            dir.path(),
+            "named.toml",
+            "[detector]\ninstance_id = 1\n[sink]\ninstance_id = \"sink-a\"",
+        );
+        let c = Config::load(Some(&named)).unwrap();
+        assert_eq!(c.detector.service.instance_id, "1");
+        assert_eq!(c.sink.instance_id, "sink-a");
     }
 }
