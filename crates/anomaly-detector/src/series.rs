@@ -690,34 +690,37 @@ impl Series {
     /// themselves every few hours up to `end` (a load switched on a timer — duty-cycled rigs
     /// in an empty house — moves all day, but is one machine, not a household arriving) don't
     /// count, only the moves before them.
+    ///
+    /// The stretch that repeats is the longest run of 8 to 24 closed hours ending at `end` in
+    /// which, for one period of 2 to 6 hours, nine in ten hours are within 0.1 kW and 5 % of
+    /// the hour one period before (three in four of them known). Every length is read from one
+    /// pass per period over the day's hours, longest first as the pass goes back.
     fn household_moves(&self, end: i64) -> u32 {
         let last = end / HOUR - 1;
-        let timed = (8..=24i64)
-            .rev()
-            .find(|&len| self.periodic(last, len))
-            .unwrap_or(0);
-        self.moves_into(last - 22..=last - timed, MOVE_KW)
-    }
-
-    /// The `len` closed hours to hour `last` repeat with a period of 2 to 6 hours: nine in ten
-    /// of them within 0.1 kW and 5 % of the hour one period before.
-    fn periodic(&self, last: i64, len: i64) -> bool {
-        (2..=6i64).any(|p| {
+        let first = last - 23;
+        let kw: Vec<Option<f64>> = (first..=last)
+            .map(|h| self.hour_kw((h + 1) * HOUR))
+            .collect();
+        let at = |h: i64| kw[(h - first) as usize];
+        let mut timed = 0;
+        for p in 2..=6i64 {
             let (mut pairs, mut same) = (0i64, 0i64);
-            for h in last + 1 - len + p..=last {
-                let (a, b) = (
-                    self.hour_kw((h + 1) * HOUR),
-                    self.hour_kw((h + 1 - p) * HOUR),
-                );
-                if let (Some(a), Some(b)) = (a, b) {
+            // The hours h..=last, each against the hour p before: the stretch of length
+            // last + 1 - h + p.
+            for h in (first + p..=last).rev() {
+                if let (Some(a), Some(b)) = (at(h), at(h - p)) {
                     pairs += 1;
                     if (a - b).abs() <= 0.1 + 0.05 * a.max(b) {
                         same += 1;
                     }
                 }
+                let len = last + 1 - h + p;
+                if len >= 8 && pairs * 4 >= (len - p) * 3 && same * 10 >= pairs * 9 {
+                    timed = timed.max(len);
+                }
             }
-            pairs * 4 >= (len - p) * 3 && same * 10 >= pairs * 9
-        })
+        }
+        self.moves_into(last - 22..=last - timed, MOVE_KW)
     }
 
     /// Hours of the last 24 to `end` whose demand moved by at least `kw` from the hour before:
