@@ -203,6 +203,8 @@ add("Every number below comes from simulated utilities whose truth is known (`gr
 add("by `gridwatch eval`, and from a replay of real households. No threshold was tuned to one seed: the suite")
 add("varies seeds and sizes. Each run is given its utility's public holidays (`--holidays holidays.csv`,")
 add("on which its shops, offices, schools and factories close), as a utility would give its calendar.")
+add("Runs are embedded (`gridwatch run`) with the default three partition engines, as the services run")
+add("on a readings topic of three partitions: the seasons and peers are each partition's.")
 add("")
 add("## The suite")
 add("")
