@@ -314,60 +314,50 @@ impl SideTopics {
         partitions: i32,
         alerts: &mut Vec<Alert>,
     ) -> Result<()> {
-        while let Some(msg) = self.registry.poll(Duration::ZERO) {
-            let msg = match msg {
-                Err(KafkaError::PartitionEOF(_)) => continue,
-                Err(e) if transient(&e) => {
-                    tracing::warn!("reading the register: {e} (retrying)");
-                    continue;
-                }
-                other => other.context("reading the register")?,
-            };
+        drain(&self.registry, "register", |msg| {
             match registry_update(msg.key(), msg.payload()) {
-                Ok(u) => apply_registry_row(
-                    tasks,
-                    partitions,
-                    (msg.partition(), msg.offset()),
-                    &u,
-                    alerts,
-                ),
+                Ok(u) => {
+                    let at = (msg.partition(), msg.offset());
+                    apply_registry_row(tasks, partitions, at, &u, alerts)
+                }
                 Err(e) => {
                     tracing::error!(offset = msg.offset(), "bad register record skipped: {e}")
                 }
             }
-        }
-        while let Some(msg) = self.weather.poll(Duration::ZERO) {
-            let msg = match msg {
-                Err(KafkaError::PartitionEOF(_)) => continue,
-                Err(e) if transient(&e) => {
-                    tracing::warn!("reading the weather: {e} (retrying)");
-                    continue;
-                }
-                other => other.context("reading the weather")?,
-            };
+        })?;
+        drain(&self.weather, "weather", |msg| {
             match weather_obs(msg.payload()) {
                 Ok(Some(w)) => tasks.values_mut().for_each(|t| t.engine.on_weather(&w)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(offset = msg.offset(), "bad weather record skipped: {e}"),
             }
-        }
-        while let Some(msg) = self.holidays.poll(Duration::ZERO) {
-            let msg = match msg {
-                Err(KafkaError::PartitionEOF(_)) => continue,
-                Err(e) if transient(&e) => {
-                    tracing::warn!("reading the holidays: {e} (retrying)");
-                    continue;
-                }
-                other => other.context("reading the holidays")?,
-            };
+        })?;
+        drain(&self.holidays, "holidays", |msg| {
             match holiday(msg.payload()) {
                 Ok(Some(h)) => tasks.values_mut().for_each(|t| t.engine.on_holiday(&h)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(offset = msg.offset(), "bad holiday record skipped: {e}"),
             }
-        }
-        Ok(())
+        })
     }
+}
+
+/// Hands each record a consumer has fetched to `apply`, without waiting; a passing error is
+/// logged and polled past.
+fn drain(
+    consumer: &QuietConsumer,
+    what: &str,
+    mut apply: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<()> {
+    while let Some(msg) = consumer.poll(Duration::ZERO) {
+        match msg {
+            Err(KafkaError::PartitionEOF(_)) => {}
+            Err(e) if transient(&e) => tracing::warn!("reading the {what}: {e} (retrying)"),
+            Err(e) => return Err(e).with_context(|| format!("reading the {what}")),
+            Ok(msg) => apply(&msg),
+        }
+    }
+    Ok(())
 }
 
 /// An alert on its way out: to `gridwatch.alerts` keyed by target, and to the compacted
