@@ -1,5 +1,6 @@
 //! One interval meter reading, as it travels on `gridwatch.readings`.
 
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// A validated interval reading. `ts` is the END of the interval, in epoch seconds (UTC). On the
@@ -7,7 +8,8 @@ use serde::{Deserialize, Serialize};
 /// older detectors (the ingester's own parsers still name an unknown field in a file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
-    pub meter_id: String,
+    /// Inline up to 24 bytes (every id seen in practice): no allocation per reading.
+    pub meter_id: CompactString,
     #[serde(with = "crate::time::serde_rfc3339")]
     pub ts: i64,
     pub interval_s: u32,
@@ -22,7 +24,7 @@ pub struct Reading {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_a: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feeder_id: Option<String>,
+    pub feeder_id: Option<CompactString>,
     /// `actual` (the default) or `estimated`: a head-end's estimate for an interval it could
     /// not read, which a later `actual` for the same interval replaces.
     #[serde(default, skip_serializing_if = "Quality::is_actual")]
@@ -258,7 +260,7 @@ mod tests {
         assert_eq!(reading().validate(Validation::default()), Ok(()));
         type Spoil = fn(&mut Reading);
         let cases: [(Spoil, &str); 9] = [
-            (|r| r.meter_id = String::new(), "field meter_id"),
+            (|r| r.meter_id = CompactString::default(), "field meter_id"),
             (|r| r.interval_s = 0, "field interval_s"),
             (|r| r.interval_s = 90_000, "field interval_s"),
             (|r| r.kwh = -1.0, "field kwh"),

@@ -129,7 +129,7 @@ impl Report {
     pub fn add_readings(&mut self, readings: impl Iterator<Item = Reading>) {
         self.plotted = true;
         for r in readings {
-            let Some(targets) = self.wanted.get(&r.meter_id) else {
+            let Some(targets) = self.wanted.get(r.meter_id.as_str()) else {
                 continue;
             };
             let hour = (r.ts - 1).div_euclid(HOUR) * HOUR;

@@ -343,7 +343,7 @@ mod tests {
 
     fn reading(meter: &str, feeder: Option<&str>) -> Reading {
         Reading {
-            feeder_id: feeder.map(str::to_string),
+            feeder_id: feeder.map(Into::into),
             ..Reading::new(meter, 1_767_571_200, 900, 0.1)
         }
     }

@@ -453,7 +453,7 @@ fn build(r: RawReading<'_>, v: Validation) -> Result<Reading, String> {
             )
         })?;
     let reading = Reading {
-        meter_id: r.meter_id.to_string(),
+        meter_id: r.meter_id.into(),
         ts,
         interval_s,
         kwh: r.kwh,
@@ -461,7 +461,7 @@ fn build(r: RawReading<'_>, v: Validation) -> Result<Reading, String> {
         kwh_export: r.kwh_export,
         voltage_v: r.voltage_v,
         current_a: r.current_a,
-        feeder_id: r.feeder_id.map(str::to_string),
+        feeder_id: r.feeder_id.map(Into::into),
         quality: r.quality,
     };
     reading.validate(v)?;

@@ -85,7 +85,7 @@ fn emit(values: Vec<(Raw, Energy)>, validation: Validation, out: &mut VecDeque<I
         let reading = u32::try_from(m.interval_s)
             .map_err(|_| format!("field interval_s: {} is not a duration", m.interval_s))
             .map(|interval_s| Reading {
-                meter_id,
+                meter_id: meter_id.into(),
                 ts,
                 interval_s,
                 kwh: m.kwh.unwrap_or(0.0),

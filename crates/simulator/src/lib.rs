@@ -161,7 +161,7 @@ impl SimReading<'_> {
             kwh_export: self.kwh_export,
             voltage_v: self.vi.map(|(v, _)| v),
             current_a: self.vi.map(|(_, a)| a),
-            feeder_id: Some(self.feeder_id.to_string()),
+            feeder_id: Some(self.feeder_id.into()),
             ..gridwatch_core::Reading::new(self.meter_id, self.ts, self.interval_s, self.kwh)
         }
     }
