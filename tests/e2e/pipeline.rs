@@ -2029,6 +2029,7 @@ fn a_flood_of_a_million_readings_from_invented_meters_keeps_the_detector_bounded
     let Some(bootstrap) = kafka() else { return };
     let metrics = format!("127.0.0.1:{}", free_port());
     let env = Env::new(&bootstrap, "flood")
+        .with("GRIDWATCH__KAFKA__PARTITIONS", "3")
         .with("GRIDWATCH__DETECTOR__METRICS_LISTEN", &metrics)
         .with("GRIDWATCH__DETECTOR__CHECKPOINT_INTERVAL_S", "3600");
     let registry = env.dir.join("registry.csv");
@@ -2059,10 +2060,11 @@ fn a_flood_of_a_million_readings_from_invented_meters_keeps_the_detector_bounded
     env.run(&["registry", "load", "--registry", registry.to_str().unwrap()]);
     env.run(&["ingest", "--readings", flood.to_str().unwrap()]);
     let mut detector = env.spawn("detector", &["detect"]);
-    // 100 meters of F1's crowd and 1,000 of the crowd naming no registered feeder get a case
-    // each; every other id folds into its crowd's one case.
-    let (per_feeder, per_region) = (100, 1_000);
-    let expected_opens = per_feeder + per_region + 2;
+    // 100 meters of F1's crowd and, in each of the three partition engines (the ids naming no
+    // feeder are keyed by themselves, so spread over all three), 1,000 of the crowd naming no
+    // registered feeder get a case each; every other id folds into its crowd's one case.
+    let (per_feeder, per_region, engines) = (100, 1_000, 3);
+    let expected_opens = per_feeder + engines * per_region + 1 + engines;
     wait_until(
         "the detector to consume the flood",
         Duration::from_secs(600),
@@ -2078,7 +2080,7 @@ fn a_flood_of_a_million_readings_from_invented_meters_keeps_the_detector_bounded
     assert_eq!(opens.len(), expected_opens, "{} alerts", alerts.len());
     assert!(opens.iter().all(|a| a["kind"] == "unregistered_meter"));
     let crowds: Vec<&&Value> = opens.iter().filter(|a| a["meter_id"].is_null()).collect();
-    assert_eq!(crowds.len(), 2, "{crowds:?}");
+    assert_eq!(crowds.len(), 1 + engines, "{crowds:?}");
     let f1 = crowds
         .iter()
         .find(|a| a["feeder_id"] == "F1")
@@ -2092,7 +2094,7 @@ fn a_flood_of_a_million_readings_from_invented_meters_keeps_the_detector_bounded
     let (_, body) = get_text(&metrics, "/metrics");
     assert_eq!(
         metric(&body, "gridwatch_meters"),
-        Some((2 + per_feeder + per_region) as u64),
+        Some((2 + per_feeder + engines * per_region) as u64),
         "the registered two and the capped unregistered: the rest hold no state"
     );
     assert!(detector.stop(), "{}", detector.log_text());

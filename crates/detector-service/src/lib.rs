@@ -401,6 +401,83 @@ fn send_retrying(producer: &BaseProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Re
     .map_err(Into::into)
 }
 
+/// Writes a batch in one transaction: each alert to the alerts topic and the compacted
+/// suspects, the DLQ records, and every task's offset with the group's current metadata.
+/// Returns how many DLQ records the producer refused outright.
+#[allow(clippy::too_many_arguments)]
+fn send_batch<C: rdkafka::consumer::ConsumerContext>(
+    producer: &BaseProducer,
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    k: &KafkaConfig,
+    topic: &str,
+    tasks: &BTreeMap<i32, Task>,
+    out: &[Outgoing],
+    dlq: &[(String, Vec<u8>)],
+    counters: &Counters,
+) -> Result<usize> {
+    producer.begin_transaction()?;
+    for o in out {
+        send_retrying(
+            producer,
+            BaseRecord::to(&k.topics.alerts)
+                .key(o.target.as_bytes())
+                .payload(&o.json),
+        )?;
+        // The case's latest word, or its tombstone, on the compacted inspection list.
+        let case = BaseRecord::to(&k.topics.suspects).key(o.alert_id.as_bytes());
+        let case = if o.status == AlertStatus::Resolved {
+            case
+        } else {
+            case.payload(&o.json[..])
+        };
+        send_retrying(producer, case)?;
+    }
+    let mut unwritten = 0;
+    for (source, value) in dlq {
+        // A record the producer refuses outright would be refused again on every replay: it
+        // must not stop the detector. (Failures the broker reports later fail the
+        // transaction, which is judged again from the checkpoints.)
+        if let Err(e) = send_retrying(producer, BaseRecord::to(&k.topics.dlq).payload(value)) {
+            DlqWriteFailed {
+                source,
+                error: &e.to_string(),
+            }
+            .emit(counters);
+            unwritten += 1;
+        }
+    }
+    let mut position = TopicPartitionList::new();
+    for (&p, task) in tasks {
+        if task.committable() > 0 {
+            position.add_partition_offset(topic, p, Offset::Offset(task.committable()))?;
+        }
+    }
+    // The group's current generation: a commit from an instance the group has since moved on
+    // from is refused (KIP-447), never applied over the new owner's.
+    let group = consumer
+        .group_metadata()
+        .ok_or_else(|| anyhow!("no consumer group metadata"))?;
+    producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
+    // Serve the delivery reports ourselves until the batch is acknowledged: left to
+    // commit_transaction's own flush, a BaseProducer waits in 100 ms steps, which capped the
+    // detector at ten transactions a second.
+    let acked_by = Instant::now() + TIMEOUT;
+    while producer.in_flight_count() > 0 && Instant::now() < acked_by {
+        producer.poll(Duration::from_millis(1));
+    }
+    producer.commit_transaction(TIMEOUT)?;
+    Ok(unwritten)
+}
+
+/// Whether a transaction failed in a way that only needs it aborted and the batch judged again
+/// (the broker refused it: a rebalance moved the group's generation on), not a new producer.
+fn refused(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<KafkaError>(),
+        Some(KafkaError::Transaction(t)) if t.txn_requires_abort() && !t.is_fatal()
+    )
+}
+
 /// A partition's share of the detector, as a Kafka Streams task: its own engine (the meters
 /// whose readings the partition carries: a feeder's, with its head meter), where its readings
 /// stand, and its checkpoint. A partition moves between instances with its checkpoint; N
@@ -412,6 +489,8 @@ struct Task {
     /// The group's committed offset when the partition came to this instance: readings below
     /// it were answered by an earlier owner and are replayed silently.
     replay_until: i64,
+    /// The offset this instance last committed for it (`replay_until` until its first commit).
+    committed: i64,
     /// Per register partition, the next row the engine has seen.
     registry: BTreeMap<i32, i64>,
     /// Just handed over, still taking in the side topics (which then make no alerts).
@@ -433,6 +512,31 @@ impl Task {
 
     fn restoring(&self) -> bool {
         self.next < self.replay_until
+    }
+
+    /// Back to the last checkpoint (or to nothing), readings up to the last commit to be
+    /// replayed silently: after a refused transaction, what the engine judged since its last
+    /// commit is judged again. The caller seeks the consumer to `next` and reads the side
+    /// topics into it.
+    fn rewind(&mut self, here: &Header, partition: i32, cfg: &EngineConfig) -> Result<()> {
+        if let Some(s) = self.store.as_mut() {
+            s.finish();
+        }
+        let until = HashMap::from([(partition, self.committed)]);
+        let restored = self
+            .store
+            .as_ref()
+            .and_then(|s| s.load(here, &until, cfg).ok().flatten());
+        (self.engine, self.next, self.registry) = match restored {
+            Some(r) => {
+                let next = r.offsets.get(&partition).copied().unwrap_or(0);
+                (r.engine, next, r.registry)
+            }
+            None => (Engine::new(cfg.clone())?, 0, BTreeMap::new()),
+        };
+        self.replay_until = self.committed;
+        self.taking_in = true;
+        Ok(())
     }
 
     /// Saves the engine's state and the offsets it covers (written in the background; `wait`:
@@ -758,6 +862,7 @@ pub fn run(
                                 engine,
                                 next,
                                 replay_until: h.committed,
+                                committed: h.committed,
                                 registry,
                                 taking_in: true,
                                 store: Store::new(&d.state_dir, &d.group_id, h.partition),
@@ -898,59 +1003,42 @@ pub fn run(
         }
         if live || !out.is_empty() {
             let committing = Instant::now();
-            producer.begin_transaction()?;
-            for o in &out {
-                send_retrying(
-                    &producer,
-                    BaseRecord::to(&k.topics.alerts)
-                        .key(o.target.as_bytes())
-                        .payload(&o.json),
-                )?;
-                // The case's latest word, or its tombstone, on the compacted inspection list.
-                let case = BaseRecord::to(&k.topics.suspects).key(o.alert_id.as_bytes());
-                let case = if o.status == AlertStatus::Resolved {
-                    case
-                } else {
-                    case.payload(&o.json[..])
-                };
-                send_retrying(&producer, case)?;
-            }
-            let mut unwritten = 0;
-            for (source, value) in &dlq {
-                // A record the producer refuses outright would be refused again on every
-                // replay: it must not stop the detector. (Failures the broker reports later
-                // fail the transaction, which is retried from the checkpoint.)
-                if let Err(e) =
-                    send_retrying(&producer, BaseRecord::to(&k.topics.dlq).payload(value))
-                {
-                    DlqWriteFailed {
-                        source,
-                        error: &e.to_string(),
+            let sent = send_batch(&producer, &consumer, k, topic, &tasks, &out, &dlq, counters);
+            let unwritten = match sent {
+                Ok(unwritten) => unwritten,
+                Err(e) if refused(&e) => {
+                    // A commit racing a rebalance is refused by the group's generation
+                    // (KIP-447): nothing of the batch was written, so every engine goes back
+                    // to its checkpoint and the consumer with it, and judges the rest again.
+                    tracing::warn!("transaction refused, judging again from the checkpoints: {e}");
+                    producer.abort_transaction(TIMEOUT)?;
+                    gathered.clear();
+                    produced_at.clear();
+                    out.clear();
+                    dlq.clear();
+                    for (&p, task) in tasks.iter_mut() {
+                        task.rewind(&here, p, engine)?;
+                        let from = match task.next {
+                            0 => Offset::Beginning,
+                            o => Offset::Offset(o),
+                        };
+                        consumer.seek(topic, p, from, TIMEOUT)?;
                     }
-                    .emit(counters);
-                    unwritten += 1;
+                    let mut silent = Vec::new();
+                    side = Some(SideTopics::read(
+                        k,
+                        &d.group_id,
+                        &mut tasks,
+                        partition_count,
+                        &mut silent,
+                    )?);
+                    continue;
                 }
+                Err(e) => return Err(e),
+            };
+            for task in tasks.values_mut() {
+                task.committed = task.committable();
             }
-            let mut position = TopicPartitionList::new();
-            for (&p, task) in &tasks {
-                if task.committable() > 0 {
-                    position.add_partition_offset(topic, p, Offset::Offset(task.committable()))?;
-                }
-            }
-            // The group's current generation: a commit from an instance the group has since
-            // moved on from is refused (KIP-447), never applied over the new owner's.
-            let group = consumer
-                .group_metadata()
-                .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-            producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
-            // Serve the delivery reports ourselves until the batch is acknowledged: left to
-            // commit_transaction's own flush, a BaseProducer waits in 100 ms steps, which
-            // capped the detector at ten transactions a second.
-            let acked_by = Instant::now() + TIMEOUT;
-            while producer.in_flight_count() > 0 && Instant::now() < acked_by {
-                producer.poll(Duration::from_millis(1));
-            }
-            producer.commit_transaction(TIMEOUT)?;
             TransactionCommitted {
                 millis: committing.elapsed().as_millis() as u64,
             }
@@ -1106,6 +1194,7 @@ mod tests {
             engine: Engine::new(engine.clone()).unwrap(),
             next,
             replay_until,
+            committed: replay_until,
             registry: BTreeMap::new(),
             taking_in: false,
             store: None,
