@@ -382,8 +382,38 @@ impl Outgoing {
     }
 }
 
+/// The detector's producer context: librdkafka's log lines as usual, except that a transaction
+/// error (TXNERR) is a warning: the call that failed returns the error too, and the detector
+/// answers it — a commit refused during a rebalance by judging the batch again (normal when
+/// instances come and go, and nothing to page anyone about), anything else by ending the run,
+/// which the supervisor logs at ERROR.
+struct Producing;
+
+impl rdkafka::ClientContext for Producing {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error if fac != "TXNERR" => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {line}")
+            }
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {line}")
+            }
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {line}"),
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {line}"),
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Producing {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+type TxProducer = BaseProducer<Producing>;
+
 /// Sends in the open transaction, serving delivery reports while the queue is full.
-fn send_retrying(producer: &BaseProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+fn send_retrying(producer: &TxProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
     let mut rec = Some(rec);
     retry_while_full(
         || {
@@ -406,7 +436,7 @@ fn send_retrying(producer: &BaseProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Re
 /// Returns how many DLQ records the producer refused outright.
 #[allow(clippy::too_many_arguments)]
 fn send_batch<C: rdkafka::consumer::ConsumerContext>(
-    producer: &BaseProducer,
+    producer: &TxProducer,
     consumer: &rdkafka::consumer::BaseConsumer<C>,
     k: &KafkaConfig,
     topic: &str,
@@ -745,7 +775,7 @@ pub fn run(
     let mut pcfg = producer_config(k);
     pcfg.set("transactional.id", &transactional_id)
         .set("transaction.timeout.ms", "60000");
-    let producer: BaseProducer = pcfg.create()?;
+    let producer: TxProducer = pcfg.create_with_context(Producing)?;
     producer.init_transactions(TIMEOUT).with_context(|| {
         format!(
             "init_transactions of {transactional_id} (is another detector running as instance \
