@@ -60,6 +60,14 @@ fn write_jsonl(path: &Path, rows: &[Value]) {
     std::fs::write(path, s).unwrap();
 }
 
+/// Writes `alerts` (the topic's, as read) to a file and checks with pyarrow and polars that the
+/// Arrow files under `<out>/flagged` hold exactly those rows.
+fn check_rows(env: &Env, out: &Path, alerts: &[Value]) {
+    let jsonl = env.dir.join("kafka-alerts.jsonl");
+    write_jsonl(&jsonl, alerts);
+    check_with_python(&out.join("flagged"), &jsonl);
+}
+
 /// Loads the Arrow output with the README's pyarrow and polars snippets and checks it holds
 /// exactly the rows of `alerts` (a JSON Lines file).
 fn check_with_python(flagged: &Path, alerts: &Path) {
@@ -424,9 +432,7 @@ fn http_ingest_reaches_alerts_dlq_and_arrow_files() {
         "detector did not stop cleanly:\n{}",
         detector.log_text()
     );
-    let jsonl = env.dir.join("alerts.jsonl");
-    write_jsonl(&jsonl, &alerts);
-    check_with_python(&out.join("flagged"), &jsonl);
+    check_rows(&env, &out, &alerts);
 }
 
 /// A simulated utility of `sites` × `days` in `<dir>/data`, run through the embedded pipeline
@@ -566,9 +572,7 @@ fn embedded_and_kafka_agree_through_kill_9_of_detector_and_sink() {
     settle(|| logged_rows(&before) + logged_rows(&sink.log_text()) >= kafka_all.len());
     assert!(sink.stop(), "{}", sink.log_text());
     assert!(detector.stop(), "{}", detector.log_text());
-    let jsonl = env.dir.join("kafka-alerts.jsonl");
-    write_jsonl(&jsonl, &kafka_all);
-    check_with_python(&out.join("flagged"), &jsonl);
+    check_rows(&env, &out, &kafka_all);
     // And the embedded run's own Arrow output matches its alerts.jsonl.
     check_with_python(&emb.join("flagged"), &emb.join("alerts.jsonl"));
 }
@@ -692,9 +696,7 @@ fn one_two_and_three_detectors_in_a_group_give_the_alerts_of_the_embedded_run() 
     for s in [&mut det_a, &mut det_b, &mut det_c, &mut sink_a, &mut sink_b] {
         assert!(s.stop(), "{}", s.log_text());
     }
-    let jsonl = env.dir.join("kafka-alerts.jsonl");
-    write_jsonl(&jsonl, &kafka_all);
-    check_with_python(&out.join("flagged"), &jsonl);
+    check_rows(&env, &out, &kafka_all);
 }
 
 #[test]
@@ -1343,9 +1345,7 @@ fn every_service_survives_a_broker_restart_mid_stream_and_nothing_is_lost() {
     assert!(sink.stop(), "{}", sink.log_text());
     assert!(detector.stop(), "{}", detector.log_text());
     assert!(ingester.stop(), "{}", ingester.log_text());
-    let jsonl = env.dir.join("kafka-alerts.jsonl");
-    write_jsonl(&jsonl, &kafka_all);
-    check_with_python(&out.join("flagged"), &jsonl);
+    check_rows(&env, &out, &kafka_all);
 }
 
 #[test]
@@ -1412,9 +1412,7 @@ fn a_broker_lost_mid_stream_in_a_three_broker_cluster_loses_nothing() {
     settle(|| logged_rows(&sink.log_text()) >= kafka_all.len());
     assert!(sink.stop(), "{}", sink.log_text());
     assert!(detector.stop(), "{}", detector.log_text());
-    let jsonl = env.dir.join("kafka-alerts.jsonl");
-    write_jsonl(&jsonl, &kafka_all);
-    check_with_python(&out.join("flagged"), &jsonl);
+    check_rows(&env, &out, &kafka_all);
 }
 
 #[test]
@@ -1727,9 +1725,7 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
     for s in &mut services {
         assert!(s.stop(), "{}", s.log_text());
     }
-    let jsonl = env.dir.join("kafka-alerts.jsonl");
-    write_jsonl(&jsonl, &kafka_all);
-    check_with_python(&out.join("flagged"), &jsonl);
+    check_rows(&env, &out, &kafka_all);
     println!(
         "chaos: {kills} kills survived (ingester {}, detector {}, sink {}; seed {seed}), {} readings \
          over HTTP in {} requests ({retries} re-sent), {} register changes, {} alerts equal to the \

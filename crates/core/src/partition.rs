@@ -4,6 +4,8 @@
 //! meter's verdicts depend on which meters share its partition; the embedded run groups the
 //! readings with this same function and partition count, and gives the alerts the services give.
 
+use std::borrow::Cow;
+
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`).
 pub fn murmur2(data: &[u8]) -> i32 {
     const M: u32 = 0x5bd1_e995;
@@ -34,14 +36,18 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
-/// The partition key of a reading: its feeder when known (the reading's own, else its register
-/// feeder), so a feeder's meters and its head meter share a partition; else its meter.
+/// The partition key of a reading: its feeder when known — the reading's own, else its meter's
+/// register feeder (`register_feeder`, asked only when the reading names none) — so a feeder's
+/// meters and its head meter share a partition; else its meter.
 pub fn reading_key<'a>(
     meter_id: &'a str,
     own_feeder: Option<&'a str>,
-    register_feeder: Option<&'a str>,
-) -> &'a str {
-    own_feeder.or(register_feeder).unwrap_or(meter_id)
+    register_feeder: impl FnOnce() -> Option<Cow<'a, str>>,
+) -> Cow<'a, str> {
+    match own_feeder {
+        Some(f) => Cow::Borrowed(f),
+        None => register_feeder().unwrap_or(Cow::Borrowed(meter_id)),
+    }
 }
 
 #[cfg(test)]

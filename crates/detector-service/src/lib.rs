@@ -174,11 +174,8 @@ struct SideTopics {
 fn registry_partition(u: &RegistryUpdate, partitions: i32) -> Option<i32> {
     match u {
         RegistryUpdate::Upsert(r) => {
-            let key = partition::reading_key(
-                &r.meter_id,
-                None,
-                Some(r.feeder_id.as_str()).filter(|f| !f.is_empty()),
-            );
+            let key =
+                partition::reading_key(&r.meter_id, None, || Some(r.feeder_id.as_str().into()));
             Some(partition::partition_for(key.as_bytes(), partitions))
         }
         RegistryUpdate::Delete { .. } => None,
@@ -258,44 +255,20 @@ impl SideTopics {
         }
         let meters: usize = tasks.values().map(|t| t.engine.meters()).sum();
         tracing::info!(rows, meters, "register read");
-        let mut hours = 0u64;
-        let weather = read_compacted(
+        let (weather, hours) = read_side(
             k,
-            &format!("{group_id}-weather"),
-            &k.topics.weather,
-            TIMEOUT * 4,
-            |_, value| {
-                match weather_obs(value) {
-                    Ok(Some(w)) => {
-                        tasks.values_mut().for_each(|t| t.engine.on_weather(&w));
-                        hours += 1;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("bad weather record skipped: {e}"),
-                }
-                Ok(())
-            },
-        )
-        .map_err(|e| anyhow!(e))?;
-        let mut days = 0u64;
-        let holidays = read_compacted(
+            group_id,
+            ("weather", &k.topics.weather),
+            weather_obs,
+            |w| tasks.values_mut().for_each(|t| t.engine.on_weather(w)),
+        )?;
+        let (holidays, days) = read_side(
             k,
-            &format!("{group_id}-holidays"),
-            &k.topics.holidays,
-            TIMEOUT * 4,
-            |_, value| {
-                match holiday(value) {
-                    Ok(Some(h)) => {
-                        tasks.values_mut().for_each(|t| t.engine.on_holiday(&h));
-                        days += 1;
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("bad holiday record skipped: {e}"),
-                }
-                Ok(())
-            },
-        )
-        .map_err(|e| anyhow!(e))?;
+            group_id,
+            ("holidays", &k.topics.holidays),
+            holiday,
+            |h| tasks.values_mut().for_each(|t| t.engine.on_holiday(h)),
+        )?;
         tracing::info!(hours, days, "weather and holidays read");
         for task in tasks.values_mut() {
             task.taking_in = false;
@@ -340,6 +313,42 @@ impl SideTopics {
             }
         })
     }
+}
+
+/// What makes a side topic's record (its value; `None` a tombstone) into something to apply.
+type Decode<T> = fn(Option<&[u8]>) -> Result<Option<T>, String>;
+
+/// Reads a compacted side topic (the weather, the holidays) to its end, handing each record
+/// `decode` makes something of to `apply` (a tombstone is nothing; a bad record is logged and
+/// skipped: these only ever explain load, never raise alerts). Returns the consumer,
+/// positioned for what comes next, and how many records were applied.
+fn read_side<T>(
+    k: &KafkaConfig,
+    group_id: &str,
+    (what, topic): (&str, &str),
+    decode: Decode<T>,
+    mut apply: impl FnMut(&T),
+) -> Result<(QuietConsumer, u64)> {
+    let mut n = 0u64;
+    let consumer = read_compacted(
+        k,
+        &format!("{group_id}-{what}"),
+        topic,
+        TIMEOUT * 4,
+        |_, value| {
+            match decode(value) {
+                Ok(Some(t)) => {
+                    apply(&t);
+                    n += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("bad {what} record skipped: {e}"),
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    Ok((consumer, n))
 }
 
 /// Hands each record a consumer has fetched to `apply`, without waiting; a passing error is
@@ -544,28 +553,63 @@ impl Task {
         self.next < self.replay_until
     }
 
-    /// Back to the last checkpoint (or to nothing), readings up to the last commit to be
-    /// replayed silently: after a refused transaction, what the engine judged since its last
-    /// commit is judged again. The caller seeks the consumer to `next` and reads the side
-    /// topics into it.
-    fn rewind(&mut self, here: &Header, partition: i32, cfg: &EngineConfig) -> Result<()> {
-        if let Some(s) = self.store.as_mut() {
-            s.finish();
-        }
-        let until = HashMap::from([(partition, self.committed)]);
-        let restored = self
-            .store
-            .as_ref()
-            .and_then(|s| s.load(here, &until, cfg).ok().flatten());
-        (self.engine, self.next, self.registry) = match restored {
+    /// A partition's task from its restored checkpoint (or from nothing): readings up to
+    /// `committed` are replayed silently, and the side topics are still to be read into it.
+    fn new(
+        partition: i32,
+        committed: i64,
+        restored: Option<Restored>,
+        store: Option<Store>,
+        cfg: &EngineConfig,
+    ) -> Result<Task> {
+        let (engine, next, registry) = match restored {
             Some(r) => {
+                tracing::info!(
+                    partition,
+                    meters = r.engine.meters(),
+                    from = ?r.offsets,
+                    "checkpoint restored"
+                );
                 let next = r.offsets.get(&partition).copied().unwrap_or(0);
                 (r.engine, next, r.registry)
             }
             None => (Engine::new(cfg.clone())?, 0, BTreeMap::new()),
         };
-        self.replay_until = self.committed;
-        self.taking_in = true;
+        tracing::info!(
+            partition,
+            from = next,
+            until = committed,
+            "replaying committed readings to rebuild state"
+        );
+        Ok(Task {
+            engine,
+            next,
+            replay_until: committed,
+            committed,
+            registry,
+            taking_in: true,
+            store,
+            last_checkpoint: Instant::now(),
+            checkpointed: None,
+        })
+    }
+
+    /// Back to the last checkpoint (or to nothing), readings up to the last commit to be
+    /// replayed silently: after a refused transaction, what the engine judged since its last
+    /// commit is judged again. The caller seeks the consumer to `next` and reads the side
+    /// topics into it.
+    fn rewind(&mut self, here: &Header, partition: i32, cfg: &EngineConfig) -> Result<()> {
+        let mut store = self.store.take();
+        if let Some(s) = store.as_mut() {
+            s.finish();
+        }
+        let until = HashMap::from([(partition, self.committed)]);
+        let restored = store
+            .as_ref()
+            .and_then(|s| s.load(here, &until, cfg).ok().flatten());
+        let checkpointed = self.checkpointed;
+        *self = Task::new(partition, self.committed, restored, store, cfg)?;
+        self.checkpointed = checkpointed;
         Ok(())
     }
 
@@ -763,7 +807,6 @@ pub fn run(
 ) -> Result<()> {
     let started_at = Instant::now();
     counters.set(Gauge::Restoring, 1);
-    Engine::new(engine.clone())?;
     let instance = instance_id(&d.instance_id);
     let transactional_id = if d.transactional_id.is_empty() {
         format!("{}-{instance}", d.group_id)
@@ -866,40 +909,10 @@ pub fn run(
                     *joined = true;
                     let mut fresh = 0;
                     for h in handed {
-                        let (engine, next, registry) = match h.restored {
-                            Some(r) => {
-                                tracing::info!(
-                                    partition = h.partition,
-                                    meters = r.engine.meters(),
-                                    from = ?r.offsets,
-                                    "checkpoint restored"
-                                );
-                                let next = r.offsets.get(&h.partition).copied().unwrap_or(0);
-                                (r.engine, next, r.registry)
-                            }
-                            None => (Engine::new(engine.clone())?, 0, BTreeMap::new()),
-                        };
-                        tracing::info!(
-                            partition = h.partition,
-                            from = next,
-                            until = h.committed,
-                            "replaying committed readings to rebuild state"
-                        );
+                        let store = Store::new(&d.state_dir, &d.group_id, h.partition);
+                        let task = Task::new(h.partition, h.committed, h.restored, store, engine)?;
+                        tasks.insert(h.partition, task);
                         fresh += 1;
-                        tasks.insert(
-                            h.partition,
-                            Task {
-                                engine,
-                                next,
-                                replay_until: h.committed,
-                                committed: h.committed,
-                                registry,
-                                taking_in: true,
-                                store: Store::new(&d.state_dir, &d.group_id, h.partition),
-                                last_checkpoint: Instant::now(),
-                                checkpointed: None,
-                            },
-                        );
                     }
                     if fresh > 0 {
                         let mut alerts = Vec::new();

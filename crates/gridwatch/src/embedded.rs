@@ -220,7 +220,6 @@ impl Partitions {
     fn new(count: i32, rows: &[MeterRecord]) -> Self {
         let feeder_of = rows
             .iter()
-            .filter(|r| !r.feeder_id.is_empty())
             .map(|r| (r.meter_id.clone(), r.feeder_id.clone()))
             .collect();
         Partitions {
@@ -231,19 +230,18 @@ impl Partitions {
 
     /// Where the topic puts a reading (`partition::reading_key`, Kafka's partitioner).
     fn of_reading(&self, r: &Reading) -> usize {
-        match &r.feeder_id {
-            Some(f) => partition::partition_for(f.as_bytes(), self.count) as usize,
-            None => self.of_meter(&r.meter_id),
-        }
+        self.of(&r.meter_id, r.feeder_id.as_deref())
     }
 
     /// Where the meter's readings go, so where its register rows apply.
     fn of_meter(&self, meter_id: &str) -> usize {
-        let key = partition::reading_key(
-            meter_id,
-            None,
-            self.feeder_of.get(meter_id).map(String::as_str),
-        );
+        self.of(meter_id, None)
+    }
+
+    fn of(&self, meter_id: &str, own_feeder: Option<&str>) -> usize {
+        let key = partition::reading_key(meter_id, own_feeder, || {
+            self.feeder_of.get(meter_id).map(|f| f.as_str().into())
+        });
         partition::partition_for(key.as_bytes(), self.count) as usize
     }
 }

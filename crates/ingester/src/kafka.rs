@@ -113,13 +113,11 @@ pub enum SendError {
 /// The partition key of a reading: its feeder when known (from the reading, else from the
 /// register), so a feeder's meters and its head meter share a partition; else its meter.
 pub fn reading_key<'a>(r: &'a Reading, feeders: Option<&FeederIndex>) -> Cow<'a, str> {
-    if let Some(f) = &r.feeder_id {
-        return Cow::Borrowed(f);
-    }
-    match feeders.and_then(|f| f.feeder_of(&r.meter_id)) {
-        Some(f) => Cow::Owned(f),
-        None => Cow::Borrowed(&r.meter_id),
-    }
+    gridwatch_core::partition::reading_key(&r.meter_id, r.feeder_id.as_deref(), || {
+        feeders
+            .and_then(|f| f.feeder_of(&r.meter_id))
+            .map(Cow::Owned)
+    })
 }
 
 impl Sender {
