@@ -168,28 +168,34 @@ pub fn add_readings(report: &mut Report, path: &str, meter_id: Option<String>) -
                 let records = Records::new(picked, Format::Csv, Validation::default());
                 report.add_readings(records.map_while(Result::ok).flatten());
             };
+            // Lines are looked at in the reader's own buffer (copying each out cost more than
+            // the rest of the pass); only a line cut by the buffer's end is put together.
             let mut picked = header.clone();
-            let mut line = Vec::new();
+            let mut cut: Vec<u8> = Vec::new();
             loop {
-                line.clear();
-                if input.read_until(b'\n', &mut line).with_context(cannot)? == 0 {
+                let buf = input.fill_buf().with_context(cannot)?;
+                if buf.is_empty() {
+                    pick(report, &mut picked, &cut);
                     break;
                 }
-                let first = line
-                    .split(|&b| matches!(b, b',' | b'\n' | b'\r'))
-                    .next()
-                    .unwrap_or_default();
-                let wanted = first.first() == Some(&b'"')
-                    || std::str::from_utf8(first).is_ok_and(|m| report.wants(m.trim()));
-                if wanted {
-                    picked.extend_from_slice(&line);
-                    if !line.ends_with(b"\n") {
-                        picked.push(b'\n');
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', buf) {
+                    let line = &buf[start..=end];
+                    if cut.is_empty() {
+                        pick(report, &mut picked, line);
+                    } else {
+                        cut.extend_from_slice(line);
+                        pick(report, &mut picked, &cut);
+                        cut.clear();
                     }
-                    if picked.len() >= 8 << 20 {
-                        parse(report, &picked);
-                        picked.truncate(header.len());
-                    }
+                    start = end + 1;
+                }
+                cut.extend_from_slice(&buf[start..]);
+                let read = buf.len();
+                input.consume(read);
+                if picked.len() >= 8 << 20 {
+                    parse(report, &picked);
+                    picked.truncate(header.len());
                 }
             }
             parse(report, &picked);
@@ -206,6 +212,23 @@ pub fn add_readings(report: &mut Report, path: &str, meter_id: Option<String>) -
     let records = Records::new(input, format, Validation::default()).with_meter_id(meter_id);
     report.add_readings(records.map_while(Result::ok).flatten());
     Ok(())
+}
+
+/// Adds a CSV line to `picked` when the report plots its meter (its first field; a quoted
+/// first field is taken and left to the parser).
+fn pick(report: &Report, picked: &mut Vec<u8>, line: &[u8]) {
+    if line.is_empty() {
+        return;
+    }
+    let first = memchr::memchr3(b',', b'\n', b'\r', line).map_or(line, |at| &line[..at]);
+    let wanted = first.first() == Some(&b'"')
+        || std::str::from_utf8(first).is_ok_and(|m| report.wants(m.trim()));
+    if wanted {
+        picked.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            picked.push(b'\n');
+        }
+    }
 }
 
 /// One partition's engine and the register rows that are its (a row belongs where its

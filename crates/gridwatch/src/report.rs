@@ -10,6 +10,7 @@ use crate::suspects::{rank, Suspect};
 use anyhow::{Context, Result};
 use gridwatch_core::time::format_rfc3339;
 use gridwatch_core::{Alert, MeterRecord, Reading, Role};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -46,7 +47,7 @@ struct Case {
 pub struct Report {
     cases: Vec<Case>,
     /// Meter → (case index, line) it contributes to.
-    wanted: HashMap<String, Vec<(usize, Line)>>,
+    wanted: FxHashMap<String, Vec<(usize, Line)>>,
     registry: HashMap<String, MeterRecord>,
     total_open: usize,
     total_mwh: f64,
@@ -63,7 +64,7 @@ impl Report {
             .map(|r| (r.meter_id.clone(), r.clone()))
             .collect();
         let mut cases = Vec::new();
-        let mut wanted: HashMap<String, Vec<(usize, Line)>> = HashMap::new();
+        let mut wanted: FxHashMap<String, Vec<(usize, Line)>> = FxHashMap::default();
         for s in ranked.into_iter().take(MAX_CASES) {
             let alert = s.alert.clone();
             let i = cases.len();

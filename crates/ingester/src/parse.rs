@@ -343,12 +343,18 @@ fn csv_record(
             )
         });
     }
+    // The record's text is checked once (a check per field cost as much as the CSV reader);
+    // where it isn't text, each field is checked to name the one at fault.
+    let text = std::str::from_utf8(record.as_slice()).ok();
     let mut vals: [Option<&str>; 10] = [None; 10];
-    for (f, col) in record.iter().zip(columns) {
+    for (i, col) in columns.iter().enumerate() {
         if let Some(k) = col {
-            let text = std::str::from_utf8(f)
-                .map_err(|_| format!("field {}: not UTF-8 text", FIELDS[*k]))?;
-            vals[*k] = Some(text.trim()).filter(|s| !s.is_empty());
+            let field = match text {
+                Some(t) => record.range(i).and_then(|r| t.get(r)),
+                None => std::str::from_utf8(&record[i]).ok(),
+            }
+            .ok_or_else(|| format!("field {}: not UTF-8 text", FIELDS[*k]))?;
+            vals[*k] = Some(trim(field)).filter(|s| !s.is_empty());
         }
     }
     let req = |i: usize| vals[i].ok_or_else(|| format!("field {}: missing", REQUIRED[i]));
@@ -378,6 +384,18 @@ fn csv_record(
         },
         validation,
     )
+}
+
+/// `str::trim`, without decoding characters when the field starts and ends in visible ASCII
+/// (nearly every field).
+fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let visible = |c: Option<&u8>| c.is_some_and(u8::is_ascii_graphic);
+    if visible(b.first()) && visible(b.last()) {
+        s
+    } else {
+        s.trim()
+    }
 }
 
 /// A record as CSV text again, for a reject's `raw` (fields quoted where they must be).
@@ -665,6 +683,25 @@ mod tests {
         let items: Vec<Item> =
             Records::new(&bytes[..], Format::Csv, Validation::default()).collect();
         assert!(items[0].as_ref().unwrap().is_err());
+        // The field that isn't text is named: one with a bad byte, and one that ends inside a
+        // character the next field completes (the record's bytes whole are text).
+        for (row, field) in [
+            (&b"M1,2026-01-05T00:15:00Z,900,0.\xff5\n"[..], "field kwh"),
+            (
+                &b"M1\xc3,\xa92026-01-05T00:15:00Z,900,0.5\n"[..],
+                "field meter_id",
+            ),
+            (&b" M\xc3\xa91 ,2026-01-05T00:15:00Z,900, 0.5\n"[..], ""),
+        ] {
+            let mut bytes = b"meter_id,ts,interval_s,kwh\n".to_vec();
+            bytes.extend_from_slice(row);
+            let items: Vec<Item> =
+                Records::new(&bytes[..], Format::Csv, Validation::default()).collect();
+            match items[0].as_ref().unwrap() {
+                Err(reject) => assert_eq!(reject.reason, format!("{field}: not UTF-8 text")),
+                Ok(r) => assert!(field.is_empty() && r.meter_id == "M\u{e9}1" && r.kwh == 0.5),
+            }
+        }
     }
 
     #[test]
