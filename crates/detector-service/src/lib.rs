@@ -497,15 +497,28 @@ fn send_batch<C: rdkafka::consumer::ConsumerContext>(
         .group_metadata()
         .ok_or_else(|| anyhow!("no consumer group metadata"))?;
     producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
-    // Serve the delivery reports ourselves until the batch is acknowledged: left to
-    // commit_transaction's own flush, a BaseProducer waits in 100 ms steps, which capped the
-    // detector at ten transactions a second.
-    let acked_by = Instant::now() + TIMEOUT;
-    while producer.in_flight_count() > 0 && Instant::now() < acked_by {
-        producer.poll(Duration::from_millis(1));
-    }
+    wait_for_acks(producer);
     producer.commit_transaction(TIMEOUT)?;
     Ok(unwritten)
+}
+
+/// Serves delivery reports until every record sent is acknowledged (or `TIMEOUT`), so that
+/// `commit_transaction` finds nothing to flush: its own flush waits in 100 ms steps, which
+/// capped the detector at ten transactions a second. rust-rdkafka's `poll(d)` always lasts `d`
+/// and spins through its last millisecond (a fifth of the detector's CPU went to reading the
+/// clock there), so each look is a single non-blocking poll, with a short sleep while no
+/// report comes.
+fn wait_for_acks(producer: &TxProducer) {
+    let acked_by = Instant::now() + TIMEOUT;
+    let mut left = producer.in_flight_count();
+    while left > 0 && Instant::now() < acked_by {
+        producer.poll(Duration::ZERO);
+        let now = producer.in_flight_count();
+        if now == left {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        left = now;
+    }
 }
 
 /// Whether a transaction failed in a way that only needs it aborted and the batch judged again
@@ -789,11 +802,123 @@ impl Assigner {
 /// A reading taken from the topic, not yet judged: gathered first, judged after, so that a
 /// rebalance (which happens inside a poll) never finds half a batch judged and uncommitted.
 struct Fetched {
-    partition: i32,
     offset: i64,
     /// When the record was written to the topic (ms).
     written: Option<i64>,
-    reading: Result<Reading, (String, Vec<u8>)>,
+    /// Its value in the batch's bytes (`None`: no value).
+    value: Option<std::ops::Range<usize>>,
+}
+
+/// A batch's readings as taken from the topic: each partition's in offset order, their values
+/// copied into one buffer. Decoding and judging happen after, a thread per partition.
+#[derive(Default)]
+struct Gathered {
+    by_partition: BTreeMap<i32, Vec<Fetched>>,
+    bytes: Vec<u8>,
+}
+
+impl Gathered {
+    fn push(&mut self, partition: i32, offset: i64, written: Option<i64>, value: Option<&[u8]>) {
+        let value = value.map(|v| {
+            let at = self.bytes.len();
+            self.bytes.extend_from_slice(v);
+            at..self.bytes.len()
+        });
+        self.by_partition
+            .entry(partition)
+            .or_default()
+            .push(Fetched {
+                offset,
+                written,
+                value,
+            });
+    }
+
+    fn clear(&mut self) {
+        self.by_partition.clear();
+        self.bytes.clear();
+    }
+}
+
+/// What one partition's share of a batch came to.
+#[derive(Default)]
+struct Verdicts {
+    out: Vec<Outgoing>,
+    dlq: Vec<(String, Vec<u8>)>,
+    /// When each live reading was written to the topic (ms), for the latency figures.
+    produced_at: Vec<i64>,
+    live: bool,
+}
+
+/// Decodes, validates and judges one partition's readings of a batch, in offset order, with
+/// its task's engine. Readings below the task's `replay_until` rebuild state silently.
+fn judge(
+    task: &mut Task,
+    partition: i32,
+    share: &[Fetched],
+    bytes: &[u8],
+    topic: &str,
+    max_future_s: i64,
+    counters: &Counters,
+) -> Result<Verdicts> {
+    let mut v = Verdicts::default();
+    let mut alerts = Vec::new();
+    for f in share {
+        task.next = f.offset + 1;
+        let is_live = f.offset >= task.replay_until;
+        let source = || format!("{topic}/{partition}/{}", f.offset);
+        let raw = f.value.clone().map(|r| &bytes[r]);
+        let reading = raw
+            .ok_or_else(|| "empty value".to_string())
+            .and_then(|p| serde_json::from_slice::<Reading>(p).map_err(|e| e.to_string()))
+            .and_then(|r| {
+                let valid = Validation {
+                    max_ts: f.written.map(|ms| ms.div_euclid(1000) + max_future_s),
+                };
+                r.validate(valid).map(|()| r)
+            });
+        match &reading {
+            Ok(r) => {
+                let used = task.engine.on_reading(r, &mut alerts);
+                if is_live {
+                    ReadingProcessed(used).emit(counters);
+                    if used == ReadingUse::Late {
+                        let rec = DlqRecord::new(
+                            LATE_REASON.to_string(),
+                            source(),
+                            serde_json::to_string(r)?,
+                        );
+                        v.dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
+                    }
+                }
+            }
+            Err(reason) if is_live => {
+                let rec = DlqRecord::new(
+                    format!("detector: not a valid reading: {reason}"),
+                    source(),
+                    String::from_utf8_lossy(raw.unwrap_or_default()).into_owned(),
+                );
+                RecordRejected {
+                    reason: &rec.reason,
+                    source: &rec.source,
+                }
+                .emit(counters);
+                v.dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
+            }
+            Err(_) => {}
+        }
+        if is_live {
+            v.live = true;
+            v.produced_at.extend(f.written);
+            for a in alerts.drain(..) {
+                v.out.push(Outgoing::of(&a)?);
+            }
+        } else {
+            ReadingReplayed.emit(counters);
+            alerts.clear();
+        }
+    }
+    Ok(v)
 }
 
 /// Runs until `stop` is set (then finishes the open batch) or an error occurs, counting in
@@ -871,7 +996,7 @@ pub fn run(
     let mut last_log = Instant::now();
     let mut latencies = Latencies::new();
     let mut produced_at: Vec<i64> = Vec::new();
-    let mut gathered: Vec<Fetched> = Vec::with_capacity(d.batch_size);
+    let mut gathered = Gathered::default();
     let interval = Duration::from_secs(d.checkpoint_interval_s);
     // Takes up what the rebalance callback recorded, in order: a revoked partition's task is
     // checkpointed and dropped with its gathered readings (its next owner reads them), a handed
@@ -879,7 +1004,7 @@ pub fn run(
     let take_changes = |tasks: &mut BTreeMap<i32, Task>,
                         side: &mut Option<SideTopics>,
                         joined: &mut bool,
-                        gathered: &mut Vec<Fetched>,
+                        gathered: &mut Gathered,
                         out: &mut Vec<Outgoing>|
      -> Result<()> {
         let ctx = consumer.context();
@@ -893,7 +1018,7 @@ pub fn run(
         for change in changes {
             match change {
                 Change::Revoked(ps) => {
-                    gathered.retain(|f| !ps.contains(&f.partition));
+                    gathered.by_partition.retain(|p, _| !ps.contains(p));
                     for p in ps {
                         // Its state is what the last transaction committed — unless register
                         // rows it took since wait in `out`: then the next owner starts from the
@@ -975,74 +1100,48 @@ pub fn run(
             let msg = msg.context("reading readings")?;
             n += 1;
             past_deadline = n % 256 == 0 && Instant::now() >= deadline;
-            let written = msg.timestamp().to_millis();
-            let reading = msg
-                .payload()
-                .ok_or_else(|| "empty value".to_string())
-                .and_then(|p| serde_json::from_slice::<Reading>(p).map_err(|e| e.to_string()))
-                .and_then(|r| {
-                    let v = Validation {
-                        max_ts: written.map(|ms| ms.div_euclid(1000) + d.max_future_s),
-                    };
-                    r.validate(v).map(|()| r)
-                })
-                .map_err(|why| (why, msg.payload().unwrap_or_default().to_vec()));
-            gathered.push(Fetched {
-                partition: msg.partition(),
-                offset: msg.offset(),
-                written,
-                reading,
-            });
+            gathered.push(
+                msg.partition(),
+                msg.offset(),
+                msg.timestamp().to_millis(),
+                msg.payload(),
+            );
         }
         take_changes(&mut tasks, &mut side, &mut joined, &mut gathered, &mut out)?;
-        let mut live = false;
-        for f in gathered.drain(..) {
-            let Some(task) = tasks.get_mut(&f.partition) else {
-                continue;
+        // Each partition's share on its own thread (its own engine): the cores a detector has
+        // judge in parallel, and the outputs join in partition order.
+        let shares: Vec<(i32, &mut Task, &[Fetched])> = tasks
+            .iter_mut()
+            .filter_map(|(&p, task)| {
+                let share = gathered.by_partition.get(&p).filter(|s| !s.is_empty())?;
+                Some((p, task, share.as_slice()))
+            })
+            .collect();
+        let bytes = &gathered.bytes;
+        let judged: Vec<Result<Verdicts>> = std::thread::scope(|scope| {
+            let work = |(p, task, share): (i32, &mut Task, &[Fetched])| {
+                judge(task, p, share, bytes, topic, d.max_future_s, counters)
             };
-            task.next = f.offset + 1;
-            let is_live = f.offset >= task.replay_until;
-            let source = || format!("{topic}/{}/{}", f.partition, f.offset);
-            match &f.reading {
-                Ok(r) => {
-                    let used = task.engine.on_reading(r, &mut alerts);
-                    if is_live {
-                        ReadingProcessed(used).emit(counters);
-                        if used == ReadingUse::Late {
-                            let rec = DlqRecord::new(
-                                LATE_REASON.to_string(),
-                                source(),
-                                serde_json::to_string(r)?,
-                            );
-                            dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
-                        }
-                    }
-                }
-                Err((reason, raw)) if is_live => {
-                    let rec = DlqRecord::new(
-                        format!("detector: not a valid reading: {reason}"),
-                        source(),
-                        String::from_utf8_lossy(raw).into_owned(),
-                    );
-                    RecordRejected {
-                        reason: &rec.reason,
-                        source: &rec.source,
-                    }
-                    .emit(counters);
-                    dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
-                }
-                Err(_) => {}
-            }
-            if is_live {
-                live = true;
-                produced_at.extend(f.written);
-                for a in alerts.drain(..) {
-                    out.push(Outgoing::of(&a)?);
-                }
-            } else {
-                ReadingReplayed.emit(counters);
-                alerts.clear();
-            }
+            let mut shares = shares.into_iter();
+            let first = shares.next();
+            let others: Vec<_> = shares.map(|s| scope.spawn(move || work(s))).collect();
+            first
+                .map(work)
+                .into_iter()
+                .chain(others.into_iter().map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("judging a partition panicked")))
+                }))
+                .collect()
+        });
+        gathered.clear();
+        let mut live = false;
+        for v in judged {
+            let v = v?;
+            live |= v.live;
+            out.extend(v.out);
+            dlq.extend(v.dlq);
+            produced_at.extend(v.produced_at);
         }
         if live || !out.is_empty() {
             let committing = Instant::now();
