@@ -238,6 +238,13 @@ n, hit, _ = recall(["split_farm", "night_miner", "public_building_miner", "duty_
 add(row("evasive miners: split-farm parts, windowed (night), nights-and-weekends at public buildings, duty-cycled (also inside a home's permit), within 72 h", n, hit, "≥ 0.9", n and hit / n >= 0.9))
 n, hit, _ = recall(["stepped_miner"])
 add(row("rigs added step by step (1.5 kW every other day, to 6–9 kW), found at all in the run", n, hit, "all caught", n == hit))
+# The same cases, in the runs long enough for the rigs to reach the residential mining level
+# (their third step, 4-6 days after they begin) with a day of data left: not a target of its own,
+# it shows where the misses are.
+long_runs = {seed for seed, _, days, _ in SUITE if days >= 14}
+stepped = [c for seed, c in cases if c["scenario"] == "stepped_miner" and seed in long_runs]
+stepped_hit = [c for c in stepped if c["delay_h"] is not None]
+add(f"| … of them in the runs of 14 days or more | {len(stepped)} | {len(stepped_hit)} | {len(stepped_hit) / max(1, len(stepped)):.3f} | (shown) | |")
 n, hit, _ = recall(["feeder_tap_flat", "feeder_tap_duty", "feeder_tap_small", "feeder_tap_night"], 72.0)
 add(row("feeder taps ≥ 3 % of feeder energy (flat, duty-cycled, small 3–5 %, night-only), within 72 h", n, hit, "≥ 0.8", n and hit / n >= 0.8))
 add(f"| valid readings rejected as late (inside the 48 h horizon), all suite runs | | {late_total} | | 0 | {'met' if late_total == 0 else '**not met**'} |")
@@ -261,7 +268,9 @@ if unmet:
     add("Not met in this run: " + "; ".join(unmet) + ". The per-scenario table and the case lists of")
     add("`gridwatch eval` show which cases are missed. A case whose meter is silent (a simulated comms gap) when")
     add("it begins can only be found once its readings arrive; a partial bypass shows only at its feeder; a tap")
-    add("that starts within the first day of data is learned as part of the feeder's losses.")
+    add("that starts within the first day of data is learned as part of the feeder's losses. Rigs added 1.5 kW")
+    add("every other day reach a home's 4.5 kW mining level on their third step, 4–6 days after they begin: in")
+    add("the 7-day run they begin on days 2–4 and the data end first (the row under their target).")
 else:
     add("Every target is met in this run.")
 add("Capacity alerts on farms count as detections: an inspector is sent either way.")

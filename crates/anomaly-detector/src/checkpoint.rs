@@ -19,7 +19,7 @@ use std::fmt;
 
 /// Bump whenever any state type's layout changes (a field added, removed, retyped or moved):
 /// the test `checkpoint_layout_is_pinned` fails until it is.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 const MAGIC: &[u8; 8] = b"GWENGINE";
 
 /// Why a checkpoint cannot be used.

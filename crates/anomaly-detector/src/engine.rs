@@ -547,7 +547,7 @@ fn on_closed_hour(
     });
     if hour.end % 86_400 == 0 {
         if let Some(w) = st.series.window(hour.end, 24) {
-            moved_in = st.series.note_day(hour.end, w.mean_kw);
+            moved_in = st.series.note_day(hour.end, w);
         }
     }
     if let Some(reg) = customer {

@@ -209,7 +209,15 @@ pub(crate) struct Series {
     /// ([`Series::note_day`]).
     vacant_days: u8,
     since_vacant: u8,
+    /// The floors of its last closed UTC days with most hours in (10 W units), oldest first:
+    /// the first `floors_len` of them.
+    floors: [u16; FLOOR_DAYS],
+    floors_len: u8,
 }
+
+/// Days of floors a series keeps for [`Series::floor_climb_kw`]: two weeks, enough for rigs
+/// added every other day to climb past the mining threshold in.
+const FLOOR_DAYS: usize = 14;
 
 /// A day whose mean demand stays under this (kW) and whose demand moves by `MOVE_KW` from one
 /// hour to the next at most twice is an empty home's: a fridge, a standby or nothing (a small
@@ -245,6 +253,8 @@ impl Series {
             days: DayLoads::default(),
             vacant_days: 0,
             since_vacant: u8::MAX,
+            floors: [0; FLOOR_DAYS],
+            floors_len: 0,
         }
     }
 
@@ -254,8 +264,19 @@ impl Series {
     /// household's heating is not judged against an empty home. A constant load alone in an
     /// empty home (rigs in a rented house) is no household, and is judged against the empty
     /// home. Returns whether it started anew.
-    pub fn note_day(&mut self, end: i64, kw: f64) -> bool {
+    pub fn note_day(&mut self, end: i64, w: Window) -> bool {
+        let kw = w.mean_kw;
         self.days.note(end / 86_400 - 1, kw);
+        if w.hours >= 20 {
+            let floor = (w.min_kw * 100.0).round().clamp(0.0, 65_535.0) as u16;
+            if usize::from(self.floors_len) == FLOOR_DAYS {
+                self.floors.copy_within(1.., 0);
+                self.floors[FLOOR_DAYS - 1] = floor;
+            } else {
+                self.floors[usize::from(self.floors_len)] = floor;
+                self.floors_len += 1;
+            }
+        }
         if kw < VACANT_KW && self.moves(end, MOVE_KW) <= 2 {
             if self.since_vacant > 0 {
                 self.vacant_days = 0;
@@ -279,8 +300,40 @@ impl Series {
             self.high_floor_kw = 0.0;
             self.floor_hours = 0;
             self.baseline_hours = 0;
+            self.floors_len = 0;
         }
         moved_in
+    }
+
+    /// Rigs added one by one: how far (kW) the site's floor has climbed to `now_kw` from the
+    /// lowest floor of its last two weeks, when it climbed for at least two days and never fell
+    /// back on the way (no day's floor under the highest before it, less 0.2 kW and 5 %) —
+    /// as rigs that stay on make it, and as heating, which follows the weather down as well as
+    /// up, does not — and ends above any floor held before the low (a home back from a
+    /// vacation returns to a floor it has held). 0 otherwise.
+    pub fn floor_climb_kw(&self, now_kw: f64) -> f64 {
+        let floors: Vec<f64> = self.floors[..usize::from(self.floors_len)]
+            .iter()
+            .map(|&f| f64::from(f) / 100.0)
+            .collect();
+        let Some(low_at) =
+            (0..floors.len()).min_by(|&a, &b| floors[a].total_cmp(&floors[b]).then(b.cmp(&a)))
+        else {
+            return 0.0;
+        };
+        let low = floors[low_at];
+        let held_before = floors[..low_at].iter().copied().fold(0.0, f64::max);
+        if floors.len() - low_at < 3 || now_kw < 1.5 * held_before + 0.5 {
+            return 0.0;
+        }
+        let mut top = low;
+        for &f in floors[low_at + 1..].iter().chain([&now_kw]) {
+            if f < top - (0.2 + 0.05 * top) {
+                return 0.0;
+            }
+            top = top.max(f);
+        }
+        now_kw - low
     }
 
     pub fn max_ts(&self) -> i64 {
@@ -912,6 +965,54 @@ mod tests {
         let used = m.admit(x, H48).reading_use();
         closed.extend(std::iter::from_fn(|| m.pop_closed(H48)));
         (used, closed)
+    }
+
+    /// Rigs added every other day climb without falling back; heating that follows the
+    /// weather falls back; a home back from a vacation returns to a floor it held before.
+    #[test]
+    fn a_floor_climbs_step_upon_step_only_without_falling_back() {
+        let days = |floors: &[f64]| {
+            let mut m = Series::new();
+            for (i, &min_kw) in floors.iter().enumerate() {
+                let w = Window {
+                    hours: 24,
+                    min_kw,
+                    mean_kw: min_kw + 0.5,
+                    max_kw: min_kw + 2.0,
+                };
+                m.note_day(T0 + (i as i64 + 1) * 86_400, w);
+            }
+            m
+        };
+        let stepped = days(&[0.3, 0.3, 0.3, 1.8, 1.8, 3.3, 3.3, 4.8, 4.8]);
+        assert!((stepped.floor_climb_kw(4.8) - 4.5).abs() < 1e-9);
+        // A day's floor a little under the step before it still climbs.
+        let noisy = days(&[0.3, 0.3, 1.8, 1.75, 3.3, 3.2, 4.8]);
+        assert!((noisy.floor_climb_kw(6.3) - 6.0).abs() < 1e-9);
+        // Two weeks of floors are kept: a low older than that is not the climb's start.
+        let mut long = vec![0.3, 0.3];
+        long.extend([3.0; 14]);
+        assert_eq!(days(&long).floor_climb_kw(4.8), 0.0);
+        long.truncate(15);
+        assert!((days(&long).floor_climb_kw(4.8) - 4.5).abs() < 1e-9);
+        // Heating: colder, warmer, colder.
+        let heating = days(&[0.3, 1.5, 3.0, 1.2, 3.5, 5.0]);
+        assert_eq!(heating.floor_climb_kw(5.0), 0.0);
+        // Back from a vacation to the floor held before it.
+        let vacation = days(&[4.0, 4.0, 0.2, 0.2, 4.0, 4.1]);
+        assert_eq!(vacation.floor_climb_kw(4.1), 0.0);
+        // One step a day ago is the usual rule's, not a climb.
+        assert_eq!(days(&[0.3, 0.3, 5.0]).floor_climb_kw(5.0), 0.0);
+        // Days with too few hours in are not floors.
+        let mut m = Series::new();
+        let w = Window {
+            hours: 12,
+            min_kw: 0.1,
+            mean_kw: 0.5,
+            max_kw: 1.0,
+        };
+        m.note_day(T0, w);
+        assert_eq!(m.floor_climb_kw(6.0), 0.0);
     }
 
     /// A series that has judged its first hours: two days of zeros up to `T0`, all closed.

@@ -208,7 +208,7 @@ fn checkpoint_layout_is_pinned() {
     let bytes = e.checkpoint();
     assert_eq!(
         (FORMAT_VERSION, bytes.len(), fnv(&bytes)),
-        (3, 4296, 1385866828129212596),
+        (4, 4347, 8205413286993709104),
         "the checkpoint layout changed: bump FORMAT_VERSION and update this fingerprint"
     );
 }

@@ -90,11 +90,14 @@ impl MiningDetector {
         // all is known (`common_rise`: then only a rise far beyond theirs is not the season's),
         // and not move from hour to hour as heating does.
         let floor_before = series.baseline_floor_kw;
+        // Rigs added a few at a time never make one such step: a climb of the floor over the
+        // last two weeks counts as one (`climbed`).
         let flat_day = |w: &Window| w.min_kw >= min_kw && w.min_kw >= cfg.floor_share * w.mean_kw;
         let always_on = cx.day.filter(flat_day).filter(|w| {
             let new = learned
-                && w.min_kw - floor_before >= min_kw.max(floor_before)
-                && w.min_kw >= 1.5 * f64::from(series.high_floor_kw) + 0.5;
+                && (w.min_kw - floor_before >= min_kw.max(floor_before)
+                    && w.min_kw >= 1.5 * f64::from(series.high_floor_kw) + 0.5
+                    || cx.common_rise.is_none() && climbed(series, w.min_kw, min_kw));
             !residential
                 || (new || w.min_kw >= cfg.blatant_kw)
                     && series
@@ -209,6 +212,19 @@ impl SiteDetector for MiningDetector {
     ) -> Option<&'static str> {
         licensed_now(old, new).then_some(LICENSED)
     }
+}
+
+/// Rigs added a few at a time: the floor climbed, step upon step with no fall between
+/// ([`Series::floor_climb_kw`]), by at least `min_kw` and to four times the floor it climbed
+/// from, while the region's homes show no common rise. Rigs add their power to the few hundred
+/// watts a household keeps on; a home that heats electrically, whose winter floor is already a
+/// few kW, climbs with a deepening cold by a factor of two or three (the simulated winter's
+/// cold snap), and is left to the season and the weather.
+///
+/// [`Series::floor_climb_kw`]: crate::series::Series::floor_climb_kw
+fn climbed(series: &crate::series::Series, now_kw: f64, min_kw: f64) -> bool {
+    let climb = series.floor_climb_kw(now_kw);
+    climb >= min_kw && climb >= 3.0 * (now_kw - climb)
 }
 
 /// In a season, a site whose demand rose, against its usual, by a factor at least twice the
