@@ -201,10 +201,10 @@ fn apply_registry_row(
         }
         task.registry.insert(rp, offset + 1);
         if target.is_none_or(|t| t == p) {
-            let out = if task.taking_in {
-                &mut silent
-            } else {
+            let out = if task.speaks(rp, offset) {
                 &mut *alerts
+            } else {
+                &mut silent
             };
             task.engine.apply_registry(u.clone(), out);
         }
@@ -272,6 +272,7 @@ impl SideTopics {
         tracing::info!(hours, days, "weather and holidays read");
         for task in tasks.values_mut() {
             task.taking_in = false;
+            task.rewound = false;
         }
         Ok(SideTopics {
             registry,
@@ -545,8 +546,16 @@ struct Task {
     committed: i64,
     /// Per register partition, the next row the engine has seen.
     registry: BTreeMap<i32, i64>,
-    /// Just handed over, still taking in the side topics (which then make no alerts).
+    /// Just handed over or rewound, still taking in the side topics: their rows make no
+    /// alerts, but for rows past `said` (after a rewind).
     taking_in: bool,
+    /// Per register partition, the rows whose alerts a committed transaction carried (the
+    /// register offsets at this instance's last commit).
+    said: BTreeMap<i32, i64>,
+    /// Rewound after a refused transaction: rows taken in from `said` on were in no committed
+    /// transaction, so their alerts are sent again. `false` for a hand-over (the instance that
+    /// had the partition may have sent them).
+    rewound: bool,
     store: Option<Store>,
     last_checkpoint: Instant,
     /// The size and time (Unix seconds) of the last checkpoint written.
@@ -601,10 +610,18 @@ impl Task {
             committed,
             registry,
             taking_in: true,
+            said: BTreeMap::new(),
+            rewound: false,
             store,
             last_checkpoint: Instant::now(),
             checkpointed: None,
         })
+    }
+
+    /// Whether register row `offset` of register partition `rp`, applied now, sends its
+    /// alerts: always when live; while taking in, only the rows a rewind must say again.
+    fn speaks(&self, rp: i32, offset: i64) -> bool {
+        !self.taking_in || self.rewound && offset >= self.said.get(&rp).copied().unwrap_or(0)
     }
 
     /// Back to the last checkpoint (or to nothing), readings up to the last commit to be
@@ -620,9 +637,11 @@ impl Task {
         let restored = store
             .as_ref()
             .and_then(|s| s.load(here, &until, cfg).ok().flatten());
-        let checkpointed = self.checkpointed;
+        let (checkpointed, said) = (self.checkpointed, std::mem::take(&mut self.said));
         *self = Task::new(partition, self.committed, restored, store, cfg)?;
         self.checkpointed = checkpointed;
+        self.said = said;
+        self.rewound = true;
         Ok(())
     }
 
@@ -1166,13 +1185,14 @@ pub fn run(
                         };
                         consumer.seek(topic, p, from, TIMEOUT)?;
                     }
-                    let mut silent = Vec::new();
+                    // Register rows applied since the last commit were in the refused
+                    // transaction: their alerts are said again.
                     side = Some(SideTopics::read(
                         k,
                         &d.group_id,
                         &mut tasks,
                         partition_count,
-                        &mut silent,
+                        &mut alerts,
                     )?);
                     continue;
                 }
@@ -1180,6 +1200,7 @@ pub fn run(
             };
             for task in tasks.values_mut() {
                 task.committed = task.committable();
+                task.said.clone_from(&task.registry);
             }
             TransactionCommitted {
                 millis: committing.elapsed().as_millis() as u64,
@@ -1339,6 +1360,8 @@ mod tests {
             committed: replay_until,
             registry: BTreeMap::new(),
             taking_in: false,
+            said: BTreeMap::new(),
+            rewound: false,
             store: None,
             last_checkpoint: Instant::now(),
             checkpointed: None,
@@ -1411,6 +1434,23 @@ mod tests {
         assert_eq!(meters(&tasks), vec![(0, 0), (1, 0), (2, 1)]);
         assert!(tasks.values().all(|t| t.registry[&0] == 4));
         assert!(alerts.is_empty());
+    }
+
+    #[test]
+    fn after_a_rewind_only_the_register_rows_no_commit_carried_send_alerts_again() {
+        let cfg = EngineConfig::default();
+        let mut t = task(&cfg, 0, 0);
+        assert!(t.speaks(0, 7), "live: every row");
+        // Handed over: the instance before may have sent them all.
+        t.taking_in = true;
+        assert!(!t.speaks(0, 7));
+        // Rewound: rows 0..5 of register partition 0 were in a committed transaction, the
+        // rest, and every row of partition 1, were not.
+        t.rewound = true;
+        t.said = BTreeMap::from([(0, 5)]);
+        assert!(!t.speaks(0, 4));
+        assert!(t.speaks(0, 5));
+        assert!(t.speaks(1, 0));
     }
 
     #[test]
