@@ -271,6 +271,10 @@ impl SideTopics {
         )?;
         tracing::info!(hours, days, "weather and holidays read");
         for task in tasks.values_mut() {
+            // Handed over: what it took in silently was the previous owner's to say.
+            if !task.rewound {
+                task.said.clone_from(&task.registry);
+            }
             task.taking_in = false;
             task.rewound = false;
         }
