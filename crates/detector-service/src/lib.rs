@@ -974,8 +974,16 @@ pub fn run(
         )
     })?;
     let topic = &k.topics.readings;
+    let mut ccfg = group_member_config(k, &d.group_id, &instance);
+    // A backlog (a replay, a catch-up after an outage, a head-end's backfill) was read at the
+    // pace of librdkafka's fetches, not judged at the engines': with fetches of 4 MiB a partition
+    // instead of its default 1 MiB, 2.9 M readings on three partitions went from 16-18 s to
+    // 6.6-7.6 s (256 KiB: 22 s; 16 MiB: 7.1-7.3 s). A setting in `kafka.properties` wins.
+    if !k.properties.contains_key("max.partition.fetch.bytes") {
+        ccfg.set("max.partition.fetch.bytes", "4194304");
+    }
     let consumer: rdkafka::consumer::BaseConsumer<Assigner> =
-        group_member_config(k, &d.group_id, &instance).create_with_context(Assigner {
+        ccfg.create_with_context(Assigner {
             topic: topic.clone(),
             group_id: d.group_id.clone(),
             state_dir: d.state_dir.clone(),
