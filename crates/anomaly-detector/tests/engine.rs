@@ -153,6 +153,44 @@ fn home_miner_within_permit_is_flagged_within_two_days() {
     assert!(!kinds(&alerts, AlertStatus::Open).contains(&AlertKind::CapacityExceeded));
 }
 
+/// Rigs added 1.5 kW every other day never make one step a day could flag, but their climb
+/// is mining once it passes 4.5 kW; a home heating electrically whose 3 kW winter floor climbs
+/// as steadily by 5.6 kW (a deepening cold) climbs by a factor under 3, not 4, and is not.
+#[test]
+fn rigs_added_every_other_day_are_found_by_their_climb_and_a_steadily_colder_home_is_not() {
+    let mut e = engine_with(&[
+        site("1", CustomerClass::Residential, Some(15.0)),
+        site("2", CustomerClass::Residential, Some(15.0)),
+    ]);
+    let onset_day = 3;
+    let rigs = |i: i64| {
+        let day = (i - 1) / 96;
+        if day < onset_day {
+            0.0
+        } else {
+            (1.5 * ((day - onset_day) / 2 + 1) as f64).min(7.5)
+        }
+    };
+    let alerts = feed(&mut e, "M1", 16, |i, h| household(i, h) + rigs(i));
+    let case = the_one_case(&alerts, "S1", "stepped rigs");
+    assert_eq!(case.kind, AlertKind::MiningSignature);
+    // Found once the rigs reach 4.5 kW (their third step, day 7), within four days of it.
+    let third_step = T0 + (onset_day + 4) * 86_400;
+    assert!(case.detected_at >= third_step, "{}", case.detected_at);
+    assert!(
+        case.detected_at <= third_step + 4 * 86_400,
+        "{}",
+        case.detected_at
+    );
+    // Heating: 3 kW under the household, 0.8 kW more every other day, no day warmer than the
+    // one before.
+    let heated = feed(&mut e, "M2", 16, |i, h| {
+        let day = (i - 1) / 96;
+        household(i, h) + 3.0 + 0.8 * (day / 2) as f64
+    });
+    assert!(heated.is_empty(), "false alerts: {heated:#?}");
+}
+
 #[test]
 fn households_ev_chargers_and_heating_are_not_flagged() {
     let mut e = engine_with(&[
