@@ -312,10 +312,11 @@ impl Series {
     /// up, does not — and ends above any floor held before the low (a home back from a
     /// vacation returns to a floor it has held). 0 otherwise.
     pub fn floor_climb_kw(&self, now_kw: f64) -> f64 {
-        let floors: Vec<f64> = self.floors[..usize::from(self.floors_len)]
-            .iter()
-            .map(|&f| f64::from(f) / 100.0)
-            .collect();
+        let mut kw = [0.0; FLOOR_DAYS];
+        let floors = &mut kw[..usize::from(self.floors_len)];
+        for (k, &f) in floors.iter_mut().zip(&self.floors) {
+            *k = f64::from(f) / 100.0;
+        }
         let Some(low_at) =
             (0..floors.len()).min_by(|&a, &b| floors[a].total_cmp(&floors[b]).then(b.cmp(&a)))
         else {

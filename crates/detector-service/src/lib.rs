@@ -272,11 +272,10 @@ impl SideTopics {
         tracing::info!(hours, days, "weather and holidays read");
         for task in tasks.values_mut() {
             // Handed over: what it took in silently was the previous owner's to say.
-            if !task.rewound {
-                task.said.clone_from(&task.registry);
+            if task.said.is_none() {
+                task.said = Some(task.registry.clone());
             }
             task.taking_in = false;
-            task.rewound = false;
         }
         Ok(SideTopics {
             registry,
@@ -553,13 +552,11 @@ struct Task {
     /// Just handed over or rewound, still taking in the side topics: their rows make no
     /// alerts, but for rows past `said` (after a rewind).
     taking_in: bool,
-    /// Per register partition, the rows whose alerts a committed transaction carried (the
-    /// register offsets at this instance's last commit).
-    said: BTreeMap<i32, i64>,
-    /// Rewound after a refused transaction: rows taken in from `said` on were in no committed
-    /// transaction, so their alerts are sent again. `false` for a hand-over (the instance that
-    /// had the partition may have sent them).
-    rewound: bool,
+    /// Per register partition, the rows whose alerts were said: the register offsets at this
+    /// instance's last commit, or where a hand-over's taking in ended. `None` while a hand-over
+    /// takes the register in (the instance that had the partition may have sent its alerts);
+    /// after a rewind, rows from here on were in no committed transaction and speak again.
+    said: Option<BTreeMap<i32, i64>>,
     store: Option<Store>,
     last_checkpoint: Instant,
     /// The size and time (Unix seconds) of the last checkpoint written.
@@ -614,8 +611,7 @@ impl Task {
             committed,
             registry,
             taking_in: true,
-            said: BTreeMap::new(),
-            rewound: false,
+            said: None,
             store,
             last_checkpoint: Instant::now(),
             checkpointed: None,
@@ -625,7 +621,11 @@ impl Task {
     /// Whether register row `offset` of register partition `rp`, applied now, sends its
     /// alerts: always when live; while taking in, only the rows a rewind must say again.
     fn speaks(&self, rp: i32, offset: i64) -> bool {
-        !self.taking_in || self.rewound && offset >= self.said.get(&rp).copied().unwrap_or(0)
+        !self.taking_in
+            || self
+                .said
+                .as_ref()
+                .is_some_and(|said| offset >= said.get(&rp).copied().unwrap_or(0))
     }
 
     /// Back to the last checkpoint (or to nothing), readings up to the last commit to be
@@ -645,7 +645,6 @@ impl Task {
         *self = Task::new(partition, self.committed, restored, store, cfg)?;
         self.checkpointed = checkpointed;
         self.said = said;
-        self.rewound = true;
         Ok(())
     }
 
@@ -1212,7 +1211,7 @@ pub fn run(
             };
             for task in tasks.values_mut() {
                 task.committed = task.committable();
-                task.said.clone_from(&task.registry);
+                task.said = Some(task.registry.clone());
             }
             TransactionCommitted {
                 millis: committing.elapsed().as_millis() as u64,
@@ -1372,8 +1371,7 @@ mod tests {
             committed: replay_until,
             registry: BTreeMap::new(),
             taking_in: false,
-            said: BTreeMap::new(),
-            rewound: false,
+            said: None,
             store: None,
             last_checkpoint: Instant::now(),
             checkpointed: None,
@@ -1458,8 +1456,7 @@ mod tests {
         assert!(!t.speaks(0, 7));
         // Rewound: rows 0..5 of register partition 0 were in a committed transaction, the
         // rest, and every row of partition 1, were not.
-        t.rewound = true;
-        t.said = BTreeMap::from([(0, 5)]);
+        t.said = Some(BTreeMap::from([(0, 5)]));
         assert!(!t.speaks(0, 4));
         assert!(t.speaks(0, 5));
         assert!(t.speaks(1, 0));
