@@ -28,6 +28,13 @@ pub struct EngineConfig {
     /// this horizon has passed them; a feeder's hours once all its meters' data are in, or
     /// once its newest reading is this far past them.
     pub lateness_horizon_s: i64,
+    /// Readings within this much of the newest reading time are held and judged in event-time
+    /// order, so that the alerts do not depend on the order in which meters deliver (any order
+    /// in which each reading arrives within the window gives the same alerts). It delays every
+    /// judgement by the window and holds the window's readings (about 200 B each). 0 (the
+    /// default): each reading is judged as it arrives, and judgements that read other meters'
+    /// hours (the season, peers, split parts, the feeder balance) see them as they stand.
+    pub order_window_s: i64,
     /// Demand up to `permitted_kw × (1 + permit_tolerance)` is within a permit: for capacity
     /// cases, and for what a licensed mining site may draw.
     pub permit_tolerance: f64,
@@ -61,6 +68,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             lateness_horizon_s: 48 * 3600,
+            order_window_s: 0,
             permit_tolerance: 0.10,
             resolve_after_s: 24 * 3600,
             update_interval_s: 6 * 3600,
@@ -108,6 +116,7 @@ impl EngineConfig {
             0,
             MAX_HORIZON_S,
         )?;
+        in_range("order_window_s", self.order_window_s, 0, MAX_HORIZON_S)?;
         in_range("permit_tolerance", self.permit_tolerance, 0.0, 10.0)?;
         at_least("resolve_after_s", self.resolve_after_s, HOUR)?;
         at_least("update_interval_s", self.update_interval_s, 0)?;

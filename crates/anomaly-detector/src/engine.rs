@@ -21,6 +21,7 @@ use crate::detectors::step::StepState;
 use crate::detectors::tamper::TamperState;
 use crate::detectors::{ConfigError, HourCx, SiteDetector};
 use crate::episode::{Episode, Target};
+use crate::order::Order;
 use crate::series::{Admitted, Closed, ClosedHour, Series, HOUR};
 use gridwatch_core::events::ReadingUse;
 use gridwatch_core::{
@@ -106,6 +107,8 @@ pub struct Engine {
     pub(crate) crowds: Vec<Crowd>,
     /// Register rows waiting for their `effective_from`, per meter slot, earliest first.
     pub(crate) pending: FxHashMap<u32, Vec<MeterRecord>>,
+    /// Readings held for the order window.
+    pub(crate) order: Order,
 }
 
 impl Engine {
@@ -113,7 +116,6 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Result<Engine, ConfigError> {
         let d = cfg.build()?;
         Ok(Engine {
-            cfg,
             d,
             index: FxHashMap::default(),
             slots: Vec::new(),
@@ -124,6 +126,8 @@ impl Engine {
             crowd_index: FxHashMap::default(),
             crowds: Vec::new(),
             pending: FxHashMap::default(),
+            order: Order::new(cfg.order_window_s),
+            cfg,
         })
     }
 
@@ -143,7 +147,9 @@ impl Engine {
                 s.st.series.heap_bytes() + s.st.episodes.capacity() * std::mem::size_of::<Episode>()
             })
             .sum();
-        std::mem::size_of::<Slot>() + heap / self.slots.len().max(1)
+        // A held reading: the reading, its key (a second id) and its map entry's share.
+        let held = self.order.len() * (2 * std::mem::size_of::<Reading>() + 24);
+        std::mem::size_of::<Slot>() + (heap + held) / self.slots.len().max(1)
     }
 
     fn slot_of(&mut self, meter_id: &str) -> usize {
@@ -425,8 +431,48 @@ impl Engine {
         self.regions[k as usize].weather(w.ts, w.temp_c);
     }
 
-    /// Takes one validated reading; appends any alerts it raises to `out`, and says what it
-    /// made of the reading.
+    /// Takes one validated reading through the order window (`order_window_s`): it is judged
+    /// now, or held and judged once the window has passed it, and so may release earlier ones.
+    /// `seen` hears of every reading judged, with the `tag` it was offered with (a line, an
+    /// offset) and what the engine made of it; alerts go to `out`. With no window, this is
+    /// [`Engine::on_reading`].
+    pub fn offer(
+        &mut self,
+        r: &Reading,
+        tag: u64,
+        out: &mut Vec<Alert>,
+        seen: &mut impl FnMut(u64, &Reading, ReadingUse),
+    ) {
+        if !self.order.hold(r, tag) {
+            let used = self.on_reading(r, out);
+            seen(tag, r, used);
+            return;
+        }
+        while let Some((tag, r)) = self.order.due() {
+            let used = self.on_reading(&r, out);
+            seen(tag, &r, used);
+        }
+    }
+
+    /// Judges every reading the order window still holds (the end of a finite input).
+    pub fn release_held(
+        &mut self,
+        out: &mut Vec<Alert>,
+        seen: &mut impl FnMut(u64, &Reading, ReadingUse),
+    ) {
+        while let Some((tag, r)) = self.order.next() {
+            let used = self.on_reading(&r, out);
+            seen(tag, &r, used);
+        }
+    }
+
+    /// Readings the order window holds.
+    pub fn held(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Takes one validated reading and judges it now, whatever the order window; appends any
+    /// alerts it raises to `out`, and says what it made of the reading.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> ReadingUse {
         let i = match self.index.get(r.meter_id.as_str()) {
             Some(&i) => i as usize,

@@ -16,6 +16,7 @@ mod detectors;
 pub mod engine;
 mod episode;
 mod evidence;
+mod order;
 mod series;
 
 pub use checkpoint::RestoreError;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{started, utility};
+use common::{started_with, utility};
 use gridwatch_anomaly_detector::checkpoint::FORMAT_VERSION;
 use gridwatch_anomaly_detector::{Engine, EngineConfig, RestoreError};
 use gridwatch_core::{
@@ -48,7 +48,7 @@ fn json(alerts: &[Alert]) -> Vec<String> {
 #[test]
 fn a_run_checkpointed_and_restored_anywhere_gives_the_alerts_of_one_uninterrupted_run() {
     let (records, weather, readings) = winter();
-    let mut whole = started(&records, &weather);
+    let mut whole = started_with(EngineConfig::default(), &records, &weather);
     let mut want = Vec::new();
     for r in &readings {
         whole.on_reading(r, &mut want);
@@ -65,7 +65,7 @@ fn a_run_checkpointed_and_restored_anywhere_gives_the_alerts_of_one_uninterrupte
         readings.len() / 2,
         readings.len() - 5,
     ];
-    let mut e = started(&records, &weather);
+    let mut e = started_with(EngineConfig::default(), &records, &weather);
     let mut got = Vec::new();
     let mut from = 0;
     for &cut in &cuts {
@@ -98,7 +98,7 @@ fn a_run_checkpointed_and_restored_anywhere_gives_the_alerts_of_one_uninterrupte
 #[test]
 fn a_checkpoint_of_other_settings_another_version_or_damaged_is_refused_with_the_reason() {
     let (records, weather, readings) = winter();
-    let mut e = started(&records, &weather);
+    let mut e = started_with(EngineConfig::default(), &records, &weather);
     let mut out = Vec::new();
     for r in &readings[..readings.len() / 3] {
         e.on_reading(r, &mut out);
@@ -208,7 +208,7 @@ fn checkpoint_layout_is_pinned() {
     let bytes = e.checkpoint();
     assert_eq!(
         (FORMAT_VERSION, bytes.len(), fnv(&bytes)),
-        (4, 4347, 8205413286993709104),
+        (5, 4368, 8260090812254577231),
         "the checkpoint layout changed: bump FORMAT_VERSION and update this fingerprint"
     );
 }

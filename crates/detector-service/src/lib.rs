@@ -901,17 +901,26 @@ fn judge(
             });
         match &reading {
             Ok(r) => {
-                let used = task.engine.on_reading(r, &mut alerts);
-                if is_live {
-                    ReadingProcessed(used).emit(counters);
-                    if used == ReadingUse::Late {
-                        let rec = DlqRecord::new(
-                            LATE_REASON.to_string(),
-                            source(),
-                            serde_json::to_string(r)?,
-                        );
-                        v.dlq.push((rec.source.clone(), serde_json::to_vec(&rec)?));
-                    }
+                // Each reading judged, now or released by the order window (named by its own
+                // offset). What judging this offset gives, like its alerts, was committed
+                // before if it is below `replay_until`.
+                let dlq = &mut v.dlq;
+                let mut failed = None;
+                task.engine
+                    .offer(r, f.offset as u64, &mut alerts, &mut |at, r, used| {
+                        if is_live {
+                            ReadingProcessed(used).emit(counters);
+                            if used == ReadingUse::Late {
+                                let source = format!("{topic}/{partition}/{at}");
+                                match late_record(source, r) {
+                                    Ok(rec) => dlq.push(rec),
+                                    Err(e) => failed = Some(e),
+                                }
+                            }
+                        }
+                    });
+                if let Some(e) = failed {
+                    return Err(e);
                 }
             }
             Err(reason) if is_live => {
@@ -941,6 +950,12 @@ fn judge(
         }
     }
     Ok(v)
+}
+
+/// The DLQ record of a reading rejected as late: its key (the source) and value.
+fn late_record(source: String, r: &Reading) -> Result<(String, Vec<u8>)> {
+    let rec = DlqRecord::new(LATE_REASON.to_string(), source, serde_json::to_string(r)?);
+    Ok((rec.source.clone(), serde_json::to_vec(&rec)?))
 }
 
 /// Runs until `stop` is set (then finishes the open batch) or an error occurs, counting in

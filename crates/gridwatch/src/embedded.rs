@@ -408,21 +408,30 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
             from_engines.push(answers);
             returned.push(shares_back);
             scope.spawn(move || {
+                // Each reading judged (now, or released by the order window), by its line.
+                let seen = |late: &mut Vec<(u64, String)>, line: u64, r: &Reading, used| {
+                    ReadingProcessed(used).emit(counters);
+                    if used == ReadingUse::Late {
+                        late.push((line, serde_json::to_string(r).unwrap_or_default()));
+                    }
+                };
                 for share in rx {
                     let mut judged = Judged::default();
+                    let Judged { alerts, late } = &mut judged;
                     for (line, reading) in &share {
-                        let used = engine.on_reading(reading, &mut judged.alerts);
-                        ReadingProcessed(used).emit(counters);
-                        if used == ReadingUse::Late {
-                            let json = serde_json::to_string(reading).unwrap_or_default();
-                            judged.late.push((*line, json));
-                        }
+                        engine.offer(reading, *line, alerts, &mut |l, r, u| seen(late, l, r, u));
                     }
                     if done.send(judged).is_err() {
                         return;
                     }
                     let _ = back.try_send(share);
                 }
+                // The end of the input: what the order window holds is judged, as one more
+                // answer.
+                let mut judged = Judged::default();
+                let Judged { alerts, late } = &mut judged;
+                engine.release_held(alerts, &mut |l, r, u| seen(late, l, r, u));
+                let _ = done.send(judged);
             });
         }
         let parts = &parts;
@@ -474,8 +483,10 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
             DlqWritten(1).emit(counters);
             Ok(())
         };
-        // On an error, dropping the receivers stops the other threads.
-        for chunk in parsed {
+        // On an error, dropping the receivers stops the other threads. After the last chunk,
+        // each engine answers once more: the readings its order window held.
+        let last = std::iter::once(Parsed::Chunk(Vec::new()));
+        for chunk in parsed.into_iter().chain(last) {
             let rejected = match chunk {
                 Parsed::Chunk(rejected) => rejected,
                 Parsed::Failed(e) => anyhow::bail!(e),

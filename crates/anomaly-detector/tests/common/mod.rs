@@ -55,8 +55,9 @@ pub fn utility(cfg: SimConfig) -> (Vec<MeterRecord>, Vec<WeatherObs>, Vec<Readin
     (records, weather, readings)
 }
 
-pub fn started(records: &[MeterRecord], weather: &[WeatherObs]) -> Engine {
-    let mut e = Engine::new(EngineConfig::default()).unwrap();
+/// An engine with these settings, the register and the weather taken in.
+pub fn started_with(cfg: EngineConfig, records: &[MeterRecord], weather: &[WeatherObs]) -> Engine {
+    let mut e = Engine::new(cfg).unwrap();
     let mut out = Vec::new();
     for r in records {
         e.apply_registry(RegistryUpdate::Upsert(r.clone()), &mut out);
