@@ -5,7 +5,7 @@
 //! Layout: the magic `GWENGINE`, the format version (u32, little endian), then a postcard body:
 //! the detector settings the state was built under (as JSON), every meter's slot with its id,
 //! every feeder, every region, every crowd of unregistered meters, the register rows waiting for
-//! their `effective_from`, the readings the order window holds (as the topic's JSON). A checkpoint of another format version, or made under other
+//! their `effective_from`, the readings the order window holds. A checkpoint of another format version, or made under other
 //! settings, is refused with the reason, and the caller rebuilds the state by a full replay:
 //! state learned under other thresholds would not be the state those readings give now.
 
@@ -62,14 +62,7 @@ struct BodyOut<'a> {
     regions: Vec<(&'a str, &'a Season)>,
     crowds: &'a [Crowd],
     pending: Vec<(u32, &'a [MeterRecord])>,
-    order: OrderBody,
-}
-
-/// The order window's clock and its held readings (tag, the reading as JSON), in release order.
-#[derive(Serialize, Deserialize)]
-struct OrderBody {
-    clock: Option<i64>,
-    held: Vec<(u64, String)>,
+    order: &'a Order,
 }
 
 #[derive(Serialize)]
@@ -97,7 +90,7 @@ struct BodyIn {
     regions: Vec<(String, Season)>,
     crowds: Vec<Crowd>,
     pending: Vec<(u32, Vec<MeterRecord>)>,
-    order: OrderBody,
+    order: Order,
 }
 
 #[derive(Deserialize)]
@@ -141,18 +134,6 @@ impl Engine {
             .collect();
         pending.sort_unstable_by_key(|&(i, _)| i);
         let regions = names(&self.region_index, self.regions.len());
-        let (clock, held) = self.order.parts();
-        let order = OrderBody {
-            clock,
-            held: held
-                .map(|(tag, r)| {
-                    (
-                        *tag,
-                        serde_json::to_string(r).expect("a reading serializes"),
-                    )
-                })
-                .collect(),
-        };
         let body = BodyOut {
             settings: settings_json(&self.cfg),
             slots: self
@@ -180,7 +161,7 @@ impl Engine {
             regions: regions.into_iter().zip(&self.regions).collect(),
             crowds: &self.crowds,
             pending,
-            order,
+            order: &self.order,
         };
         let mut out = Vec::with_capacity(64 + self.slots.len() * 512);
         out.extend_from_slice(MAGIC);
@@ -277,19 +258,7 @@ impl Engine {
                 return Err(corrupt("a meter's waiting rows appear twice"));
             }
         }
-        let held = body
-            .order
-            .held
-            .into_iter()
-            .map(|(tag, json)| {
-                Ok((
-                    tag,
-                    serde_json::from_str(&json)
-                        .map_err(|_| corrupt("a held reading does not decode"))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, RestoreError>>()?;
-        e.order = Order::from_parts(e.cfg.order_window_s, body.order.clock, held);
+        e.order = body.order.with_window(e.cfg.order_window_s);
         Ok(e)
     }
 }

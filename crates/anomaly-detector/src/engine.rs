@@ -147,8 +147,7 @@ impl Engine {
                 s.st.series.heap_bytes() + s.st.episodes.capacity() * std::mem::size_of::<Episode>()
             })
             .sum();
-        // A held reading: the reading, its key (a second id) and its map entry's share.
-        let held = self.order.len() * (2 * std::mem::size_of::<Reading>() + 24);
+        let held = self.order.heap_bytes();
         std::mem::size_of::<Slot>() + (heap + held) / self.slots.len().max(1)
     }
 

@@ -12,23 +12,101 @@
 //! the engine counts it, or rejects it as late by its meter's horizon).
 //!
 //! The price is latency and memory: every judgement waits the window of stream time, and the
-//! window's readings are held (about 200 bytes each). Off (0) by default. See
-//! docs/ARCHITECTURE.md, "Arrival order".
+//! window's readings are held (56 bytes each, in buckets by interval end). Off (0) by default.
+//! See docs/ARCHITECTURE.md, "Arrival order".
 
 use gridwatch_core::reading::CompactString;
 use gridwatch_core::{Quality, Reading};
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
 
-/// (interval end, meter id, 0 for an estimate and 1 for an actual, arrival number).
-type Key = (i64, CompactString, u8, u64);
+/// A held reading without its interval end (its bucket's key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Held {
+    meter_id: CompactString,
+    kwh: f64,
+    /// The caller's tag (a line, an offset).
+    tag: u64,
+    interval_s: u32,
+    quality: Quality,
+    /// The optional fields, when any is set (rare).
+    extra: Option<Box<Extra>>,
+}
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Extra {
+    kvarh: Option<f64>,
+    kwh_export: Option<f64>,
+    voltage_v: Option<f64>,
+    current_a: Option<f64>,
+    feeder_id: Option<CompactString>,
+}
+
+impl Held {
+    fn of(r: &Reading, tag: u64) -> Held {
+        let any = r.kvarh.is_some()
+            || r.kwh_export.is_some()
+            || r.voltage_v.is_some()
+            || r.current_a.is_some()
+            || r.feeder_id.is_some();
+        Held {
+            meter_id: r.meter_id.clone(),
+            kwh: r.kwh,
+            tag,
+            interval_s: r.interval_s,
+            quality: r.quality,
+            extra: any.then(|| {
+                Box::new(Extra {
+                    kvarh: r.kvarh,
+                    kwh_export: r.kwh_export,
+                    voltage_v: r.voltage_v,
+                    current_a: r.current_a,
+                    feeder_id: r.feeder_id.clone(),
+                })
+            }),
+        }
+    }
+
+    fn into_reading(self, ts: i64) -> (u64, Reading) {
+        let x = self.extra.map_or(
+            Extra {
+                kvarh: None,
+                kwh_export: None,
+                voltage_v: None,
+                current_a: None,
+                feeder_id: None,
+            },
+            |x| *x,
+        );
+        let r = Reading {
+            meter_id: self.meter_id,
+            ts,
+            interval_s: self.interval_s,
+            kwh: self.kwh,
+            kvarh: x.kvarh,
+            kwh_export: x.kwh_export,
+            voltage_v: x.voltage_v,
+            current_a: x.current_a,
+            feeder_id: x.feeder_id,
+            quality: self.quality,
+        };
+        (self.tag, r)
+    }
+}
+
+/// The window's state: the clock, and the held readings by interval end. Its length is a
+/// setting, not state.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Order {
+    #[serde(skip)]
     window: i64,
     /// The newest reading time offered.
     clock: Option<i64>,
-    seq: u64,
-    held: BTreeMap<Key, (u64, Reading)>,
+    /// Each bucket in arrival order.
+    held: BTreeMap<i64, Vec<Held>>,
+    /// The bucket being released, in order (empty between two offers).
+    #[serde(skip)]
+    ready: VecDeque<(u64, Reading)>,
 }
 
 impl Order {
@@ -39,53 +117,75 @@ impl Order {
         }
     }
 
+    /// This state under a window of `window` (after a restore).
+    pub fn with_window(self, window: i64) -> Order {
+        Order { window, ..self }
+    }
+
     /// Holds `r` (with the caller's `tag`) if it is within the window; `false`: judge it now.
     pub fn hold(&mut self, r: &Reading, tag: u64) -> bool {
         if self.window == 0 || self.clock.is_some_and(|c| r.ts < c - self.window) {
             return false;
         }
         self.clock = Some(self.clock.map_or(r.ts, |c| c.max(r.ts)));
-        let actual = u8::from(r.quality == Quality::Actual);
-        self.held.insert(
-            (r.ts, r.meter_id.clone(), actual, self.seq),
-            (tag, r.clone()),
-        );
-        self.seq += 1;
+        self.held.entry(r.ts).or_default().push(Held::of(r, tag));
         true
     }
 
     /// The next held reading the clock has passed by more than the window.
     pub fn due(&mut self) -> Option<(u64, Reading)> {
-        let clock = self.clock?;
-        let entry = self.held.first_entry()?;
-        (entry.key().0 < clock - self.window).then(|| entry.remove())
+        if self.ready.is_empty() {
+            let clock = self.clock?;
+            let (&ts, _) = self.held.first_key_value()?;
+            if ts >= clock - self.window {
+                return None;
+            }
+            self.open_first();
+        }
+        self.ready.pop_front()
     }
 
     /// The next held reading, due or not (the end of the input).
     pub fn next(&mut self) -> Option<(u64, Reading)> {
-        self.held.pop_first().map(|(_, v)| v)
-    }
-
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// The clock and the held readings (tag, reading) in release order, for a checkpoint.
-    pub fn parts(&self) -> (Option<i64>, impl Iterator<Item = &(u64, Reading)>) {
-        (self.clock, self.held.values())
-    }
-
-    /// Back from [`Order::parts`].
-    pub fn from_parts(window: i64, clock: Option<i64>, held: Vec<(u64, Reading)>) -> Order {
-        let mut o = Order::new(window);
-        for (tag, r) in held {
-            let actual = u8::from(r.quality == Quality::Actual);
-            o.held
-                .insert((r.ts, r.meter_id.clone(), actual, o.seq), (tag, r));
-            o.seq += 1;
+        if self.ready.is_empty() {
+            self.open_first();
         }
-        o.clock = clock;
-        o
+        self.ready.pop_front()
+    }
+
+    /// Moves the earliest bucket to `ready`, in the order of meter id, estimates before
+    /// actuals, arrival.
+    fn open_first(&mut self) {
+        let Some((ts, mut bucket)) = self.held.pop_first() else {
+            return;
+        };
+        // Stable: copies of one interval keep their arrival order.
+        bucket.sort_by(|a, b| {
+            (&a.meter_id, a.quality == Quality::Actual)
+                .cmp(&(&b.meter_id, b.quality == Quality::Actual))
+        });
+        self.ready
+            .extend(bucket.into_iter().map(|h| h.into_reading(ts)));
+    }
+
+    /// Readings held.
+    pub fn len(&self) -> usize {
+        self.held.values().map(Vec::len).sum::<usize>() + self.ready.len()
+    }
+
+    /// Bytes the held readings take, about.
+    pub fn heap_bytes(&self) -> usize {
+        let per = std::mem::size_of::<Held>();
+        let buckets = self.held.len() * (std::mem::size_of::<(i64, Vec<Held>)>() + 16);
+        let extras = self
+            .held
+            .values()
+            .flatten()
+            .filter(|h| h.extra.is_some())
+            .count()
+            * std::mem::size_of::<Extra>();
+        let capacity: usize = self.held.values().map(Vec::capacity).sum();
+        buckets + capacity * per + extras
     }
 }
 
@@ -95,16 +195,8 @@ mod tests {
 
     fn reading(meter: &str, ts: i64, quality: Quality) -> Reading {
         Reading {
-            meter_id: meter.into(),
-            ts,
-            interval_s: 900,
-            kwh: 1.0,
-            kvarh: None,
-            kwh_export: None,
-            voltage_v: None,
-            current_a: None,
-            feeder_id: None,
             quality,
+            ..Reading::new(meter, ts, 900, 1.0)
         }
     }
 
@@ -162,11 +254,35 @@ mod tests {
             "behind the window"
         );
         assert_eq!(o.len(), 2);
-        let (clock, held) = o.parts();
-        let held: Vec<_> = held.cloned().collect();
-        let mut back = Order::from_parts(3600, clock, held);
-        assert_eq!(back.next().map(|(tag, _)| tag), Some(2));
-        assert_eq!(back.next().map(|(tag, _)| tag), Some(3));
+    }
+
+    #[test]
+    fn a_held_reading_comes_back_whole_through_a_checkpoint() {
+        let mut o = Order::new(3600);
+        let full = Reading {
+            kvarh: Some(0.5),
+            kwh_export: Some(0.25),
+            voltage_v: Some(231.0),
+            current_a: Some(4.5),
+            feeder_id: Some("F1".into()),
+            quality: Quality::Estimated,
+            ..Reading::new("A", 900, 300, 1.5)
+        };
+        assert!(o.hold(&full, 7));
+        assert!(o.hold(&reading("B", 1800, Quality::Actual), 8));
+        let bytes = postcard::to_stdvec(&o).unwrap();
+        let mut back = postcard::from_bytes::<Order>(&bytes)
+            .unwrap()
+            .with_window(3600);
+        assert!(
+            !back.hold(&reading("D", 1800 - 3601, Quality::Actual), 10),
+            "the clock came back: this one is behind the window"
+        );
+        assert!(back.hold(&reading("C", 5401, Quality::Actual), 9));
+        assert_eq!(back.due(), Some((7, full)));
+        assert_eq!(back.due().map(|(tag, r)| (tag, r.ts)), Some((8, 1800)));
+        assert_eq!(back.due(), None);
+        assert_eq!(back.len(), 1);
     }
 
     #[test]
