@@ -658,16 +658,20 @@ fn in_event_order_another_delivery_order_through_kafka_gives_the_embedded_alerts
     };
     let as_simulated = file("as-simulated.csv", &lines, true);
     let emb = env.dir.join("embedded");
-    env.run(&[
-        "run",
-        "--registry",
-        &format!("{d}/registry.csv"),
-        "--readings",
-        as_simulated.to_str().unwrap(),
-        "--out",
-        emb.to_str().unwrap(),
-        "--quiet",
-    ]);
+    // The analysts' flag gives the window the detector runs with (the horizon).
+    env.clone()
+        .with("GRIDWATCH__DETECTOR__ORDER_WINDOW_S", "0")
+        .run(&[
+            "run",
+            "--registry",
+            &format!("{d}/registry.csv"),
+            "--readings",
+            as_simulated.to_str().unwrap(),
+            "--out",
+            emb.to_str().unwrap(),
+            "--in-event-order",
+            "--quiet",
+        ]);
     let words = |alerts: &[Value]| -> Vec<String> {
         let mut w: Vec<String> = alerts
             .iter()
