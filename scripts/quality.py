@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 # The fixed suite (several seeds and sizes; the fifth half-hourly, Central European time across
 # the spring DST change), shared with the golden-alerts test (scripts/golden.sh).
@@ -121,6 +122,44 @@ def recall(scenarios, within_h=None):
     delays = [c["delay_h"] for c in rows if c["delay_h"] is not None]
     return len(rows), len(hit), delays
 
+
+# 1c. Delivery order: the winter utility's readings delivered in another order — each meter's
+# moved by its own 0-12 hours on top of the daily batches —, judged as delivered (the default)
+# and in event order (--in-event-order). Issue: the same readings in any arrival order within
+# the horizon give the same alerts.
+def moved_copy(src, dst, hours):
+    """Writes src with each meter's lines moved later by up to `hours` of lines (its own amount)."""
+    with open(src) as f:
+        header, *lines = f.read().splitlines()
+    per_hour = len(lines) / max(1, ORDER_DAYS * 24)
+    span = max(1, int(per_hour * hours))
+    keyed = sorted(((i + zlib.crc32(l.split(",", 1)[0].encode()) % span, l) for i, l in enumerate(lines)), key=lambda t: t[0])
+    with open(dst, "w") as f:
+        f.write("\n".join([header] + [l for _, l in keyed]) + "\n")
+
+
+def alert_lines(out):
+    return sorted(open(os.path.join(out, "alerts.jsonl")).read().splitlines())
+
+
+ORDER_SEED, ORDER_SITES, ORDER_DAYS, _, ORDER_SEASON = SEASONS[0]
+od = os.path.join(work, f"{ORDER_SEASON}-{ORDER_SEED}-{ORDER_SITES}-{ORDER_DAYS}")
+moved_copy(f"{od}/readings.csv", f"{od}/readings-moved.csv", 12)
+order_check = {}  # mode: (alerts as delivered in the stream's order, lines differing, late rejects)
+for mode, flags in (("default", []), ("event order", ["--in-event-order"])):
+    outs = []
+    for name in ("readings", "readings-moved"):
+        out = f"{od}/order-{mode.replace(' ', '-')}-{name}"
+        gw("run", "--registry", f"{od}/registry.csv", "--readings", f"{od}/{name}.csv", "--holidays", f"{od}/holidays.csv", "--out", out, "--quiet", *flags)
+        outs.append(out)
+    a, b = alert_lines(outs[0]), alert_lines(outs[1])
+    differ = len(set(a) ^ set(b))
+    found = []
+    for out in outs:
+        ev = json.loads(subprocess.run([args.bin, "eval", "--data", od, "--alerts", f"{out}/alerts.jsonl", "--json"], check=True, capture_output=True, text=True).stdout)
+        found.append(sum(1 for c in ev["cases"] if c["delay_h"] is not None))
+    order_check[mode] = (len(a), differ, late_rejects(outs[0]) + late_rejects(outs[1]), found)
+print(f"delivery order: {order_check}", file=sys.stderr)
 
 # 2. Real households.
 real_dir = os.path.join(work, "real")
@@ -257,6 +296,10 @@ for seed, _, e, season in winter_weather:
     false_targets = len({f["target"] for f in e["false_alert_list"]})
     rate = false_targets / e["site_days"] * 10_000
     add(f"| {SEASON_NAME[season]}, with weather (seed {seed}, --weather): false targets per 10,000 site-days | {e['site_days']:.0f} days | {false_targets} targets | {rate:.2f} | ≤ 1 | {'met' if rate <= 1 else '**not met**'} |")
+n_alerts, differ, late, (found, found_moved) = order_check["event order"]
+add(f"| the same alerts in another delivery order (seed {ORDER_SEED} {ORDER_SEASON}, each meter moved by up to 12 h; `--in-event-order`): alert messages differing | {n_alerts} messages | {differ} differ, {late} late; cases found {found} and {found_moved} | | 0 | {'met' if differ == 0 and late == 0 else '**not met**'} |")
+n_alerts, differ, late, (found, found_moved) = order_check["default"]
+add(f"| … judged as delivered (the default, no order window) | {n_alerts} messages | {differ} differ, {late} late; cases found {found} and {found_moved} | | (shown) | |")
 rate = len(real_opened) * 10_000 / household_days
 add(f"| real households: false alerts per 10,000 household-days | {household_days} days | {len(real_opened)} alerts | {rate:.2f} | ≤ 1 | {'met' if rate <= 1 else '**not met**'} |")
 add(f"| real heated homes (Switzerland, winter 2018, no weather): no alert | {heated} | {len(heated_opened)} alerts | {heated_homes} homes flagged | 0 | {'met' if not heated_opened else '**not met**'} |")
@@ -274,6 +317,14 @@ if unmet:
 else:
     add("Every target is met in this run.")
 add("Capacity alerts on farms count as detections: an inspector is sent either way.")
+add("")
+add("Delivery order: judged as delivered (the default), a reading is judged when it arrives and the")
+add("comparisons across meters (the season, the peers, the split parts) see the other meters as they stand,")
+add("so another interleaving of the same readings moves alerts (the rows above: the scores and baselines quoted,")
+add("the hour a case opens, and which cases are found at all). `--in-event-order` (the services:")
+add("`detector.order_window_s`) holds 48 h of readings and judges them in event-time order: any delivery in")
+add("which each reading comes within 48 h of the newest before it gives the same alerts, word for word, at")
+add("48 h of latency and ~18 KB per meter of memory (docs/ARCHITECTURE.md, \"Arrival order\").")
 add("")
 add("## Per scenario (all runs pooled)")
 add("")

@@ -605,6 +605,10 @@ fn on_closed_hour(
             has_case: !st.episodes.is_empty(),
             tolerance: d.tolerance,
             common_rise: d.peer.common_rise(season.as_deref(), reg, hour.end),
+            rose_day_before: d
+                .peer
+                .common_rise(season.as_deref(), reg, hour.end - 24 * HOUR)
+                .is_some(),
             peers,
             split,
             season,

@@ -1430,6 +1430,31 @@ fn a_cold_snap_that_lifts_every_heated_home_is_the_season_not_rigs() {
     assert!(out.is_empty(), "{out:#?}");
 }
 
+#[test]
+fn air_conditioning_run_a_day_past_a_heat_wave_is_the_season_not_rigs() {
+    // A heat wave on days 4–6 runs every home's air conditioning through the afternoon and
+    // evening (16:00–24:00 local); at one home (M1) the heat lingers a day longer. Its block of
+    // days 6 and 7 is a pattern of two days running, one of them in the season.
+    let homes: Vec<_> = (1..=12)
+        .map(|k| site(&k.to_string(), CustomerClass::Residential, Some(25.0)))
+        .collect();
+    let mut e = engine_with(&homes);
+    let mut out = Vec::new();
+    for i in 1..=9 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let day = i / 96;
+        for k in 1..=12i64 {
+            let mut kw = household(i + 37 * k, hour) * (0.7 + 0.08 * k as f64);
+            let last_day = if k == 1 { 7 } else { 6 };
+            if (4..=last_day).contains(&day) && (11..19).contains(&hour) {
+                kw += 6.0 + 0.1 * k as f64;
+            }
+            e.on_reading(&reading(&format!("M{k}"), i, kw), &mut out);
+        }
+    }
+    assert!(out.is_empty(), "{out:#?}");
+}
+
 /// Heating degrees (16 °C less the outdoor temperature) of day `day`: a mild winter's days,
 /// then a cold snap from day 4, easing after day 7.
 fn degrees(day: i64) -> f64 {

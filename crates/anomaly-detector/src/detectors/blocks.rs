@@ -72,6 +72,7 @@ impl SiteDetector for BlocksDetector {
         }
         if !(cx.residential() && cx.flat == Flat::None)
             || cx.common_rise.is_some()
+            || cx.rose_day_before
             // Rigs of `min_kw` running `block_hours` a day add this much to the household's
             // usual mean, which the fit on the weather keeps as its intercept.
             || cx.weather_explains(

@@ -55,6 +55,10 @@ pub(crate) struct HourCx<'a> {
     /// cold snap or a heat wave ([`peer::PeerDetector::common_rise`]) —, by this much as a rule
     /// (`ln` of last 24 h ÷ usual day).
     pub common_rise: Option<season::Risen>,
+    /// The same a day before: a pattern seen two days running is the season's if either of
+    /// its days was (the tail of a heat wave still runs the air conditioning a day after most
+    /// homes fell back).
+    pub rose_day_before: bool,
     /// The site started its history anew as this hour closed: occupied again after standing
     /// empty ([`crate::series::Series::note_day`]).
     pub moved_in: bool,
