@@ -582,7 +582,7 @@ fn embedded_and_kafka_agree_through_kill_9_of_detector_and_sink() {
 /// — through Kafka, with the detector killed between two halves and restored from a checkpoint
 /// that carries the held readings, give the embedded run's alerts on the file as simulated,
 /// word for word. A last reading per feeder from a meter of its own
-/// (`TICK-…`), a day past the window, releases what the window holds: a stream never ends, so
+/// (`TICK-…`), days past the window, releases what the window holds: a stream never ends, so
 /// the detector judges a reading once the stream is the window past it.
 #[test]
 fn in_event_order_another_delivery_order_through_kafka_gives_the_embedded_alerts_word_for_word() {
@@ -742,6 +742,10 @@ fn in_event_order_another_delivery_order_through_kafka_gives_the_embedded_alerts
     let kafka = env.tail("alerts", want.len(), Duration::from_secs(180));
     std::thread::sleep(Duration::from_secs(3));
     let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    // The window holds the ticks, and nothing else: they are days past every reading.
+    let (_, text) = get_text(env.var("GRIDWATCH__DETECTOR__METRICS_LISTEN"), "/metrics");
+    let held = metric(&text, "gridwatch_readings_held");
+    assert_eq!(held, Some(ticks.len() as u64), "{text}");
     assert!(detector.stop(), "{}", detector.log_text());
     // The checkpoint it came back from carried the readings the window held.
     let log = detector.log_text();

@@ -81,6 +81,8 @@ pub enum Gauge {
     CheckpointTimestamp,
     /// Engines' meters tracked.
     Meters,
+    /// Readings the engines' order windows hold (`detector.order_window_s`), not yet judged.
+    ReadingsHeld,
 }
 
 impl Gauge {
@@ -90,6 +92,7 @@ impl Gauge {
         Gauge::CheckpointBytes,
         Gauge::CheckpointTimestamp,
         Gauge::Meters,
+        Gauge::ReadingsHeld,
     ];
 
     /// The Prometheus name.
@@ -100,6 +103,7 @@ impl Gauge {
             Gauge::CheckpointBytes => "gridwatch_checkpoint_bytes",
             Gauge::CheckpointTimestamp => "gridwatch_checkpoint_timestamp_seconds",
             Gauge::Meters => "gridwatch_meters",
+            Gauge::ReadingsHeld => "gridwatch_readings_held",
         }
     }
 }

@@ -1268,6 +1268,8 @@ pub fn run(
         RecordsConsumed { topic, n: n as u64 }.emit(counters);
         let meters: usize = tasks.values().map(|t| t.engine.meters()).sum();
         counters.set(Gauge::Meters, meters as u64);
+        let held: usize = tasks.values().map(|t| t.engine.held()).sum();
+        counters.set(Gauge::ReadingsHeld, held as u64);
         // Caught up: every partition at its commit, or (a commit past the last record, as
         // after transaction markers) at the end of what there is to read.
         let mut left = 0;
