@@ -115,10 +115,10 @@ fn settings_json(cfg: &EngineConfig) -> String {
 }
 
 /// Names by index, from a name → index map.
-fn names(index: &rustc_hash::FxHashMap<Box<str>, u32>, len: usize) -> Vec<&str> {
+fn names<K: AsRef<str>>(index: &rustc_hash::FxHashMap<K, u32>, len: usize) -> Vec<&str> {
     let mut out = vec![""; len];
     for (name, &i) in index {
-        out[i as usize] = name;
+        out[i as usize] = name.as_ref();
     }
     out
 }

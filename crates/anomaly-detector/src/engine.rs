@@ -24,6 +24,7 @@ use crate::episode::{Episode, Target};
 use crate::order::Order;
 use crate::series::{Admitted, Closed, ClosedHour, Series, HOUR};
 use gridwatch_core::events::ReadingUse;
+use gridwatch_core::reading::CompactString;
 use gridwatch_core::{
     Alert, AlertKind, Holiday, MeterRecord, Quality, Reading, RegistryUpdate, Role, WeatherObs,
 };
@@ -97,7 +98,8 @@ pub(crate) struct FeederSlot {
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) d: Detectors,
-    pub(crate) index: FxHashMap<Box<str>, u32>,
+    /// Meter ids inline (up to 24 bytes): a lookup compares the id without a second load.
+    pub(crate) index: FxHashMap<CompactString, u32>,
     pub(crate) slots: Vec<Slot>,
     pub(crate) feeder_index: FxHashMap<Box<str>, u32>,
     pub(crate) feeders: Vec<FeederSlot>,
