@@ -324,7 +324,7 @@ add("so another interleaving of the same readings moves alerts (the rows above: 
 add("the hour a case opens, and which cases are found at all). `--in-event-order` (the services:")
 add("`detector.order_window_s`) holds 48 h of readings and judges them in event-time order: any delivery in")
 add("which each reading comes within 48 h of the newest before it gives the same alerts, word for word, at")
-add("48 h of latency and ~18 KB per meter of memory (docs/ARCHITECTURE.md, \"Arrival order\").")
+add("48 h of latency and ~12 KB per meter of memory (docs/ARCHITECTURE.md, \"Arrival order\").")
 add("")
 add("## Per scenario (all runs pooled)")
 add("")

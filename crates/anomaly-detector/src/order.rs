@@ -104,6 +104,10 @@ pub(crate) struct Order {
     clock: Option<i64>,
     /// Each bucket in arrival order.
     held: BTreeMap<i64, Vec<Held>>,
+    /// The longest bucket's length: a new bucket starts with room for as many (meters deliver
+    /// at the same intervals), not with a doubling vector's spare half.
+    #[serde(skip)]
+    usual: usize,
     /// The bucket being released, in order (empty between two offers).
     #[serde(skip)]
     ready: VecDeque<(u64, Reading)>,
@@ -128,7 +132,13 @@ impl Order {
             return false;
         }
         self.clock = Some(self.clock.map_or(r.ts, |c| c.max(r.ts)));
-        self.held.entry(r.ts).or_default().push(Held::of(r, tag));
+        let usual = self.usual;
+        let bucket = self
+            .held
+            .entry(r.ts)
+            .or_insert_with(|| Vec::with_capacity(usual));
+        bucket.push(Held::of(r, tag));
+        self.usual = self.usual.max(bucket.len());
         true
     }
 

@@ -93,7 +93,7 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         /// horizon, 48 h by default): the same alerts whatever order the file's meters come in
         /// (a head-end's batch before or after another's), as long as each reading is within the
         /// horizon of the newest before it. Holds that much of the readings in memory (about
-        /// 18 KB per meter at 15-minute readings); without it, each reading is judged as it comes.
+        /// 12 KB per meter at 15-minute readings); without it, each reading is judged as it comes.
         #[arg(long)]
         in_event_order: bool,
         /// Hide the progress bar.
