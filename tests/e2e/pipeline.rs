@@ -52,6 +52,15 @@ fn alert_counts(alerts: &[Value]) -> BTreeMap<(String, String), usize> {
     m
 }
 
+/// The alerts an embedded run wrote to `out/alerts.jsonl`.
+fn alerts_in(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn write_jsonl(path: &Path, rows: &[Value]) {
     let mut s = String::new();
     for r in rows {
@@ -455,11 +464,7 @@ fn simulated(env: &Env, sites: u32, days: u32, seed: u32) -> (PathBuf, PathBuf, 
         emb.to_str().unwrap(),
         "--quiet",
     ]);
-    let embedded = std::fs::read_to_string(emb.join("alerts.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let embedded = alerts_in(&emb);
     (data, emb, embedded)
 }
 
@@ -681,11 +686,7 @@ fn in_event_order_another_delivery_order_through_kafka_gives_the_embedded_alerts
         w.sort();
         w
     };
-    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let embedded: Vec<Value> = alerts_in(&emb);
     let want = words(&embedded);
     assert!(
         want.len() >= 5,
@@ -708,11 +709,7 @@ fn in_event_order_another_delivery_order_through_kafka_gives_the_embedded_alerts
             unordered.to_str().unwrap(),
             "--quiet",
         ]);
-    let unordered: Vec<Value> = std::fs::read_to_string(unordered.join("alerts.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let unordered: Vec<Value> = alerts_in(&unordered);
     assert_ne!(
         words(&unordered),
         want,
@@ -1152,11 +1149,7 @@ fn weather_and_holidays_loaded_to_kafka_reach_the_detector_as_in_the_embedded_ru
         ];
         args.extend_from_slice(extra);
         env.run(&args);
-        std::fs::read_to_string(out.join("alerts.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        alerts_in(&out)
     };
     let sites = |alerts: &[Value]| -> std::collections::BTreeSet<String> {
         alerts
@@ -1306,11 +1299,7 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
         emb.to_str().unwrap(),
         "--quiet",
     ]);
-    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let embedded: Vec<Value> = alerts_in(&emb);
     let at = gridwatch_core::time::parse_rfc3339(at).unwrap();
     let opened = disconnected_at(&embedded, &meter);
     assert!(
@@ -1809,11 +1798,7 @@ fn chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_noth
         emb.to_str().unwrap(),
         "--quiet",
     ]);
-    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let embedded: Vec<Value> = alerts_in(&emb);
     for m in &meters {
         assert_eq!(
             disconnected_at(&embedded, m).len(),
@@ -2030,11 +2015,7 @@ fn the_pipeline_runs_against_a_sasl_ssl_broker_and_a_wrong_password_is_named() {
         emb.to_str().unwrap(),
         "--quiet",
     ]);
-    let embedded: Vec<Value> = std::fs::read_to_string(emb.join("alerts.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let embedded: Vec<Value> = alerts_in(&emb);
     assert!(!embedded.is_empty());
     from_file.run(&["topics", "create"]);
     from_file.run(&[

@@ -5,9 +5,10 @@
 //! Layout: the magic `GWENGINE`, the format version (u32, little endian), then a postcard body:
 //! the detector settings the state was built under (as JSON), every meter's slot with its id,
 //! every feeder, every region, every crowd of unregistered meters, the register rows waiting for
-//! their `effective_from`, the readings the order window holds. A checkpoint of another format version, or made under other
-//! settings, is refused with the reason, and the caller rebuilds the state by a full replay:
-//! state learned under other thresholds would not be the state those readings give now.
+//! their `effective_from`, the readings the order window holds. A checkpoint of another format
+//! version, or made under other settings, is refused with the reason, and the caller rebuilds
+//! the state by a full replay: state learned under other thresholds would not be the state
+//! those readings give now.
 
 use crate::config::EngineConfig;
 use crate::crowd::Crowd;

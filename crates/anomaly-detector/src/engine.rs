@@ -444,14 +444,11 @@ impl Engine {
         out: &mut Vec<Alert>,
         seen: &mut impl FnMut(u64, &Reading, ReadingUse),
     ) {
-        if !self.order.hold(r, tag) {
+        if self.order.hold(r, tag) {
+            self.judge_held(Order::due, out, seen);
+        } else {
             let used = self.on_reading(r, out);
             seen(tag, r, used);
-            return;
-        }
-        while let Some((tag, r)) = self.order.due() {
-            let used = self.on_reading(&r, out);
-            seen(tag, &r, used);
         }
     }
 
@@ -461,7 +458,17 @@ impl Engine {
         out: &mut Vec<Alert>,
         seen: &mut impl FnMut(u64, &Reading, ReadingUse),
     ) {
-        while let Some((tag, r)) = self.order.next() {
+        self.judge_held(Order::next, out, seen);
+    }
+
+    /// Judges the held readings `take` hands out, in its order.
+    fn judge_held(
+        &mut self,
+        take: fn(&mut Order) -> Option<(u64, Reading)>,
+        out: &mut Vec<Alert>,
+        seen: &mut impl FnMut(u64, &Reading, ReadingUse),
+    ) {
+        while let Some((tag, r)) = take(&mut self.order) {
             let used = self.on_reading(&r, out);
             seen(tag, &r, used);
         }

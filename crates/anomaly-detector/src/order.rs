@@ -33,7 +33,7 @@ struct Held {
     extra: Option<Box<Extra>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Extra {
     kvarh: Option<f64>,
     kwh_export: Option<f64>,
@@ -68,16 +68,7 @@ impl Held {
     }
 
     fn into_reading(self, ts: i64) -> (u64, Reading) {
-        let x = self.extra.map_or(
-            Extra {
-                kvarh: None,
-                kwh_export: None,
-                voltage_v: None,
-                current_a: None,
-                feeder_id: None,
-            },
-            |x| *x,
-        );
+        let x = self.extra.map(|x| *x).unwrap_or_default();
         let r = Reading {
             meter_id: self.meter_id,
             ts,
