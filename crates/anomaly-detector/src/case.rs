@@ -40,6 +40,7 @@ pub(crate) fn is_case_kind(kind: AlertKind) -> bool {
             | AlertKind::StepChange
             | AlertKind::Tamper
             | AlertKind::PeerOutlier
+            | AlertKind::UnregisteredGeneration
     )
 }
 

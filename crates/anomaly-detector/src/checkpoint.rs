@@ -21,7 +21,7 @@ use std::fmt;
 
 /// Bump whenever any state type's layout changes (a field added, removed, retyped or moved):
 /// the test `checkpoint_layout_is_pinned` fails until it is.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 const MAGIC: &[u8; 8] = b"GWENGINE";
 
 /// Why a checkpoint cannot be used.

@@ -5,6 +5,7 @@ use crate::detectors::blocks::{BlocksConfig, BlocksDetector};
 use crate::detectors::bypass::{BypassConfig, BypassDetector};
 use crate::detectors::capacity::{CapacityConfig, CapacityDetector};
 use crate::detectors::feeder::{FeederConfig, FeederDetector};
+use crate::detectors::generation::{GenerationConfig, GenerationDetector};
 use crate::detectors::mining::{MiningConfig, MiningDetector};
 use crate::detectors::peer::{PeerConfig, PeerDetector};
 use crate::detectors::register::{RegisterChecks, RegisterConfig};
@@ -58,6 +59,7 @@ pub struct EngineConfig {
     pub blocks: BlocksConfig,
     pub step: StepConfig,
     pub tamper: TamperConfig,
+    pub generation: GenerationConfig,
     pub bypass: BypassConfig,
     pub peer: PeerConfig,
     pub split: SplitConfig,
@@ -81,6 +83,7 @@ impl Default for EngineConfig {
             blocks: BlocksConfig::default(),
             step: StepConfig::default(),
             tamper: TamperConfig::default(),
+            generation: GenerationConfig::default(),
             bypass: BypassConfig::default(),
             peer: PeerConfig::default(),
             split: SplitConfig::default(),
@@ -97,6 +100,7 @@ pub(crate) struct Detectors {
     pub blocks: BlocksDetector,
     pub step: StepDetector,
     pub tamper: TamperDetector,
+    pub generation: GenerationDetector,
     pub bypass: BypassDetector,
     pub peer: PeerDetector,
     pub split: SplitDetector,
@@ -136,6 +140,7 @@ impl EngineConfig {
             blocks: self.blocks.build()?,
             step: self.step.build()?,
             tamper: self.tamper.build()?,
+            generation: self.generation.build()?,
             bypass: self.bypass.build()?,
             peer: self.peer.build()?,
             split: self.split.build()?,

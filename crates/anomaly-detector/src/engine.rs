@@ -11,7 +11,8 @@ use crate::config::{Detectors, EngineConfig};
 use crate::crowd::Crowd;
 use crate::detectors::bypass::{BypassDetector, DropState, Member, Unmetered};
 use crate::detectors::capacity::CapacityState;
-use crate::detectors::feeder::{BalanceState, FeederId, Side, WINDOW};
+use crate::detectors::feeder::{BalanceState, FeederId, Side, Silent, WINDOW};
+use crate::detectors::generation::GenerationState;
 use crate::detectors::mining::Flat;
 use crate::detectors::peer::{PeerTrack, Peers};
 use crate::detectors::register::RegisterChecks;
@@ -39,6 +40,7 @@ pub(crate) struct MeterState {
     pub capacity: CapacityState,
     pub step: StepState,
     pub tamper: TamperState,
+    pub generation: GenerationState,
     pub peer: PeerTrack,
     pub split: SplitTrack,
     pub drop: DropState,
@@ -52,6 +54,7 @@ impl MeterState {
             capacity: CapacityState::default(),
             step: StepState::default(),
             tamper: TamperState::default(),
+            generation: GenerationState::default(),
             peer: PeerTrack::default(),
             split: SplitTrack::default(),
             drop: DropState::default(),
@@ -406,6 +409,11 @@ impl Engine {
                 .on_register(old, new, &mut st.step)
                 .map(|why| (AlertKind::StepChange, why)),
         );
+        settled.extend(
+            d.generation
+                .on_register(old, new, &mut st.generation)
+                .map(|why| (AlertKind::UnregisteredGeneration, why)),
+        );
         settled.extend(RegisterChecks::on_register(new));
         let t = Target {
             meter_id: Some(meter_id),
@@ -632,6 +640,7 @@ fn on_closed_hour(
             d.mining.on_hour(&mut cx, &mut ()),
             d.blocks.on_hour(&mut cx, &mut ()),
             d.tamper.on_hour(&mut cx, &mut st.tamper),
+            d.generation.on_hour(&mut cx, &mut st.generation),
             d.peer.on_hour(&mut cx, &mut st.peer),
             d.split.on_hour(&mut cx, &mut st.split),
         ]
@@ -671,7 +680,24 @@ fn balance_feeder(
     out: &mut Vec<Alert>,
 ) {
     let horizon = cfg.lateness_horizon_s;
-    while let Some(closed) = fd.st.balance.pop_closed(horizon, fd.members.len()) {
+    loop {
+        let members = &fd.members;
+        let silent = |start: i64| {
+            let mut gone = Silent::default();
+            for &m in members {
+                let series = &slots[m as usize].st.series;
+                let missing = series.missing_s(start.div_euclid(HOUR));
+                if missing > 0 {
+                    let share = f64::from(missing) / 3600.0;
+                    gone.kwh += series.last_day_kw_at(start).max(0.0) * share;
+                    gone.seconds += missing;
+                }
+            }
+            gone
+        };
+        let Some(closed) = fd.st.balance.pop_closed(horizon, members.len(), silent) else {
+            break;
+        };
         // An hour held back for missing readings neither confirms nor clears a case.
         let Closed::Data(b) = closed else { continue };
         let t = Target {

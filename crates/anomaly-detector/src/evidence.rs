@@ -20,6 +20,7 @@ pub enum Evidence {
     Block(Block),
     Step(Step),
     Tamper(Tamper),
+    Generation(Generation),
     Bypass(Bypass),
     Peer(Peer),
     Split(Split),
@@ -156,6 +157,18 @@ pub struct Tamper {
     pub customer_class: ClassName,
 }
 
+/// `unregistered_generation`: what a site exported beyond its registered generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub exported_kwh: f64,
+    pub export_hours: f64,
+    pub peak_export_kw: f64,
+    pub generation_kw: f64,
+    /// The export came by day (the shape of solar panels), not at night.
+    pub midday: bool,
+    pub customer_class: ClassName,
+}
+
 /// The only pattern of a bypass case: demand fell and stayed down as the feeder's unmetered
 /// load began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +280,7 @@ impl Evidence {
             Evidence::Block(e) => object(e),
             Evidence::Step(e) => object(e),
             Evidence::Tamper(e) => object(e),
+            Evidence::Generation(e) => object(e),
             Evidence::Bypass(e) => object(e),
             Evidence::Peer(e) => object(e),
             Evidence::Split(e) => object(e),

@@ -47,6 +47,10 @@ pub(crate) fn open_hour<T: Default + Clone>(
     Some(&mut open[idx])
 }
 
+/// How many closed hours a meter remembers as incomplete: a backfill that comes within 48 + 128
+/// hours (7.3 days) of its meter's newest reading is taken, not late.
+const GAP_MEMORY_H: i64 = 128;
+
 /// An hour (of a meter, or of a feeder's balance) that closed: with data to judge, or without.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Closed<T> {
@@ -149,6 +153,9 @@ pub(crate) enum Admitted {
     /// after later data): too late for the meter's own hourly detectors, but counted for the
     /// rest (the feeder balance, the register checks).
     BeforeStart,
+    /// For an hour that closed incomplete, arriving after it closed (a backfill, an actual
+    /// after its estimate's hour closed): taken, but its hour was judged without it.
+    Backfilled,
     /// More than the lateness horizon behind the meter's newest reading.
     Late,
 }
@@ -159,6 +166,7 @@ impl Admitted {
             Admitted::Counted | Admitted::BeforeStart => Use::Counted,
             Admitted::Corrected(_) => Use::Corrected,
             Admitted::Duplicate => Use::Duplicate,
+            Admitted::Backfilled => Use::Backfilled,
             Admitted::Late => Use::Late,
         }
     }
@@ -179,6 +187,13 @@ pub(crate) struct Series {
     early: Vec<i64>,
     /// Estimated readings not yet replaced (rare: most meters hold none).
     estimates: Vec<Estimate>,
+    /// The closed hours that closed incomplete (a gap, or estimates no actual replaced): bit
+    /// `k` is hour `next_hour - 1 - k`, for the last [`GAP_MEMORY_H`] hours. A reading for such
+    /// an hour that arrives after it closed — a head-end's backfill after a comms outage, an
+    /// actual days after its estimate — is taken ([`Admitted::Backfilled`]), not late.
+    gaps: u128,
+    /// Of those, the hours that closed with nothing measured at all (same bits).
+    voids: u128,
     /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
     day_kw: [f32; 24],
     day_mask: u32,
@@ -238,6 +253,8 @@ impl Series {
             first_hour: i64::MIN,
             early: Vec::new(),
             estimates: Vec::new(),
+            gaps: 0,
+            voids: 0,
             day_kw: [0.0; 24],
             day_mask: 0,
             prev_kw: [0.0; 24],
@@ -379,7 +396,10 @@ impl Series {
         }
         if last < self.next_hour {
             if (last + 1) * HOUR + horizon_s <= self.max_ts {
-                return Admitted::Late;
+                return match self.gap_bit(last) {
+                    Some(bit) if self.gaps & bit != 0 => Admitted::Backfilled,
+                    _ => Admitted::Late,
+                };
             }
             if last < self.first_hour {
                 let limit = self.max_ts - horizon_s;
@@ -421,6 +441,29 @@ impl Series {
         self.add(r.ts, r.interval_s, r.kwh as f32, export);
         self.open[idx].seen |= bit;
         replaced.map_or(Admitted::Counted, Admitted::Corrected)
+    }
+
+    /// Records `n` hours closing from `next_hour` on: incomplete or not, and with nothing
+    /// measured (`void`) or not.
+    fn close_gaps(&mut self, n: i64, incomplete: bool, void: bool) {
+        let n = n.clamp(0, GAP_MEMORY_H);
+        let fresh = if n >= GAP_MEMORY_H {
+            u128::MAX
+        } else {
+            (1u128 << n) - 1
+        };
+        for (bits, set) in [(&mut self.gaps, incomplete), (&mut self.voids, void)] {
+            *bits = if n >= GAP_MEMORY_H { 0 } else { *bits << n };
+            if set {
+                *bits |= fresh;
+            }
+        }
+    }
+
+    /// Hour `h`'s bit in `gaps`, if it is one of the remembered closed hours.
+    fn gap_bit(&self, h: i64) -> Option<u128> {
+        let k = self.next_hour - 1 - h;
+        (0..GAP_MEMORY_H).contains(&k).then(|| 1u128 << k)
     }
 
     /// Adds an interval's energy to the open hours it spans (parts in closed hours are gone).
@@ -469,7 +512,8 @@ impl Series {
     }
 
     /// Closes the oldest open hour if it is complete (a full hour of actual readings and no
-    /// estimate pending), or if the meter's newest reading is `horizon_s` past its end.
+    /// estimate pending), or if the meter's newest reading is `horizon_s` past its end — then
+    /// with only its actual readings: an estimate no actual replaced is a gap.
     pub fn pop_closed(&mut self, horizon_s: i64) -> Option<Closed<ClosedHour>> {
         let h = self.next_hour;
         if h == i64::MIN {
@@ -491,29 +535,23 @@ impl Series {
         if self.open.is_empty() && self.estimates.is_empty() && limit - h >= 48 {
             self.day_mask = 0;
             self.prev_mask = 0;
+            self.close_gaps(limit - h, true, true);
             self.next_hour = limit;
             return Some(Closed::Empty);
         }
-        // Estimates still standing for this hour count now: no actual came in time.
-        let mut k = 0;
-        while k < self.estimates.len() {
-            let e = self.estimates[k];
-            if hour_of(e.ts - i64::from(e.interval_s) + 1) <= h {
-                self.add(e.ts, e.interval_s, e.kwh, e.export_kwh);
-                if hour_of(e.ts) <= h {
-                    self.estimates.swap_remove(k);
-                    continue;
-                }
-            }
-            k += 1;
-        }
+        // Estimates still standing for this hour are the utility's guesses, not what the meter
+        // measured: no actual came in time, so their part of the hour is a gap (a flat-average
+        // estimate is a perfectly flat day; an export average is a night of "reverse flow").
+        // Nothing is judged on them: the hour holds only what was measured.
+        self.estimates.retain(|e| hour_of(e.ts) > h);
         if !self.settled {
             self.settled = true;
             self.first_hour = h;
         }
         let o = self.open.pop_front().unwrap_or_default();
-        self.next_hour += 1;
         let covered = u32::from(o.covered);
+        self.close_gaps(1, covered < 3600, covered == 0);
+        self.next_hour += 1;
         let day_slot = h.rem_euclid(24) as u32;
         // What this hour of day held 24 hours ago moves to yesterday's ring.
         self.prev_kw[day_slot as usize] = self.day_kw[day_slot as usize];
@@ -721,6 +759,40 @@ impl Series {
     }
 
     /// The site's usual demand at the hour starting at `start`, from its learned profile (kW).
+    /// The seconds of hour `h` (hours since the epoch) this meter has not measured: the rest of
+    /// an open hour, or all of a closed hour that closed with nothing measured. 0 for a closed
+    /// hour with data (a part missing from it is not known), or one too far back to remember.
+    pub fn missing_s(&self, h: i64) -> u32 {
+        if self.next_hour == i64::MIN {
+            return 3600;
+        }
+        if h >= self.next_hour {
+            let covered = usize::try_from(h - self.next_hour)
+                .ok()
+                .and_then(|i| self.open.get(i))
+                .map_or(0, |o| u32::from(o.covered));
+            return 3600 - covered.min(3600);
+        }
+        match self.gap_bit(h) {
+            Some(bit) if self.voids & bit != 0 => 3600,
+            _ => 0,
+        }
+    }
+
+    /// What the meter drew at the hour of day of the hour starting at `start` on the last day
+    /// it reported it (its last 48 closed hours), else its usual then (kW): a silent
+    /// customer's stand-in in its feeder's balance.
+    pub fn last_day_kw_at(&self, start: i64) -> f64 {
+        let slot = start.div_euclid(HOUR).rem_euclid(24) as usize;
+        if self.day_mask & (1 << slot) != 0 {
+            f64::from(self.day_kw[slot])
+        } else if self.prev_mask & (1 << slot) != 0 {
+            f64::from(self.prev_kw[slot])
+        } else {
+            self.usual_at(start)
+        }
+    }
+
     pub fn usual_at(&self, start: i64) -> f64 {
         f64::from(self.profile[self.local_hour(start) as usize]) / 100.0
     }
@@ -1085,7 +1157,7 @@ mod tests {
     }
 
     #[test]
-    fn an_incomplete_hour_waits_for_the_horizon_then_readings_beyond_it_are_late() {
+    fn an_incomplete_hour_waits_for_the_horizon_then_its_missing_readings_are_a_backfill() {
         let mut m = settled();
         let a = Quality::Actual;
         // Hour 0 misses a quarter; hours 1.. are complete but must wait behind it.
@@ -1108,7 +1180,8 @@ mod tests {
             (kw(&closed[0]) - 2.0).abs() < 1e-9,
             "judged on what is there"
         );
-        assert_eq!(feed(&mut m, &r(T0 + 1800, 900, 0.5, a)).0, Use::Late);
+        // Its missing quarters, arriving after it closed, are a backfill: taken, not late.
+        assert_eq!(feed(&mut m, &r(T0 + 1800, 900, 0.5, a)).0, Use::Backfilled);
     }
 
     #[test]
@@ -1130,11 +1203,20 @@ mod tests {
         let mut m = settled();
         feed(&mut m, &r(T0 + 3600, 3600, 3.0, a));
         assert_eq!(feed(&mut m, &r(T0 + 3600, 3600, 9.0, e)).0, Use::Duplicate);
-        // An estimate never replaced counts once the horizon passes.
+        // An estimate never replaced is a gap once the horizon passes: nothing measured.
         let mut m = settled();
         feed(&mut m, &r(T0 + 3600, 3600, 3.0, e));
         let (_, closed) = feed(&mut m, &r(T0 + 2 * 3600 + H48, 3600, 1.0, a));
-        assert!((kw(&closed[0]) - 3.0).abs() < 1e-6);
+        assert!(matches!(closed[0], Closed::Empty), "{closed:?}");
+        // Beside actuals, the hour holds only what was measured: three quarters at 2 kW
+        // and a standing 50 kWh estimate close as 2 kW, not 51.5.
+        let mut m = settled();
+        for q in 1..=4 {
+            let (kwh, quality) = if q == 3 { (50.0, e) } else { (0.5, a) };
+            feed(&mut m, &r(T0 + q * 900, 900, kwh, quality));
+        }
+        let (_, closed) = feed(&mut m, &r(T0 + 2 * 3600 + H48, 3600, 1.0, a));
+        assert!((kw(&closed[0]) - 2.0).abs() < 1e-6, "{closed:?}");
     }
 
     #[test]

@@ -731,6 +731,7 @@ fn a_meter_running_backwards_or_stopped_is_tamper_but_solar_and_vacations_are_no
     shop.lon = Some(0.0);
     let mut solar_home = site("2", CustomerClass::Residential, Some(12.0));
     solar_home.lon = Some(0.0);
+    solar_home.generation_kw = Some(4.0);
     let mut e = engine_with(&[
         shop.clone(),
         solar_home,
@@ -1059,6 +1060,7 @@ fn night_is_judged_in_the_sites_time_zone_not_utc() {
         let mut r = site("1", CustomerClass::Residential, Some(12.0));
         r.lon = None;
         r.timezone = timezone.map(str::to_string);
+        r.generation_kw = Some(5.0);
         r
     };
     let run = |e: &mut Engine| {
@@ -1708,5 +1710,233 @@ fn a_business_slump_on_public_holidays_does_not_count_toward_a_bypass() {
     assert!(
         (2 * 86_400..=3 * 86_400 + 3600).contains(&late),
         "{late} s later"
+    );
+}
+
+/// Issue 24: a head-end fills two missing days of a heavy user's meter with a flat average
+/// (12 kW around the clock: a "mining signature"), and three nights of a net-metered home with
+/// its average net export (a "meter running backwards"); no actual ever comes. Estimates are
+/// the utility's guesses: nothing is opened on them. The same values measured are a case —
+/// so the test fails without the rule.
+#[test]
+fn flat_average_estimates_never_accuse_but_the_same_values_measured_do() {
+    let run = |quality: gridwatch_core::Quality| {
+        let mut solar_home = site("2", CustomerClass::Residential, Some(12.0));
+        solar_home.lon = Some(0.0);
+        solar_home.generation_kw = Some(4.0);
+        let mut big = site("1", CustomerClass::Residential, Some(15.0));
+        big.lon = Some(0.0);
+        let mut e = engine_with(&[big, solar_home]);
+        let mut out = Vec::new();
+        for i in 1..=10 * 96i64 {
+            let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+            let filled = (5 * 96..7 * 96).contains(&i);
+            let mut r = reading("M1", i, if filled { 12.0 } else { household(i, hour) });
+            if filled {
+                r.quality = quality;
+            }
+            e.on_reading(&r, &mut out);
+            // The home's nights in days 4-6: its average, a net export of 0.4 kW.
+            let night = !(6..20).contains(&hour) && (4 * 96..7 * 96).contains(&i);
+            let mut s = reading("M2", i, if night { 0.0 } else { household(i, hour) });
+            s.kwh_export = if night {
+                Some(0.4 * 0.25)
+            } else {
+                (10..15).contains(&hour).then_some(0.8)
+            };
+            if night {
+                s.quality = quality;
+            }
+            e.on_reading(&s, &mut out);
+        }
+        out
+    };
+    let estimated = run(gridwatch_core::Quality::Estimated);
+    assert!(estimated.is_empty(), "{estimated:#?}");
+    let measured = run(gridwatch_core::Quality::Actual);
+    let sites: std::collections::BTreeSet<_> =
+        measured.iter().filter_map(|a| a.site_id.clone()).collect();
+    assert!(
+        sites.contains("S1"),
+        "measured flat 12 kW days: {measured:#?}"
+    );
+}
+
+/// Issue 24: a four-day comms outage, live reads resuming, and the head-end's backfill of the
+/// gap six hours later — most of it more than the 48 h horizon behind the meter's newest. None
+/// of it is late (nothing goes to the DLQ), the hours already judged as a gap stay judged, and
+/// the home raises nothing. A copy of a complete hour past the horizon is still late.
+#[test]
+fn a_four_day_outage_backfilled_after_live_reads_resume_loses_no_reading() {
+    let mut e = engine_with(&[site("1", CustomerClass::Residential, Some(12.0))]);
+    let mut out = Vec::new();
+    let (gap_from, gap_to) = (3 * 96, 7 * 96);
+    let kw = |i: i64| household(i, ((T0 + i * STEP - 1) / 3600) % 24);
+    for i in (1..gap_from).chain(gap_to..gap_to + 24) {
+        assert_ne!(
+            e.on_reading(&reading("M1", i, kw(i)), &mut out),
+            ReadingUse::Late
+        );
+    }
+    let mut uses = std::collections::BTreeMap::new();
+    for i in gap_from..gap_to {
+        *uses
+            .entry(format!(
+                "{:?}",
+                e.on_reading(&reading("M1", i, kw(i)), &mut out)
+            ))
+            .or_insert(0) += 1;
+    }
+    assert!(!uses.contains_key("Late"), "{uses:?}");
+    assert!(uses.get("Backfilled").is_some_and(|&n| n > 200), "{uses:?}");
+    for i in gap_to + 24..gap_to + 4 * 96 {
+        e.on_reading(&reading("M1", i, kw(i)), &mut out);
+    }
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(
+        e.on_reading(&reading("M1", 10, 1.0), &mut out),
+        ReadingUse::Late,
+        "hour 3 closed complete: a copy past the horizon is late"
+    );
+}
+
+/// A feeder of 99 homes and a shop drawing five homes' worth; `silent` steps of one customer
+/// (`who`) send nothing (a comms outage whose backfill comes after the feeder hour closed);
+/// a tap of `tap_kw` from step `onset`.
+fn feeder_with_a_silent_customer(
+    who: usize,
+    silent: std::ops::Range<i64>,
+    tap_kw: f64,
+    onset: i64,
+) -> Vec<Alert> {
+    let n = 100;
+    let mut records = vec![feeder_head()];
+    records.extend((0..n).map(|c| site(&c.to_string(), CustomerClass::Residential, Some(30.0))));
+    records[1].customer_class = Some(CustomerClass::Commercial);
+    let mut e = engine_with(&records);
+    let mut out = Vec::new();
+    for i in 1..=8 * 96 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let mut total = 0.0;
+        for c in 0..n {
+            let kw = if c == 0 {
+                // The shop: 5 kW by day, 2.5 at night.
+                if (8..20).contains(&hour) {
+                    5.0
+                } else {
+                    2.5
+                }
+            } else {
+                household(i + c as i64 * 7, (hour + c as i64) % 24)
+            };
+            total += kw;
+            if c == who && silent.contains(&i) {
+                continue;
+            }
+            e.on_reading(&reading(&format!("M{c}"), i, kw), &mut out);
+        }
+        let tap = if i >= onset { tap_kw } else { 0.0 };
+        e.on_reading(&reading("H1", i, total * 1.04 + tap), &mut out);
+    }
+    out
+}
+
+/// Issue 24: a feeder hour is judged with each silent customer's own usual draw, not the
+/// average customer's: the shop silent for two days (1 % of the meters, 4 % of the energy) is
+/// no tap, where filling in an average home for it was; and a 4 % tap on a feeder with one
+/// silent home is still found within a day.
+#[test]
+fn a_silent_customer_is_filled_in_with_its_own_usual_draw_and_a_tap_beside_it_is_found() {
+    let quiet = feeder_with_a_silent_customer(0, 4 * 96..6 * 96, 0.0, i64::MAX);
+    assert!(quiet.is_empty(), "{quiet:#?}");
+    let onset = 5 * 96;
+    let tapped = feeder_with_a_silent_customer(7, 4 * 96..7 * 96, 3.0, onset);
+    let open = tapped
+        .iter()
+        .find(|a| a.kind == AlertKind::FeederImbalance && a.status == AlertStatus::Open)
+        .unwrap_or_else(|| panic!("a 4 % tap beside a silent home is found: {tapped:#?}"));
+    let delay = open.detected_at - (T0 + onset * STEP);
+    assert!((0..=24 * 3600).contains(&delay), "delay {delay}");
+}
+
+/// Rooftop PV exporting by day: half-sine from 7 to 17 h local (the sites are at lon 0), `peak`
+/// kW exported at noon.
+fn pv_export_kw(hour: i64, peak: f64) -> f64 {
+    if (7..17).contains(&hour) {
+        peak * (std::f64::consts::PI * (hour as f64 - 6.5) / 10.0).sin()
+    } else {
+        0.0
+    }
+}
+
+/// Issue 24: `unregistered_generation` — a home exporting from PV nobody registered, and a
+/// home exporting twice its registered capacity, are found within 48 h of the first export;
+/// a registered PV home within its capacity, and a meter running backwards (export at night:
+/// tamper's), are not; registering the panels resolves the case.
+#[test]
+fn export_without_or_beyond_registered_generation_is_unregistered_generation() {
+    let home = |id: &str, gen: Option<f64>| {
+        let mut r = site(id, CustomerClass::Residential, Some(12.0));
+        r.lon = Some(0.0);
+        r.generation_kw = gen;
+        r
+    };
+    let mut e = engine_with(&[
+        home("1", None),
+        home("2", Some(5.0)),
+        home("3", Some(3.0)),
+        home("4", None),
+    ]);
+    let mut out = Vec::new();
+    let onset = 3 * 96;
+    for i in 1..=6 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        let load = household(i, hour);
+        for (meter, peak, from) in [("M1", 3.0, onset), ("M2", 4.5, 0), ("M3", 6.0, onset)] {
+            let export = if i >= from {
+                pv_export_kw(hour, peak)
+            } else {
+                0.0
+            };
+            let mut r = reading(meter, i, (load - export).max(0.0));
+            r.kwh_export = Some((export - load).max(0.0) * 0.25);
+            e.on_reading(&r, &mut out);
+        }
+        // A meter running backwards from day 3: its load registered as export, day and night.
+        let mut r = reading("M4", i, if i >= onset { 0.0 } else { load + 1.0 });
+        r.kwh_export = (i >= onset).then_some((load + 1.0) * 0.25);
+        e.on_reading(&r, &mut out);
+    }
+    let opened: Vec<_> = out
+        .iter()
+        .filter(|a| a.kind == AlertKind::UnregisteredGeneration && a.status == AlertStatus::Open)
+        .collect();
+    let sites: Vec<_> = opened.iter().filter_map(|a| a.site_id.as_deref()).collect();
+    assert_eq!(sites, ["S1", "S3"], "{opened:#?}");
+    for a in &opened {
+        let delay = a.detected_at - (T0 + onset * STEP);
+        assert!((0..=48 * 3600).contains(&delay), "{a:#?}");
+    }
+    assert!(
+        opened[0].summary.contains("no registered generation"),
+        "{}",
+        opened[0].summary
+    );
+    assert_eq!(opened[1].evidence["generation_kw"], 3.0);
+    assert!(
+        out.iter()
+            .any(|a| a.site_id.as_deref() == Some("S4") && a.kind == AlertKind::Tamper),
+        "the meter running backwards is tamper"
+    );
+    // The utility registers the panels: the case resolves at once.
+    let mut registered = home("1", Some(4.0));
+    registered.effective_from = None;
+    let mut said = Vec::new();
+    e.apply_registry(RegistryUpdate::Upsert(registered), &mut said);
+    assert!(
+        said.iter().any(|a| a.site_id.as_deref() == Some("S1")
+            && a.kind == AlertKind::UnregisteredGeneration
+            && a.status == AlertStatus::Resolved),
+        "{said:#?}"
     );
 }

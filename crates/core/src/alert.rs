@@ -14,10 +14,11 @@ pub enum AlertKind {
     StepChange,
     Tamper,
     PeerOutlier,
+    UnregisteredGeneration,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 8] = [
+    pub const ALL: [AlertKind; 9] = [
         AlertKind::UnregisteredMeter,
         AlertKind::DisconnectedConsumption,
         AlertKind::CapacityExceeded,
@@ -26,6 +27,7 @@ impl AlertKind {
         AlertKind::StepChange,
         AlertKind::Tamper,
         AlertKind::PeerOutlier,
+        AlertKind::UnregisteredGeneration,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +40,7 @@ impl AlertKind {
             AlertKind::StepChange => "step_change",
             AlertKind::Tamper => "tamper",
             AlertKind::PeerOutlier => "peer_outlier",
+            AlertKind::UnregisteredGeneration => "unregistered_generation",
         }
     }
 }

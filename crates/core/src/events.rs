@@ -36,6 +36,9 @@ counters! {
     /// Readings that replaced an estimate of the same meter and interval (an `actual` after
     /// an `estimated`, or a newer estimate).
     Corrected => "gridwatch_readings_corrected_total",
+    /// Readings for hours that had closed incomplete, taken after they closed (a backfill after
+    /// a comms outage, an actual days after its estimate): not late, but not judged either.
+    Backfilled => "gridwatch_readings_backfilled_total",
     /// Readings fed again to rebuild state after a start, producing nothing.
     Replayed => "gridwatch_readings_replayed_total",
     /// Records that could not become a reading (or an alert, at the sink), with a reason.
@@ -58,6 +61,9 @@ counters! {
     DlqWriteFailures => "gridwatch_dlq_write_failures_total",
     /// Times a service failed and restarted in-process (a broker gone, a transaction lost).
     Restarts => "gridwatch_service_restarts_total",
+    /// Passing Kafka errors a service rode out without a restart (a broker of several lost, a
+    /// leader or coordinator moving).
+    KafkaRetried => "gridwatch_kafka_errors_retried_total",
     /// Records read from a topic, by `topic`.
     Consumed => "gridwatch_records_consumed_total",
     /// Records written to a topic in committed transactions (or acknowledged), by `topic`.
@@ -83,6 +89,12 @@ pub enum Gauge {
     Meters,
     /// Readings the engines' order windows hold (`detector.order_window_s`), not yet judged.
     ReadingsHeld,
+    /// Partitions of the readings topic this detector holds.
+    PartitionsOwned,
+    /// Partitions of the readings topic the detector group as a whole has left unwatched
+    /// (held by no member, or never committed while holding readings) for longer than
+    /// `detector.unowned_alert_s`: readings nobody judges. Alert on anything above 0.
+    PartitionsUnowned,
 }
 
 impl Gauge {
@@ -93,6 +105,8 @@ impl Gauge {
         Gauge::CheckpointTimestamp,
         Gauge::Meters,
         Gauge::ReadingsHeld,
+        Gauge::PartitionsOwned,
+        Gauge::PartitionsUnowned,
     ];
 
     /// The Prometheus name.
@@ -104,6 +118,8 @@ impl Gauge {
             Gauge::CheckpointTimestamp => "gridwatch_checkpoint_timestamp_seconds",
             Gauge::Meters => "gridwatch_meters",
             Gauge::ReadingsHeld => "gridwatch_readings_held",
+            Gauge::PartitionsOwned => "gridwatch_partitions_owned",
+            Gauge::PartitionsUnowned => "gridwatch_partitions_unowned",
         }
     }
 }
@@ -353,6 +369,10 @@ pub enum ReadingUse {
     Late,
     /// Replaced an estimate of the same interval.
     Corrected,
+    /// For an hour that closed incomplete, arriving after it closed (a backfill after a comms
+    /// outage, an actual days after its estimate): taken, not late, but its hour was judged
+    /// without it.
+    Backfilled,
 }
 
 /// A valid reading was sent to the readings topic.
@@ -375,6 +395,7 @@ impl InternalEvent for ReadingProcessed {
                 ReadingUse::Duplicate => Counter::Duplicates,
                 ReadingUse::Late => Counter::Late,
                 ReadingUse::Corrected => Counter::Corrected,
+                ReadingUse::Backfilled => Counter::Backfilled,
             },
             1,
         );
@@ -535,6 +556,19 @@ impl InternalEvent for Restarted {
     }
 }
 
+/// A passing Kafka error ridden out in place (retried, or polled past), not a restart.
+pub struct KafkaRetried<'a> {
+    pub what: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for KafkaRetried<'_> {
+    fn emit(self, c: &Counters) {
+        tracing::warn!("{}: {} (retrying)", self.what, self.error);
+        c.add(Counter::KafkaRetried, 1);
+    }
+}
+
 /// Flagged-site files moved into place.
 pub struct FilesWritten {
     pub files: u64,
@@ -632,6 +666,7 @@ mod tests {
         let mut known: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
         known.extend(Gauge::ALL.iter().map(|g| g.name().to_string()));
         known.push("gridwatch_consumer_lag".into());
+        known.push("gridwatch_partition_owned".into());
         for h in [
             Histogram::Transaction,
             Histogram::ReadingToCommit,

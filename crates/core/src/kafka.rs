@@ -357,27 +357,32 @@ pub fn read_compacted_from(
 
 /// Sets `gridwatch_consumer_lag{topic,partition}`: records on each partition not read yet,
 /// `at(partition)` being the next offset to read (`None`: nothing read, the log start). One
-/// watermark request per partition: call it every few seconds, not per record.
+/// watermark request per partition: call it every few seconds, not per record. Returns each
+/// partition's lag.
 pub fn report_lag<C: rdkafka::consumer::ConsumerContext>(
     consumer: &rdkafka::consumer::BaseConsumer<C>,
     topic: &str,
     parts: &[i32],
     at: impl Fn(i32) -> Option<i64>,
     counters: &crate::events::Counters,
-) {
+) -> std::collections::BTreeMap<i32, i64> {
     use rdkafka::consumer::Consumer;
+    let mut lags = std::collections::BTreeMap::new();
     for &p in parts {
         if let Ok((low, high)) =
             consumer.fetch_watermarks(topic, p, std::time::Duration::from_secs(1))
         {
             let next = at(p).unwrap_or(low).max(low);
+            let lag = (high - next).max(0);
             counters.set_labelled(
                 "gridwatch_consumer_lag",
                 crate::events::labels(&[("topic", topic), ("partition", &p.to_string())]),
-                (high - next).max(0),
+                lag,
             );
+            lags.insert(p, lag);
         }
     }
+    lags
 }
 
 /// This process's name within a consumer group (`group.instance.id`, static membership: a
@@ -396,16 +401,133 @@ pub fn instance_id(configured: &str) -> String {
         .unwrap_or_else(|| "0".into())
 }
 
-/// A consumer-group member's settings: cooperative-sticky assignment (a rebalance moves only the
-/// partitions that change hands) and static membership under `instance`.
+/// A consumer-group member's settings: static membership under `instance` with the eager
+/// `range` assignor.
+///
+/// Not cooperative-sticky: with static members it can leave a partition without an owner for
+/// good. A cooperative rebalance moves a partition in two rounds: its owner gives it up in the
+/// first and rejoins, and only the second round hands it on. A static member restarted between
+/// the rounds (a crash, a restart on a broker's loss) is given the first round's cached
+/// assignment by the coordinator without a rebalance, so the second round never comes and the
+/// partition it gave up belongs to nobody (issue 23: a third of the readings never judged). An
+/// eager assignor hands out every partition in every round, so any cached assignment covers the
+/// topic. `range` orders static members by instance id, so an instance that comes back under
+/// its name gets the same partitions.
 pub fn group_member_config(k: &KafkaConfig, group_id: &str, instance: &str) -> ClientConfig {
     let mut c = consumer_config(k, group_id);
-    c.set("partition.assignment.strategy", "cooperative-sticky")
+    c.set("partition.assignment.strategy", "range")
         .set("group.instance.id", instance);
     for (key, value) in &k.properties {
         c.set(key, value);
     }
     c
+}
+
+/// The partitions of `topic` in a consumer-protocol member assignment (the bytes a group's
+/// description carries per member: version, then per topic its name and partitions, then user
+/// data). `None` if the bytes are not such an assignment.
+pub fn assigned_partitions(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
+    fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, rest) = b.split_at_checked(N)?;
+        *b = rest;
+        head.try_into().ok()
+    }
+    let mut b = bytes;
+    take::<2>(&mut b)?;
+    let topics = i32::from_be_bytes(take::<4>(&mut b)?);
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = i16::from_be_bytes(take::<2>(&mut b)?).max(0) as usize;
+        let (name, rest) = b.split_at_checked(len)?;
+        b = rest;
+        let n = i32::from_be_bytes(take::<4>(&mut b)?);
+        for _ in 0..n.max(0) {
+            let p = i32::from_be_bytes(take::<4>(&mut b)?);
+            if name == topic.as_bytes() {
+                out.push(p);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// What the group's coordinator says of it: whether it is stable, its members, and which
+/// member (its id, which starts with a static member's instance id) holds each partition of a
+/// topic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupView {
+    pub stable: bool,
+    pub members: usize,
+    pub owners: std::collections::BTreeMap<i32, String>,
+}
+
+/// Asks the group's coordinator for its members' assignments (DescribeGroups).
+pub fn describe_group<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    group_id: &str,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<GroupView, String> {
+    let list = client
+        .fetch_group_list(Some(group_id), timeout)
+        .map_err(|e| format!("describing group {group_id}: {e}"))?;
+    let mut view = GroupView::default();
+    for g in list.groups().iter().filter(|g| g.name() == group_id) {
+        view.stable = g.state().eq_ignore_ascii_case("stable");
+        view.members = g.members().len();
+        for m in g.members() {
+            let ps = m
+                .assignment()
+                .and_then(|a| assigned_partitions(a, topic))
+                .unwrap_or_default();
+            view.owners
+                .extend(ps.into_iter().map(|p| (p, m.id().to_string())));
+        }
+    }
+    Ok(view)
+}
+
+/// Judges, look after look, which partitions of the readings topic the group as a whole leaves
+/// unwatched: held by no member (or the group mid-rebalance), or holding records the group has
+/// never committed past. A partition counts once it has been so for longer than `bound_ms`, so
+/// the moments of an ordinary rebalance raise nothing. Pure: the looks come from
+/// [`describe_group`] and the committed offsets.
+#[derive(Debug, Default)]
+pub struct Ownership {
+    bound_ms: i64,
+    since: std::collections::BTreeMap<i32, i64>,
+}
+
+impl Ownership {
+    pub fn new(bound_ms: i64) -> Ownership {
+        Ownership {
+            bound_ms,
+            since: Default::default(),
+        }
+    }
+
+    /// One look at `now_ms`: the topic's partitions, the group's view, and the partitions with
+    /// records but no committed offset. Returns the partitions unwatched longer than the bound.
+    pub fn look(
+        &mut self,
+        now_ms: i64,
+        partitions: &[i32],
+        group: &GroupView,
+        never_committed: &std::collections::BTreeSet<i32>,
+    ) -> Vec<i32> {
+        let unwatched =
+            |p: &i32| !group.stable || !group.owners.contains_key(p) || never_committed.contains(p);
+        self.since
+            .retain(|p, _| partitions.contains(p) && unwatched(p));
+        let mut out = Vec::new();
+        for p in partitions.iter().filter(|p| unwatched(p)) {
+            let since = *self.since.entry(*p).or_insert(now_ms);
+            if now_ms - since > self.bound_ms {
+                out.push(*p);
+            }
+        }
+        out
+    }
 }
 
 /// A group member's client context: logs as [`Quiet`] does, and notes the partitions the group
@@ -463,5 +585,73 @@ impl rdkafka::consumer::ConsumerContext for GroupEvents {
         }
         self.changed
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
+        let mut b = 1i16.to_be_bytes().to_vec();
+        b.extend((topics.len() as i32).to_be_bytes());
+        for (t, ps) in topics {
+            b.extend((t.len() as i16).to_be_bytes());
+            b.extend(t.as_bytes());
+            b.extend((ps.len() as i32).to_be_bytes());
+            for p in *ps {
+                b.extend(p.to_be_bytes());
+            }
+        }
+        b.extend((-1i32).to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn a_member_assignment_gives_its_partitions_of_the_topic_only() {
+        let a = assignment(&[("other", &[0, 1]), ("gridwatch.readings", &[2, 0])]);
+        assert_eq!(
+            assigned_partitions(&a, "gridwatch.readings"),
+            Some(vec![2, 0])
+        );
+        assert_eq!(assigned_partitions(&a, "absent"), Some(vec![]));
+        assert_eq!(assigned_partitions(&a[..9], "gridwatch.readings"), None);
+        assert_eq!(assigned_partitions(&[], "gridwatch.readings"), None);
+    }
+
+    fn view(stable: bool, owned: &[i32]) -> GroupView {
+        GroupView {
+            stable,
+            members: 2,
+            owners: owned.iter().map(|&p| (p, format!("m{p}"))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_partition_counts_unwatched_only_after_the_bound_and_stops_counting_once_held() {
+        let mut o = Ownership::new(60_000);
+        let none = BTreeSet::new();
+        let ps = [0, 1, 2];
+        // Partition 0 held by nobody: not yet past the bound, then past it.
+        assert!(o.look(0, &ps, &view(true, &[1, 2]), &none).is_empty());
+        assert!(o.look(60_000, &ps, &view(true, &[1, 2]), &none).is_empty());
+        assert_eq!(o.look(60_001, &ps, &view(true, &[1, 2]), &none), vec![0]);
+        // A rebalance's moment: everything in flux, but only for a moment.
+        assert!(o.look(70_000, &ps, &view(false, &[]), &none).len() == 1);
+        // Held again: the clock starts over if it is lost again.
+        assert!(o
+            .look(80_000, &ps, &view(true, &[0, 1, 2]), &none)
+            .is_empty());
+        assert!(o.look(130_000, &ps, &view(true, &[1, 2]), &none).is_empty());
+        // Held, but never committed while it has records.
+        let never: BTreeSet<i32> = [2].into();
+        assert!(o
+            .look(200_000, &ps, &view(true, &[0, 1, 2]), &never)
+            .is_empty());
+        assert_eq!(
+            o.look(260_001, &ps, &view(true, &[0, 1, 2]), &never),
+            vec![2]
+        );
     }
 }

@@ -96,6 +96,10 @@ pub struct MeterRecord {
     /// applies it where the live run did.
     #[serde(default, with = "crate::time::serde_rfc3339_opt")]
     pub effective_from: Option<i64>,
+    /// Export capacity of the site's registered generation (rooftop PV, a battery), kW; `None`
+    /// (or 0) where none is registered: any export is then unregistered generation.
+    #[serde(default)]
+    pub generation_kw: Option<f64>,
 }
 
 impl MeterRecord {
@@ -122,6 +126,7 @@ impl MeterRecord {
             region: None,
             timezone: None,
             effective_from: None,
+            generation_kw: None,
         }
     }
 

@@ -18,13 +18,14 @@ use anyhow::{anyhow, Context, Result};
 use checkpoints::{Header, Restored, Store};
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
 use gridwatch_core::events::{
-    AlertEmitted, Counters, DlqWriteFailed, DlqWritten, Gauge, Histogram, InternalEvent,
-    ReadingProcessed, ReadingReplayed, RecordRejected, RecordsConsumed, RecordsProduced,
-    TransactionCommitted,
+    labels, AlertEmitted, Counters, DlqWriteFailed, DlqWritten, Gauge, Histogram, InternalEvent,
+    KafkaRetried, ReadingProcessed, ReadingReplayed, RecordRejected, RecordsConsumed,
+    RecordsProduced, TransactionCommitted,
 };
 use gridwatch_core::kafka::{
-    group_member_config, instance_id, partitions, producer_config, queue_full, read_compacted,
-    read_compacted_from, report_lag, retry_while_full, transient, Quiet, QuietConsumer,
+    consumer_config, describe_group, group_member_config, instance_id, partitions, producer_config,
+    queue_full, read_compacted, read_compacted_from, report_lag, retry_while_full, transient,
+    Ownership, Quiet, QuietConsumer,
 };
 use gridwatch_core::{
     partition, Alert, AlertStatus, DlqRecord, Holiday, KafkaConfig, MeterRecord, Reading,
@@ -41,6 +42,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a passing Kafka error (a broker of several lost, a coordinator or leader moving) is
+/// retried in place before the run ends and the supervisor starts a new one.
+const TRANSIENT_PATIENCE: Duration = Duration::from_secs(60);
+/// A partition with readings waiting that has given none for this long has stopped fetching
+/// (seen once after a single broker's restart): the run ends and a new consumer starts.
+const STALLED_AFTER: Duration = Duration::from_secs(90);
 
 /// The service's own keys of the `[detector]` table (the engine's are
 /// [`EngineConfig`]'s).
@@ -70,6 +77,10 @@ pub struct ServiceConfig {
     /// topic, it would otherwise move its meter's watermark and make genuine readings late.
     /// Judged against the record's own timestamp, so a replay decides the same.
     pub max_future_s: i64,
+    /// A partition of the readings topic the group leaves unwatched (held by no detector, or
+    /// never committed while it holds readings) for longer than this many seconds counts in
+    /// `gridwatch_partitions_unowned`, and makes each detector leave and rejoin the group.
+    pub unowned_alert_s: u64,
 }
 
 impl Default for ServiceConfig {
@@ -83,6 +94,7 @@ impl Default for ServiceConfig {
             state_dir: "gridwatch-state".into(),
             checkpoint_interval_s: 60,
             max_future_s: 900,
+            unowned_alert_s: 60,
         }
     }
 }
@@ -458,7 +470,9 @@ fn send_batch<C: rdkafka::consumer::ConsumerContext>(
     dlq: &[(String, Vec<u8>)],
     counters: &Counters,
 ) -> Result<usize> {
-    producer.begin_transaction()?;
+    txn_retrying("beginning a transaction", counters, || {
+        producer.begin_transaction()
+    })?;
     for o in out {
         send_retrying(
             producer,
@@ -500,10 +514,44 @@ fn send_batch<C: rdkafka::consumer::ConsumerContext>(
     let group = consumer
         .group_metadata()
         .ok_or_else(|| anyhow!("no consumer group metadata"))?;
-    producer.send_offsets_to_transaction(&position, &group, TIMEOUT)?;
+    txn_retrying("sending the offsets", counters, || {
+        producer.send_offsets_to_transaction(&position, &group, TIMEOUT)
+    })?;
     wait_for_acks(producer);
-    producer.commit_transaction(TIMEOUT)?;
+    txn_retrying("committing", counters, || {
+        producer.commit_transaction(TIMEOUT)
+    })?;
     Ok(unwritten)
+}
+
+/// Calls a transaction step again while librdkafka says its error is retriable (the
+/// transaction coordinator moving, a broker of several lost), for up to
+/// [`TRANSIENT_PATIENCE`]; any other error is returned as it is, for the caller to abort and
+/// judge again or to end the run.
+fn txn_retrying(
+    what: &str,
+    counters: &Counters,
+    mut step: impl FnMut() -> rdkafka::error::KafkaResult<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match step() {
+            Err(KafkaError::Transaction(t))
+                if t.is_retriable()
+                    && !t.is_fatal()
+                    && !t.txn_requires_abort()
+                    && started.elapsed() < TRANSIENT_PATIENCE =>
+            {
+                KafkaRetried {
+                    what,
+                    error: &t.to_string(),
+                }
+                .emit(counters);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other.map_err(Into::into),
+        }
+    }
 }
 
 /// Serves delivery reports until every record sent is acknowledged (or `TIMEOUT`), so that
@@ -724,12 +772,22 @@ impl rdkafka::consumer::ConsumerContext for Assigner {
         err: rdkafka::types::RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        use rdkafka::consumer::RebalanceProtocol;
         use rdkafka::types::RDKafkaRespErr as E;
         let ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         if err == E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
             let handed = self.hand(consumer, tpl);
             self.push(Change::Assigned(handed));
-            if let Err(e) = consumer.incremental_assign(tpl) {
+            let taken = if cooperative {
+                consumer.incremental_assign(tpl)
+            } else {
+                consumer.assign(tpl)
+            };
+            if let Err(e) = taken {
                 self.fail(format!("cannot take partitions {ps:?}: {e}"));
             }
             tracing::info!(partitions = ?ps, "partitions assigned");
@@ -738,7 +796,12 @@ impl rdkafka::consumer::ConsumerContext for Assigner {
                 tracing::warn!("rebalance error {err:?}: giving up partitions {ps:?}");
             }
             self.push(Change::Revoked(ps.clone()));
-            if let Err(e) = consumer.incremental_unassign(tpl) {
+            let given = if cooperative {
+                consumer.incremental_unassign(tpl)
+            } else {
+                consumer.unassign()
+            };
+            if let Err(e) = given {
                 self.fail(format!("cannot give up partitions {ps:?}: {e}"));
             }
             tracing::info!(partitions = ?ps, "partitions revoked");
@@ -767,11 +830,20 @@ impl Assigner {
         consumer: &rdkafka::consumer::BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
     ) -> Vec<Handed> {
-        let committed = match consumer.committed_offsets(tpl.clone(), TIMEOUT) {
-            Ok(c) => c,
-            Err(e) => {
-                self.fail(format!("committed offsets of the handed partitions: {e}"));
-                return Vec::new();
+        // A broker of several being down (the group coordinator moving) is waited out here,
+        // for a bounded time, rather than ending the run: each new run is another rebalance.
+        let asked = Instant::now();
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), TIMEOUT) {
+                Ok(c) => break c,
+                Err(e) if transient(&e) && asked.elapsed() < TRANSIENT_PATIENCE => {
+                    tracing::warn!("committed offsets of the handed partitions: {e} (retrying)");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    self.fail(format!("committed offsets of the handed partitions: {e}"));
+                    return Vec::new();
+                }
             }
         };
         let here = self.here.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -966,6 +1038,7 @@ pub fn run(
     engine: &EngineConfig,
     counters: &Counters,
     stop: &AtomicBool,
+    rejoin: &AtomicBool,
 ) -> Result<()> {
     let started_at = Instant::now();
     counters.set(Gauge::Restoring, 1);
@@ -981,7 +1054,23 @@ pub fn run(
     pcfg.set("transactional.id", &transactional_id)
         .set("transaction.timeout.ms", "60000");
     let producer: TxProducer = pcfg.create_with_context(Producing)?;
-    producer.init_transactions(TIMEOUT).with_context(|| {
+    // A transaction its killed predecessor left open is being aborted: while a broker of
+    // several is down that takes the coordinator longer than one call waits.
+    let asked = Instant::now();
+    let mut init = producer.init_transactions(TIMEOUT);
+    while let Err(KafkaError::Transaction(t)) = &init {
+        if t.is_fatal() || asked.elapsed() > 2 * TRANSIENT_PATIENCE {
+            break;
+        }
+        KafkaRetried {
+            what: "init_transactions",
+            error: &t.to_string(),
+        }
+        .emit(counters);
+        std::thread::sleep(Duration::from_secs(1));
+        init = producer.init_transactions(TIMEOUT);
+    }
+    init.with_context(|| {
         format!(
             "init_transactions of {transactional_id} (is another detector running as instance \
              {instance}? give each its own detector.instance_id)"
@@ -1104,7 +1193,17 @@ pub fn run(
     };
 
     let group_changed = || consumer.context().changed.load(Ordering::Relaxed);
+    // When each partition last gave readings (or was found caught up): the stall check.
+    let mut fetched_at: BTreeMap<i32, Instant> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
+        if rejoin.swap(false, Ordering::AcqRel) {
+            // The group leaves partitions unwatched (see `audit`): leaving (a static member
+            // leaves only when asked to) and joining again makes the group hand out every
+            // partition afresh.
+            tracing::warn!("partitions of {topic} are unwatched: leaving and rejoining the group");
+            consumer.unsubscribe();
+            consumer.subscribe(&[topic.as_str()])?;
+        }
         take_changes(&mut tasks, &mut side, &mut joined, &mut gathered, &mut out)?;
         if let Some(side) = &side {
             side.follow(&mut tasks, partition_count, &mut alerts)?;
@@ -1139,10 +1238,21 @@ pub fn run(
             if group_changed() {
                 take_changes(&mut tasks, &mut side, &mut joined, &mut gathered, &mut out)?;
             }
-            // Any error, transient or not, ends the run: a consumer left to ride out a broker
-            // restart was seen to stop fetching for good (CI), while a new run restores the
-            // checkpoint and is back within seconds.
-            let msg = msg.context("reading readings")?;
+            // A passing error (a broker of several lost, a leader moving) is ridden out: the
+            // client fetches from the new leader by itself, and a new run would be another
+            // rebalance. A consumer that stops fetching for good is caught by the stall check.
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) if transient(&e) => {
+                    KafkaRetried {
+                        what: "reading readings",
+                        error: &e.to_string(),
+                    }
+                    .emit(counters);
+                    break;
+                }
+                Err(e) => return Err(e).context("reading readings"),
+            };
             n += 1;
             past_deadline = n % 256 == 0 && Instant::now() >= deadline;
             gathered.push(
@@ -1153,6 +1263,11 @@ pub fn run(
             );
         }
         take_changes(&mut tasks, &mut side, &mut joined, &mut gathered, &mut out)?;
+        for (&p, share) in &gathered.by_partition {
+            if !share.is_empty() {
+                fetched_at.insert(p, Instant::now());
+            }
+        }
         // Each partition's share on its own thread (its own engine): the cores a detector has
         // judge in parallel, and the outputs join in partition order.
         let shares: Vec<(i32, &mut Task, &[Fetched])> = tasks
@@ -1324,13 +1439,36 @@ pub fn run(
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
             let parts: Vec<i32> = tasks.keys().copied().collect();
-            report_lag(
+            let lags = report_lag(
                 &consumer,
                 topic,
                 &parts,
                 |p| tasks.get(&p).map(|t| t.next).filter(|&o| o > 0),
                 counters,
             );
+            counters.set(Gauge::PartitionsOwned, parts.len() as u64);
+            for p in 0..partition_count {
+                counters.set_labelled(
+                    "gridwatch_partition_owned",
+                    labels(&[("topic", topic), ("partition", &p.to_string())]),
+                    i64::from(tasks.contains_key(&p)),
+                );
+            }
+            // Readings waiting (more than a transaction marker) on a partition that has given
+            // none for a long while: the client stopped fetching it.
+            fetched_at.retain(|p, _| tasks.contains_key(p));
+            for (&p, &lag) in &lags {
+                let since = *fetched_at.entry(p).or_insert_with(Instant::now);
+                if lag <= 1 {
+                    fetched_at.insert(p, Instant::now());
+                } else if since.elapsed() > STALLED_AFTER {
+                    anyhow::bail!(
+                        "partition {p} of {topic} has {lag} readings waiting and gave none for \
+                         {}s: fetching stalled, starting a new consumer",
+                        since.elapsed().as_secs()
+                    );
+                }
+            }
             log_progress("detector progress", counters, &latencies, meters);
         }
     }
@@ -1340,6 +1478,85 @@ pub fn run(
     let meters: usize = tasks.values().map(|t| t.engine.meters()).sum();
     log_progress("detector stopped", counters, &latencies, meters);
     Ok(())
+}
+
+/// Watches the detector group as a whole, every few seconds until `stop`: the partitions of
+/// the readings topic against the members' assignments (the coordinator's description) and the
+/// group's committed offsets. Partitions unwatched longer than `unowned_alert_s` are counted in
+/// `gridwatch_partitions_unowned` and logged at ERROR, and `rejoin` asks the run loop to leave
+/// and rejoin the group (at most once per bound), which makes the group hand every partition
+/// out afresh. Its own client, so a slow coordinator never holds up judging.
+pub fn audit(
+    k: &KafkaConfig,
+    d: &ServiceConfig,
+    counters: &Counters,
+    stop: &AtomicBool,
+    rejoin: &AtomicBool,
+) {
+    let topic = &k.topics.readings;
+    let bound = Duration::from_secs(d.unowned_alert_s);
+    let mut ownership = Ownership::new(bound.as_millis() as i64);
+    let mut last_rejoin: Option<Instant> = None;
+    let mut client: Option<QuietConsumer> = None;
+    let mut next_look = Instant::now() + Duration::from_secs(5);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if Instant::now() < next_look {
+            continue;
+        }
+        next_look = Instant::now() + Duration::from_secs(5);
+        if client.is_none() {
+            match consumer_config(k, &d.group_id).create_with_context(Quiet) {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::warn!("group audit: {e}");
+                    continue;
+                }
+            }
+        }
+        let Some(c) = &client else { continue };
+        let looked = (|| -> Result<Vec<i32>> {
+            let parts = partitions(c, topic).map_err(|e| anyhow!(e))?;
+            let group = describe_group(c.client(), &d.group_id, topic, Duration::from_secs(10))
+                .map_err(|e| anyhow!(e))?;
+            let mut tpl = TopicPartitionList::new();
+            for &p in &parts {
+                tpl.add_partition(topic, p);
+            }
+            let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+            let mut never = std::collections::BTreeSet::new();
+            for &p in &parts {
+                let at = committed.find_partition(topic, p).map(|e| e.offset());
+                if !matches!(at, Some(Offset::Offset(_))) {
+                    let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+                    if high > low {
+                        never.insert(p);
+                    }
+                }
+            }
+            Ok(ownership.look(now_ms(), &parts, &group, &never))
+        })();
+        match looked {
+            Ok(unwatched) => {
+                counters.set(Gauge::PartitionsUnowned, unwatched.len() as u64);
+                if !unwatched.is_empty() {
+                    tracing::error!(
+                        partitions = ?unwatched,
+                        "partitions of {topic} unwatched by the group {} for over {}s: their \
+                         readings are not being judged",
+                        d.group_id,
+                        bound.as_secs()
+                    );
+                    if last_rejoin.is_none_or(|t| t.elapsed() > bound) {
+                        last_rejoin = Some(Instant::now());
+                        rejoin.store(true, Ordering::Release);
+                    }
+                }
+            }
+            // Nothing known is nothing claimed: the gauge keeps its last value.
+            Err(e) => tracing::warn!("group audit: {e:#}"),
+        }
+    }
 }
 
 /// Its counts, and how long after it was produced each live reading's batch committed — the

@@ -385,6 +385,12 @@ enum TopicsCommand {
     /// kafka.partitions, kafka.replication_factor and kafka.min_insync_replicas (2 where the
     /// replication factor is 3 or more). Topics that exist are left as they are.
     Create,
+    /// Every partition of the readings topic, as the detector group sees it: the member that
+    /// holds it (`-` for none: its readings are not being judged), the group's committed
+    /// offset, the topic's end offset and the lag between them. Unlike
+    /// `kafka-consumer-groups --describe`, a partition the group never committed is listed
+    /// too. Exits 2 if any partition has no owner.
+    Lag,
 }
 
 fn main() {
@@ -564,6 +570,13 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Topics {
             command: TopicsCommand::Create,
         } => services::topics_create(&config)?,
+        Command::Topics {
+            command: TopicsCommand::Lag,
+        } => {
+            if !services::topics_lag(&config)? {
+                std::process::exit(2);
+            }
+        }
     }
     Ok(())
 }

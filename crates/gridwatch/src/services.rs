@@ -84,6 +84,49 @@ pub fn topics_create(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// `gridwatch topics lag`: each readings partition's owner in the detector group, committed
+/// and end offsets, and lag. Returns whether every partition has an owner.
+pub fn topics_lag(cfg: &Config) -> Result<bool> {
+    let (k, group) = (&cfg.kafka, &cfg.detector.service.group_id);
+    let topic = &k.topics.readings;
+    let timeout = Duration::from_secs(10);
+    let c: QuietConsumer = consumer_config(k, group).create_with_context(Quiet)?;
+    let parts = partitions(&c, topic).map_err(|e| anyhow!(e))?;
+    let view = gridwatch_core::kafka::describe_group(c.client(), group, topic, timeout)
+        .map_err(|e| anyhow!(e))?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in &parts {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c.committed_offsets(tpl, timeout)?;
+    println!(
+        "group {group}: {} member(s), {}",
+        view.members,
+        if view.stable {
+            "stable"
+        } else {
+            "rebalancing or empty"
+        }
+    );
+    let mut all_owned = true;
+    for &p in &parts {
+        let (_, end) = c.fetch_watermarks(topic, p, timeout)?;
+        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        let owner = view.owners.get(&p);
+        all_owned &= owner.is_some();
+        println!(
+            "{topic} partition={p} owner={} committed={} end={end} lag={}",
+            owner.map_or("-", |o| o.as_str()),
+            at.map_or("-".to_string(), |o| o.to_string()),
+            end - at.unwrap_or(0)
+        );
+    }
+    Ok(all_owned)
+}
+
 /// `gridwatch ingest`: a readings file (or stdin) to Kafka.
 pub fn ingest_file(cfg: &Config, readings: &str, meter_id: Option<String>) -> Result<()> {
     let rt = runtime()?;
@@ -390,8 +433,19 @@ pub fn detect(cfg: &Config) -> Result<()> {
     let (cfg, served) = (cfg.clone(), counters.clone());
     rt.block_on(rt.spawn_blocking(move || {
         let d = &cfg.detector;
-        supervise("detector", &served, &stop, || {
-            gridwatch_detector_service::run(&cfg.kafka, &d.service, &d.engine, &served, &stop)
+        let rejoin = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                gridwatch_detector_service::audit(&cfg.kafka, &d.service, &served, &stop, &rejoin)
+            });
+            let ran = supervise("detector", &served, &stop, || {
+                gridwatch_detector_service::run(
+                    &cfg.kafka, &d.service, &d.engine, &served, &stop, &rejoin,
+                )
+            });
+            // The audit ends with the service, however the service ended.
+            stop.store(true, Ordering::Relaxed);
+            ran
         })
     }))??;
     println!("detector stopped: {:?}", counters.snapshot());

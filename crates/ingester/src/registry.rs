@@ -2,7 +2,8 @@
 //! refused with every error listed (file, line, field): loading half a register would make
 //! every meter left out look unregistered.
 //!
-//! Optional columns after the fixed eleven, by name: `timezone` (IANA) and `effective_from`
+//! Optional columns after the fixed eleven, by name: `timezone` (IANA), `generation_kw` (the
+//! export capacity of registered generation, kW; empty or 0: none) and `effective_from`
 //! (RFC 3339, the event time from which the row holds). With `effective_from` a meter may have
 //! several rows, one per time: its history of changes (a permit raised on 1 March, a site
 //! disconnected on 15 March). Rows come back in file order, except that a meter's rows come in
@@ -83,6 +84,7 @@ pub fn read_registry(
             optional = Optional {
                 timezone: cols.iter().position(|c| *c == "timezone"),
                 effective_from: cols.iter().position(|c| *c == "effective_from"),
+                generation_kw: cols.iter().position(|c| *c == "generation_kw"),
             };
             width = cols.len();
             continue;
@@ -141,6 +143,7 @@ pub fn read_registry(
 struct Optional {
     timezone: Option<usize>,
     effective_from: Option<usize>,
+    generation_kw: Option<usize>,
 }
 
 /// Puts each meter's rows in the order of their `effective_from` (a row without one first),
@@ -239,6 +242,18 @@ fn row(f: &[&str], optional: Optional, at: &dyn Fn(&str) -> String) -> Result<Me
                     .map_err(|e| format!("{}: {e}", at("effective_from")))
             })
             .transpose()?,
+        generation_kw: match optional.generation_kw.map(get).filter(|s| !s.is_empty()) {
+            Some(v) => match v.parse::<f64>() {
+                Ok(kw) if (0.0..=10_000_000.0).contains(&kw) => Some(kw).filter(|&kw| kw > 0.0),
+                _ => {
+                    return Err(format!(
+                        "{}: {v:?} is not a number of kW between 0 and 10000000",
+                        at("generation_kw")
+                    ))
+                }
+            },
+            None => None,
+        },
         timezone: match optional.timezone.map(get).filter(|s| !s.is_empty()) {
             Some(zone) => {
                 gridwatch_core::time::standard_offset_hours(zone)
@@ -275,6 +290,26 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("reg.csv:2: field timezone: \"Asia/Almatty\" is not an IANA time zone"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn generation_kw_is_the_registered_export_capacity_and_a_bad_one_is_named() {
+        let text = format!(
+            "{HEAD},generation_kw\nS1,M1,F1,customer,residential,12,active,false,,,,6.6\n\
+             S2,M2,F1,customer,residential,12,active,false,,,,0\n\
+             S3,M3,F1,customer,residential,12,active,false,,,,\n"
+        );
+        let r = read_registry(text.as_bytes(), "reg.csv").unwrap();
+        let kw: Vec<_> = r.iter().map(|m| m.generation_kw).collect();
+        assert_eq!(kw, [Some(6.6), None, None]);
+        let bad =
+            format!("{HEAD},generation_kw\nS1,M1,F1,customer,residential,12,active,false,,,,-3\n");
+        let e = read_registry(bad.as_bytes(), "reg.csv").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("reg.csv:2: field generation_kw: \"-3\""),
             "{e}"
         );
     }

@@ -763,6 +763,7 @@ impl<'a> Builder<'a> {
                 region: Some(region.to_string()),
                 timezone: None,
                 effective_from: None,
+                generation_kw: None,
             };
             let mut registered = true;
             let mut tamper = None;

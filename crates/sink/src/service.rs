@@ -6,10 +6,10 @@
 use crate::writer::{Batches, FlaggedFiles, Row};
 use anyhow::{Context, Result};
 use gridwatch_core::events::{
-    AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, RecordRejected,
-    RecordsConsumed,
+    AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, KafkaRetried,
+    RecordRejected, RecordsConsumed,
 };
-use gridwatch_core::kafka::{group_member_config, instance_id, report_lag, GroupEvents};
+use gridwatch_core::kafka::{group_member_config, instance_id, report_lag, transient, GroupEvents};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -68,8 +68,20 @@ pub fn run(
                 }
             }
             if let Some(msg) = msg {
-                // Any error ends the run; the supervisor starts a new one (see the detector).
-                let msg = msg.context("reading alerts")?;
+                // A passing error (a broker of several lost, a leader moving) is ridden out,
+                // as the detector does: a new run would be another rebalance.
+                let msg = match msg {
+                    Ok(msg) => msg,
+                    Err(e) if transient(&e) => {
+                        KafkaRetried {
+                            what: "reading alerts",
+                            error: &e.to_string(),
+                        }
+                        .emit(counters);
+                        continue;
+                    }
+                    Err(e) => return Err(e).context("reading alerts"),
+                };
                 consumed = true;
                 let (p, offset) = (msg.partition(), msg.offset());
                 next.insert(p, offset + 1);

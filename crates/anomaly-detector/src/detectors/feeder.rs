@@ -105,6 +105,8 @@ struct OpenHour {
     head_est: u32,
     cust_cov: u32,
     cust_est: u32,
+    /// The customers' estimated energy in `cust_kwh`: left out when the hour is judged.
+    cust_est_kwh: f64,
 }
 
 /// One feeder's balance: the open hours of its head and customers, the learned loss model, and
@@ -192,6 +194,9 @@ impl BalanceState {
             let Some(o) = open_hour(&mut self.open, self.next_hour, h) else {
                 continue;
             };
+            if estimated && side == Side::Customers {
+                o.cust_est_kwh += sign as f64 * kwh * share;
+            }
             let (energy, cov, est) = match side {
                 Side::Head => (&mut o.head_kwh, &mut o.head_cov, &mut o.head_est),
                 Side::Customers => (&mut o.cust_kwh, &mut o.cust_cov, &mut o.cust_est),
@@ -220,8 +225,13 @@ impl BalanceState {
     /// its `members`' hours, none of them estimates — or once the feeder's newest reading is
     /// `horizon_s` past it. Closed at the horizon, it is judged only if the head's hour and
     /// all but 1.5 % of the customers' data are in (the few missing filled in
-    /// proportionally): a comms outage must not look like a tap.
-    pub fn pop_closed(&mut self, horizon_s: i64, members: usize) -> Option<Closed<BalancedHour>> {
+    /// proportionally): a comms outage must not look like a tap. Estimates count as missing.
+    pub fn pop_closed(
+        &mut self,
+        horizon_s: i64,
+        members: usize,
+        silent: impl Fn(i64) -> Silent,
+    ) -> Option<Closed<BalancedHour>> {
         let h = self.next_hour;
         if h == i64::MIN {
             return None;
@@ -247,16 +257,29 @@ impl BalanceState {
         let o = self.open.pop_front().unwrap_or_default();
         self.next_hour += 1;
         self.settled = true;
-        let complete =
-            o.head_cov >= 3540 && expected > 0 && u64::from(o.cust_cov) * 1000 >= expected * 985;
+        // Estimates are guesses: the head's hour must be measured, and the customers'
+        // estimated data count as missing. What customers have not measured is filled in
+        // with what each drew at that hour on the last day it reported; the rest, up to 1.5 %,
+        // proportionally. A feeder hour is never judged as tapped because a customer's data
+        // has not arrived: if the stand-ins are more than `SILENT_SHARE` of the head's energy,
+        // the hour is not judged.
+        let measured = o.cust_cov.saturating_sub(o.cust_est);
+        let gone = silent(h * HOUR);
+        let accounted = (u64::from(measured) + u64::from(gone.seconds)).min(expected.max(1));
+        let head_kwh = o.head_kwh * 3600.0 / f64::from(o.head_cov.max(1));
+        let complete = o.head_cov >= 3540
+            && o.head_est == 0
+            && expected > 0
+            && accounted * 1000 >= expected * 985
+            && gone.kwh <= SILENT_SHARE * head_kwh;
         if !complete || o.head_kwh <= 0.0 {
             return Some(Closed::Empty);
         }
-        let fill = (expected as f64 / f64::from(o.cust_cov)).max(1.0);
+        let fill = (expected as f64 / accounted as f64).max(1.0);
         Some(Closed::Data(BalancedHour {
             end: (h + 1) * HOUR,
-            head_kw: o.head_kwh * 3600.0 / f64::from(o.head_cov),
-            customers_kw: o.cust_kwh * fill,
+            head_kw: head_kwh,
+            customers_kw: ((o.cust_kwh - o.cust_est_kwh).max(0.0) + gone.kwh) * fill,
         }))
     }
 
@@ -265,6 +288,20 @@ impl BalanceState {
         std::array::from_fn(|k| f64::from(self.residual_kw[(self.pos + k) % WINDOW]))
     }
 }
+
+/// The parts of a feeder hour its customers have not measured (a comms outage whose backfill
+/// has not come, or came after their own hours closed): what each drew at that hour of day on
+/// the last day it reported (kWh), and the seconds they stand for.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Silent {
+    pub kwh: f64,
+    pub seconds: u32,
+}
+
+/// The most of a feeder hour's energy (a share of the head's) that silent customers' usual
+/// draw may stand for in a judged hour: beyond it, their real draw is too uncertain to tell a
+/// tap from a customer's data not yet arrived.
+const SILENT_SHARE: f64 = 0.03;
 
 /// Who the feeder is, for the finding's words.
 pub(crate) struct FeederId<'a> {
@@ -415,7 +452,7 @@ mod tests {
         for ts in [then, now, far] {
             b.add(Side::Head, ts, 900, 1.0, Quality::Actual);
             assert!(b.open.len() <= MAX_OPEN, "{} open hours", b.open.len());
-            while b.pop_closed(48 * 3600, 1).is_some() {}
+            while b.pop_closed(48 * 3600, 1, |_| Silent::default()).is_some() {}
         }
         // Backwards, before the balance has judged an hour: bounded too.
         let mut b = BalanceState::new();

@@ -17,6 +17,7 @@ pub mod blocks;
 pub mod bypass;
 pub mod capacity;
 pub mod feeder;
+pub mod generation;
 pub mod mining;
 pub mod peer;
 pub mod register;
