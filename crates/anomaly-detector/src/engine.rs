@@ -549,10 +549,14 @@ impl Engine {
                     Side::Customers
                 };
                 let balance = &mut feeders[f as usize].st.balance;
+                // Net energy on both sides: a PV customer's export feeds its neighbours, and a
+                // head whose feeder sends power upstream reports it as export.
                 if let Admitted::Corrected(old) = admitted {
-                    balance.remove_estimate(side, old.ts, old.interval_s, f64::from(old.kwh));
+                    let net = f64::from(old.kwh) - f64::from(old.export_kwh);
+                    balance.remove_estimate(side, old.ts, old.interval_s, net);
                 }
-                balance.add(side, r.ts, r.interval_s, r.kwh, r.quality);
+                let net = r.kwh - r.kwh_export.unwrap_or(0.0);
+                balance.add(side, r.ts, r.interval_s, net, r.quality);
             }
             while let Some(closed) = st.series.pop_closed(horizon) {
                 let (peers, split) = feeder_parts(feeders, *feeder);

@@ -49,7 +49,40 @@ pub(crate) fn open_hour<T: Default + Clone>(
 
 /// How many closed hours a meter remembers as incomplete: a backfill that comes within 48 + 128
 /// hours (7.3 days) of its meter's newest reading is taken, not late.
-const GAP_MEMORY_H: i64 = 128;
+const GAP_MEMORY_H: i64 = 64 * HOUR_BITS_WORDS as i64;
+const HOUR_BITS_WORDS: usize = 5;
+
+/// One bit per closed hour, the newest at bit 0, for the last [`GAP_MEMORY_H`] (320) hours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct HourBits([u64; HOUR_BITS_WORDS]);
+
+impl HourBits {
+    /// Moves every bit `n` hours older (those past the memory are forgotten), then sets the
+    /// `n` newest if `set`.
+    fn push(&mut self, n: i64, set: bool) {
+        let n = n.clamp(0, GAP_MEMORY_H) as usize;
+        let (words, bits) = (n / 64, n % 64);
+        let old = self.0;
+        for i in (0..HOUR_BITS_WORDS).rev() {
+            let lo = i.checked_sub(words).map_or(0, |j| old[j]);
+            let below = i.checked_sub(words + 1).map_or(0, |j| old[j]);
+            self.0[i] = if bits == 0 {
+                lo
+            } else {
+                (lo << bits) | (below >> (64 - bits))
+            };
+        }
+        if set {
+            for k in 0..n {
+                self.0[k / 64] |= 1 << (k % 64);
+            }
+        }
+    }
+
+    fn get(&self, k: i64) -> bool {
+        (0..GAP_MEMORY_H).contains(&k) && self.0[k as usize / 64] >> (k % 64) & 1 == 1
+    }
+}
 
 /// An hour (of a meter, or of a feeder's balance) that closed: with data to judge, or without.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,12 +221,12 @@ pub(crate) struct Series {
     /// Estimated readings not yet replaced (rare: most meters hold none).
     estimates: Vec<Estimate>,
     /// The closed hours that closed incomplete (a gap, or estimates no actual replaced): bit
-    /// `k` is hour `next_hour - 1 - k`, for the last [`GAP_MEMORY_H`] hours. A reading for such
+    /// `k` is hour `next_hour - 1 - k`, for the last [`GAP_MEMORY_H`] hours (13 days). A reading for such
     /// an hour that arrives after it closed — a head-end's backfill after a comms outage, an
     /// actual days after its estimate — is taken ([`Admitted::Backfilled`]), not late.
-    gaps: u128,
+    gaps: HourBits,
     /// Of those, the hours that closed with nothing measured at all (same bits).
-    voids: u128,
+    voids: HourBits,
     /// Demand of the last 24 closed hours, by UTC hour of day, and which of them had data.
     day_kw: [f32; 24],
     day_mask: u32,
@@ -253,8 +286,8 @@ impl Series {
             first_hour: i64::MIN,
             early: Vec::new(),
             estimates: Vec::new(),
-            gaps: 0,
-            voids: 0,
+            gaps: HourBits::default(),
+            voids: HourBits::default(),
             day_kw: [0.0; 24],
             day_mask: 0,
             prev_kw: [0.0; 24],
@@ -396,8 +429,18 @@ impl Series {
         }
         if last < self.next_hour {
             if (last + 1) * HOUR + horizon_s <= self.max_ts {
-                return match self.gap_bit(last) {
-                    Some(bit) if self.gaps & bit != 0 => Admitted::Backfilled,
+                return match self.hours_ago(last) {
+                    k if self.gaps.get(k) => Admitted::Backfilled,
+                    // Before the series began (a meter whose outage began before its first
+                    // live reads): never judged, nothing counted to copy.
+                    _ if self.settled
+                        && last < self.first_hour
+                        && self.first_hour - last <= GAP_MEMORY_H =>
+                    {
+                        Admitted::Backfilled
+                    }
+                    // An estimate of an hour measured in full: the measurement stands.
+                    _ if r.quality == Quality::Estimated => Admitted::Duplicate,
                     _ => Admitted::Late,
                 };
             }
@@ -446,24 +489,13 @@ impl Series {
     /// Records `n` hours closing from `next_hour` on: incomplete or not, and with nothing
     /// measured (`void`) or not.
     fn close_gaps(&mut self, n: i64, incomplete: bool, void: bool) {
-        let n = n.clamp(0, GAP_MEMORY_H);
-        let fresh = if n >= GAP_MEMORY_H {
-            u128::MAX
-        } else {
-            (1u128 << n) - 1
-        };
-        for (bits, set) in [(&mut self.gaps, incomplete), (&mut self.voids, void)] {
-            *bits = if n >= GAP_MEMORY_H { 0 } else { *bits << n };
-            if set {
-                *bits |= fresh;
-            }
-        }
+        self.gaps.push(n, incomplete);
+        self.voids.push(n, void);
     }
 
-    /// Hour `h`'s bit in `gaps`, if it is one of the remembered closed hours.
-    fn gap_bit(&self, h: i64) -> Option<u128> {
-        let k = self.next_hour - 1 - h;
-        (0..GAP_MEMORY_H).contains(&k).then(|| 1u128 << k)
+    /// How many closed hours back hour `h` is (0: the last closed).
+    fn hours_ago(&self, h: i64) -> i64 {
+        self.next_hour - 1 - h
     }
 
     /// Adds an interval's energy to the open hours it spans (parts in closed hours are gone).
@@ -773,9 +805,10 @@ impl Series {
                 .map_or(0, |o| u32::from(o.covered));
             return 3600 - covered.min(3600);
         }
-        match self.gap_bit(h) {
-            Some(bit) if self.voids & bit != 0 => 3600,
-            _ => 0,
+        if self.voids.get(self.hours_ago(h)) {
+            3600
+        } else {
+            0
         }
     }
 
@@ -1217,6 +1250,24 @@ mod tests {
         }
         let (_, closed) = feed(&mut m, &r(T0 + 2 * 3600 + H48, 3600, 1.0, a));
         assert!((kw(&closed[0]) - 2.0).abs() < 1e-6, "{closed:?}");
+    }
+
+    #[test]
+    fn hour_bits_shift_across_words_and_forget_past_their_memory() {
+        let mut b = HourBits::default();
+        b.push(1, true);
+        b.push(70, false);
+        assert!(b.get(70) && !b.get(69) && !b.get(71), "{b:?}");
+        b.push(3, true);
+        assert!(b.get(0) && b.get(2) && !b.get(3) && b.get(73));
+        b.push(GAP_MEMORY_H - 74, false);
+        assert!(b.get(GAP_MEMORY_H - 1) && !b.get(GAP_MEMORY_H));
+        b.push(1, false);
+        assert!(!b.get(GAP_MEMORY_H - 1), "the oldest hour forgotten");
+        let held: Vec<i64> = (0..GAP_MEMORY_H).filter(|&k| b.get(k)).collect();
+        assert_eq!(held, [247, 248, 249]);
+        b.push(GAP_MEMORY_H + 5, true);
+        assert!((0..GAP_MEMORY_H).all(|k| b.get(k)));
     }
 
     #[test]

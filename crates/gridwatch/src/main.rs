@@ -131,7 +131,9 @@ Negatives: licensed farms, cold stores, hospitals, bakeries, EV fleet depots, gr
 EV chargers, vacations, families moving in, a glitching meter, a clock an hour off, seasonal pumps, public \
 holidays (businesses closed); with --summer, air conditioning through a heat wave; with --winter, resistance heaters, night storage heaters and heat pumps through a cold \
 snap. Faults: gaps, duplicates, out-of-order and late readings, skewed clocks, DST (with --tz); daily \
-batches (--batched) and backfilled gaps (--backfill).\n\n\
+batches (--batched) and backfilled gaps (--backfill); a sunny utility's data (--pv: rooftop PV, \
+net metered, with unregistered PV hidden; --estimates: MDM estimates corrected days later or never; \
+--outages: multi-day outages backfilled after live reads resume).\n\n\
 The same seed gives the same files. Output streams, so large fleets need time, not memory.\n\n\
 Example: gridwatch simulate --out sim --sites 3000 --days 14 --seed 1"
     )]
@@ -169,6 +171,21 @@ Example: gridwatch simulate --out sim --sites 3000 --days 14 --seed 1"
         /// Share of communication gaps the head-end backfills when the meter is back.
         #[arg(long, default_value_t = 0.0, value_parser = share)]
         backfill: f64,
+        /// Share of ordinary homes with registered rooftop PV, net metered (e.g. 0.25); above 0
+        /// it also hides PV nobody registered and PV added beyond its registration (labelled
+        /// `unregistered_generation`, `generation_above_registered`), and feeder heads report
+        /// the power their feeders send upstream as export.
+        #[arg(long, default_value_t = 0.0, value_parser = share)]
+        pv: f64,
+        /// Share of meter-days the head-end sends as estimates (`quality` = `estimated`: a flat
+        /// average, last week's copy, or an absurd figure), the actuals following 1–8 days
+        /// later, or never for one in five (e.g. 0.02).
+        #[arg(long, default_value_t = 0.0, value_parser = share)]
+        estimates: f64,
+        /// Share of customer meters with a 2–4 day comms outage, backfilled 6–24 h after their
+        /// live reads resume (e.g. 0.03).
+        #[arg(long, default_value_t = 0.0, value_parser = share)]
+        outages: f64,
         /// Produce the readings straight to the readings topic (and the register to its topic)
         /// instead of readings.csv, and print the rate.
         #[arg(long)]
@@ -476,6 +493,9 @@ fn real_main(cli: Cli) -> Result<()> {
             summer,
             batched,
             backfill,
+            pv,
+            estimates,
+            outages,
             to_kafka,
         } => {
             let start = gridwatch_core::time::parse_rfc3339(&start)
@@ -498,6 +518,9 @@ fn real_main(cli: Cli) -> Result<()> {
                 summer,
                 batched_share: batched,
                 backfill_share: backfill,
+                pv_share: pv,
+                estimate_rate: estimates,
+                outage_share: outages,
                 ..Default::default()
             };
             if to_kafka {

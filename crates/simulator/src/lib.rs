@@ -8,6 +8,7 @@ mod profile;
 mod rng;
 pub mod scenario;
 pub mod score;
+pub mod sunbelt;
 pub mod winter;
 
 pub use profile::{At, Profile, Schedule};
@@ -62,6 +63,15 @@ pub struct SimConfig {
     pub batched_share: f64,
     /// Share of communication gaps the head-end backfills when the meter is back.
     pub backfill_share: f64,
+    /// Share of ordinary homes with registered rooftop PV (net metered); above 0 it also
+    /// plants unregistered PV and PV beyond its registration, as labelled cases.
+    pub pv_share: f64,
+    /// Share of meter-days the head-end sends as estimates (a flat average, last week's copy, or
+    /// an absurd figure), with the actuals 1–8 days later or never.
+    pub estimate_rate: f64,
+    /// Share of customer meters with a 2–4 day comms outage, backfilled 6–24 h after live
+    /// reads resume.
+    pub outage_share: f64,
 }
 
 impl Default for SimConfig {
@@ -83,6 +93,9 @@ impl Default for SimConfig {
             summer: false,
             batched_share: 0.0,
             backfill_share: 0.0,
+            pv_share: 0.0,
+            estimate_rate: 0.0,
+            outage_share: 0.0,
         }
     }
 }
@@ -126,6 +139,11 @@ pub struct SimMeter {
     /// Its head-end delivers a day's intervals the next night; it backfills its gap.
     pub batched: bool,
     pub backfills: bool,
+    /// Rooftop PV (registered or not: the register says).
+    pub pv: Option<sunbelt::Pv>,
+    /// The days its head-end estimates.
+    pub estimates: sunbelt::Estimates,
+    pub outage: Option<sunbelt::Outage>,
 }
 
 /// One feeder: its head meter, its technical-loss ratio at average load, and any unmetered
@@ -152,6 +170,7 @@ pub struct SimReading<'a> {
     /// Mean voltage (V) and current (A) over the interval, where the meter sends them.
     pub vi: Option<(f64, f64)>,
     pub feeder_id: &'a str,
+    pub quality: gridwatch_core::Quality,
 }
 
 impl SimReading<'_> {
@@ -162,6 +181,7 @@ impl SimReading<'_> {
             voltage_v: self.vi.map(|(v, _)| v),
             current_a: self.vi.map(|(_, a)| a),
             feeder_id: Some(self.feeder_id.into()),
+            quality: self.quality,
             ..gridwatch_core::Reading::new(self.meter_id, self.ts, self.interval_s, self.kwh)
         }
     }
@@ -224,13 +244,13 @@ impl Utility {
     pub fn write_registry(&self, w: &mut impl Write) -> io::Result<()> {
         writeln!(
             w,
-            "{},timezone",
+            "{},timezone,generation_kw",
             gridwatch_core::registry::REGISTRY_HEADER.join(",")
         )?;
         for f in &self.feeders {
             writeln!(
                 w,
-                "{},{},{},feeder_head,,,active,false,,,,{}",
+                "{},{},{},feeder_head,,,active,false,,,,{},",
                 f.feeder_id, f.head_meter, f.feeder_id, self.cfg.tz
             )?;
         }
@@ -238,7 +258,7 @@ impl Utility {
             let r = &m.record;
             writeln!(
                 w,
-                "{},{},{},customer,{},{},{},{},{},{},{},{}",
+                "{},{},{},customer,{},{},{},{},{},{},{},{},{}",
                 r.site_id,
                 r.meter_id,
                 r.feeder_id,
@@ -249,7 +269,8 @@ impl Utility {
                 r.lat.map_or(String::new(), |v| format!("{v:.4}")),
                 r.lon.map_or(String::new(), |v| format!("{v:.4}")),
                 r.region.as_deref().unwrap_or(""),
-                self.cfg.tz
+                self.cfg.tz,
+                r.generation_kw.map_or(String::new(), |g| g.to_string())
             )?;
         }
         Ok(())
@@ -290,6 +311,9 @@ impl Utility {
         let mut delayed: BinaryHeap<Delayed> = BinaryHeap::new();
         let mut seq = 0u64;
         let mut n = 0u64;
+        let steps_a_day = 86_400 / step;
+        // A meter-day's average net demand (kW), for the head-end's flat estimates.
+        let mut day_mean: std::collections::HashMap<(usize, i64), f64> = Default::default();
         for s in 1..=steps {
             let ts = cfg.start + s * step;
             let at = self.local(ts - step / 2);
@@ -297,15 +321,19 @@ impl Utility {
             for (i, m) in self.meters.iter().enumerate() {
                 let kw = m.profile.kw(at, i as u64);
                 let f = i % self.feeders.len();
-                feeder_kw[f] += kw;
-                // Held back by the head-end: a gap it backfills when the meter is back, or a
-                // day's batch delivered the next night.
+                let pv_kw = m.pv.map_or(0.0, |p| p.kw(at, cfg.seed, f as u64));
+                feeder_kw[f] += kw - pv_kw;
+                // Held back by the head-end: a gap it backfills when the meter is back, a
+                // multi-day outage backfilled hours after live reads resume, or a day's batch
+                // delivered the next night.
                 let in_gap = m.gap.filter(|&(a, b)| ts > a && ts <= b);
-                let held = match in_gap {
-                    Some(_) if !m.backfills => continue,
-                    Some((_, b)) => (b - cfg.start) / step + 1 - s,
-                    None if m.batched => self.batch_due(ts, i) - s,
-                    None => 0,
+                let in_outage = m.outage.filter(|o| ts > o.start && ts <= o.end);
+                let held = match (in_gap, in_outage) {
+                    (_, Some(o)) => (o.backfill - cfg.start) / step - s,
+                    (Some(_), None) if !m.backfills => continue,
+                    (Some((_, b)), None) => (b - cfg.start) / step + 1 - s,
+                    (None, None) if m.batched => self.batch_due(ts, i) - s,
+                    (None, None) => 0,
                 };
                 let (import, export) = match m.tamper {
                     Some(Tamper::Zero { onset }) if ts > onset => (0.0, None),
@@ -317,8 +345,63 @@ impl Utility {
                     Some(Tamper::Reverse { onset }) if ts > onset => (0.0, Some(kw * hours)),
                     _ => (kw, None),
                 };
-                let kwh = round3(import * hours);
-                let export = export.map(round3);
+                // Net metering: the panels serve the site first, the rest is exported.
+                let (import, export) = match m.pv {
+                    Some(_) => (
+                        (import - pv_kw).max(0.0),
+                        Some((pv_kw - import).max(0.0) * hours),
+                    ),
+                    None => (import, export),
+                };
+                let mut kwh = round3(import * hours);
+                let mut export = export.map(round3);
+                let mut quality = gridwatch_core::Quality::Actual;
+                // The head-end estimates the day: the estimate goes out now, the actual (if
+                // ever) days later.
+                let day = at.local.div_euclid(86_400);
+                if let Some((kind, late)) = m.estimates.on(cfg.seed ^ i as u64, day) {
+                    if let Some(d) = late.filter(|d| s + d * steps_a_day <= steps) {
+                        seq += 1;
+                        delayed.push(Delayed {
+                            due: s + d * steps_a_day,
+                            seq,
+                            meter: i,
+                            ts: ts + m.skew_s,
+                            kwh,
+                            export,
+                            vi: None,
+                            quality,
+                        });
+                    }
+                    let net_kw = match kind {
+                        sunbelt::Estimate::LastWeek => {
+                            let week = self.local(ts - step / 2 - 7 * 86_400);
+                            let pv = m.pv.map_or(0.0, |p| p.kw(week, cfg.seed, f as u64));
+                            m.profile.kw(week, i as u64) - pv
+                        }
+                        flat => {
+                            let mean = *day_mean.entry((i, day)).or_insert_with(|| {
+                                let from = day * 86_400 - (at.local - at.utc);
+                                (0..steps_a_day)
+                                    .map(|k| {
+                                        let t = self.local(from + k * step + step / 2);
+                                        let pv = m.pv.map_or(0.0, |p| p.kw(t, cfg.seed, f as u64));
+                                        m.profile.kw(t, i as u64) - pv
+                                    })
+                                    .sum::<f64>()
+                                    / steps_a_day as f64
+                            });
+                            if flat == sunbelt::Estimate::Absurd {
+                                10.0 * mean.abs()
+                            } else {
+                                mean
+                            }
+                        }
+                    };
+                    kwh = round3(net_kw.max(0.0) * hours);
+                    export = m.pv.map(|_| round3((-net_kw).max(0.0) * hours));
+                    quality = gridwatch_core::Quality::Estimated;
+                }
                 // Voltage 225–235 V; current at power factor 0.85–0.98 of what flows through
                 // the meter: all of the load for a shunted current element (it hides energy
                 // from the register, not current from the channel) or a reversed meter, only
@@ -357,6 +440,7 @@ impl Utility {
                             kwh,
                             export,
                             vi,
+                            quality,
                         });
                     } else {
                         emit(&SimReading {
@@ -367,6 +451,7 @@ impl Utility {
                             kwh_export: export,
                             vi,
                             feeder_id: &m.record.feeder_id,
+                            quality,
                         })?;
                         n += 1;
                     }
@@ -377,15 +462,18 @@ impl Utility {
                     feeder_kw[f] + feeder.taps.iter().map(|t| t.kw(at, f as u64)).sum::<f64>();
                 // Resistive losses grow with the square of the current: `loss_ratio` of the load
                 // at the feeder's nominal demand, more above it, less below.
-                let loss = feeder.loss_ratio * load * (load / feeder.nominal_kw);
+                // With PV the net flow can reverse: the head then reports export.
+                let loss = feeder.loss_ratio * load.abs() * (load.abs() / feeder.nominal_kw);
+                let flow = load + loss * load.signum();
                 emit(&SimReading {
                     meter_id: &feeder.head_meter,
                     ts,
                     interval_s: cfg.interval_s,
-                    kwh: round3((load + loss) * hours),
-                    kwh_export: None,
+                    kwh: round3(flow.max(0.0) * hours),
+                    kwh_export: (flow < 0.0).then(|| round3(-flow * hours)),
                     vi: None,
                     feeder_id: &feeder.feeder_id,
+                    quality: gridwatch_core::Quality::Actual,
                 })?;
                 n += 1;
             }
@@ -400,6 +488,7 @@ impl Utility {
                     kwh_export: d.export,
                     vi: d.vi,
                     feeder_id: &m.record.feeder_id,
+                    quality: d.quality,
                 })?;
                 n += 1;
             }
@@ -459,7 +548,8 @@ impl Utility {
     }
 
     /// All readings as contract CSV
-    /// (`meter_id,ts,interval_s,kwh,feeder_id,kwh_export,voltage_v,current_a`).
+    /// (`meter_id,ts,interval_s,kwh,feeder_id,kwh_export,voltage_v,current_a,quality`; the
+    /// quality empty for an actual).
     pub fn write_readings(
         &self,
         w: &mut impl Write,
@@ -467,7 +557,7 @@ impl Utility {
     ) -> io::Result<u64> {
         writeln!(
             w,
-            "meter_id,ts,interval_s,kwh,feeder_id,kwh_export,voltage_v,current_a"
+            "meter_id,ts,interval_s,kwh,feeder_id,kwh_export,voltage_v,current_a,quality"
         )?;
         let mut line = String::with_capacity(96);
         self.readings(
@@ -488,9 +578,12 @@ impl Utility {
                 }
                 match r.vi {
                     Some((v, a)) => {
-                        let _ = write!(line, ",{v},{a}");
+                        let _ = write!(line, ",{v},{a},");
                     }
-                    None => line.push_str(",,"),
+                    None => line.push_str(",,,"),
+                }
+                if r.quality == gridwatch_core::Quality::Estimated {
+                    line.push_str("estimated");
                 }
                 line.push('\n');
                 w.write_all(line.as_bytes())
@@ -509,6 +602,7 @@ struct Delayed {
     kwh: f64,
     export: Option<f64>,
     vi: Option<(f64, f64)>,
+    quality: gridwatch_core::Quality,
 }
 
 impl PartialEq for Delayed {
@@ -542,6 +636,8 @@ struct Builder<'a> {
     /// Draws how each meter's data are delivered (apart from `rng`, so that utilities
     /// simulated before delivery options existed stay the same).
     delivery: Rng,
+    /// Draws the sunbelt's PV, estimates and outages ([`sunbelt`]), apart from both.
+    sun: Rng,
     meters: Vec<SimMeter>,
     feeders: Vec<SimFeeder>,
     labels: Vec<Label>,
@@ -574,6 +670,7 @@ impl<'a> Builder<'a> {
             cfg,
             rng,
             delivery: Rng::fork(cfg.seed, 3),
+            sun: Rng::fork(cfg.seed, 7),
             meters: Vec::new(),
             feeders,
             labels: Vec::new(),
@@ -787,6 +884,27 @@ impl<'a> Builder<'a> {
             let reports_vi = rec.customer_class != Some(CustomerClass::Residential);
             let batched = self.delivery.chance(self.cfg.batched_share);
             let backfills = gap.is_some() && self.delivery.chance(self.cfg.backfill_share);
+            let pv = if case.is_none() && rec.customer_class == Some(CustomerClass::Residential) {
+                self.pv(&mut rec)
+            } else {
+                None
+            };
+            let estimates = sunbelt::Estimates {
+                rate: self.cfg.estimate_rate,
+                salt: self.sun.next_u64(),
+            };
+            let outage = self.sun.chance(self.cfg.outage_share).then(|| {
+                let days = i64::from(self.cfg.days);
+                let start =
+                    self.cfg.start + self.sun.below(((days - 5).max(1) * 24) as u64) as i64 * 3600;
+                let end = start + self.sun.range(48.0, 96.0) as i64 * 3600;
+                let backfill = end + self.sun.range(6.0, 24.0) as i64 * 3600;
+                sunbelt::Outage {
+                    start,
+                    end,
+                    backfill,
+                }
+            });
             self.meters.push(SimMeter {
                 record: rec,
                 registered,
@@ -797,6 +915,9 @@ impl<'a> Builder<'a> {
                 reports_vi,
                 batched,
                 backfills,
+                pv,
+                estimates,
+                outage,
             });
         }
         for f in 0..self.feeders.len() {
@@ -805,6 +926,60 @@ impl<'a> Builder<'a> {
         if self.cfg.scenarios == Scenarios::Full {
             self.plant_taps();
         }
+    }
+
+    /// Rooftop PV on an ordinary home, at `pv_share`: registered (`generation_kw`), or, for a
+    /// few, a labelled case — panels nobody registered, or panels added beyond the registration.
+    fn pv(&mut self, rec: &mut MeterRecord) -> Option<sunbelt::Pv> {
+        let share = self.cfg.pv_share;
+        if share <= 0.0 || rec.status != SiteStatus::Active {
+            return None;
+        }
+        let draw = self.sun.f64();
+        let kw = (self.sun.range(3.0, 8.0) * 10.0).round() / 10.0;
+        // Installed from 06:00 local of a day with history before it and time after.
+        let days = i64::from(self.cfg.days);
+        let day = 1 + self.sun.below((days - 3).clamp(1, 6) as u64) as i64;
+        let onset = self.cfg.start + day * 86_400 + 6 * 3600 - self.utc_offset;
+        let site = rec.site_id.clone();
+        if draw < 0.004 {
+            self.label(
+                TargetType::Site,
+                &site,
+                Scenario::UnregisteredGeneration,
+                onset,
+                true,
+            );
+            return Some(sunbelt::Pv {
+                before_kw: 0.0,
+                kw,
+                onset,
+            });
+        }
+        if draw < 0.008 {
+            let before = 3.0;
+            rec.generation_kw = Some(before);
+            self.label(
+                TargetType::Site,
+                &site,
+                Scenario::GenerationAboveRegistered,
+                onset,
+                true,
+            );
+            return Some(sunbelt::Pv {
+                before_kw: before,
+                kw: kw.max(before) + 4.0,
+                onset,
+            });
+        }
+        (draw < 0.008 + share).then(|| {
+            rec.generation_kw = Some(kw);
+            sunbelt::Pv {
+                before_kw: kw,
+                kw,
+                onset,
+            }
+        })
     }
 
     fn case(
@@ -1449,11 +1624,75 @@ mod tests {
     fn gridwatch_ingester_free_registry_check(csv: &[u8]) -> usize {
         let text = std::str::from_utf8(csv).unwrap();
         let width = text.lines().next().unwrap().split(',').count();
-        assert_eq!(width, 12);
+        assert_eq!(width, 13);
         text.lines()
             .skip(1)
             .inspect(|l| assert_eq!(l.split(',').count(), width, "{l}"))
             .count()
+    }
+
+    #[test]
+    fn a_sunbelt_utility_has_registered_and_hidden_pv_estimates_and_late_backfills() {
+        let u = Utility::generate(SimConfig {
+            sites: 1200,
+            days: 8,
+            seed: 5,
+            summer: true,
+            start: 1_783_296_000, // 2026-07-06
+            pv_share: 0.25,
+            estimate_rate: 0.05,
+            outage_share: 0.05,
+            ..Default::default()
+        })
+        .unwrap();
+        let registered_pv = u
+            .meters
+            .iter()
+            .filter(|m| m.pv.is_some() && m.record.generation_kw.is_some())
+            .count();
+        assert!((200..400).contains(&registered_pv), "{registered_pv}");
+        let hidden: Vec<&Label> = u
+            .labels
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l.scenario,
+                    Scenario::UnregisteredGeneration | Scenario::GenerationAboveRegistered
+                )
+            })
+            .collect();
+        assert!(!hidden.is_empty() && hidden.iter().all(|l| l.required));
+        let mut exports = 0;
+        let mut estimated = 0;
+        let mut behind = 0i64;
+        let mut newest: std::collections::HashMap<String, i64> = Default::default();
+        u.readings(
+            |r| {
+                exports += usize::from(r.kwh_export.is_some_and(|e| e > 0.0));
+                estimated += usize::from(r.quality == gridwatch_core::Quality::Estimated);
+                let n = newest.entry(r.meter_id.to_string()).or_insert(r.ts);
+                behind = behind.max(*n - r.ts);
+                *n = (*n).max(r.ts);
+                Ok::<_, ()>(())
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        assert!(
+            exports > 10_000 && estimated > 1_000,
+            "{exports} {estimated}"
+        );
+        assert!(behind > 3 * 86_400, "backfills days behind: {behind} s");
+        // Without the options, nothing of it.
+        let plain = utility(300, 4, 5);
+        assert!(plain
+            .meters
+            .iter()
+            .all(|m| m.pv.is_none() && m.outage.is_none()));
+        assert!(plain
+            .labels
+            .iter()
+            .all(|l| l.scenario != Scenario::UnregisteredGeneration));
     }
 
     #[test]

@@ -95,6 +95,8 @@ named_enum!(
     MeterGlitch => "meter_glitch",
     MoveIn => "move_in",
     ClockHourOff => "clock_hour_off",
+    UnregisteredGeneration => "unregistered_generation",
+    GenerationAboveRegistered => "generation_above_registered",
 );
 
 impl Scenario {

@@ -303,6 +303,10 @@ pub(crate) struct Silent {
 /// tap from a customer's data not yet arrived.
 const SILENT_SHARE: f64 = 0.03;
 
+/// A feeder hour whose head carries less than this share of its learned average flow is not
+/// judged (two-way flows at noon on a PV feeder).
+const MIN_HEAD_SHARE: f64 = 0.25;
+
 /// Who the feeder is, for the finding's words.
 pub(crate) struct FeederId<'a> {
     pub id: &'a str,
@@ -324,6 +328,12 @@ impl FeederDetector {
     ) -> Option<Finding> {
         let cfg = &self.cfg;
         let min_ratio = cfg.min_share;
+        // With rooftop PV the head's net flow can fall near zero at noon (or reverse): a share of
+        // almost nothing says nothing, and the losses then follow flows the head does not see.
+        // Such hours are neither judged nor learned from.
+        if st.learned_hours >= 24 && b.head_kw < MIN_HEAD_SHARE * st.avg_head_kw {
+            return None;
+        }
         let ratio = (b.head_kw - b.customers_kw) / b.head_kw;
         if st.avg_head_kw == 0.0 {
             st.avg_head_kw = b.head_kw;
