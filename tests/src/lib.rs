@@ -95,6 +95,10 @@ impl Env {
             ),
             ("GRIDWATCH__KAFKA__TOPICS__WEATHER", format!("{p}.weather")),
             (
+                "GRIDWATCH__KAFKA__TOPICS__OUTCOMES",
+                format!("{p}.outcomes"),
+            ),
+            (
                 "GRIDWATCH__KAFKA__TOPICS__HOLIDAYS",
                 format!("{p}.holidays"),
             ),

@@ -21,7 +21,7 @@ use std::fmt;
 
 /// Bump whenever any state type's layout changes (a field added, removed, retyped or moved):
 /// the test `checkpoint_layout_is_pinned` fails until it is.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 const MAGIC: &[u8; 8] = b"GWENGINE";
 
 /// Why a checkpoint cannot be used.
@@ -64,6 +64,8 @@ struct BodyOut<'a> {
     crowds: &'a [Crowd],
     pending: Vec<(u32, &'a [MeterRecord])>,
     order: &'a Order,
+    outcomes: &'a [gridwatch_core::Outcome],
+    outcomes_seen: &'a std::collections::BTreeSet<(String, i64)>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +94,8 @@ struct BodyIn {
     crowds: Vec<Crowd>,
     pending: Vec<(u32, Vec<MeterRecord>)>,
     order: Order,
+    outcomes: Vec<gridwatch_core::Outcome>,
+    outcomes_seen: std::collections::BTreeSet<(String, i64)>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +167,8 @@ impl Engine {
             crowds: &self.crowds,
             pending,
             order: &self.order,
+            outcomes: &self.outcomes,
+            outcomes_seen: &self.outcomes_seen,
         };
         let mut out = Vec::with_capacity(64 + self.slots.len() * 512);
         out.extend_from_slice(MAGIC);
@@ -260,6 +266,8 @@ impl Engine {
             }
         }
         e.order = body.order.with_window(e.cfg.order_window_s);
+        e.outcomes = body.outcomes;
+        e.outcomes_seen = body.outcomes_seen;
         Ok(e)
     }
 }

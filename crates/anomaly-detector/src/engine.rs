@@ -27,7 +27,8 @@ use crate::series::{Admitted, Closed, ClosedHour, Series, HOUR};
 use gridwatch_core::events::ReadingUse;
 use gridwatch_core::reading::CompactString;
 use gridwatch_core::{
-    Alert, AlertKind, Holiday, MeterRecord, Quality, Reading, RegistryUpdate, Role, WeatherObs,
+    Alert, AlertKind, AlertStatus, Explanation, Holiday, MeterRecord, Outcome, Quality, Reading,
+    RegistryUpdate, Role, Verdict, WeatherObs,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,46 @@ pub(crate) struct MeterState {
     pub split: SplitTrack,
     pub drop: DropState,
     pub episodes: Vec<Episode>,
+    /// The site's last case an inspector closed, and the load it was closed at (boxed: few
+    /// sites have one, and every meter carries the pointer).
+    pub closure: Option<Box<Closure>>,
+}
+
+/// An inspector's verdict on a site's case: `confirmed` or `cleared`, when, at what load, and
+/// which detectors had spoken on it. While the site's load stays as it was, those detectors'
+/// findings at that load are not news; a rise beyond it, or another detector, opens a new case
+/// that says the site was closed before and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Closure {
+    pub status: AlertStatus,
+    pub at: i64,
+    pub level_kw: f64,
+    pub kinds: Vec<AlertKind>,
+    pub explained_by: Option<Explanation>,
+}
+
+impl Closure {
+    /// The same load the inspector saw: at most a quarter (and 1 kW) above it.
+    fn covers(&self, r: &crate::case::Raised) -> bool {
+        self.kinds.contains(&r.kind) && r.finding.est_excess_kw <= self.level_kw * 1.25 + 1.0
+    }
+
+    fn words(&self) -> String {
+        let date = gridwatch_core::time::format_rfc3339(self.at);
+        let date = date.get(..10).unwrap_or(&date);
+        match (self.status, self.explained_by) {
+            (AlertStatus::Cleared, Some(e)) => format!(
+                "the site was cleared by inspection on {date} ({}, {} kW): this is more",
+                e.as_str().replace('_', " "),
+                crate::detectors::fmt_kw(self.level_kw)
+            ),
+            (AlertStatus::Cleared, None) => format!(
+                "the site was cleared by inspection on {date} at {} kW: this is more",
+                crate::detectors::fmt_kw(self.level_kw)
+            ),
+            _ => format!("unauthorized use was confirmed here on {date}"),
+        }
+    }
 }
 
 impl MeterState {
@@ -59,6 +100,7 @@ impl MeterState {
             split: SplitTrack::default(),
             drop: DropState::default(),
             episodes: Vec::new(),
+            closure: None,
         }
     }
 }
@@ -114,6 +156,11 @@ pub struct Engine {
     pub(crate) pending: FxHashMap<u32, Vec<MeterRecord>>,
     /// Readings held for the order window.
     pub(crate) order: Order,
+    /// Inspection outcomes waiting for the stream to reach their `visited_at`, earliest first.
+    pub(crate) outcomes: Vec<Outcome>,
+    /// Every outcome taken, by (target, visit): read again (a restart reads the outcomes topic
+    /// from its start), it is not applied twice.
+    pub(crate) outcomes_seen: std::collections::BTreeSet<(String, i64)>,
 }
 
 impl Engine {
@@ -132,6 +179,8 @@ impl Engine {
             crowds: Vec::new(),
             pending: FxHashMap::default(),
             order: Order::new(cfg.order_window_s),
+            outcomes: Vec::new(),
+            outcomes_seen: Default::default(),
             cfg,
         })
     }
@@ -483,6 +532,100 @@ impl Engine {
     }
 
     /// Readings the order window holds.
+    /// Takes an inspection outcome: it applies when the stream reaches its `visited_at` (at
+    /// once if it already has), so a backtest applies each at its time and a replay applies it
+    /// where the live run did.
+    pub fn add_outcome(&mut self, o: Outcome) {
+        if !self
+            .outcomes_seen
+            .insert((o.target_id.clone(), o.visited_at))
+        {
+            return;
+        }
+        let at = self
+            .outcomes
+            .partition_point(|p| p.visited_at <= o.visited_at);
+        self.outcomes.insert(at, o);
+    }
+
+    /// Applies the outcomes due by event time `t` (`i64::MAX`: all, at the end of a run).
+    pub fn apply_outcomes_until(&mut self, t: i64, out: &mut Vec<Alert>) {
+        let due = self.outcomes.partition_point(|o| o.visited_at <= t);
+        let due: Vec<Outcome> = self.outcomes.drain(..due).collect();
+        for o in &due {
+            self.apply_outcome(o, out);
+        }
+    }
+
+    /// Outcomes waiting for their time.
+    pub fn outcomes_pending(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    fn apply_outcome(&mut self, o: &Outcome, out: &mut Vec<Alert>) {
+        let at = o.visited_at;
+        if let Some(&f) = self.feeder_index.get(o.target_id.as_str()) {
+            let fd = &mut self.feeders[f as usize];
+            let t = Target {
+                meter_id: None,
+                reg: None,
+                feeder_hint: Some(&fd.id),
+            };
+            match o.verdict {
+                Verdict::NoAccess => {
+                    if let Some(ep) = &mut fd.st.episode {
+                        out.extend(ep.no_access(at, &t));
+                    }
+                }
+                _ => {
+                    if let Some(mut ep) = fd.st.episode.take() {
+                        out.extend(ep.close(o, &t));
+                    }
+                }
+            }
+            return;
+        }
+        for slot in self.slots.iter_mut().filter(|s| {
+            s.reg
+                .as_ref()
+                .is_some_and(|r| r.site_id == o.target_id || r.meter_id == o.target_id)
+        }) {
+            let reg = slot.reg.as_ref();
+            let meter_id = reg.map(|r| r.meter_id.as_str());
+            let t = Target {
+                meter_id,
+                reg,
+                feeder_hint: None,
+            };
+            let st = &mut slot.st;
+            let Some(p) = st.episodes.iter().position(|e| e.opened) else {
+                continue;
+            };
+            if o.verdict == Verdict::NoAccess {
+                out.extend(st.episodes[p].no_access(at, &t));
+                continue;
+            }
+            let mut ep = st.episodes.swap_remove(p);
+            let level_kw =
+                o.kw.unwrap_or(0.0)
+                    .max(ep.emitted_kw)
+                    .max(ep.last.as_ref().map_or(0.0, |l| l.est_excess_kw));
+            let mut kinds: Vec<AlertKind> = ep.detectors.iter().map(|(k, _)| *k).collect();
+            kinds.push(ep.kind);
+            let closed = ep.close(o, &t);
+            if let Some(a) = &closed {
+                st.closure = Some(Box::new(Closure {
+                    status: a.status,
+                    at,
+                    level_kw,
+                    kinds,
+                    explained_by: o.explained_by,
+                }));
+            }
+            out.extend(closed);
+        }
+    }
+
     pub fn held(&self) -> usize {
         self.order.len()
     }
@@ -490,6 +633,9 @@ impl Engine {
     /// Takes one validated reading and judges it now, whatever the order window; appends any
     /// alerts it raises to `out`, and says what it made of the reading.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) -> ReadingUse {
+        if self.outcomes.first().is_some_and(|o| o.visited_at <= r.ts) {
+            self.apply_outcomes_until(r.ts, out);
+        }
         let i = match self.index.get(r.meter_id.as_str()) {
             Some(&i) => i as usize,
             None => match self.admit_unregistered(r, out) {
@@ -651,6 +797,15 @@ fn on_closed_hour(
         .into_iter()
         .flatten()
         .collect();
+        // What an inspector saw and closed is not news while the load stays as it was; more
+        // than that is, and says so.
+        let mut found = found;
+        if let Some(c) = &st.closure {
+            found.retain(|r| !c.covers(r));
+            for r in &mut found {
+                r.finding.summary = format!("{}; {}", r.finding.summary, c.words());
+            }
+        }
         let s = Settle {
             target: t.id(),
             t,

@@ -2,7 +2,9 @@
 //! one `resolved`.
 
 use crate::evidence::{render, round, Evidence};
-use gridwatch_core::{alert_id, Alert, AlertKind, AlertStatus, MeterRecord, Severity};
+use gridwatch_core::{
+    alert_id, Alert, AlertKind, AlertStatus, MeterRecord, Outcome, Severity, Verdict,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -219,6 +221,74 @@ impl Episode {
         let mut a = self.alert(AlertStatus::Resolved, at, end, t);
         a.summary = format!("Resolved: {reason}. Was: {}", a.summary);
         a.evidence.insert("resolution".into(), Value::from(reason));
+        Some(a)
+    }
+
+    /// The message that closes the case on an inspector's verdict (`confirmed` or `cleared`),
+    /// if it was ever opened: the energy is the measured load from the case's start to the
+    /// visit where the inspector gave one, else the case's estimate.
+    pub fn close(&mut self, o: &Outcome, t: &Target<'_>) -> Option<Alert> {
+        if !self.opened {
+            return None;
+        }
+        let status = match o.verdict {
+            Verdict::Confirmed => AlertStatus::Confirmed,
+            _ => AlertStatus::Cleared,
+        };
+        let mut a = self.alert(status, o.visited_at, self.last_active, t);
+        if let Some(kw) = o.kw {
+            a.est_excess_kw = round(kw, 2);
+            if status == AlertStatus::Confirmed {
+                a.est_excess_kwh =
+                    round(kw * (o.visited_at - self.start).max(0) as f64 / 3600.0, 1);
+            }
+        }
+        let by = o
+            .inspector
+            .as_deref()
+            .map_or(String::new(), |i| format!(" by {i}"));
+        let why = match (status, o.explained_by) {
+            (AlertStatus::Cleared, Some(e)) => format!(": {}", e.as_str().replace('_', " ")),
+            _ => String::new(),
+        };
+        let note = o
+            .note
+            .as_deref()
+            .map_or(String::new(), |n| format!(" ({n})"));
+        let word = if status == AlertStatus::Confirmed {
+            "Confirmed"
+        } else {
+            "Cleared"
+        };
+        a.summary = format!("{word} by inspection{by}{why}{note}. Was: {}", a.summary);
+        a.evidence
+            .insert("verdict".into(), Value::from(o.verdict.as_str()));
+        if let Some(e) = o.explained_by {
+            a.evidence
+                .insert("explained_by".into(), Value::from(e.as_str()));
+        }
+        if let Some(kw) = o.kw {
+            a.evidence.insert("inspected_kw".into(), Value::from(kw));
+        }
+        Some(a)
+    }
+
+    /// An inspector could not get in: the case stays open, ranked higher (its score raised by
+    /// 0.1, to at most 0.99), and says so in an `update`.
+    pub fn no_access(&mut self, at: i64, t: &Target<'_>) -> Option<Alert> {
+        if !self.opened {
+            return None;
+        }
+        let last = self.last.as_mut()?;
+        last.score = (last.score + 0.1).min(0.99);
+        self.score_smooth = Some(last.score);
+        self.last_emit = at;
+        let mut a = self.alert(AlertStatus::Update, at, self.last_active, t);
+        a.summary = format!("No access at inspection: {}", a.summary);
+        a.evidence.insert(
+            "no_access_at".into(),
+            Value::from(gridwatch_core::time::format_rfc3339(at)),
+        );
         Some(a)
     }
 

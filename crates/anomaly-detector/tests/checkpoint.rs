@@ -208,7 +208,7 @@ fn checkpoint_layout_is_pinned() {
     let bytes = e.checkpoint();
     assert_eq!(
         (FORMAT_VERSION, bytes.len(), fnv(&bytes)),
-        (6, 4485, 8313472053512561563),
+        (7, 4490, 4361145004455867476),
         "the checkpoint layout changed: bump FORMAT_VERSION and update this fingerprint"
     );
 }

@@ -1940,3 +1940,106 @@ fn export_without_or_beyond_registered_generation_is_unregistered_generation() {
         "{said:#?}"
     );
 }
+
+/// Issue 26: inspection outcomes, applied when the stream reaches their visit. Three homes
+/// with a flat 5 kW load from day 2 (a mining case each): one is cleared (a heat pump: the same
+/// load for the rest of the run accuses nobody, until 10 kW more comes — a new case that says
+/// the site was cleared before); one is confirmed (closed, with the measured kW from the
+/// case's start to the visit); at one the inspector had no access (still open, ranked higher).
+#[test]
+fn outcomes_close_cases_as_confirmed_or_cleared_and_a_cleared_site_is_accused_only_of_more() {
+    use gridwatch_core::{Explanation, Outcome, Verdict};
+    let mut e = engine_with(&[
+        site("1", CustomerClass::Residential, Some(30.0)),
+        site("2", CustomerClass::Residential, Some(30.0)),
+        site("3", CustomerClass::Residential, Some(30.0)),
+    ]);
+    let visit = T0 + 5 * 86_400 + 9 * 3600;
+    let outcome = |site: &str, verdict, explained_by, kw| Outcome {
+        target_id: site.into(),
+        verdict,
+        visited_at: visit,
+        explained_by,
+        kw,
+        inspector: Some("insp-7".into()),
+        note: None,
+    };
+    e.add_outcome(outcome(
+        "S1",
+        Verdict::Legitimate,
+        Some(Explanation::HeatPump),
+        None,
+    ));
+    e.add_outcome(outcome("S2", Verdict::Confirmed, None, Some(5.0)));
+    e.add_outcome(outcome("S3", Verdict::NoAccess, None, None));
+    assert_eq!(e.outcomes_pending(), 3);
+    let mut out = Vec::new();
+    let (onset, more) = (2 * 96, 9 * 96);
+    for i in 1..=13 * 96i64 {
+        let hour = ((T0 + i * STEP - 1) / 3600) % 24;
+        for m in ["M1", "M2", "M3"] {
+            let rigs = if i >= onset { 5.0 } else { 0.0 };
+            let extra = if m == "M1" && i >= more { 10.0 } else { 0.0 };
+            e.on_reading(&reading(m, i, household(i, hour) + rigs + extra), &mut out);
+        }
+    }
+    assert_eq!(e.outcomes_pending(), 0);
+    let of = |site: &str| -> Vec<&Alert> {
+        out.iter()
+            .filter(|a| a.site_id.as_deref() == Some(site))
+            .collect()
+    };
+    // S1: cleared at the visit; nothing until the 10 kW more; then a new case saying why.
+    let s1 = of("S1");
+    let cleared = s1
+        .iter()
+        .position(|a| a.status == AlertStatus::Cleared)
+        .expect("cleared");
+    assert_eq!(s1[cleared].detected_at, visit);
+    assert_eq!(s1[cleared].evidence["explained_by"], "heat_pump");
+    let after: Vec<_> = s1[cleared + 1..].iter().collect();
+    let reopened = after
+        .iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .expect("the added load opens a new case");
+    assert!(reopened.detected_at >= T0 + more * STEP, "{reopened:#?}");
+    assert_ne!(reopened.alert_id, s1[cleared].alert_id);
+    assert!(
+        reopened.summary.contains("cleared by inspection")
+            && reopened.summary.contains("heat pump"),
+        "{}",
+        reopened.summary
+    );
+    // S2: confirmed, with 5 kW from the case's start to the visit.
+    let s2 = of("S2");
+    let confirmed = s2
+        .iter()
+        .find(|a| a.status == AlertStatus::Confirmed)
+        .expect("confirmed");
+    let hours = (visit - confirmed.window_start) as f64 / 3600.0;
+    assert!(
+        (confirmed.est_excess_kwh - 5.0 * hours).abs() < 1.0,
+        "{confirmed:#?}"
+    );
+    assert!(s2
+        .iter()
+        .all(|a| a.detected_at <= visit || a.status != AlertStatus::Open));
+    // S3: no access — still open, its score raised.
+    let s3 = of("S3");
+    let before = s3
+        .iter()
+        .rfind(|a| a.detected_at < visit)
+        .expect("a case before the visit");
+    let noted = s3
+        .iter()
+        .find(|a| a.evidence.get("no_access_at").is_some())
+        .expect("no access noted");
+    assert_eq!(noted.status, AlertStatus::Update);
+    assert!(
+        noted.score > before.score,
+        "{} vs {}",
+        noted.score,
+        before.score
+    );
+    assert!(!s3.iter().any(|a| a.status.is_closed()));
+}

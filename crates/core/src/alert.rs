@@ -57,14 +57,29 @@ pub enum AlertStatus {
     Open,
     Update,
     Resolved,
+    /// An inspector found the unauthorized use: the case is closed.
+    Confirmed,
+    /// An inspector found a legitimate load: the case is closed and the site not accused again
+    /// of the same.
+    Cleared,
 }
 
 impl AlertStatus {
+    /// The case is over: resolved by the data, or closed by an inspector's verdict.
+    pub fn is_closed(self) -> bool {
+        matches!(
+            self,
+            AlertStatus::Resolved | AlertStatus::Confirmed | AlertStatus::Cleared
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Open => "open",
             AlertStatus::Update => "update",
             AlertStatus::Resolved => "resolved",
+            AlertStatus::Confirmed => "confirmed",
+            AlertStatus::Cleared => "cleared",
         }
     }
 }

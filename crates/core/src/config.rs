@@ -156,6 +156,9 @@ pub struct Topics {
     pub weather: String,
     /// Compacted: public holidays per region, keyed `region|date` (`gridwatch holidays load`).
     pub holidays: String,
+    /// Compacted: inspection outcomes, keyed by `target_id` (`gridwatch outcome record`,
+    /// `POST /v1/outcomes`).
+    pub outcomes: String,
 }
 
 impl Default for Topics {
@@ -168,6 +171,7 @@ impl Default for Topics {
             suspects: "gridwatch.suspects".into(),
             weather: "gridwatch.weather".into(),
             holidays: "gridwatch.holidays".into(),
+            outcomes: "gridwatch.outcomes".into(),
         }
     }
 }

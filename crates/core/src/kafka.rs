@@ -163,6 +163,7 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
         compacted(&t.suspects, k.partitions),
         compacted(&t.weather, 1),
         compacted(&t.holidays, 1),
+        compacted(&t.outcomes, 1),
     ];
     // Only the topics that don't exist yet: every service calls this at start, and a
     // CreateTopics request needs the controller, which may be the broker that is down.

@@ -172,13 +172,23 @@ fn holiday(payload: Option<&[u8]>) -> Result<Option<Holiday>, String> {
     Ok(Some(h))
 }
 
+/// An inspection outcome from the outcomes topic (`None`: a tombstone).
+fn outcome(payload: Option<&[u8]>) -> Result<Option<gridwatch_core::Outcome>, String> {
+    let Some(p) = payload else { return Ok(None) };
+    let o: gridwatch_core::Outcome = serde_json::from_slice(p).map_err(|e| e.to_string())?;
+    o.validate()?;
+    Ok(Some(o))
+}
+
 /// The side topics every engine reads whole: the register (each row to the engine of its meter's
-/// partition, a delete to all), the weather and the holidays (to all). Each is read to its end
-/// when partitions are handed to this instance, then followed by the consumer that read it.
+/// partition, a delete to all), the weather, the holidays and the inspection outcomes (to all:
+/// an engine without the target ignores it). Each is read to its end when partitions are handed
+/// to this instance, then followed by the consumer that read it.
 struct SideTopics {
     registry: QuietConsumer,
     weather: QuietConsumer,
     holidays: QuietConsumer,
+    outcomes: QuietConsumer,
 }
 
 /// Where a register row applies: the partition of its meter's readings (its feeder's); a delete,
@@ -281,7 +291,18 @@ impl SideTopics {
             holiday,
             |h| tasks.values_mut().for_each(|t| t.engine.on_holiday(h)),
         )?;
-        tracing::info!(hours, days, "weather and holidays read");
+        let (outcomes, visits) = read_side(
+            k,
+            group_id,
+            ("outcomes", &k.topics.outcomes),
+            outcome,
+            |o| {
+                tasks
+                    .values_mut()
+                    .for_each(|t| t.engine.add_outcome(o.clone()))
+            },
+        )?;
+        tracing::info!(hours, days, visits, "weather, holidays and outcomes read");
         for task in tasks.values_mut() {
             // Handed over: what it took in silently was the previous owner's to say.
             if task.said.is_none() {
@@ -293,6 +314,7 @@ impl SideTopics {
             registry,
             weather,
             holidays,
+            outcomes,
         })
     }
 
@@ -326,6 +348,15 @@ impl SideTopics {
                 Ok(Some(h)) => tasks.values_mut().for_each(|t| t.engine.on_holiday(&h)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(offset = msg.offset(), "bad holiday record skipped: {e}"),
+            }
+        })?;
+        drain(&self.outcomes, "outcomes", |msg| {
+            match outcome(msg.payload()) {
+                Ok(Some(o)) => tasks
+                    .values_mut()
+                    .for_each(|t| t.engine.add_outcome(o.clone())),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(offset = msg.offset(), "bad outcome record skipped: {e}"),
             }
         })
     }
@@ -482,7 +513,7 @@ fn send_batch<C: rdkafka::consumer::ConsumerContext>(
         )?;
         // The case's latest word, or its tombstone, on the compacted inspection list.
         let case = BaseRecord::to(&k.topics.suspects).key(o.alert_id.as_bytes());
-        let case = if o.status == AlertStatus::Resolved {
+        let case = if o.status.is_closed() {
             case
         } else {
             case.payload(&o.json[..])

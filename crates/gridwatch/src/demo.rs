@@ -109,6 +109,7 @@ pub fn run(out: &Path, sites: usize, days: u32, seed: u64, config: &Config) -> R
         holidays: Some(data.join("holidays.csv"))
             .filter(|p| p.exists())
             .as_deref(),
+        outcomes: None,
         readings: &readings,
         meter_id: None,
         out,

@@ -28,6 +28,9 @@ pub struct RunArgs<'a> {
     pub weather: Option<&'a Path>,
     /// Public holidays per region (`region,date,name`), loaded before the readings.
     pub holidays: Option<&'a Path>,
+    /// Inspection outcomes (`target_id,verdict,visited_at,…`), each applied when the readings
+    /// reach its `visited_at`.
+    pub outcomes: Option<&'a Path>,
     /// A file path, or `-` for standard input.
     pub readings: &'a str,
     /// Green Button: the meter id for every reading.
@@ -52,6 +55,7 @@ pub struct Summary {
     pub registry_rows: usize,
     pub weather_rows: usize,
     pub holiday_rows: usize,
+    pub outcome_rows: usize,
     pub counters: Counters,
     pub by_kind: BTreeMap<AlertKind, (u64, u64)>,
     pub alerts_path: PathBuf,
@@ -304,7 +308,20 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
     let weather_rows = weather.as_ref().map_or(0, Vec::len);
     let holidays = args.holidays.map(read_holidays_file).transpose()?;
     let holiday_rows = holidays.as_ref().map_or(0, Vec::len);
+    let outcomes = match args.outcomes {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{name}: cannot open outcomes"))?;
+            gridwatch_core::outcome::read_outcomes(&text, &name).map_err(|e| anyhow::anyhow!(e))?
+        }
+        None => Vec::new(),
+    };
+    let outcome_rows = outcomes.len();
     for engine in &mut engines {
+        for o in &outcomes {
+            engine.add_outcome(o.clone());
+        }
         for w in weather.iter().flatten() {
             engine.on_weather(w);
         }
@@ -329,6 +346,7 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
         registry_rows,
         weather_rows,
         holiday_rows,
+        outcome_rows,
         alerts_path,
         rejects_path,
         report_path: args.out.join("report.html"),
@@ -431,6 +449,8 @@ pub fn run(args: RunArgs<'_>) -> Result<Summary> {
                 let mut judged = Judged::default();
                 let Judged { alerts, late } = &mut judged;
                 engine.release_held(alerts, &mut |l, r, u| seen(late, l, r, u));
+                // Outcomes dated after the last reading apply at the end.
+                engine.apply_outcomes_until(i64::MAX, alerts);
                 let _ = done.send(judged);
             });
         }
@@ -562,6 +582,9 @@ impl Summary {
         let (late, rejects) = (n(Counter::Late), n(Counter::Dlq));
         let records = n(Counter::Readings) + n(Counter::Duplicates) + late + n(Counter::Rejected);
         writeln!(w, "register: {} meters", self.registry_rows)?;
+        if self.outcome_rows > 0 {
+            writeln!(w, "outcomes: {} inspection outcomes", self.outcome_rows)?;
+        }
         if self.weather_rows > 0 {
             writeln!(w, "weather:  {} region-hours", self.weather_rows)?;
         }

@@ -73,6 +73,14 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         /// drop behind a bypass, nor the business's normal.
         #[arg(long)]
         holidays: Option<PathBuf>,
+        /// Optional inspection outcomes: CSV target_id,verdict,visited_at,explained_by,kw,
+        /// inspector,note (verdict confirmed, legitimate or no_access; explained_by, for a
+        /// legitimate load: heating, heat_pump, ev, pv, licensed, business or other). Each
+        /// applies when the readings reach its visited_at, as in production: a confirmed case
+        /// closes as `confirmed`, a legitimate one as `cleared` (and the site is not accused
+        /// again of the same load), no_access keeps it open and ranks it higher.
+        #[arg(long)]
+        outcomes: Option<PathBuf>,
         /// Green Button: the meter id for every reading, instead of the usage point's id.
         #[arg(long)]
         meter_id: Option<String>,
@@ -296,6 +304,12 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Record what inspectors found: each outcome goes to the compacted outcomes topic (keyed
+    /// by its target), where every detector takes it when the readings reach its visit.
+    Outcome {
+        #[command(subcommand)]
+        command: OutcomeCommand,
+    },
     /// Kafka helpers.
     Topics {
         #[command(subcommand)]
@@ -396,6 +410,49 @@ enum AlertsCommand {
 }
 
 #[derive(Subcommand)]
+enum OutcomeCommand {
+    /// Record one inspection outcome.
+    #[command(
+        long_about = "Record one inspection outcome on the compacted outcomes topic \
+(gridwatch.outcomes, keyed by target).\n\n\
+confirmed: unauthorized use found; the case closes as `confirmed` with the energy from its start \
+to the visit (--kw, the load measured on site, sets it). legitimate: a legitimate load \
+(--explained-by heating|heat_pump|ev|pv|licensed|business|other); the case closes as `cleared` \
+and the site is not accused again of that load, only of more. no_access: the case stays open \
+and ranks higher.\n\n\
+Example: gridwatch outcome record --target S00021 --verdict legitimate --explained-by heat_pump \
+--visited-at 2026-01-12T10:30:00+05:00 --inspector insp-7"
+    )]
+    Record {
+        /// The case's target: the alert's site_id, meter_id or feeder_id.
+        #[arg(long)]
+        target: String,
+        /// confirmed, legitimate or no_access.
+        #[arg(long)]
+        verdict: gridwatch_core::Verdict,
+        /// When the inspector was there, RFC 3339.
+        #[arg(long)]
+        visited_at: String,
+        /// For a legitimate load: heating, heat_pump, ev, pv, licensed, business or other.
+        #[arg(long)]
+        explained_by: Option<gridwatch_core::Explanation>,
+        /// The load measured on site, kW.
+        #[arg(long)]
+        kw: Option<f64>,
+        #[arg(long)]
+        inspector: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Record every outcome of a CSV (target_id,verdict,visited_at,explained_by,kw,inspector,
+    /// note), validated first: a file with any bad row is refused, naming line and field.
+    Load {
+        #[arg(long)]
+        outcomes: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum TopicsCommand {
     /// Create the gridwatch topics that don't exist yet: readings, alerts and DLQ kept
     /// kafka.retention_s (7 days); the register, suspects, weather and holidays compacted; with
@@ -451,6 +508,7 @@ fn real_main(cli: Cli) -> Result<()> {
             readings,
             weather,
             holidays,
+            outcomes,
             meter_id,
             format,
             out,
@@ -466,6 +524,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 registry: &registry,
                 weather: weather.as_deref(),
                 holidays: holidays.as_deref(),
+                outcomes: outcomes.as_deref(),
                 readings: &readings,
                 meter_id,
                 out: &out,
@@ -593,6 +652,41 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Topics {
             command: TopicsCommand::Create,
         } => services::topics_create(&config)?,
+        Command::Outcome {
+            command:
+                OutcomeCommand::Record {
+                    target,
+                    verdict,
+                    visited_at,
+                    explained_by,
+                    kw,
+                    inspector,
+                    note,
+                },
+        } => {
+            let o = gridwatch_core::Outcome {
+                target_id: target,
+                verdict,
+                visited_at: gridwatch_core::time::parse_rfc3339(&visited_at)
+                    .map_err(|e| anyhow::anyhow!("--visited-at {visited_at:?}: {e}"))?,
+                explained_by,
+                kw,
+                inspector,
+                note,
+            };
+            o.validate().map_err(|e| anyhow::anyhow!(e))?;
+            services::outcomes_send(&config, &[o])?;
+        }
+        Command::Outcome {
+            command: OutcomeCommand::Load { outcomes },
+        } => {
+            let name = outcomes.display().to_string();
+            let text = std::fs::read_to_string(&outcomes)
+                .with_context(|| format!("{name}: cannot open outcomes"))?;
+            let rows = gridwatch_core::outcome::read_outcomes(&text, &name)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            services::outcomes_send(&config, &rows)?;
+        }
         Command::Topics {
             command: TopicsCommand::Lag,
         } => {

@@ -287,6 +287,27 @@ pub fn holidays_load(cfg: &Config, path: &Path) -> Result<()> {
     })
 }
 
+/// `gridwatch outcome record|load`: inspection outcomes to the compacted outcomes topic.
+pub fn outcomes_send(cfg: &Config, rows: &[gridwatch_core::Outcome]) -> Result<()> {
+    runtime()?.block_on(async {
+        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
+        let sender = Sender::new(&cfg.kafka)?;
+        let mut acks = Vec::with_capacity(rows.len());
+        for o in rows {
+            acks.push(sender.send_patiently(|s| s.send_outcome(o))?.wait());
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        println!(
+            "{} outcome(s) recorded to {}",
+            rows.len(),
+            cfg.kafka.topics.outcomes
+        );
+        Ok(())
+    })
+}
+
 /// The register's feeders, for keying readings that don't carry theirs.
 fn register_feeders(cfg: &Config) -> Result<FeederIndex> {
     let index =

@@ -49,7 +49,7 @@ pub fn rank(alerts: &[Alert]) -> Vec<Suspect> {
             let best = eps
                 .iter()
                 .max_by(|a, b| {
-                    let key = |x: &Alert| (x.status != AlertStatus::Resolved, x.score);
+                    let key = |x: &Alert| (!x.status.is_closed(), x.score);
                     let (ka, kb) = (key(a), key(b));
                     ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
                 })
@@ -71,7 +71,7 @@ pub fn rank(alerts: &[Alert]) -> Vec<Suspect> {
                 est_excess_kw: kw,
                 est_excess_mwh: kwh / 1000.0,
                 kinds,
-                open: eps.iter().any(|a| a.status != AlertStatus::Resolved),
+                open: eps.iter().any(|a| !a.status.is_closed()),
                 summary: best.summary.clone(),
                 alert: (*best).clone(),
             }

@@ -72,6 +72,7 @@ pub fn router(
     });
     Router::new()
         .route("/v1/readings", post(post_readings))
+        .route("/v1/outcomes", post(post_outcomes))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -345,14 +346,14 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn post_readings(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let n = app.requests.fetch_add(1, Ordering::Relaxed);
-    let request_id = format!("{}-{n}", app.run_id);
-    let mut _in_flight = None;
+/// Checks a request's API key (when keys are configured) and its key's limits: the record
+/// source to name, and its admission (released when dropped); or the refusal to answer.
+fn authorize<'a>(
+    app: &'a AppState,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<(String, Option<InFlight<'a>>), Box<Response>> {
+    let mut in_flight = None;
     let source = match &app.keys {
         None => format!("http:{request_id}"),
         Some(keys) => {
@@ -363,14 +364,14 @@ async fn post_readings(
                 tracing::warn!(request_id, "request without a valid API key refused");
                 let mut resp = error(
                     StatusCode::UNAUTHORIZED,
-                    &request_id,
+                    request_id,
                     "send a valid API key: Authorization: Bearer <key>",
                 );
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),
                 );
-                return resp;
+                return Err(Box::new(resp));
             };
             if let Err(over) = app.limits.admit(&who, std::time::Instant::now()) {
                 let what = match over {
@@ -380,20 +381,120 @@ async fn post_readings(
                 tracing::warn!(request_id, key = who, "over the key's limit of {what}");
                 let mut resp = error(
                     StatusCode::TOO_MANY_REQUESTS,
-                    &request_id,
+                    request_id,
                     format!("over this key's limit of {what}; send it again shortly"),
                 );
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return resp;
+                return Err(Box::new(resp));
             }
             let source = format!("http:{who}/{request_id}");
-            _in_flight = Some(InFlight {
+            in_flight = Some(InFlight {
                 limits: &app.limits,
                 who,
             });
             source
         }
+    };
+    Ok((source, in_flight))
+}
+
+/// `POST /v1/outcomes`: inspection outcomes (a JSON object, an array of them, or JSON Lines),
+/// validated whole — any bad one refuses the request with its index and reason — then sent to
+/// the compacted outcomes topic, acknowledged before the answer.
+async fn post_outcomes(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let n = app.requests.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("{}-{n}", app.run_id);
+    let (source, _in_flight) = match authorize(&app, &headers, &request_id) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
+    };
+    let text = String::from_utf8_lossy(&body);
+    let values: Vec<Value> = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(items)) => items,
+        Ok(v) => vec![v],
+        Err(_) => {
+            let mut items = Vec::new();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                match serde_json::from_str::<Value>(line) {
+                    Ok(v) => items.push(v),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &request_id,
+                            format!("line {}: not JSON: {e}", i + 1),
+                        )
+                    }
+                }
+            }
+            items
+        }
+    };
+    let mut outcomes = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let parsed = serde_json::from_value::<gridwatch_core::Outcome>(v)
+            .map_err(|e| e.to_string())
+            .and_then(|o| o.validate().map(|()| o));
+        match parsed {
+            Ok(o) => outcomes.push(o),
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &request_id,
+                    format!("outcome {i}: {e}"),
+                )
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(app.cfg.ack_timeout_ms);
+    let mut acks = Vec::with_capacity(outcomes.len());
+    for o in &outcomes {
+        match send_waiting(|| app.sender.send_outcome(o), deadline).await {
+            Ok(ack) => acks.push(ack),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &request_id,
+                    format!("outcomes not recorded, send them again: {e}"),
+                )
+            }
+        }
+    }
+    for ack in acks {
+        if let Err(e) = ack.wait().await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &request_id,
+                format!("outcomes not recorded, send them again: {e}"),
+            );
+        }
+    }
+    tracing::info!(request_id, source, n = outcomes.len(), "outcomes recorded");
+    (
+        StatusCode::OK,
+        Json(json!({"request_id": request_id, "recorded": outcomes.len()})),
+    )
+        .into_response()
+}
+
+async fn post_readings(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let n = app.requests.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("{}-{n}", app.run_id);
+    let (source, _in_flight) = match authorize(&app, &headers, &request_id) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
     };
     let kind = headers
         .get(header::CONTENT_TYPE)

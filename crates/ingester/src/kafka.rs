@@ -231,6 +231,17 @@ impl Sender {
         .map(Ack)
     }
 
+    /// An inspection outcome, keyed by its target on the compacted outcomes topic.
+    pub fn send_outcome(&self, o: &gridwatch_core::Outcome) -> Result<Ack, SendError> {
+        let value = serde_json::to_vec(o).expect("an outcome serializes");
+        self.send(
+            &self.cfg.topics.outcomes,
+            Some(o.target_id.as_bytes()),
+            Some(&value),
+        )
+        .map(Ack)
+    }
+
     /// A null value on the compacted register topic: the meter is removed.
     pub fn send_registry_delete(&self, meter_id: &str) -> Result<Ack, SendError> {
         self.send(&self.cfg.topics.registry, Some(meter_id.as_bytes()), None)
