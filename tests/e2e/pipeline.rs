@@ -793,6 +793,12 @@ fn inspection_outcomes_through_kafka_close_cases_and_a_cleared_site_is_accused_o
     );
     let ok = post(&addr, "/v1/outcomes", "application/json", body.as_bytes());
     assert_eq!(ok.0, 200, "{ok:?}");
+    let counted = get_text(&addr, "/metrics").1;
+    assert_eq!(
+        metric(&counted, "gridwatch_outcomes_total{verdict=\"confirmed\"}"),
+        Some(1),
+        "{counted}"
+    );
     env.run(&["ingest", "--readings", part1.to_str().unwrap()]);
     let mut detector = env.spawn("detector1", &["detect"]);
     wait_until("S1 cleared", Duration::from_secs(120), || {

@@ -70,6 +70,8 @@ counters! {
     Produced => "gridwatch_records_produced_total",
     /// HTTP requests answered, by `route` and `code`.
     HttpRequests => "gridwatch_http_requests_total",
+    /// Inspection outcomes recorded (`POST /v1/outcomes`), by `verdict`.
+    Outcomes => "gridwatch_outcomes_total",
 }
 
 /// Levels a component reports (Prometheus gauges): set, not counted up.
@@ -566,6 +568,22 @@ impl InternalEvent for KafkaRetried<'_> {
     fn emit(self, c: &Counters) {
         tracing::warn!("{}: {} (retrying)", self.what, self.error);
         c.add(Counter::KafkaRetried, 1);
+    }
+}
+
+/// Inspection outcomes recorded, of one verdict.
+pub struct OutcomesRecorded<'a> {
+    pub verdict: &'a str,
+    pub n: u64,
+}
+
+impl InternalEvent for OutcomesRecorded<'_> {
+    fn emit(self, c: &Counters) {
+        c.add_labelled(
+            Counter::Outcomes,
+            labels(&[("verdict", self.verdict)]),
+            self.n,
+        );
     }
 }
 

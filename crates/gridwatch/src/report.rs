@@ -51,6 +51,7 @@ pub struct Report {
     registry: HashMap<String, MeterRecord>,
     total_open: usize,
     total_mwh: f64,
+    inspections: Option<String>,
     plotted: bool,
 }
 
@@ -117,6 +118,7 @@ impl Report {
             registry,
             total_open,
             total_mwh,
+            inspections: crate::suspects::Inspections::of(alerts).line(),
             plotted: false,
         }
     }
@@ -164,6 +166,9 @@ impl Report {
             self.total_mwh,
             self.cases.len()
         );
+        if let Some(line) = &self.inspections {
+            let _ = write!(h, "<p>{}</p>", esc(line));
+        }
         if self.cases.is_empty() {
             h.push_str("<p>No open cases.</p></body></html>");
             return h;

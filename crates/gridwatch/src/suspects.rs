@@ -27,6 +27,56 @@ pub struct Suspect {
     pub alert: Alert,
 }
 
+/// What inspectors' verdicts added up to: cases confirmed (and the unauthorized MWh they
+/// stood for, per month of the visit), cases cleared, and the share of visited leads that were
+/// right.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Inspections {
+    pub confirmed: usize,
+    pub cleared: usize,
+    pub confirmed_mwh: f64,
+    /// `YYYY-MM` of the visit → MWh confirmed.
+    pub confirmed_mwh_by_month: BTreeMap<String, f64>,
+    /// confirmed ÷ (confirmed + cleared); none before the first verdict.
+    pub hit_rate: Option<f64>,
+}
+
+impl Inspections {
+    pub fn of(alerts: &[Alert]) -> Inspections {
+        let mut out = Inspections::default();
+        for a in alerts {
+            match a.status {
+                AlertStatus::Confirmed => {
+                    out.confirmed += 1;
+                    let mwh = a.est_excess_kwh / 1000.0;
+                    out.confirmed_mwh += mwh;
+                    let month = gridwatch_core::time::format_rfc3339(a.detected_at);
+                    *out.confirmed_mwh_by_month
+                        .entry(month.get(..7).unwrap_or(&month).to_string())
+                        .or_default() += mwh;
+                }
+                AlertStatus::Cleared => out.cleared += 1,
+                _ => {}
+            }
+        }
+        let visited = out.confirmed + out.cleared;
+        out.hit_rate = (visited > 0).then(|| out.confirmed as f64 / visited as f64);
+        out
+    }
+
+    /// One line for a person: "3 confirmed (12.4 MWh), 1 cleared: 75 % of visited leads right".
+    pub fn line(&self) -> Option<String> {
+        let rate = self.hit_rate?;
+        Some(format!(
+            "inspections: {} confirmed ({:.1} MWh unauthorized), {} cleared: {:.0} % of visited leads right",
+            self.confirmed,
+            self.confirmed_mwh,
+            self.cleared,
+            100.0 * rate
+        ))
+    }
+}
+
 /// One row per target: the latest message of each of its episodes, combined.
 pub fn rank(alerts: &[Alert]) -> Vec<Suspect> {
     let mut latest: BTreeMap<&str, &Alert> = BTreeMap::new();
@@ -89,13 +139,18 @@ pub fn rank(alerts: &[Alert]) -> Vec<Suspect> {
 }
 
 pub fn run(alerts: &[Alert], top: usize, all: bool, as_json: bool) -> Result<()> {
-    let rows: Vec<Suspect> = rank(alerts).into_iter().filter(|r| all || r.open).collect();
+    // A site an inspector cleared is not a suspect, not even in the full list.
+    let rows: Vec<Suspect> = rank(alerts)
+        .into_iter()
+        .filter(|r| r.open || (all && r.alert.status != AlertStatus::Cleared))
+        .collect();
     let total: f64 = rows.iter().map(|r| r.est_excess_mwh).sum();
+    let inspections = Inspections::of(alerts);
     if as_json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"total_mwh": total, "suspects": rows})
+                &serde_json::json!({"total_mwh": total, "suspects": rows, "inspections": inspections})
             )?
         );
         return Ok(());
@@ -123,6 +178,9 @@ pub fn run(alerts: &[Alert], top: usize, all: bool, as_json: bool) -> Result<()>
         if all { "" } else { "open" },
         total
     );
+    if let Some(line) = inspections.line() {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -186,5 +244,55 @@ mod tests {
         );
         assert!(!r[2].open);
         assert_eq!(r[0].rank, 1);
+    }
+
+    #[test]
+    fn verdicts_close_cases_and_add_up_to_confirmed_energy_and_a_hit_rate() {
+        use AlertKind::*;
+        use AlertStatus::*;
+        let jan = 1_767_571_200; // 2026-01-05
+        let feb = jan + 31 * 86_400;
+        let alerts = vec![
+            alert("a", "S1", MiningSignature, Open, jan, 0.9, 900.0),
+            alert(
+                "a",
+                "S1",
+                MiningSignature,
+                Confirmed,
+                jan + 86_400,
+                0.9,
+                2000.0,
+            ),
+            alert("b", "S2", MiningSignature, Open, jan, 0.8, 500.0),
+            alert(
+                "b",
+                "S2",
+                MiningSignature,
+                Cleared,
+                jan + 86_400,
+                0.8,
+                500.0,
+            ),
+            alert("c", "S3", Tamper, Open, jan, 0.9, 300.0),
+            alert("c", "S3", Tamper, Confirmed, feb, 0.9, 1000.0),
+            alert("d", "S4", MiningSignature, Open, jan, 0.7, 100.0),
+        ];
+        let r = rank(&alerts);
+        let open: Vec<&str> = r
+            .iter()
+            .filter(|s| s.open)
+            .map(|s| s.target.as_str())
+            .collect();
+        assert_eq!(open, ["S4"], "confirmed and cleared cases are closed");
+        let i = Inspections::of(&alerts);
+        assert_eq!((i.confirmed, i.cleared), (2, 1));
+        assert!((i.confirmed_mwh - 3.0).abs() < 1e-9);
+        assert_eq!(
+            i.confirmed_mwh_by_month.keys().collect::<Vec<_>>(),
+            ["2026-01", "2026-02"]
+        );
+        assert!((i.hit_rate.unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert!(i.line().unwrap().contains("67 % of visited leads right"));
+        assert_eq!(Inspections::of(&alerts[..1]).line(), None);
     }
 }

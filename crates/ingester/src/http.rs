@@ -477,6 +477,13 @@ async fn post_outcomes(
             );
         }
     }
+    for o in &outcomes {
+        gridwatch_core::events::OutcomesRecorded {
+            verdict: o.verdict.as_str(),
+            n: 1,
+        }
+        .emit(&app.counters);
+    }
     tracing::info!(request_id, source, n = outcomes.len(), "outcomes recorded");
     (
         StatusCode::OK,
