@@ -1450,7 +1450,7 @@ fn weather_and_holidays_loaded_to_kafka_reach_the_detector_as_in_the_embedded_ru
     let log = detector.log_text();
     assert!(!log.contains('\u{1b}'), "{log}");
     assert!(
-        log.contains("weather and holidays read hours=240 days=1"),
+        log.contains("weather, holidays and outcomes read hours=240 days=1"),
         "{log}"
     );
     // Reading compacted topics to their ends and idling at them are normal: nothing at ERROR.
