@@ -54,6 +54,12 @@ step "tests (unit, and end to end against the broker on 127.0.0.1:$port)"
 export GRIDWATCH_TEST_KAFKA="127.0.0.1:$port"
 export GRIDWATCH_PYTHON="$root/.venv/bin/python"
 export GRIDWATCH_BIN="$root/target/debug/gridwatch"
+# The cluster chaos test runs its default seed and one derived from this commit, so its coverage
+# grows with every landing; a failure names its seed, and scripts/chaos.sh reruns it.
+commit=$(git rev-parse --short=7 HEAD 2>/dev/null || printf '%x' "$(date +%s)")
+commit_seed=$((16#$commit % 100000))
+export GRIDWATCH_CLUSTER_CHAOS_SEEDS="20261207,$commit_seed"
+echo "cluster chaos seeds: 20261207 and $commit_seed (from $commit; rerun: scripts/chaos.sh cluster 4 --seeds $commit_seed..$commit_seed)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -1871,20 +1871,37 @@ fn every_partition_owned_and_caught_up(env: &Env, timeout: Duration) -> String {
 /// group are SIGKILLed and come back (mostly under their own names, static members, sometimes
 /// under a new one); every partition must keep an owner, the lag over every partition of the
 /// topic must reach zero, the alerts must be the embedded run's, and no detector may restart
-/// itself for a single broker's loss. `GRIDWATCH_CLUSTER_CHAOS_ROUNDS` (4) and
-/// `GRIDWATCH_CLUSTER_CHAOS_SEED` run it longer or otherwise (`scripts/chaos.sh cluster`).
+/// itself for a single broker's loss, and the ownership gauges must be true when asked.
+/// `GRIDWATCH_CLUSTER_CHAOS_ROUNDS` (4) and `GRIDWATCH_CLUSTER_CHAOS_SEEDS` (comma-separated;
+/// or `_SEED`) run it longer or otherwise (`scripts/chaos.sh cluster ROUNDS --seeds A..B`).
 #[test]
 fn two_detectors_killed_while_brokers_are_lost_leave_no_partition_unwatched() {
     let _one_at_a_time = serial();
     let Some(_) = kafka() else { return };
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let rounds = var("GRIDWATCH_CLUSTER_CHAOS_ROUNDS").map_or(4, |v| v.parse().expect("rounds"));
+    // Seeds: a list (CI gives the default and one derived from the commit), or one.
+    let seeds: Vec<u64> = var("GRIDWATCH_CLUSTER_CHAOS_SEEDS")
+        .or_else(|| var("GRIDWATCH_CLUSTER_CHAOS_SEED"))
+        .unwrap_or_else(|| "20261207".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("a seed is a number"))
+        .collect();
+    for seed in seeds {
+        eprintln!("cluster chaos: seed {seed} (rerun it: scripts/chaos.sh cluster {rounds} --seeds {seed}..{seed})");
+        cluster_chaos(seed, rounds);
+    }
+}
+
+/// One seed of the cluster chaos test: its own three-broker cluster, topics and detectors.
+fn cluster_chaos(mut seed: u64, rounds: usize) {
+    let seed_given = seed;
     let var = |k: &str, d: u64| {
         std::env::var(k)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let rounds = var("GRIDWATCH_CLUSTER_CHAOS_ROUNDS", 4) as usize;
-    let mut seed = var("GRIDWATCH_CLUSTER_CHAOS_SEED", 20_261_207);
     // splitmix64: every seed gives its own interleaving.
     let mut next = move |n: u64| {
         seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -1955,10 +1972,13 @@ fn two_detectors_killed_while_brokers_are_lost_leave_no_partition_unwatched() {
             std::thread::sleep(Duration::from_millis(pause));
             detectors[x].kill9();
             std::thread::sleep(Duration::from_millis(400 * next(4)));
-            // One restart in four comes back under a new name (a host moved, a pod renamed).
+            // One restart in four comes back under a new name on another host (a pod
+            // rescheduled): an empty state directory, so its partitions replay from Kafka.
             if next(4) == 0 {
                 names[x] = format!("{}-r{round}", names[x]);
-                envs[x] = instance(&env, &names[x]);
+                let disk = env.dir.join(format!("state-{}", names[x]));
+                envs[x] = instance(&env, &names[x])
+                    .with("GRIDWATCH__DETECTOR__STATE_DIR", disk.to_str().unwrap());
             }
             let restarted = envs[x].spawn(
                 &format!("detector-{}-{round}-{kill}", names[x]),
@@ -2038,10 +2058,131 @@ fn two_detectors_killed_while_brokers_are_lost_leave_no_partition_unwatched() {
     assert!(sink.stop(), "{}", sink.log_text());
     check_rows(&env, &out, &kafka_all);
     eprintln!(
-        "cluster chaos: {rounds} rounds, {} detector kills, {} alerts, {:.0} s\n{story}",
+        "cluster chaos: seed {seed_given}, {rounds} rounds, {} detector kills, {} alerts, {:.0} s\n{story}",
         3 * rounds,
         kafka_all.len(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The transaction coordinator of the detector's transactional id, as Kafka's own
+/// `TransactionsCommand describe` names it (its broker id: 1-3 in a test cluster).
+fn transaction_coordinator(bootstrap: &str, transactional_id: &str) -> Option<u32> {
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!(
+            "{}/*",
+            repo_root().join("deploy/kafka/libs").display()
+        ))
+        .args([
+            "org.apache.kafka.tools.TransactionsCommand",
+            "--bootstrap-server",
+            bootstrap,
+        ])
+        .args(["describe", "--transactional-id", transactional_id])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let col = header.iter().position(|h| *h == "CoordinatorId")?;
+    lines.next()?.split_whitespace().nth(col)?.parse().ok()
+}
+
+/// Issue 29: the transaction coordinator's broker is SIGKILLed while the detector holds a
+/// transaction between `send_offsets_to_transaction` and `commit_transaction` (paused there by
+/// the test hook). Whatever the commit's outcome, the batch's alerts are in Kafka exactly once:
+/// the alerts equal the embedded run's, id for id, with no message missing or repeated.
+#[test]
+fn the_transaction_coordinator_lost_mid_commit_neither_drops_nor_repeats_a_batch() {
+    let _one_at_a_time = serial();
+    let Some(_) = kafka() else { return };
+    let scratch = Env::new("unused", "txn-coordinator");
+    let cluster = gridwatch_e2e::Broker::cluster(&scratch.dir);
+    let pause = scratch.dir.join("pause-commit");
+    let env = Env::new(&cluster.bootstrap, "txn-coordinator")
+        .with("GRIDWATCH__KAFKA__REPLICATION_FACTOR", "3")
+        .with("GRIDWATCH__DETECTOR__BATCH_SIZE", "300")
+        .with("GRIDWATCH_TEST_PAUSE_COMMIT", pause.to_str().unwrap());
+    let (data, _, embedded) = simulated(&env, 60, 6, 29);
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let third = (lines.len() - 1).div_ceil(3);
+    let parts: Vec<PathBuf> = lines[1..]
+        .chunks(third)
+        .enumerate()
+        .map(|(i, c)| {
+            let path = data.join(format!("part{i}.csv"));
+            std::fs::write(&path, format!("{}\n{}\n", lines[0], c.join("\n"))).unwrap();
+            path
+        })
+        .collect();
+    env.run(&["topics", "create"]);
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        data.join("registry.csv").to_str().unwrap(),
+    ]);
+    env.run(&["ingest", "--readings", parts[0].to_str().unwrap()]);
+    let out = env.dir.join("kafka-out");
+    let mut detector = env.spawn("detector", &["detect"]);
+    let mut sink = env.spawn("sink", &["sink", "--out", out.to_str().unwrap()]);
+    wait_until(
+        "alerts from the first part",
+        Duration::from_secs(120),
+        || !env.tail("alerts", 1, Duration::ZERO).is_empty(),
+    );
+
+    // The next commit waits after its offsets were sent; the second part gives it alerts.
+    std::fs::write(&pause, b"").unwrap();
+    env.run(&["ingest", "--readings", parts[1].to_str().unwrap()]);
+    let paused = pause.with_extension("paused");
+    wait_until(
+        "a commit paused by the hook",
+        Duration::from_secs(120),
+        || paused.exists(),
+    );
+    let id = format!("{}-0", env.var("GRIDWATCH__DETECTOR__GROUP_ID"));
+    let mut coordinator = None;
+    wait_until("the coordinator's id", Duration::from_secs(60), || {
+        coordinator = transaction_coordinator(&cluster.bootstrap, &id);
+        coordinator.is_some()
+    });
+    let coordinator = coordinator.unwrap().to_string();
+    cluster.kafka_sh(&["cluster", "kill", &coordinator]);
+    std::fs::remove_file(&pause).unwrap();
+    wait_until("the commit to go on", Duration::from_secs(60), || {
+        detector.log_text().contains("test hook: commit resumed")
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.kafka_sh(&["cluster", "start", &coordinator]);
+    let mut tries = 0;
+    while !env
+        .output(&["ingest", "--readings", parts[2].to_str().unwrap()])
+        .status
+        .success()
+    {
+        tries += 1;
+        assert!(tries < 4, "ingest failed {tries} times");
+    }
+    let kafka = env.tail("alerts", embedded.len(), Duration::from_secs(300));
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "the coordinator {coordinator} lost mid-commit\n{}",
+        detector.log_text()
+    );
+    assert!(detector.alive(), "{}", detector.log_text());
+    settle(|| logged_rows(&sink.log_text()) >= kafka_all.len());
+    assert!(detector.stop(), "{}", detector.log_text());
+    assert!(sink.stop(), "{}", sink.log_text());
+    check_rows(&env, &out, &kafka_all);
+    eprintln!(
+        "coordinator lost mid-commit: broker {coordinator}, {} alerts equal to the embedded run",
+        kafka_all.len()
     );
 }
 

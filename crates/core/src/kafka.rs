@@ -54,6 +54,10 @@ pub fn transient(e: &rdkafka::error::KafkaError) -> bool {
                 | C::OperationTimedOut
                 | C::CoordinatorNotAvailable
                 | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                // An offset a still-open transaction carries (KIP-447): settled when that
+                // transaction ends, by its producer, its successor or its timeout.
+                | C::UnstableOffsetCommit
         )
     )
 }
@@ -460,6 +464,70 @@ pub struct GroupView {
     pub stable: bool,
     pub members: usize,
     pub owners: std::collections::BTreeMap<i32, String>,
+}
+
+/// A consumer group over one topic, as operators and the detector's audit look at it: the
+/// coordinator's view, and per partition its committed offset (`None`: never committed) and
+/// the log's start and end.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupStatus {
+    pub view: GroupView,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub low: i64,
+    pub high: i64,
+}
+
+/// The group's view, committed offsets and watermarks of every partition of `topic`. A
+/// partition whose committed offset Kafka cannot give yet (a transaction carrying it still
+/// open: UNSTABLE_OFFSET_COMMIT) makes the whole answer an error, never "not committed".
+pub fn group_status<C: rdkafka::consumer::ConsumerContext>(
+    c: &rdkafka::consumer::BaseConsumer<C>,
+    group_id: &str,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<GroupStatus, String> {
+    use rdkafka::consumer::Consumer;
+    let parts = partitions(c, topic)?;
+    let view = describe_group(c.client(), group_id, topic, timeout)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for &p in &parts {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| format!("committed offsets of group {group_id}: {e}"))?;
+    let mut out = Vec::with_capacity(parts.len());
+    for &partition in &parts {
+        let elem = committed.find_partition(topic, partition);
+        if let Some(Err(e)) = elem.as_ref().map(|e| e.error()) {
+            return Err(format!(
+                "committed offset of {topic} partition {partition}: {e}"
+            ));
+        }
+        let committed = match elem.map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        let (low, high) = c
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(|e| format!("offsets of {topic} partition {partition}: {e}"))?;
+        out.push(PartitionStatus {
+            partition,
+            committed,
+            low,
+            high,
+        });
+    }
+    Ok(GroupStatus {
+        view,
+        partitions: out,
+    })
 }
 
 /// Asks the group's coordinator for its members' assignments (DescribeGroups).

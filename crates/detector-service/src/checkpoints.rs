@@ -159,7 +159,12 @@ impl Store {
 fn write_atomically(path: &Path, header: &Header, body: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("checkpoint.tmp");
+    // Its own temporary file per writer: two detectors sharing a state folder (one host, or a
+    // partition moving between instances while a write is in flight) each rename a whole file
+    // of their own, never one the other is still writing.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("checkpoint.{}-{n}.tmp", std::process::id()));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     serde_json::to_writer(&mut f, header)?;
     f.write_all(b"\n")?;

@@ -91,14 +91,9 @@ pub fn topics_lag(cfg: &Config) -> Result<bool> {
     let topic = &k.topics.readings;
     let timeout = Duration::from_secs(10);
     let c: QuietConsumer = consumer_config(k, group).create_with_context(Quiet)?;
-    let parts = partitions(&c, topic).map_err(|e| anyhow!(e))?;
-    let view = gridwatch_core::kafka::describe_group(c.client(), group, topic, timeout)
-        .map_err(|e| anyhow!(e))?;
-    let mut tpl = TopicPartitionList::new();
-    for &p in &parts {
-        tpl.add_partition(topic, p);
-    }
-    let committed = c.committed_offsets(tpl, timeout)?;
+    let status =
+        gridwatch_core::kafka::group_status(&c, group, topic, timeout).map_err(|e| anyhow!(e))?;
+    let view = &status.view;
     println!(
         "group {group}: {} member(s), {}",
         view.members,
@@ -109,12 +104,8 @@ pub fn topics_lag(cfg: &Config) -> Result<bool> {
         }
     );
     let mut all_owned = true;
-    for &p in &parts {
-        let (_, end) = c.fetch_watermarks(topic, p, timeout)?;
-        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        };
+    for ps in &status.partitions {
+        let (p, end, at) = (ps.partition, ps.high, ps.committed);
         let owner = view.owners.get(&p);
         all_owned &= owner.is_some();
         println!(
@@ -454,14 +445,14 @@ pub fn detect(cfg: &Config) -> Result<()> {
     let (cfg, served) = (cfg.clone(), counters.clone());
     rt.block_on(rt.spawn_blocking(move || {
         let d = &cfg.detector;
-        let rejoin = AtomicBool::new(false);
+        let watch = gridwatch_detector_service::GroupWatch::default();
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                gridwatch_detector_service::audit(&cfg.kafka, &d.service, &served, &stop, &rejoin)
+                gridwatch_detector_service::audit(&cfg.kafka, &d.service, &served, &stop, &watch)
             });
             let ran = supervise("detector", &served, &stop, || {
                 gridwatch_detector_service::run(
-                    &cfg.kafka, &d.service, &d.engine, &served, &stop, &rejoin,
+                    &cfg.kafka, &d.service, &d.engine, &served, &stop, &watch,
                 )
             });
             // The audit ends with the service, however the service ended.
@@ -500,7 +491,8 @@ pub struct Tail {
     /// Stop after this many records.
     #[arg(long)]
     pub limit: Option<u64>,
-    /// Stop after this many seconds without a new record.
+    /// Stop after this many seconds without a new record, once every partition has been read to
+    /// its end (a partition a broker is slow to serve is waited for, not cut short).
     #[arg(long)]
     pub idle_exit: Option<u64>,
 }
@@ -514,10 +506,16 @@ pub fn tail(cfg: &Config, topic: &str, t: Tail) -> Result<()> {
     } = t;
     let rt = runtime()?;
     let stop = stop_flag(&rt);
-    let consumer: QuietConsumer =
-        consumer_config(&cfg.kafka, "gridwatch-tail").create_with_context(Quiet)?;
+    // Partition EOF marks each partition read to its end (past transaction markers too), so
+    // `--idle-exit` never stops while a partition still has records to give: after a broker's
+    // restart a partition's first fetch can take longer than the idle time.
+    let consumer: QuietConsumer = consumer_config(&cfg.kafka, "gridwatch-tail")
+        .set("enable.partition.eof", "true")
+        .create_with_context(Quiet)?;
+    let parts = partitions(&consumer, topic).map_err(|e| anyhow!(e))?;
+    let mut at_end = std::collections::BTreeSet::new();
     let mut tpl = TopicPartitionList::new();
-    for p in partitions(&consumer, topic).map_err(|e| anyhow!(e))? {
+    for &p in &parts {
         tpl.add_partition_offset(
             topic,
             p,
@@ -534,11 +532,15 @@ pub fn tail(cfg: &Config, topic: &str, t: Tail) -> Result<()> {
     let mut idle = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| n < l) {
         match consumer.poll(Duration::from_millis(200)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
             Some(Err(e)) if transient(&e) => {
                 tracing::warn!("{e} (retrying)");
             }
             Some(msg) => {
                 let msg = msg?;
+                at_end.remove(&msg.partition());
                 out.write_all(msg.payload().unwrap_or_default())?;
                 out.write_all(b"\n")?;
                 out.flush()?;
@@ -546,7 +548,23 @@ pub fn tail(cfg: &Config, topic: &str, t: Tail) -> Result<()> {
                 idle = std::time::Instant::now();
             }
             None => {
-                if idle_exit.is_some_and(|s| idle.elapsed() >= Duration::from_secs(s)) {
+                let Some(s) = idle_exit else { continue };
+                let idle_for = idle.elapsed();
+                if at_end.len() == parts.len() && idle_for >= Duration::from_secs(s) {
+                    break;
+                }
+                // A partition whose broker stays away is not waited for forever.
+                if idle_for >= Duration::from_secs((10 * s).max(60)) {
+                    let unread: Vec<i32> = parts
+                        .iter()
+                        .copied()
+                        .filter(|p| !at_end.contains(p))
+                        .collect();
+                    eprintln!(
+                        "{topic}: partitions {unread:?} not read to their end after {} s \
+                         without a record; stopping",
+                        idle_for.as_secs()
+                    );
                     break;
                 }
             }

@@ -1,0 +1,710 @@
+//! The detector's stream thread, as Kafka Streams has one: a loop that takes up the group's
+//! changes, follows the side topics, gathers a batch of readings, judges each partition's share
+//! on its own thread, commits the outputs and offsets in one transaction, and checkpoints.
+//! Every piece of state it touches has one owner: the tasks ([`Task`]) their engines and
+//! offsets, the [`Assigner`] the group's changes until taken, [`SideTopics`] the side
+//! consumers, the producer its transaction.
+
+use crate::assign::{committed_offsets, Assigner, Change};
+use crate::audit::GroupWatch;
+use crate::checkpoints::{Header, Store};
+use crate::producer::{refused, send_batch, transactional_producer, Outgoing, TxProducer};
+use crate::side::SideTopics;
+use crate::stats::{log_progress, now_ms, Latencies};
+use crate::task::{judge, Fetched, Gathered, Task, Verdicts};
+use crate::{ServiceConfig, STALLED_AFTER, TIMEOUT};
+use anyhow::{anyhow, Context, Result};
+use gridwatch_anomaly_detector::EngineConfig;
+use gridwatch_core::events::{
+    labels, AlertEmitted, Counters, DlqWritten, Gauge, Histogram, InternalEvent, KafkaRetried,
+    RecordsConsumed, RecordsProduced, TransactionCommitted,
+};
+use gridwatch_core::kafka::{group_member_config, instance_id, partitions, report_lag, transient};
+use gridwatch_core::{Alert, KafkaConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Runs until `stop` is set (then finishes the open batch) or an error occurs, counting in
+/// `counters` (which the metrics endpoint serves).
+pub fn run(
+    k: &KafkaConfig,
+    d: &ServiceConfig,
+    engine: &EngineConfig,
+    counters: &Counters,
+    stop: &AtomicBool,
+    watch: &GroupWatch,
+) -> Result<()> {
+    let mut detector = Detector::start(k, d, engine, counters)?;
+    while !stop.load(Ordering::Relaxed) {
+        detector.step(watch)?;
+    }
+    detector.finish();
+    Ok(())
+}
+
+/// What one batch has to say, in its transaction: alerts, DLQ records (their source, for a log
+/// line if they can't be written, and their JSON), and when each live reading was written.
+#[derive(Default)]
+struct Pending {
+    out: Vec<Outgoing>,
+    dlq: Vec<(String, Vec<u8>)>,
+    produced_at: Vec<i64>,
+    /// Whether any reading of the batch was live (past the group's commit): then its offsets
+    /// are committed even without an alert.
+    live: bool,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.out.clear();
+        self.dlq.clear();
+        self.produced_at.clear();
+        self.live = false;
+    }
+}
+
+/// When each partition last gave readings (or was found caught up), and the other clocks of the
+/// loop's housekeeping.
+struct Clocks {
+    started: Instant,
+    last_watermarks: Instant,
+    last_log: Instant,
+    fetched_at: BTreeMap<i32, Instant>,
+    /// Since when the consumer's assignment and the tasks have disagreed.
+    mismatch_since: Option<Instant>,
+}
+
+struct Detector<'a> {
+    k: &'a KafkaConfig,
+    d: &'a ServiceConfig,
+    engine: &'a EngineConfig,
+    counters: &'a Counters,
+    topic: &'a str,
+    consumer: BaseConsumer<Assigner>,
+    producer: TxProducer,
+    here: Header,
+    partition_count: i32,
+    tasks: BTreeMap<i32, Task>,
+    side: Option<SideTopics>,
+    joined: bool,
+    restoring: bool,
+    pending: Pending,
+    gathered: Gathered,
+    latencies: Latencies,
+    clocks: Clocks,
+}
+
+impl<'a> Detector<'a> {
+    /// The producer first (fencing any previous instance of this id, which settles the
+    /// transaction it left open: without that the group's committed offsets stay unstable
+    /// until it times out), then the consumer joins the group.
+    fn start(
+        k: &'a KafkaConfig,
+        d: &'a ServiceConfig,
+        engine: &'a EngineConfig,
+        counters: &'a Counters,
+    ) -> Result<Detector<'a>> {
+        let started = Instant::now();
+        counters.set(Gauge::Restoring, 1);
+        let (producer, transactional_id) = transactional_producer(k, d, counters)?;
+        let topic = k.topics.readings.as_str();
+        let instance = instance_id(&d.instance_id);
+        let mut ccfg = group_member_config(k, &d.group_id, &instance);
+        // A backlog (a replay, a catch-up after an outage, a head-end's backfill) was read at
+        // the pace of librdkafka's fetches, not judged at the engines': with fetches of 4 MiB a
+        // partition instead of its default 1 MiB, 2.9 M readings on three partitions went from
+        // 16-18 s to 6.6-7.6 s (256 KiB: 22 s; 16 MiB: 7.1-7.3 s). `kafka.properties` wins.
+        if !k.properties.contains_key("max.partition.fetch.bytes") {
+            ccfg.set("max.partition.fetch.bytes", "4194304");
+        }
+        let consumer: BaseConsumer<Assigner> =
+            ccfg.create_with_context(Assigner::new(topic, d, engine))?;
+        let here = Header {
+            cluster_id: consumer
+                .client()
+                .fetch_cluster_id(TIMEOUT)
+                .unwrap_or_default(),
+            topic: topic.to_string(),
+            group_id: d.group_id.clone(),
+            offsets: BTreeMap::new(),
+            registry: BTreeMap::new(),
+            bytes: 0,
+        };
+        consumer.context().set_here(here.clone());
+        // The number of partitions decides which engine a register row belongs to.
+        let partition_count = partitions(&consumer, topic).map_err(|e| anyhow!(e))?.len() as i32;
+        consumer.subscribe(&[topic])?;
+        tracing::info!(instance, transactional_id, "joining the detector group");
+        let now = Instant::now();
+        let detector = Detector {
+            k,
+            d,
+            engine,
+            counters,
+            topic,
+            consumer,
+            producer,
+            here,
+            partition_count,
+            tasks: BTreeMap::new(),
+            side: None,
+            joined: false,
+            restoring: true,
+            pending: Pending::default(),
+            gathered: Gathered::default(),
+            latencies: Latencies::new(),
+            clocks: Clocks {
+                started,
+                last_watermarks: now,
+                last_log: now,
+                fetched_at: BTreeMap::new(),
+                mismatch_since: None,
+            },
+        };
+        detector.publish_ownership();
+        Ok(detector)
+    }
+
+    /// One turn of the loop: the group's changes, the side topics, a batch gathered, judged and
+    /// committed, then the housekeeping.
+    fn step(&mut self, watch: &GroupWatch) -> Result<()> {
+        if watch.rejoin.swap(false, Ordering::AcqRel) {
+            self.rejoin()?;
+        }
+        self.take_changes()?;
+        self.follow_side()?;
+        let n = self.gather()?;
+        self.take_changes()?;
+        self.judge_gathered()?;
+        if (self.pending.live || !self.pending.out.is_empty()) && !self.commit()? {
+            // Refused and rewound: the batch is judged again from the checkpoints.
+            return Ok(());
+        }
+        self.producer.poll(Duration::ZERO);
+        RecordsConsumed {
+            topic: self.topic,
+            n: n as u64,
+        }
+        .emit(self.counters);
+        self.track_restore(n > 0);
+        self.checkpoint_due();
+        self.check_tasks_match(watch);
+        if self.clocks.last_log.elapsed() > Duration::from_secs(10) {
+            self.clocks.last_log = Instant::now();
+            self.report()?;
+        }
+        Ok(())
+    }
+
+    /// The group leaves partitions unwatched (see `audit`), or this instance holds one without a
+    /// task: leaving (a static member leaves only when asked to) and joining again makes the
+    /// group hand out every partition afresh.
+    fn rejoin(&mut self) -> Result<()> {
+        tracing::warn!(
+            "partitions of {} are unwatched: leaving and rejoining the group",
+            self.topic
+        );
+        self.consumer.unsubscribe();
+        self.consumer.subscribe(&[self.topic])?;
+        Ok(())
+    }
+
+    /// Takes up what the rebalance callback recorded, in order: a revoked partition's task is
+    /// checkpointed and dropped with its gathered readings (its next owner reads them), a handed
+    /// one's engine set up and the side topics read into it. The ownership gauges are set at
+    /// once, so they are true at the moment anyone asks.
+    fn take_changes(&mut self) -> Result<()> {
+        let changes = self.consumer.context().take()?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for change in changes {
+            match change {
+                Change::Revoked(ps) => self.revoke(&ps),
+                Change::Assigned(handed) => {
+                    self.joined = true;
+                    let fresh = !handed.is_empty();
+                    for h in handed {
+                        let store = Store::new(&self.d.state_dir, &self.d.group_id, h.partition);
+                        let task =
+                            Task::new(h.partition, h.committed, h.restored, store, self.engine)?;
+                        self.tasks.insert(h.partition, task);
+                    }
+                    if fresh {
+                        self.read_side()?;
+                    }
+                }
+            }
+        }
+        self.publish_ownership();
+        Ok(())
+    }
+
+    fn revoke(&mut self, ps: &[i32]) {
+        self.gathered.by_partition.retain(|p, _| !ps.contains(p));
+        for &p in ps {
+            self.clocks.fetched_at.remove(&p);
+            // Its state is what the last transaction committed — unless register rows it took
+            // since wait in `out`: then the next owner starts from the previous checkpoint,
+            // which has not seen them.
+            if let Some(mut task) = self.tasks.remove(&p) {
+                if self.pending.out.is_empty() {
+                    task.checkpoint(&self.here, p, true);
+                }
+            }
+        }
+    }
+
+    /// Reads the side topics to their ends into the tasks (the register from where each left
+    /// it); the alerts that makes go out with the next transaction.
+    fn read_side(&mut self) -> Result<()> {
+        let mut alerts = Vec::new();
+        self.side = Some(SideTopics::read(
+            self.k,
+            &self.d.group_id,
+            &mut self.tasks,
+            self.partition_count,
+            &mut alerts,
+        )?);
+        self.queue(&alerts)
+    }
+
+    /// What the side topics have had since they were read. Register changes resolve episodes:
+    /// those messages go out with the next transaction.
+    fn follow_side(&mut self) -> Result<()> {
+        let Some(side) = &self.side else {
+            return Ok(());
+        };
+        let mut alerts = Vec::new();
+        side.follow(&mut self.tasks, self.partition_count, &mut alerts)?;
+        self.queue(&alerts)
+    }
+
+    fn queue(&mut self, alerts: &[Alert]) -> Result<()> {
+        for a in alerts {
+            self.pending.out.push(Outgoing::of(a)?);
+        }
+        Ok(())
+    }
+
+    /// Takes up to `batch_size` readings the consumer has fetched, waiting at most 100 ms for
+    /// more when it has none; returns how many.
+    fn gather(&mut self) -> Result<usize> {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut n = 0;
+        let mut past_deadline = false;
+        while n < self.d.batch_size && !past_deadline {
+            // What the client has fetched is taken without waiting (and without reading the
+            // clock, which cost a tenth of the detector's time per record); it waits for more
+            // only when it has none, and checks the batch's deadline every 256 records.
+            let msg = match self.consumer.poll(Duration::ZERO) {
+                Some(msg) => msg,
+                None => {
+                    if self.consumer.context().changed() {
+                        break;
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match self.consumer.poll(left) {
+                        Some(msg) => msg,
+                        None => break,
+                    }
+                }
+            };
+            // A passing error (a broker of several lost, a leader moving) is ridden out: the
+            // client fetches from the new leader by itself, and a new run would be another
+            // rebalance. A consumer that stops fetching for good is caught by the stall check.
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) if transient(&e) => {
+                    KafkaRetried {
+                        what: "reading readings",
+                        error: &e.to_string(),
+                    }
+                    .emit(self.counters);
+                    break;
+                }
+                Err(e) => return Err(e).context("reading readings"),
+            };
+            n += 1;
+            past_deadline = n % 256 == 0 && Instant::now() >= deadline;
+            let (partition, offset) = (msg.partition(), msg.offset());
+            let written = msg.timestamp().to_millis();
+            if !self.consumer.context().changed() {
+                self.gathered
+                    .push(partition, offset, written, msg.payload());
+                continue;
+            }
+            // The poll that gave this record also changed the assignment: the change is taken
+            // up first (a revoked partition's gathered readings dropped, a handed one's task
+            // made), then the record — fetched under the new assignment — joins its new task.
+            let payload = msg.payload().map(<[u8]>::to_vec);
+            drop(msg);
+            self.take_changes()?;
+            self.gathered
+                .push(partition, offset, written, payload.as_deref());
+        }
+        Ok(n)
+    }
+
+    /// Each partition's share on its own thread (its own engine): the cores a detector has
+    /// judge in parallel, and the outputs join in partition order.
+    fn judge_gathered(&mut self) -> Result<()> {
+        let now = Instant::now();
+        for (&p, share) in &self.gathered.by_partition {
+            if !share.is_empty() {
+                self.clocks.fetched_at.insert(p, now);
+            }
+        }
+        let shares: Vec<(i32, &mut Task, &[Fetched])> = self
+            .tasks
+            .iter_mut()
+            .filter_map(|(&p, task)| {
+                let share = self
+                    .gathered
+                    .by_partition
+                    .get(&p)
+                    .filter(|s| !s.is_empty())?;
+                Some((p, task, share.as_slice()))
+            })
+            .collect();
+        let (bytes, topic) = (&self.gathered.bytes, self.topic);
+        let (max_future_s, counters) = (self.d.max_future_s, self.counters);
+        let judged: Vec<Result<Verdicts>> = std::thread::scope(|scope| {
+            let work = |(p, task, share): (i32, &mut Task, &[Fetched])| {
+                judge(task, p, share, bytes, topic, max_future_s, counters)
+            };
+            let mut shares = shares.into_iter();
+            let first = shares.next();
+            let others: Vec<_> = shares.map(|s| scope.spawn(move || work(s))).collect();
+            first
+                .map(work)
+                .into_iter()
+                .chain(others.into_iter().map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("judging a partition panicked")))
+                }))
+                .collect()
+        });
+        self.gathered.clear();
+        for v in judged {
+            let v = v?;
+            self.pending.live |= v.live;
+            self.pending.out.extend(v.out);
+            self.pending.dlq.extend(v.dlq);
+            self.pending.produced_at.extend(v.produced_at);
+        }
+        Ok(())
+    }
+
+    /// Where each task's readings stand, to commit with the batch.
+    fn position(&self) -> Result<TopicPartitionList> {
+        let mut position = TopicPartitionList::new();
+        for (&p, task) in &self.tasks {
+            if task.committable() > 0 {
+                position.add_partition_offset(self.topic, p, Offset::Offset(task.committable()))?;
+            }
+        }
+        Ok(position)
+    }
+
+    /// Commits the batch in one transaction. `Ok(false)`: the transaction was refused, and the
+    /// tasks were rewound to what Kafka says the group committed, to judge again.
+    fn commit(&mut self) -> Result<bool> {
+        let committing = Instant::now();
+        let position = self.position()?;
+        let p = &self.pending;
+        let sent = send_batch(
+            &self.producer,
+            &self.consumer,
+            self.k,
+            &position,
+            (&p.out, &p.dlq),
+            self.counters,
+        );
+        match sent {
+            Ok(unwritten) => {
+                self.committed(unwritten, committing);
+                Ok(true)
+            }
+            Err(e) if refused(&e) => {
+                tracing::warn!("transaction refused, judging again from the checkpoints: {e}");
+                self.judge_again(&position)?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a commit: what each task committed and said, and the figures.
+    fn committed(&mut self, unwritten: usize, committing: Instant) {
+        for task in self.tasks.values_mut() {
+            task.committed = task.committable();
+            task.said = Some(task.registry.clone());
+        }
+        let counters = self.counters;
+        TransactionCommitted {
+            millis: committing.elapsed().as_millis() as u64,
+        }
+        .emit(counters);
+        let at = now_ms();
+        for &t in &self.pending.produced_at {
+            self.latencies.record(at - t);
+        }
+        counters.observe_each(
+            Histogram::ReadingToCommit,
+            self.pending
+                .produced_at
+                .iter()
+                .map(|&t| (at - t) as f64 / 1000.0),
+        );
+        for o in &self.pending.out {
+            AlertEmitted {
+                kind: o.kind,
+                status: o.status.as_str(),
+            }
+            .emit(counters);
+        }
+        let (out, dlq) = (self.pending.out.len(), self.pending.dlq.len() - unwritten);
+        let k = self.k;
+        for (t, n) in [
+            (&k.topics.alerts, out),
+            (&k.topics.suspects, out),
+            (&k.topics.dlq, dlq),
+        ] {
+            RecordsProduced {
+                topic: t,
+                n: n as u64,
+            }
+            .emit(counters);
+        }
+        DlqWritten(dlq as u64).emit(counters);
+        self.pending.clear();
+    }
+
+    /// A transaction refused (a rebalance moved the group's generation on, KIP-447, or the
+    /// transaction failed before its end): it is aborted, and every task goes back to its
+    /// checkpoint and replays silently up to the offset the group has committed — asked of
+    /// Kafka after the abort, never taken from this instance's own belief, so a transaction
+    /// that landed after all is neither said twice nor one that did not land lost. If the
+    /// refused one did land (its offsets are the group's now), the register rows it carried
+    /// were said.
+    fn judge_again(&mut self, attempted: &TopicPartitionList) -> Result<()> {
+        self.producer.abort_transaction(TIMEOUT)?;
+        self.gathered.clear();
+        self.pending.clear();
+        let mut tpl = TopicPartitionList::new();
+        for &p in self.tasks.keys() {
+            tpl.add_partition(self.topic, p);
+        }
+        let committed = committed_offsets(&self.consumer, self.topic, &tpl)?;
+        let attempted: BTreeMap<i32, i64> = attempted
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        let landed = self.tasks.iter().any(|(p, task)| {
+            let (tried, now) = (attempted.get(p), committed.get(p));
+            tried.is_some_and(|&t| t != task.committed && Some(&t) == now)
+        });
+        if landed {
+            tracing::warn!("the refused transaction's offsets are the group's: it landed");
+        }
+        for (&p, task) in self.tasks.iter_mut() {
+            if landed {
+                task.said = Some(task.registry.clone());
+            }
+            let c = committed.get(&p).copied().unwrap_or(0);
+            task.rewind(&self.here, (p, c), self.engine)?;
+            let from = match task.next {
+                0 => Offset::Beginning,
+                o => Offset::Offset(o),
+            };
+            self.consumer.seek(self.topic, p, from, TIMEOUT)?;
+        }
+        // Register rows applied since the last commit were in the refused transaction: their
+        // alerts are said again.
+        self.read_side()
+    }
+
+    /// Caught up: every partition at its commit, or (a commit past the last record, as after
+    /// transaction markers) at the end of what there is to read.
+    fn track_restore(&mut self, fetched: bool) {
+        let mut left = 0;
+        let look = !fetched || self.clocks.last_watermarks.elapsed() >= Duration::from_secs(1);
+        if look {
+            self.clocks.last_watermarks = Instant::now();
+        }
+        for (&p, task) in self.tasks.iter_mut() {
+            if task.restoring()
+                && look
+                && self
+                    .consumer
+                    .fetch_watermarks(self.topic, p, TIMEOUT)
+                    .is_ok_and(|(low, high)| task.next.max(low) >= high)
+            {
+                task.next = task.next.max(task.replay_until);
+            }
+            left += (task.replay_until - task.next).max(0);
+        }
+        let counters = self.counters;
+        counters.set(Gauge::RestoreRemaining, left as u64);
+        let meters: usize = self.tasks.values().map(|t| t.engine.meters()).sum();
+        counters.set(Gauge::Meters, meters as u64);
+        let held: usize = self.tasks.values().map(|t| t.engine.held()).sum();
+        counters.set(Gauge::ReadingsHeld, held as u64);
+        let now_restoring = !self.joined || left > 0;
+        if now_restoring != self.restoring {
+            self.restoring = now_restoring;
+            counters.set(Gauge::Restoring, u64::from(now_restoring));
+            if !now_restoring {
+                tracing::info!(
+                    seconds = self.clocks.started.elapsed().as_secs_f64(),
+                    meters,
+                    partitions = ?self.tasks.keys().collect::<Vec<_>>(),
+                    "state rebuilt: live"
+                );
+            }
+        }
+    }
+
+    /// Everything consumed so far has its outputs committed: the state may be saved. Also the
+    /// checkpoints' total size, and the time of the oldest (once every task has one): what a
+    /// restart would replay from.
+    fn checkpoint_due(&mut self) {
+        let interval = Duration::from_secs(self.d.checkpoint_interval_s);
+        for (&p, task) in self.tasks.iter_mut() {
+            if task.last_checkpoint.elapsed() >= interval {
+                task.checkpoint(&self.here, p, false);
+            }
+        }
+        let written: Vec<(u64, u64)> = self.tasks.values().filter_map(|t| t.checkpointed).collect();
+        if !written.is_empty() {
+            let bytes = written.iter().map(|&(bytes, _)| bytes).sum();
+            self.counters.set(Gauge::CheckpointBytes, bytes);
+        }
+        if !self.tasks.is_empty() && written.len() == self.tasks.len() {
+            let oldest = written.iter().map(|&(_, at)| at).min().unwrap_or(0);
+            self.counters.set(Gauge::CheckpointTimestamp, oldest);
+        }
+    }
+
+    /// The partitions this instance owns, as gauges: set on every change of the tasks, so a
+    /// scrape never reads a count from before the last rebalance.
+    fn publish_ownership(&self) {
+        self.counters
+            .set(Gauge::PartitionsOwned, self.tasks.len() as u64);
+        for p in 0..self.partition_count {
+            self.counters.set_labelled(
+                "gridwatch_partition_owned",
+                labels(&[("topic", self.topic), ("partition", &p.to_string())]),
+                i64::from(self.tasks.contains_key(&p)),
+            );
+        }
+    }
+
+    /// Every partition the consumer holds has a task judging it, and every task a partition the
+    /// consumer holds. Between batches (the group's changes all taken up) the two can only
+    /// differ if a change was lost: such partitions are counted (the audit adds them to
+    /// `gridwatch_partitions_unowned`), logged at ERROR, and repaired by leaving and rejoining
+    /// the group once they have disagreed for `unowned_alert_s`.
+    fn check_tasks_match(&mut self, watch: &GroupWatch) {
+        if self.consumer.context().changed() {
+            return;
+        }
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let held: BTreeSet<i32> = assignment
+            .elements_for_topic(self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let tasks: BTreeSet<i32> = self.tasks.keys().copied().collect();
+        let differ: Vec<i32> = held.symmetric_difference(&tasks).copied().collect();
+        watch
+            .held_without_task
+            .store(differ.len() as u64, Ordering::Release);
+        if differ.is_empty() {
+            self.clocks.mismatch_since = None;
+            return;
+        }
+        let since = *self.clocks.mismatch_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= Duration::from_secs(self.d.unowned_alert_s) {
+            tracing::error!(
+                held = ?held,
+                tasks = ?tasks,
+                "partitions of {} held without a task judging them (or tasks without their \
+                 partition): rejoining the group",
+                self.topic
+            );
+            self.clocks.mismatch_since = None;
+            watch.rejoin.store(true, Ordering::Release);
+        }
+    }
+
+    /// Every ten seconds: lag per partition, the stall check, and the progress line.
+    fn report(&mut self) -> Result<()> {
+        let parts: Vec<i32> = self.tasks.keys().copied().collect();
+        let tasks = &self.tasks;
+        let lags = report_lag(
+            &self.consumer,
+            self.topic,
+            &parts,
+            |p| tasks.get(&p).map(|t| t.next).filter(|&o| o > 0),
+            self.counters,
+        );
+        self.publish_ownership();
+        // Readings waiting (more than a transaction marker) on a partition that has given none
+        // for a long while: the client stopped fetching it.
+        let fetched_at = &mut self.clocks.fetched_at;
+        fetched_at.retain(|p, _| tasks.contains_key(p));
+        for (&p, &lag) in &lags {
+            let since = *fetched_at.entry(p).or_insert_with(Instant::now);
+            if lag <= 1 {
+                fetched_at.insert(p, Instant::now());
+            } else if since.elapsed() > STALLED_AFTER {
+                anyhow::bail!(
+                    "partition {p} of {} has {lag} readings waiting and gave none for {}s: \
+                     fetching stalled, starting a new consumer",
+                    self.topic,
+                    since.elapsed().as_secs()
+                );
+            }
+        }
+        log_progress(
+            "detector progress",
+            self.counters,
+            &self.latencies,
+            self.meters(),
+        );
+        Ok(())
+    }
+
+    fn meters(&self) -> usize {
+        self.tasks.values().map(|t| t.engine.meters()).sum()
+    }
+
+    /// Stopping: every task checkpointed, and the last word.
+    fn finish(mut self) {
+        for (&p, task) in self.tasks.iter_mut() {
+            task.checkpoint(&self.here, p, true);
+        }
+        log_progress(
+            "detector stopped",
+            self.counters,
+            &self.latencies,
+            self.meters(),
+        );
+    }
+}
