@@ -1,7 +1,8 @@
 //! Benchmark (not a test): readings per second through the pure detection core on one core,
 //! engine memory per meter, and the time to take and restore a checkpoint of the whole state. Run: `cargo run --release -p gridwatch-anomaly-detector --example throughput`
 //! Optional arguments: meters (default 100000), days (default 2), order window in hours
-//! (default 0: `detector.order_window_s` off).
+//! (default 0: `detector.order_window_s` off), and `scattered` to send each step's meters in
+//! a different order (a head-end that keeps no order: the meter index's worst case).
 
 use gridwatch_anomaly_detector::{Engine, EngineConfig};
 use gridwatch_core::{CustomerClass, MeterRecord, Reading, RegistryUpdate};
@@ -14,6 +15,7 @@ fn main() {
     let window_h: i64 = args
         .next()
         .map_or(0, |a| a.parse().expect("order window hours"));
+    let scattered = args.next().is_some_and(|a| a == "scattered");
     let cfg = EngineConfig {
         order_window_s: window_h * 3600,
         ..EngineConfig::default()
@@ -39,9 +41,15 @@ fn main() {
     let mut n = 0u64;
     for s in 1..=steps {
         reading.ts = t0 + s * 900;
-        for (i, id) in ids.iter().enumerate() {
+        for k in 0..meters {
+            // 7919 is prime, so every step visits each meter once, in its own order.
+            let i = if scattered {
+                (k * 7919 + s as usize * 104_729) % meters
+            } else {
+                k
+            };
             reading.meter_id.clear();
-            reading.meter_id.push_str(id);
+            reading.meter_id.push_str(&ids[i]);
             reading.kwh = 0.1 + ((i as i64 * 31 + s * 7) % 17) as f64 * 0.02;
             engine.offer(&reading, 0, &mut out, &mut |_, _, _| {});
             out.clear();
@@ -51,9 +59,10 @@ fn main() {
     let mut secs = started.elapsed().as_secs_f64();
     println!(
         "engine state: {} B per meter (MeterState, excluding the register row and id), \
-         {} readings held by a {window_h} h order window",
+         {} readings held by a {window_h} h order window; the meter index {} B per meter",
         engine.state_bytes_per_meter(),
-        engine.held()
+        engine.held(),
+        engine.index_bytes_per_meter()
     );
     let started = Instant::now();
     let bytes = engine.checkpoint();

@@ -131,7 +131,7 @@ fn names<K: AsRef<str>>(index: &rustc_hash::FxHashMap<K, u32>, len: usize) -> Ve
 impl Engine {
     /// The engine's whole state, versioned, for [`Engine::restore`].
     pub fn checkpoint(&self) -> Vec<u8> {
-        let ids = names(&self.index, self.slots.len());
+        let ids: Vec<&str> = self.index.ids().collect();
         let mut pending: Vec<(u32, &[MeterRecord])> = self
             .pending
             .iter()
@@ -208,7 +208,7 @@ impl Engine {
             {
                 return Err(corrupt("a meter points past the crowds"));
             }
-            if e.index.insert(s.id.into(), i as u32).is_some() {
+            if e.index.insert(&s.id) != Some(i) {
                 return Err(corrupt("a meter id appears twice"));
             }
             e.slots.push(Slot {

@@ -22,10 +22,10 @@ use crate::detectors::step::StepState;
 use crate::detectors::tamper::TamperState;
 use crate::detectors::{ConfigError, HourCx, SiteDetector};
 use crate::episode::{Episode, Target};
+use crate::meter_index::MeterIndex;
 use crate::order::Order;
 use crate::series::{Admitted, Closed, ClosedHour, Series, HOUR};
 use gridwatch_core::events::ReadingUse;
-use gridwatch_core::reading::CompactString;
 use gridwatch_core::{
     Alert, AlertKind, AlertStatus, Explanation, Holiday, MeterRecord, Outcome, Quality, Reading,
     RegistryUpdate, Role, Verdict, WeatherObs,
@@ -144,7 +144,7 @@ pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) d: Detectors,
     /// Meter ids inline (up to 24 bytes): a lookup compares the id without a second load.
-    pub(crate) index: FxHashMap<CompactString, u32>,
+    pub(crate) index: MeterIndex,
     pub(crate) slots: Vec<Slot>,
     pub(crate) feeder_index: FxHashMap<Box<str>, u32>,
     pub(crate) feeders: Vec<FeederSlot>,
@@ -169,7 +169,7 @@ impl Engine {
         let d = cfg.build()?;
         Ok(Engine {
             d,
-            index: FxHashMap::default(),
+            index: MeterIndex::default(),
             slots: Vec::new(),
             feeder_index: FxHashMap::default(),
             feeders: Vec::new(),
@@ -205,12 +205,17 @@ impl Engine {
         std::mem::size_of::<Slot>() + (heap + held) / self.slots.len().max(1)
     }
 
+    /// What the meter index costs per meter: the id and its share of the hash table.
+    pub fn index_bytes_per_meter(&self) -> usize {
+        self.index.bytes_per_meter()
+    }
+
     fn slot_of(&mut self, meter_id: &str) -> usize {
-        if let Some(&i) = self.index.get(meter_id) {
-            return i as usize;
+        if let Some(i) = self.index.get(meter_id) {
+            return i;
         }
         let i = self.slots.len();
-        self.index.insert(meter_id.into(), i as u32);
+        self.index.insert(meter_id);
         self.slots.push(Slot {
             reg: None,
             feeder: None,
@@ -338,7 +343,7 @@ impl Engine {
         let (meter_id, reg) = match update {
             RegistryUpdate::Upsert(r) => (r.meter_id.clone(), Some(r)),
             // A meter this engine never had (its readings go to another partition's) stays so.
-            RegistryUpdate::Delete { meter_id } if !self.index.contains_key(meter_id.as_str()) => {
+            RegistryUpdate::Delete { meter_id } if !self.index.contains(meter_id.as_str()) => {
                 return
             }
             RegistryUpdate::Delete { meter_id } => (meter_id, None),
@@ -637,7 +642,7 @@ impl Engine {
             self.apply_outcomes_until(r.ts, out);
         }
         let i = match self.index.get(r.meter_id.as_str()) {
-            Some(&i) => i as usize,
+            Some(i) => i,
             None => match self.admit_unregistered(r, out) {
                 Some(i) => i,
                 None => return ReadingUse::Counted,

@@ -16,6 +16,7 @@ mod detectors;
 pub mod engine;
 mod episode;
 mod evidence;
+mod meter_index;
 mod order;
 mod series;
 

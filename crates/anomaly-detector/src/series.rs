@@ -706,6 +706,21 @@ impl Series {
         })
     }
 
+    /// The highest hourly demand (kW) among the last 48 closed hours with data (0 without any):
+    /// every value [`Series::recurring_block`], [`Series::high_hours`] and
+    /// [`Series::timer_cycle`] read is at most this, so a site below a pattern's level is
+    /// passed over without reading them.
+    pub fn peak_kw_48h(&self) -> f64 {
+        let mut peak = 0.0f32;
+        for slot in 0..24 {
+            // Without branches: a slot without data counts as 0.
+            let day = f32::from(u8::from(self.day_mask >> slot & 1 == 1)) * self.day_kw[slot];
+            let prev = f32::from(u8::from(self.prev_mask >> slot & 1 == 1)) * self.prev_kw[slot];
+            peak = peak.max(day).max(prev);
+        }
+        f64::from(peak)
+    }
+
     /// Hours at or above `level` kW among the last 24 closed ones and among the 24 before,
     /// with the mean demand of today's such hours and of the rest: a load that switches on and
     /// off all day long.
@@ -908,19 +923,23 @@ impl Series {
     /// household's demand, a thermostat's or a heat pump's, averaged over hours, drifts
     /// smoothly from one hour to the next and follows the day, not a clock of a few hours.
     pub fn timer_cycle(&self, end: i64) -> Option<Cycle> {
-        let hours: Vec<Option<f64>> = (0..48i64)
-            .map(|k| {
-                let e = end - (47 - k) * HOUR;
-                self.hour_kw(e).or_else(|| self.day_before_kw(e))
-            })
-            .collect();
-        let known: Vec<f64> = hours.iter().flatten().copied().collect();
-        if known.len() < 40 {
+        let mut hours = [None; 48];
+        let (mut n, mut sum) = (0u32, 0.0);
+        for (k, slot) in hours.iter_mut().enumerate() {
+            let e = end - (47 - k as i64) * HOUR;
+            *slot = self.hour_kw(e).or_else(|| self.day_before_kw(e));
+            if let Some(v) = *slot {
+                n += 1;
+                sum += v;
+            }
+        }
+        if n < 40 {
             return None;
         }
-        let n = known.len() as f64;
-        let mean = known.iter().sum::<f64>() / n;
-        let var = known.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let known = || hours.iter().flatten().copied();
+        let n = f64::from(n);
+        let mean = sum / n;
+        let var = known().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
         if var <= 0.0 {
             return None;
         }
@@ -937,17 +956,22 @@ impl Series {
         if r(1)? > 0.0 || !(2..=6).any(|p| r(p).is_some_and(|r| r >= 0.7)) {
             return None;
         }
-        let (lo, hi) = known.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+        let (lo, hi) = known().fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
             (lo.min(v), hi.max(v))
         });
         let mid = (lo + hi) / 2.0;
-        let (on, off): (Vec<f64>, Vec<f64>) = known.iter().partition(|&&v| v >= mid);
-        let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let (mut on, mut off) = ((0u32, 0.0), (0u32, 0.0));
+        for v in known() {
+            let side = if v >= mid { &mut on } else { &mut off };
+            side.0 += 1;
+            side.1 += v;
+        }
+        let avg = |(k, sum): (u32, f64)| sum / f64::from(k.max(1));
         Some(Cycle {
-            on_kw: avg(&on),
-            off_kw: avg(&off),
+            on_kw: avg(on),
+            off_kw: avg(off),
             mean_kw: mean,
-            on_hours: (on.len() as f64 * 24.0 / n).round() as u32,
+            on_hours: (f64::from(on.0) * 24.0 / n).round() as u32,
         })
     }
 

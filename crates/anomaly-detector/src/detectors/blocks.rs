@@ -70,9 +70,13 @@ impl SiteDetector for BlocksDetector {
         if cx.reg.customer_class == Some(CustomerClass::Public) {
             return self.off_hours(cx);
         }
+        // Every pattern below needs an hour of the last two days at half the mining level or
+        // more (a block and a duty cycle at the level; a timer's cycle swinging by half of it):
+        // most homes never come near it, and are passed over without reading their hours again.
         if !(cx.residential() && cx.flat == Flat::None)
             || cx.common_rise.is_some()
             || cx.rose_day_before
+            || cx.series.peak_kw_48h() < 0.5 * self.cfg.min_kw
             // Rigs of `min_kw` running `block_hours` a day add this much to the household's
             // usual mean, which the fit on the weather keeps as its intercept.
             || cx.weather_explains(
@@ -96,10 +100,12 @@ impl SiteDetector for BlocksDetector {
         // A duty cycle switches off: some hours of each day are low, or — a cycle out of step
         // with the clock, every hour partly on — the demand jumps from hour to hour by a
         // quarter of its level (a thermostat's heating drifts, rigs switch).
-        let switching = series
-            .step_kw(hour.end, 24)
-            .is_some_and(|step| step >= 0.25 * high.high_kw);
-        let cycles = |n: u32| n >= cfg.duty_hours && (n <= 20 || switching);
+        let switching = || {
+            series
+                .step_kw(hour.end, 24)
+                .is_some_and(|step| step >= 0.25 * high.high_kw)
+        };
+        let cycles = |n: u32| n >= cfg.duty_hours && (n <= 20 || switching());
         let duty = cycles(high.today)
             && cycles(high.before)
             && high.low_kw * 2.0 <= high.high_kw
