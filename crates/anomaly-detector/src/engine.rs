@@ -143,8 +143,12 @@ pub(crate) struct FeederSlot {
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) d: Detectors,
-    /// Meter ids inline (up to 24 bytes): a lookup compares the id without a second load.
+    /// Meter ids to slots ([`MeterIndex`]).
     pub(crate) index: MeterIndex,
+    /// Site ids to the slots of their registered meters, for inspection outcomes: derived from
+    /// the slots' register rows, rebuilt when an outcome needs it after a row changed (`None`).
+    /// Not in the checkpoint.
+    pub(crate) sites: Option<FxHashMap<Box<str>, Vec<u32>>>,
     pub(crate) slots: Vec<Slot>,
     pub(crate) feeder_index: FxHashMap<Box<str>, u32>,
     pub(crate) feeders: Vec<FeederSlot>,
@@ -170,6 +174,7 @@ impl Engine {
         Ok(Engine {
             d,
             index: MeterIndex::default(),
+            sites: None,
             slots: Vec::new(),
             feeder_index: FxHashMap::default(),
             feeders: Vec::new(),
@@ -443,6 +448,9 @@ impl Engine {
             .as_ref()
             .map_or(d.default_shift_h, |r| local_shift_h(r, d.default_shift_h));
         let old = std::mem::replace(&mut slot.reg, reg);
+        if old.as_ref().map(|r| &r.site_id) != slot.reg.as_ref().map(|r| &r.site_id) {
+            self.sites = None;
+        }
         slot.feeder = feeder;
         slot.region = region;
         let (old, new) = (old.as_ref(), slot.reg.as_ref());
@@ -590,11 +598,34 @@ impl Engine {
             }
             return;
         }
-        for slot in self.slots.iter_mut().filter(|s| {
-            s.reg
+        // The target's meters: by the site index, or the meter's own slot.
+        let sites = self.sites.get_or_insert_with(|| {
+            let mut m: FxHashMap<Box<str>, Vec<u32>> = FxHashMap::default();
+            for (i, s) in self.slots.iter().enumerate() {
+                if let Some(r) = &s.reg {
+                    m.entry(r.site_id.as_str().into())
+                        .or_default()
+                        .push(i as u32);
+                }
+            }
+            m
+        });
+        let mut targets: Vec<u32> = sites.get(o.target_id.as_str()).cloned().unwrap_or_default();
+        if let Some(i) = self.index.position(&o.target_id) {
+            if !targets.contains(&(i as u32)) {
+                targets.push(i as u32);
+            }
+        }
+        targets.sort_unstable();
+        for &i in &targets {
+            let slot = &mut self.slots[i as usize];
+            if !slot
+                .reg
                 .as_ref()
                 .is_some_and(|r| r.site_id == o.target_id || r.meter_id == o.target_id)
-        }) {
+            {
+                continue;
+            }
             let reg = slot.reg.as_ref();
             let meter_id = reg.map(|r| r.meter_id.as_str());
             let t = Target {

@@ -55,6 +55,11 @@ impl MeterIndex {
         self.find(id).is_some()
     }
 
+    /// The slot of `id`, without moving the guess (for lookups outside the stream).
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.find(id)
+    }
+
     /// Gives `id` the next slot; `None` if it has one already.
     pub fn insert(&mut self, id: &str) -> Option<usize> {
         if self.contains(id) {

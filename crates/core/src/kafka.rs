@@ -62,6 +62,26 @@ pub fn transient(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
+/// A consumer error met while reading `what`: a passing one ([`transient`]) is counted in
+/// `gridwatch_kafka_errors_retried_total` and ridden out (`true`: poll on; the client recovers
+/// by itself, and a new run would be another rebalance); any other is the caller's to end on.
+pub fn ride_out(
+    e: &rdkafka::error::KafkaError,
+    what: &str,
+    counters: &crate::events::Counters,
+) -> bool {
+    use crate::events::{InternalEvent, KafkaRetried};
+    if !transient(e) {
+        return false;
+    }
+    KafkaRetried {
+        what,
+        error: &e.to_string(),
+    }
+    .emit(counters);
+    true
+}
+
 /// An idempotent, `acks=all` producer config: nothing acknowledged is lost or duplicated
 /// by retries.
 pub fn producer_config(k: &KafkaConfig) -> ClientConfig {

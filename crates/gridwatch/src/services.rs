@@ -7,7 +7,9 @@ use gridwatch_core::events::{Counter, Counters, Gauge, InternalEvent, Restarted}
 use gridwatch_core::kafka::{
     consumer_config, ensure_topics, partitions, read_compacted, transient, Quiet, QuietConsumer,
 };
-use gridwatch_ingester::{ingest, read_registry, FeederIndex, Format, Records, Sender, Validation};
+use gridwatch_ingester::{
+    ingest, read_registry, FeederIndex, Format, Records, SendError, Sender, Validation,
+};
 use indicatif::ProgressBar;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -235,66 +237,57 @@ pub fn registry_load(
 /// `gridwatch weather load`: a weather file to the compacted weather topic.
 pub fn weather_load(cfg: &Config, path: &Path) -> Result<()> {
     let rows = crate::embedded::read_weather_file(path)?;
-    runtime()?.block_on(async {
-        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
-        let sender = Sender::new(&cfg.kafka)?;
-        let mut acks = Vec::with_capacity(rows.len());
-        for w in &rows {
-            acks.push(sender.send_patiently(|s| s.send_weather(w))?.wait());
-        }
-        for ack in acks {
-            ack.await?;
-        }
-        println!(
-            "{}: {} region-hours loaded to {}",
-            path.display(),
-            rows.len(),
-            cfg.kafka.topics.weather
-        );
-        Ok(())
-    })
+    send_rows(cfg, &rows, Sender::send_weather)?;
+    println!(
+        "{}: {} region-hours loaded to {}",
+        path.display(),
+        rows.len(),
+        cfg.kafka.topics.weather
+    );
+    Ok(())
 }
 
 /// `gridwatch holidays load`: a holidays file to the compacted holidays topic.
 pub fn holidays_load(cfg: &Config, path: &Path) -> Result<()> {
     let rows = crate::embedded::read_holidays_file(path)?;
-    runtime()?.block_on(async {
-        ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
-        let sender = Sender::new(&cfg.kafka)?;
-        let mut acks = Vec::with_capacity(rows.len());
-        for h in &rows {
-            acks.push(sender.send_patiently(|s| s.send_holiday(h))?.wait());
-        }
-        for ack in acks {
-            ack.await?;
-        }
-        println!(
-            "{}: {} holidays loaded to {}",
-            path.display(),
-            rows.len(),
-            cfg.kafka.topics.holidays
-        );
-        Ok(())
-    })
+    send_rows(cfg, &rows, Sender::send_holiday)?;
+    println!(
+        "{}: {} holidays loaded to {}",
+        path.display(),
+        rows.len(),
+        cfg.kafka.topics.holidays
+    );
+    Ok(())
 }
 
 /// `gridwatch outcome record|load`: inspection outcomes to the compacted outcomes topic.
 pub fn outcomes_send(cfg: &Config, rows: &[gridwatch_core::Outcome]) -> Result<()> {
+    send_rows(cfg, rows, Sender::send_outcome)?;
+    println!(
+        "{} outcome(s) recorded to {}",
+        rows.len(),
+        cfg.kafka.topics.outcomes
+    );
+    Ok(())
+}
+
+/// Sends rows to their side topic (the topics made first), waiting for room while the
+/// producer's queue is full, and returns once the broker has acknowledged every one.
+fn send_rows<T>(
+    cfg: &Config,
+    rows: &[T],
+    send: impl Fn(&Sender, &T) -> Result<gridwatch_ingester::kafka::Ack, SendError>,
+) -> Result<()> {
     runtime()?.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
         let sender = Sender::new(&cfg.kafka)?;
         let mut acks = Vec::with_capacity(rows.len());
-        for o in rows {
-            acks.push(sender.send_patiently(|s| s.send_outcome(o))?.wait());
+        for row in rows {
+            acks.push(sender.send_patiently(|s| send(s, row))?.wait());
         }
         for ack in acks {
             ack.await?;
         }
-        println!(
-            "{} outcome(s) recorded to {}",
-            rows.len(),
-            cfg.kafka.topics.outcomes
-        );
         Ok(())
     })
 }

@@ -455,27 +455,26 @@ async fn post_outcomes(
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(app.cfg.ack_timeout_ms);
-    let mut acks = Vec::with_capacity(outcomes.len());
-    for o in &outcomes {
-        match send_waiting(|| app.sender.send_outcome(o), deadline).await {
-            Ok(ack) => acks.push(ack),
-            Err(e) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &request_id,
-                    format!("outcomes not recorded, send them again: {e}"),
-                )
-            }
+    // Every outcome sent and acknowledged, or the client is told to send them all again (the
+    // topic is compacted by target and the detector takes each visit once: a repeat is harmless).
+    let recorded: Result<(), String> = async {
+        let mut acks = Vec::with_capacity(outcomes.len());
+        for o in &outcomes {
+            let sent = send_waiting(|| app.sender.send_outcome(o), deadline).await;
+            acks.push(sent.map_err(|e| e.to_string())?);
         }
+        for ack in acks {
+            ack.wait().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
-    for ack in acks {
-        if let Err(e) = ack.wait().await {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &request_id,
-                format!("outcomes not recorded, send them again: {e}"),
-            );
-        }
+    .await;
+    if let Err(e) = recorded {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &request_id,
+            format!("outcomes not recorded, send them again: {e}"),
+        );
     }
     for o in &outcomes {
         gridwatch_core::events::OutcomesRecorded {

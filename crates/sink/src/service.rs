@@ -6,10 +6,10 @@
 use crate::writer::{Batches, FlaggedFiles, Row};
 use anyhow::{Context, Result};
 use gridwatch_core::events::{
-    AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, KafkaRetried,
-    RecordRejected, RecordsConsumed,
+    AlertSkipped, Counters, FilesWritten, Gauge, Histogram, InternalEvent, RecordRejected,
+    RecordsConsumed,
 };
-use gridwatch_core::kafka::{group_member_config, instance_id, report_lag, transient, GroupEvents};
+use gridwatch_core::kafka::{group_member_config, instance_id, report_lag, ride_out, GroupEvents};
 use gridwatch_core::{Alert, KafkaConfig, SinkConfig};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -72,14 +72,7 @@ pub fn run(
                 // as the detector does: a new run would be another rebalance.
                 let msg = match msg {
                     Ok(msg) => msg,
-                    Err(e) if transient(&e) => {
-                        KafkaRetried {
-                            what: "reading alerts",
-                            error: &e.to_string(),
-                        }
-                        .emit(counters);
-                        continue;
-                    }
+                    Err(e) if ride_out(&e, "reading alerts", counters) => continue,
                     Err(e) => return Err(e).context("reading alerts"),
                 };
                 consumed = true;

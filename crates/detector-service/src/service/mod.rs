@@ -16,10 +16,10 @@ use crate::{ServiceConfig, TIMEOUT};
 use anyhow::{anyhow, Context, Result};
 use gridwatch_anomaly_detector::EngineConfig;
 use gridwatch_core::events::{
-    AlertEmitted, Counters, DlqWritten, Gauge, Histogram, InternalEvent, KafkaRetried,
-    RecordsConsumed, RecordsProduced, TransactionCommitted,
+    AlertEmitted, Counters, DlqWritten, Gauge, Histogram, InternalEvent, RecordsConsumed,
+    RecordsProduced, TransactionCommitted,
 };
-use gridwatch_core::kafka::{group_member_config, instance_id, partitions, transient};
+use gridwatch_core::kafka::{group_member_config, instance_id, partitions, ride_out};
 use gridwatch_core::{Alert, KafkaConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -325,14 +325,7 @@ impl<'a> Detector<'a> {
             // rebalance. A consumer that stops fetching for good is caught by the stall check.
             let msg = match msg {
                 Ok(msg) => msg,
-                Err(e) if transient(&e) => {
-                    KafkaRetried {
-                        what: "reading readings",
-                        error: &e.to_string(),
-                    }
-                    .emit(self.counters);
-                    break;
-                }
+                Err(e) if ride_out(&e, "reading readings", self.counters) => break,
                 Err(e) => return Err(e).context("reading readings"),
             };
             n += 1;
