@@ -36,7 +36,7 @@ if [[ ${1:-} == cluster ]]; then
   done
   ((${#seeds[@]})) || seeds=(1 2 3 4 5)
   # The test binary once, then a run per seed.
-  test_bin=$(cargo test --release -p gridwatch-e2e --test pipeline --no-run --message-format=json 2>/dev/null |
+  test_bin=$(cargo test --release -p gridwatch-e2e --test faults --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
   [[ -x $test_bin ]] || { echo "chaos.sh: the e2e test binary did not build" >&2; exit 1; }
   mkdir -p target/chaos
@@ -65,6 +65,6 @@ if [[ ${1:-} == cluster ]]; then
 fi
 GRIDWATCH_CHAOS_KILLS=${1:-60} GRIDWATCH_CHAOS_SITES=${2:-200} GRIDWATCH_CHAOS_SEED=${3:-$(date +%s)} \
   GRIDWATCH_BIN=$root/target/release/gridwatch GRIDWATCH_PYTHON=$root/.venv/bin/python \
-  cargo test --release -p gridwatch-e2e --test pipeline -- --exact \
+  cargo test --release -p gridwatch-e2e --test faults -- --exact \
   chaos_kills_of_every_service_while_readings_stream_in_lose_and_duplicate_nothing --nocapture 2>&1 |
   grep -E "^chaos:|panicked|differ|test result"

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end suites: a real broker (required under `CI=true`), isolated
 //! topic names per test, the `gridwatch` binary as child processes, a tiny HTTP client.
 
+pub mod helpers;
+
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
