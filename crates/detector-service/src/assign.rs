@@ -3,6 +3,7 @@
 //! loop to take up in order, and the group's committed offsets as Kafka gives them.
 
 use crate::checkpoints::{Header, Restored, Store};
+use crate::task::said_of;
 use crate::{ServiceConfig, TIMEOUT, TRANSIENT_PATIENCE};
 use anyhow::Result;
 use gridwatch_anomaly_detector::EngineConfig;
@@ -18,8 +19,16 @@ use std::time::{Duration, Instant};
 /// callback (which also starts its fetching where the checkpoint left off).
 pub(crate) struct Handed {
     pub(crate) partition: i32,
-    pub(crate) committed: i64,
+    pub(crate) committed: Committed,
     pub(crate) restored: Option<Restored>,
+}
+
+/// A partition's committed offset (0: none) and the register offsets whose alerts the
+/// transaction that committed it carried (its metadata; `None`: not known).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Committed {
+    pub(crate) offset: i64,
+    pub(crate) said: Option<std::collections::BTreeMap<i32, i64>>,
 }
 
 pub(crate) enum Change {
@@ -126,11 +135,11 @@ impl Assigner {
         let mut handed = Vec::new();
         for e in tpl.elements() {
             let partition = e.partition();
-            let committed = committed.get(&partition).copied().unwrap_or(0);
+            let committed = committed.get(&partition).cloned().unwrap_or_default();
             let store = Store::new(&self.state_dir, &self.group_id, partition);
             let restored = match (&store, &here) {
                 (Some(s), Some(here)) => {
-                    let until = HashMap::from([(partition, committed)]);
+                    let until = HashMap::from([(partition, committed.offset)]);
                     s.load(here, &until, &self.engine).unwrap_or_else(|why| {
                         tracing::warn!(
                             partition,
@@ -202,15 +211,16 @@ impl Assigner {
     }
 }
 
-/// The group's committed offset of each partition of `tpl` (0 where none), as Kafka gives it:
-/// librdkafka asks with `require_stable` under `read_committed` (KIP-447), so an offset a
-/// transaction still open carries is waited for, never read half-decided. A broker of several
-/// being down (the group coordinator moving) is waited out, for a bounded time.
+/// The group's committed offset of each partition of `tpl` (0 where none) and what its
+/// transaction said ([`Committed`]), as Kafka gives them: librdkafka asks with
+/// `require_stable` under `read_committed` (KIP-447), so an offset a transaction still open
+/// carries is waited for, never read half-decided. A broker of several being down (the group
+/// coordinator moving) is waited out, for a bounded time.
 pub(crate) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     tpl: &TopicPartitionList,
-) -> Result<HashMap<i32, i64>> {
+) -> Result<HashMap<i32, Committed>> {
     let asked = Instant::now();
     let committed = loop {
         // A partition's own error is the answer's too: librdkafka gives up asking again on
@@ -239,14 +249,18 @@ pub(crate) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
         .elements()
         .iter()
         .map(|e| {
-            let at = committed
-                .find_partition(topic, e.partition())
-                .map(|c| c.offset());
-            let o = match at {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
+            let found = committed.find_partition(topic, e.partition());
+            let c = match found {
+                Some(f) => match f.offset() {
+                    Offset::Offset(offset) => Committed {
+                        offset,
+                        said: said_of(f.metadata()),
+                    },
+                    _ => Committed::default(),
+                },
+                None => Committed::default(),
             };
-            (e.partition(), o)
+            (e.partition(), c)
         })
         .collect())
 }

@@ -14,6 +14,22 @@ use gridwatch_core::{DlqRecord, Reading, Validation};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+/// The offset metadata's mark: what follows is the register offsets said ([`Task::said_metadata`]).
+const SAID_PREFIX: &str = "gw-said:";
+
+/// The register offsets a readings partition's committed offset carries as its metadata
+/// (`None`: a commit without them, from a release before, or none at all).
+pub(crate) fn said_of(metadata: &str) -> Option<BTreeMap<i32, i64>> {
+    let rows = metadata.strip_prefix(SAID_PREFIX)?;
+    rows.split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let (rp, o) = r.split_once(':')?;
+            Some((rp.parse().ok()?, o.parse().ok()?))
+        })
+        .collect()
+}
+
 /// A partition's share of the detector, as a Kafka Streams task: its own engine (the meters
 /// whose readings the partition carries: a feeder's, with its head meter), where its readings
 /// stand, and its checkpoint. A partition moves between instances with its checkpoint; N
@@ -32,10 +48,12 @@ pub(crate) struct Task {
     /// Just handed over or rewound, still taking in the side topics: their rows make no
     /// alerts, but for rows past `said` (after a rewind).
     pub(crate) taking_in: bool,
-    /// Per register partition, the rows whose alerts were said: the register offsets at this
-    /// instance's last commit, or where a hand-over's taking in ended. `None` while a hand-over
-    /// takes the register in (the instance that had the partition may have sent its alerts);
-    /// after a rewind, rows from here on were in no committed transaction and speak again.
+    /// Per register partition, the rows whose alerts were said: as the group's last commit of
+    /// this partition carries them in its offset metadata ([`Task::said_metadata`]), so a
+    /// hand-over or a rewind says exactly the rows no committed transaction carried. `None`
+    /// where Kafka does not know (a commit from a release before): a hand-over then takes the
+    /// register in silently (the instance before may have sent its alerts) and counts what it
+    /// took in as said.
     pub(crate) said: Option<BTreeMap<i32, i64>>,
     pub(crate) store: Option<Store>,
     pub(crate) last_checkpoint: Instant,
@@ -59,8 +77,7 @@ impl Task {
     /// A partition's task from its restored checkpoint (or from nothing): readings up to
     /// `committed` are replayed silently, and the side topics are still to be read into it.
     pub(crate) fn new(
-        partition: i32,
-        committed: i64,
+        (partition, committed, said): (i32, i64, Option<BTreeMap<i32, i64>>),
         restored: Option<Restored>,
         store: Option<Store>,
         cfg: &EngineConfig,
@@ -82,6 +99,7 @@ impl Task {
             partition,
             from = next,
             until = committed,
+            register_said = ?said,
             "replaying committed readings to rebuild state"
         );
         Ok(Task {
@@ -91,11 +109,24 @@ impl Task {
             committed,
             registry,
             taking_in: true,
-            said: None,
+            said,
             store,
             last_checkpoint: Instant::now(),
             checkpointed: None,
         })
+    }
+
+    /// What this task will have said once the transaction being built commits: its register
+    /// offsets, as the readings partition's offset metadata (`rp:offset,…`). Committed in the
+    /// same transaction as the offset, it tells the next owner, whoever it is, which register
+    /// rows' alerts are in Kafka and which it must say.
+    pub(crate) fn said_metadata(&self) -> String {
+        let rows: Vec<String> = self
+            .registry
+            .iter()
+            .map(|(rp, o)| format!("{rp}:{o}"))
+            .collect();
+        format!("{SAID_PREFIX}{}", rows.join(","))
     }
 
     /// Whether register row `offset` of register partition `rp`, applied now, sends its
@@ -116,7 +147,7 @@ impl Task {
     pub(crate) fn rewind(
         &mut self,
         here: &Header,
-        (partition, committed): (i32, i64),
+        (partition, committed, said): (i32, i64, Option<BTreeMap<i32, i64>>),
         cfg: &EngineConfig,
     ) -> Result<()> {
         let mut store = self.store.take();
@@ -127,10 +158,12 @@ impl Task {
         let restored = store
             .as_ref()
             .and_then(|s| s.load(here, &until, cfg).ok().flatten());
-        let (checkpointed, said) = (self.checkpointed, std::mem::take(&mut self.said));
-        *self = Task::new(partition, committed, restored, store, cfg)?;
+        // What Kafka says was said, else (a commit without it) what this instance last
+        // committed.
+        let said = said.or_else(|| std::mem::take(&mut self.said));
+        let checkpointed = self.checkpointed;
+        *self = Task::new((partition, committed, said), restored, store, cfg)?;
         self.checkpointed = checkpointed;
-        self.said = said;
         Ok(())
     }
 
@@ -331,7 +364,7 @@ impl Task {
 
 #[cfg(test)]
 mod tests {
-    use super::Task;
+    use super::{said_of, Task};
     use gridwatch_anomaly_detector::EngineConfig;
     use std::collections::BTreeMap;
 
@@ -371,5 +404,19 @@ mod tests {
         assert!(!t.speaks(0, 4));
         assert!(t.speaks(0, 5));
         assert!(t.speaks(1, 0));
+    }
+
+    #[test]
+    fn the_register_offsets_said_travel_in_the_offset_metadata_and_nothing_else_is_read_as_them() {
+        let cfg = EngineConfig::default();
+        let mut t = Task::for_tests(&cfg, 0, 0);
+        t.registry = BTreeMap::from([(0, 12), (3, 7)]);
+        let m = t.said_metadata();
+        assert_eq!(said_of(&m), Some(BTreeMap::from([(0, 12), (3, 7)])));
+        t.registry.clear();
+        assert_eq!(said_of(&t.said_metadata()), Some(BTreeMap::new()));
+        assert_eq!(said_of(""), None, "a commit without it");
+        assert_eq!(said_of("some tool's note"), None);
+        assert_eq!(said_of("gw-said:0:x"), None, "damaged: not trusted");
     }
 }

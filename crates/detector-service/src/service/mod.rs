@@ -233,8 +233,9 @@ impl<'a> Detector<'a> {
                     let fresh = !handed.is_empty();
                     for h in handed {
                         let store = Store::new(&self.d.state_dir, &self.d.group_id, h.partition);
-                        let task =
-                            Task::new(h.partition, h.committed, h.restored, store, self.engine)?;
+                        let c = h.committed;
+                        let at = (h.partition, c.offset, c.said);
+                        let task = Task::new(at, h.restored, store, self.engine)?;
                         self.tasks.insert(h.partition, task);
                     }
                     if fresh {
@@ -404,7 +405,9 @@ impl<'a> Detector<'a> {
         let mut position = TopicPartitionList::new();
         for (&p, task) in &self.tasks {
             if task.committable() > 0 {
-                position.add_partition_offset(self.topic, p, Offset::Offset(task.committable()))?;
+                let mut e = position.add_partition(self.topic, p);
+                e.set_offset(Offset::Offset(task.committable()))?;
+                e.set_metadata(task.said_metadata());
             }
         }
         Ok(position)
@@ -500,27 +503,18 @@ impl<'a> Detector<'a> {
             tpl.add_partition(self.topic, p);
         }
         let committed = committed_offsets(&self.consumer, self.topic, &tpl)?;
-        let attempted: BTreeMap<i32, i64> = attempted
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect();
-        let landed = self.tasks.iter().any(|(p, task)| {
-            let (tried, now) = (attempted.get(p), committed.get(p));
-            tried.is_some_and(|&t| t != task.committed && Some(&t) == now)
+        let landed = attempted.elements().iter().any(|e| {
+            let now = committed.get(&e.partition());
+            let task = self.tasks.get(&e.partition());
+            matches!(e.offset(), Offset::Offset(o)
+                if task.is_some_and(|t| t.committed != o) && now.is_some_and(|c| c.offset == o))
         });
         if landed {
             tracing::warn!("the refused transaction's offsets are the group's: it landed");
         }
         for (&p, task) in self.tasks.iter_mut() {
-            if landed {
-                task.said = Some(task.registry.clone());
-            }
-            let c = committed.get(&p).copied().unwrap_or(0);
-            task.rewind(&self.here, (p, c), self.engine)?;
+            let c = committed.get(&p).cloned().unwrap_or_default();
+            task.rewind(&self.here, (p, c.offset, c.said), self.engine)?;
             let from = match task.next {
                 0 => Offset::Beginning,
                 o => Offset::Offset(o),
