@@ -227,7 +227,7 @@ impl<'a> Detector<'a> {
         }
         for change in changes {
             match change {
-                Change::Revoked(ps) => self.revoke(&ps),
+                Change::Revoked(ps) => self.revoke(&ps)?,
                 Change::Assigned(handed) => {
                     self.joined = true;
                     let fresh = !handed.is_empty();
@@ -248,19 +248,32 @@ impl<'a> Detector<'a> {
         Ok(())
     }
 
-    fn revoke(&mut self, ps: &[i32]) {
+    /// Partitions taken away. Register rows applied since the last commit may have alerts
+    /// waiting: they are committed first, with the revoked partitions' offsets and what they
+    /// said, while this member's generation may still commit (KIP-447 refuses it once the group
+    /// has moved on, and then the next owner, reading the metadata of the commit before, says
+    /// them itself). Each revoked task is checkpointed as committed and dropped with its
+    /// gathered readings (its next owner reads them).
+    fn revoke(&mut self, ps: &[i32]) -> Result<()> {
         self.gathered.by_partition.retain(|p, _| !ps.contains(p));
+        let mut refused = false;
+        if !self.pending.out.is_empty() {
+            refused = !self.commit_or_abort()?;
+        }
         for &p in ps {
             self.clocks.fetched_at.remove(&p);
-            // Its state is what the last transaction committed — unless register rows it took
-            // since wait in `out`: then the next owner starts from the previous checkpoint,
-            // which has not seen them.
             if let Some(mut task) = self.tasks.remove(&p) {
-                if self.pending.out.is_empty() {
+                // Refused: its engine holds register rows no transaction carried, and its next
+                // owner starts from the previous checkpoint, which has not seen them.
+                if !refused {
                     task.checkpoint(&self.here, p, true);
                 }
             }
         }
+        if refused {
+            self.rewind_all()?;
+        }
+        Ok(())
     }
 
     /// Reads the side topics to their ends into the tasks (the register from where each left
@@ -416,6 +429,16 @@ impl<'a> Detector<'a> {
     /// Commits the batch in one transaction. `Ok(false)`: the transaction was refused, and the
     /// tasks were rewound to what Kafka says the group committed, to judge again.
     fn commit(&mut self) -> Result<bool> {
+        let landed = self.commit_or_abort()?;
+        if !landed {
+            self.rewind_all()?;
+        }
+        Ok(landed)
+    }
+
+    /// Sends the batch and commits it; a refused transaction is aborted and the batch dropped
+    /// (`Ok(false)`: the caller rewinds). Any other error ends the run.
+    fn commit_or_abort(&mut self) -> Result<bool> {
         let committing = Instant::now();
         let position = self.position()?;
         let p = &self.pending;
@@ -434,7 +457,9 @@ impl<'a> Detector<'a> {
             }
             Err(e) if refused(&e) => {
                 tracing::warn!("transaction refused, judging again from the checkpoints: {e}");
-                self.judge_again(&position)?;
+                self.producer.abort_transaction(TIMEOUT)?;
+                self.gathered.clear();
+                self.pending.clear();
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -487,31 +512,21 @@ impl<'a> Detector<'a> {
         self.pending.clear();
     }
 
-    /// A transaction refused (a rebalance moved the group's generation on, KIP-447, or the
-    /// transaction failed before its end): it is aborted, and every task goes back to its
-    /// checkpoint and replays silently up to the offset the group has committed — asked of
-    /// Kafka after the abort, never taken from this instance's own belief, so a transaction
-    /// that landed after all is neither said twice nor one that did not land lost. If the
-    /// refused one did land (its offsets are the group's now), the register rows it carried
-    /// were said.
-    fn judge_again(&mut self, attempted: &TopicPartitionList) -> Result<()> {
-        self.producer.abort_transaction(TIMEOUT)?;
-        self.gathered.clear();
-        self.pending.clear();
+    /// After a transaction refused (a rebalance moved the group's generation on, KIP-447, or the
+    /// transaction failed before its end) and aborted: every task goes back to its checkpoint
+    /// and replays silently up to the offset the group has committed — asked of Kafka after the
+    /// abort, never taken from this instance's own belief, so a transaction that landed after
+    /// all is neither said twice nor one that did not land lost — and says the register rows
+    /// past those the commit's metadata names.
+    fn rewind_all(&mut self) -> Result<()> {
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
         for &p in self.tasks.keys() {
             tpl.add_partition(self.topic, p);
         }
         let committed = committed_offsets(&self.consumer, self.topic, &tpl)?;
-        let landed = attempted.elements().iter().any(|e| {
-            let now = committed.get(&e.partition());
-            let task = self.tasks.get(&e.partition());
-            matches!(e.offset(), Offset::Offset(o)
-                if task.is_some_and(|t| t.committed != o) && now.is_some_and(|c| c.offset == o))
-        });
-        if landed {
-            tracing::warn!("the refused transaction's offsets are the group's: it landed");
-        }
         for (&p, task) in self.tasks.iter_mut() {
             let c = committed.get(&p).cloned().unwrap_or_default();
             task.rewind(&self.here, (p, c.offset, c.said), self.engine)?;
