@@ -217,25 +217,8 @@ fn cluster_chaos(mut seed: u64, rounds: usize) {
         );
     let (data, _, embedded) = simulated(&env, 90, 6, 23);
     assert!(embedded.len() >= 10, "{embedded:#?}");
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let size = (lines.len() - 1).div_ceil(rounds + 1);
-    let parts: Vec<PathBuf> = lines[1..]
-        .chunks(size)
-        .enumerate()
-        .map(|(i, c)| {
-            let path = data.join(format!("part{i}.csv"));
-            std::fs::write(&path, format!("{}\n{}\n", lines[0], c.join("\n"))).unwrap();
-            path
-        })
-        .collect();
-    env.run(&["topics", "create"]);
-    env.run(&[
-        "registry",
-        "load",
-        "--registry",
-        data.join("registry.csv").to_str().unwrap(),
-    ]);
+    let parts = readings_in_parts(&data, rounds + 1);
+    topics_and_register(&env, &data);
     env.run(&["ingest", "--readings", parts[0].to_str().unwrap()]);
     let out = env.dir.join("kafka-out");
     let mut sink = env.spawn("sink", &["sink", "--out", out.to_str().unwrap()]);
@@ -388,25 +371,8 @@ fn the_transaction_coordinator_lost_mid_commit_neither_drops_nor_repeats_a_batch
         .with("GRIDWATCH__DETECTOR__BATCH_SIZE", "300")
         .with("GRIDWATCH_TEST_PAUSE_COMMIT", pause.to_str().unwrap());
     let (data, _, embedded) = simulated(&env, 60, 6, 29);
-    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let third = (lines.len() - 1).div_ceil(3);
-    let parts: Vec<PathBuf> = lines[1..]
-        .chunks(third)
-        .enumerate()
-        .map(|(i, c)| {
-            let path = data.join(format!("part{i}.csv"));
-            std::fs::write(&path, format!("{}\n{}\n", lines[0], c.join("\n"))).unwrap();
-            path
-        })
-        .collect();
-    env.run(&["topics", "create"]);
-    env.run(&[
-        "registry",
-        "load",
-        "--registry",
-        data.join("registry.csv").to_str().unwrap(),
-    ]);
+    let parts = readings_in_parts(&data, 3);
+    topics_and_register(&env, &data);
     env.run(&["ingest", "--readings", parts[0].to_str().unwrap()]);
     let out = env.dir.join("kafka-out");
     let mut detector = env.spawn("detector", &["detect"]);

@@ -260,3 +260,31 @@ pub fn env_u64(key: &str, default: u64) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(default)
 }
+
+/// A simulated utility's readings cut into `n` files of consecutive lines (`part0.csv`, …),
+/// each with the header: the stream delivered in `n` goes.
+pub fn readings_in_parts(data: &Path, n: usize) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(data.join("readings.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let size = (lines.len() - 1).div_ceil(n);
+    lines[1..]
+        .chunks(size)
+        .enumerate()
+        .map(|(i, c)| {
+            let path = data.join(format!("part{i}.csv"));
+            std::fs::write(&path, format!("{}\n{}\n", lines[0], c.join("\n"))).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// The topics made and the simulated register loaded to Kafka.
+pub fn topics_and_register(env: &Env, data: &Path) {
+    env.run(&["topics", "create"]);
+    env.run(&[
+        "registry",
+        "load",
+        "--registry",
+        data.join("registry.csv").to_str().unwrap(),
+    ]);
+}
