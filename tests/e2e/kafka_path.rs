@@ -708,7 +708,7 @@ fn in_event_order_another_delivery_order_through_kafka_gives_the_embedded_alerts
     assert!(detector.stop(), "{}", detector.log_text());
     // The checkpoint it came back from carried the readings the window held.
     let log = detector.log_text();
-    assert!(log.contains("checkpoint restored"), "{log}");
+    assert!(log.contains("state restored"), "{log}");
     let got = words(&kafka_all);
     let missing: Vec<&String> = want.iter().filter(|a| !got.contains(a)).collect();
     let extra: Vec<&String> = got.iter().filter(|a| !want.contains(a)).collect();
@@ -1140,12 +1140,14 @@ fn weather_and_holidays_loaded_to_kafka_reach_the_detector_as_in_the_embedded_ru
 /// Also: a register change loaded while the detector is down takes effect at its
 /// `effective_from` in the replay, as in the embedded run given the register's history.
 #[test]
-fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since() {
+fn a_killed_detector_s_partitions_restore_from_the_state_topic_on_an_empty_disk_and_replay_only_since(
+) {
     let _one_at_a_time = serial();
     let Some(bootstrap) = kafka() else { return };
     let metrics = format!("127.0.0.1:{}", free_port());
     let env = Env::new(&bootstrap, "checkpoint")
         .with("GRIDWATCH__DETECTOR__CHECKPOINT_INTERVAL_S", "1")
+        .with("GRIDWATCH__DETECTOR__BATCH_SIZE", "2000")
         .with("GRIDWATCH__DETECTOR__METRICS_LISTEN", &metrics);
     let data = env.dir.join("data");
     let d = data.to_str().unwrap();
@@ -1196,25 +1198,30 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
 
     let replayed = |body: &str| metric(body, "gridwatch_readings_replayed_total").unwrap_or(0);
     let mut detector = env.spawn("detector1", &["detect"]);
-    // Wait for a checkpoint that covers the whole first half, then crash.
+    // Wait for snapshots that cover the whole first half, then crash.
     wait_until(
-        "a checkpoint of the first half",
+        "snapshots of the first half",
         Duration::from_secs(120),
         || {
             let (_, body) = get_text(&metrics, "/metrics");
             let counted = metric(&body, "gridwatch_readings_total").unwrap_or(0)
                 + metric(&body, "gridwatch_readings_duplicate_total").unwrap_or(0);
             counted >= (half - 1) as u64
-                && metric(&body, "gridwatch_checkpoint_bytes").unwrap_or(0) > 0
+                && metric(&body, "gridwatch_state_bytes_written_total").unwrap_or(0) > 0
         },
     );
     std::thread::sleep(Duration::from_secs(3));
     detector.kill9();
     env.run(&["registry", "load", "--registry", change.to_str().unwrap()]);
     env.run(&["ingest", "--readings", part2.to_str().unwrap()]);
-    let mut detector = env.spawn("detector2", &["detect"]);
+    // Another host: an empty state directory. The state comes from Kafka alone.
+    let host2 = env.dir.join("host2-state");
+    let env2 = env
+        .clone()
+        .with("GRIDWATCH__DETECTOR__STATE_DIR", host2.to_str().unwrap());
+    let mut detector = env2.spawn("detector2", &["detect"]);
     wait_until(
-        "the restarted detector is ready",
+        "the detector on another host is ready",
         Duration::from_secs(120),
         || get(&metrics, "/readyz") == 200,
     );
@@ -1224,7 +1231,7 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
     assert_eq!(
         alert_counts(&kafka_all),
         alert_counts(&embedded),
-        "Kafka (through a checkpoint restore) and embedded alerts differ"
+        "Kafka (through a restore from the state topic) and embedded alerts differ"
     );
     assert_eq!(
         disconnected_at(&kafka_all, &meter),
@@ -1232,26 +1239,73 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
         "the change took effect elsewhere"
     );
     let log = detector.log_text();
-    assert!(log.contains("checkpoint restored"), "{log}");
+    assert!(
+        log.contains("state restored") && log.contains("from=\"kafka\""),
+        "{log}"
+    );
     let (_, body) = get_text(&metrics, "/metrics");
     assert!(
         replayed(&body) < (half / 10) as u64,
-        "a restored detector replays only what came after its checkpoint, not the {half} \
-         readings before: replayed {}",
+        "a partition restored from the state topic replays only what came after its snapshot, \
+         not the {half} readings before: replayed {}",
         replayed(&body)
     );
+    assert!(
+        body.contains("gridwatch_state_restore_seconds_count"),
+        "{body}"
+    );
+    // A clean stop commits a last snapshot of every partition: nothing is left to replay.
     assert!(detector.stop(), "{}", detector.log_text());
+    let inspect = String::from_utf8(env.run(&["state", "inspect"]).stdout).unwrap();
+    let rows: Vec<&str> = inspect
+        .lines()
+        .filter(|l| l.starts_with("partition="))
+        .collect();
+    assert_eq!(rows.len(), 3, "{inspect}");
+    // The partitions with readings (a utility this small has one feeder, so one partition).
+    let busy: Vec<&str> = rows
+        .iter()
+        .copied()
+        .filter(|r| !r.contains(" committed=0 "))
+        .collect();
+    assert!(!busy.is_empty(), "{inspect}");
+    for row in &busy {
+        assert!(
+            row.contains(" replay=0 ") && row.contains("format=record:1,engine:"),
+            "{inspect}"
+        );
+    }
+    let p = busy[0]
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.strip_prefix("partition="))
+        .unwrap()
+        .to_string();
 
-    // Other detector settings: the checkpoint is refused and the state rebuilt from every
+    // The same host again: its file is the snapshot the commit names, used as a cache.
+    let mut detector = env2.spawn("detector3", &["detect"]);
+    wait_until("the restart", Duration::from_secs(120), || {
+        get(&metrics, "/readyz") == 200
+    });
+    assert!(detector.stop(), "{}", detector.log_text());
+    let log = detector.log_text();
+    assert!(
+        log.contains("from=\"file\"") && !log.contains("from=\"kafka\""),
+        "{log}"
+    );
+
+    // Other detector settings: the snapshot is refused and the state rebuilt from every
     // retained reading, saying why.
-    let env = env.with("GRIDWATCH__DETECTOR__LATENESS_HORIZON_S", "86400");
-    let mut detector = env.spawn("detector3", &["detect"]);
+    let env3 = env2
+        .clone()
+        .with("GRIDWATCH__DETECTOR__LATENESS_HORIZON_S", "86400");
+    let mut detector = env3.spawn("detector4", &["detect"]);
     wait_until("the full replay", Duration::from_secs(120), || {
         get(&metrics, "/readyz") == 200
     });
     let log = detector.log_text();
     assert!(
-        log.contains("checkpoint not used") && log.contains("settings"),
+        log.contains("saved state not used") && log.contains("settings"),
         "{log}"
     );
     let (_, body) = get_text(&metrics, "/metrics");
@@ -1262,6 +1316,50 @@ fn a_killed_detector_restores_its_checkpoint_and_replays_only_the_readings_since
         lines.len() - 1
     );
     assert!(detector.stop(), "{}", detector.log_text());
+
+    // An operator forgets partition p's state: no snapshot is named any more, and the next
+    // detector rebuilds that partition from every retained reading, the alerts unchanged.
+    let reset = env.output(&["state", "reset", "--partition", &p]);
+    assert!(
+        !reset.status.success(),
+        "asks first, and refuses without a terminal"
+    );
+    // A stopped static member stays in the group for its session timeout: refused until then.
+    let mut out = String::new();
+    wait_until(
+        "the group empty for a reset",
+        Duration::from_secs(120),
+        || {
+            let o = env.output(&["state", "reset", "--partition", &p, "--yes"]);
+            out = String::from_utf8_lossy(&o.stdout).into_owned();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success() || err.contains("member(s)"), "{err}");
+            o.status.success()
+        },
+    );
+    assert!(out.contains("forgotten"), "{out}");
+    let inspect = String::from_utf8(env.run(&["state", "inspect"]).stdout).unwrap();
+    assert!(
+        inspect.contains("partition=0 ")
+            && inspect
+                .lines()
+                .any(|l| l.starts_with("partition=0 ") && l.contains("snapshot=none")),
+        "{inspect}"
+    );
+    let mut detector = env2.spawn("detector5", &["detect"]);
+    wait_until("the rebuild", Duration::from_secs(120), || {
+        get(&metrics, "/readyz") == 200
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(detector.stop(), "{}", detector.log_text());
+    let log = detector.log_text();
+    assert!(log.contains("no state saved for this partition"), "{log}");
+    let after = env.tail("alerts", kafka_all.len(), Duration::ZERO);
+    assert_eq!(
+        alert_counts(&after),
+        alert_counts(&embedded),
+        "a reset partition's rebuild said something again"
+    );
 }
 
 #[test]

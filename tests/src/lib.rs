@@ -104,6 +104,7 @@ impl Env {
                 "GRIDWATCH__KAFKA__TOPICS__HOLIDAYS",
                 format!("{p}.holidays"),
             ),
+            ("GRIDWATCH__KAFKA__TOPICS__STATE", format!("{p}.state")),
             ("GRIDWATCH__DETECTOR__GROUP_ID", format!("{p}-detector")),
             ("GRIDWATCH__DETECTOR__INSTANCE_ID", "0".to_string()),
             ("GRIDWATCH__SINK__INSTANCE_ID", "0".to_string()),

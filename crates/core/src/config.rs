@@ -159,6 +159,11 @@ pub struct Topics {
     /// Compacted: inspection outcomes, keyed by `target_id` (`gridwatch outcome record`,
     /// `POST /v1/outcomes`).
     pub outcomes: String,
+    /// Compacted: the detector's state, per readings partition, written in the same
+    /// transaction as its alerts and offsets (chunked; the layout is in ARCHITECTURE "State in
+    /// Kafka"), so a partition restores on any instance. Empty: state only in
+    /// `detector.state_dir` files, tied to the host.
+    pub state: String,
 }
 
 impl Default for Topics {
@@ -172,6 +177,7 @@ impl Default for Topics {
             weather: "gridwatch.weather".into(),
             holidays: "gridwatch.holidays".into(),
             outcomes: "gridwatch.outcomes".into(),
+            state: "gridwatch.detector.state".into(),
         }
     }
 }

@@ -72,6 +72,8 @@ counters! {
     HttpRequests => "gridwatch_http_requests_total",
     /// Inspection outcomes recorded (`POST /v1/outcomes`), by `verdict`.
     Outcomes => "gridwatch_outcomes_total",
+    /// Bytes of detector state written to the state topic (committed snapshots).
+    StateBytesWritten => "gridwatch_state_bytes_written_total",
 }
 
 /// Levels a component reports (Prometheus gauges): set, not counted up.
@@ -140,6 +142,9 @@ pub enum Histogram {
     ReadingToCommit,
     /// A sink batch: files written and fsynced, offsets committed.
     SinkFlush,
+    /// A handed-over partition's state read back (from the state topic or its file cache) and
+    /// restored, before its replay.
+    StateRestore,
 }
 
 impl Histogram {
@@ -148,6 +153,7 @@ impl Histogram {
             Histogram::Transaction => "gridwatch_transaction_duration_seconds",
             Histogram::ReadingToCommit => "gridwatch_reading_to_commit_seconds",
             Histogram::SinkFlush => "gridwatch_sink_flush_duration_seconds",
+            Histogram::StateRestore => "gridwatch_state_restore_seconds",
         }
     }
 }
@@ -546,6 +552,44 @@ impl InternalEvent for TransactionCommitted {
         c.add(Counter::Transactions, 1);
         c.add(Counter::CommitMillis, self.millis);
         c.observe(Histogram::Transaction, self.millis as f64 / 1000.0);
+    }
+}
+
+/// A detector's state snapshot committed to the state topic.
+pub struct StateWritten {
+    pub partition: i32,
+    pub bytes: u64,
+}
+
+impl InternalEvent for StateWritten {
+    fn emit(self, c: &Counters) {
+        tracing::debug!(
+            partition = self.partition,
+            bytes = self.bytes,
+            "state snapshot committed"
+        );
+        c.add(Counter::StateBytesWritten, self.bytes);
+    }
+}
+
+/// A partition's state restored (`from`: `kafka` or `file`), before its replay.
+pub struct StateRestored<'a> {
+    pub partition: i32,
+    pub from: &'a str,
+    pub bytes: u64,
+    pub secs: f64,
+}
+
+impl InternalEvent for StateRestored<'_> {
+    fn emit(self, c: &Counters) {
+        tracing::info!(
+            partition = self.partition,
+            from = self.from,
+            bytes = self.bytes,
+            secs = self.secs,
+            "state restored"
+        );
+        c.observe(Histogram::StateRestore, self.secs);
     }
 }
 

@@ -188,6 +188,11 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
         compacted(&t.weather, 1),
         compacted(&t.holidays, 1),
         compacted(&t.outcomes, 1),
+        // The detector's state: chunks far below the broker's message limit, in segments small
+        // enough that the cleaner drops superseded snapshots within hours, not at 1 GiB.
+        compacted(&t.state, k.partitions)
+            .set("segment.bytes", "67108864")
+            .set("min.cleanable.dirty.ratio", "0.2"),
     ];
     // Only the topics that don't exist yet: every service calls this at start, and a
     // CreateTopics request needs the controller, which may be the broker that is down.
@@ -199,7 +204,7 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
         .collect();
     let topics: Vec<NewTopic<'_>> = topics
         .into_iter()
-        .filter(|t| !existing.contains(t.name))
+        .filter(|t| !t.name.is_empty() && !existing.contains(t.name))
         .collect();
     if topics.is_empty() {
         return Ok(());

@@ -2,12 +2,14 @@
 //! partition's checkpoint before its fetching starts and records every change for the run
 //! loop to take up in order, and the group's committed offsets as Kafka gives them.
 
-use crate::checkpoints::{Header, Restored, Store};
+use crate::checkpoints::{Header, Restored};
+use crate::state::{Restorer, StateRef};
 use crate::task::said_of;
 use crate::{ServiceConfig, TIMEOUT, TRANSIENT_PATIENCE};
 use anyhow::Result;
 use gridwatch_anomaly_detector::EngineConfig;
 use gridwatch_core::kafka::{transient, Quiet};
+use gridwatch_core::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
@@ -23,12 +25,14 @@ pub(crate) struct Handed {
     pub(crate) restored: Option<Restored>,
 }
 
-/// A partition's committed offset (0: none) and the register offsets whose alerts the
-/// transaction that committed it carried (its metadata; `None`: not known).
+/// A partition's committed offset (0: none), the register offsets whose alerts the
+/// transaction that committed it carried (its metadata; `None`: not known), and the state
+/// snapshot it names (`None`: none).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Committed {
     pub(crate) offset: i64,
     pub(crate) said: Option<std::collections::BTreeMap<i32, i64>>,
+    pub(crate) state: Option<StateRef>,
 }
 
 pub(crate) enum Change {
@@ -42,9 +46,7 @@ pub(crate) enum Change {
 /// up by the run loop, which sees the changes in the order they happened.
 pub(crate) struct Assigner {
     topic: String,
-    group_id: String,
-    state_dir: String,
-    engine: EngineConfig,
+    restorer: Restorer,
     here: std::sync::Mutex<Option<Header>>,
     changes: std::sync::Mutex<Vec<Change>>,
     changed: AtomicBool,
@@ -136,22 +138,9 @@ impl Assigner {
         for e in tpl.elements() {
             let partition = e.partition();
             let committed = committed.get(&partition).cloned().unwrap_or_default();
-            let store = Store::new(&self.state_dir, &self.group_id, partition);
-            let restored = match (&store, &here) {
-                (Some(s), Some(here)) => {
-                    let until = HashMap::from([(partition, committed.offset)]);
-                    s.load(here, &until, &self.engine).unwrap_or_else(|why| {
-                        tracing::warn!(
-                            partition,
-                            path = %s.path().display(),
-                            "checkpoint not used, rebuilding the partition's state from every \
-                             retained reading: {why}"
-                        );
-                        None
-                    })
-                }
-                _ => None,
-            };
+            let restored = here
+                .as_ref()
+                .and_then(|here| self.restorer.restore(here, partition, &committed));
             handed.push(Handed {
                 partition,
                 committed,
@@ -173,12 +162,15 @@ impl Assigner {
 }
 
 impl Assigner {
-    pub(crate) fn new(topic: &str, d: &ServiceConfig, engine: &EngineConfig) -> Assigner {
+    pub(crate) fn new(k: &KafkaConfig, d: &ServiceConfig, engine: &EngineConfig) -> Assigner {
         Assigner {
-            topic: topic.to_string(),
-            group_id: d.group_id.clone(),
-            state_dir: d.state_dir.clone(),
-            engine: engine.clone(),
+            topic: k.topics.readings.clone(),
+            restorer: Restorer {
+                k: k.clone(),
+                group_id: d.group_id.clone(),
+                state_dir: d.state_dir.clone(),
+                engine: engine.clone(),
+            },
             here: std::sync::Mutex::new(None),
             changes: std::sync::Mutex::new(Vec::new()),
             changed: AtomicBool::new(false),
@@ -189,6 +181,11 @@ impl Assigner {
     /// Where checkpoints must come from (set once the cluster id is known).
     pub(crate) fn set_here(&self, here: Header) {
         *self.here.lock().unwrap_or_else(|e| e.into_inner()) = Some(here);
+    }
+
+    /// Where a partition's state comes from, for the run loop's rewinds too.
+    pub(crate) fn restorer(&self) -> &Restorer {
+        &self.restorer
     }
 
     /// Whether the group changed this instance's partitions since the last [`Assigner::take`].
@@ -255,6 +252,7 @@ pub(crate) fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
                     Offset::Offset(offset) => Committed {
                         offset,
                         said: said_of(f.metadata()),
+                        state: StateRef::of_metadata(f.metadata()),
                     },
                     _ => Committed::default(),
                 },

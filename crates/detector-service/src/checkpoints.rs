@@ -32,6 +32,11 @@ pub struct Header {
     pub registry: BTreeMap<i32, i64>,
     /// Length of the engine bytes after the header line.
     pub bytes: u64,
+    /// The state topic's snapshot these bytes are (`state::StateRef::generation`): with the
+    /// state in Kafka, a file is a cache, used only when it is the snapshot the group's commit
+    /// names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// A restored engine, the offsets to resume its partitions from, and the register's.
@@ -39,6 +44,38 @@ pub struct Restored {
     pub engine: Engine,
     pub offsets: BTreeMap<i32, i64>,
     pub registry: BTreeMap<i32, i64>,
+    /// The state topic's snapshot it is (`None`: a file from before, or the topic off).
+    pub generation: Option<u64>,
+    /// Where it came from (`file` or `kafka`), its size, and how long restoring it took.
+    pub from: &'static str,
+    pub bytes: u64,
+    pub took: std::time::Duration,
+}
+
+/// Why a checkpoint file is not used (the caller replays instead).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot read it: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("damaged: {0}")]
+    Damaged(String),
+    #[error("made for {0}")]
+    Elsewhere(String),
+    #[error(
+        "partition {partition}: the group's committed offset {committed} is behind the \
+         checkpoint's {offset} (offsets reset?)"
+    )]
+    Ahead {
+        partition: i32,
+        committed: i64,
+        offset: i64,
+    },
+    #[error("partition {0} is no longer in the topic")]
+    Gone(i32),
+    #[error("it is not the snapshot the group's commit names")]
+    NotNamed,
+    #[error(transparent)]
+    Engine(#[from] gridwatch_anomaly_detector::RestoreError),
 }
 
 /// The checkpoint file of one detector group, and the write in flight.
@@ -69,56 +106,66 @@ impl Store {
         &self,
         expect: &Header,
         committed: &HashMap<i32, i64>,
+        generation: Option<u64>,
         cfg: &EngineConfig,
-    ) -> Result<Option<Restored>, String> {
+    ) -> Result<Option<Restored>, CheckpointError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read it: {e}")),
+            Err(e) => return Err(e.into()),
         };
+        let damaged = CheckpointError::Damaged;
         let nl = bytes
             .iter()
             .position(|&b| b == b'\n')
-            .ok_or("no header line")?;
+            .ok_or_else(|| damaged("no header line".into()))?;
         let header: Header =
-            serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("header: {e}"))?;
+            serde_json::from_slice(&bytes[..nl]).map_err(|e| damaged(format!("header: {e}")))?;
         let body = &bytes[nl + 1..];
         if header.bytes != body.len() as u64 {
-            return Err(format!(
+            return Err(damaged(format!(
                 "cut short: {} of {} bytes",
                 body.len(),
                 header.bytes
-            ));
+            )));
         }
         if header.cluster_id != expect.cluster_id {
-            return Err(format!(
-                "made on Kafka cluster {}, this is {}",
+            return Err(CheckpointError::Elsewhere(format!(
+                "Kafka cluster {}, this is {}",
                 header.cluster_id, expect.cluster_id
-            ));
+            )));
         }
         if (&header.topic, &header.group_id) != (&expect.topic, &expect.group_id) {
-            return Err(format!(
-                "made for topic {} and group {}",
+            return Err(CheckpointError::Elsewhere(format!(
+                "topic {} and group {}",
                 header.topic, header.group_id
-            ));
+            )));
         }
-        for (p, &off) in &header.offsets {
-            match committed.get(p) {
-                None => return Err(format!("partition {p} is no longer in the topic")),
-                Some(&c) if c < off => {
-                    return Err(format!(
-                        "partition {p}: the group's committed offset {c} is behind the \
-                         checkpoint's {off} (offsets reset?)"
-                    ))
+        if generation.is_some() && header.generation != generation {
+            return Err(CheckpointError::NotNamed);
+        }
+        for (&partition, &offset) in &header.offsets {
+            match committed.get(&partition) {
+                None => return Err(CheckpointError::Gone(partition)),
+                Some(&c) if c < offset => {
+                    return Err(CheckpointError::Ahead {
+                        partition,
+                        committed: c,
+                        offset,
+                    })
                 }
                 Some(_) => {}
             }
         }
-        let engine = Engine::restore(cfg.clone(), body).map_err(|e| e.to_string())?;
+        let engine = Engine::restore(cfg.clone(), body)?;
         Ok(Some(Restored {
             engine,
             offsets: header.offsets,
             registry: header.registry,
+            generation: header.generation,
+            from: "file",
+            bytes: body.len() as u64,
+            took: std::time::Duration::ZERO,
         }))
     }
 
@@ -187,6 +234,7 @@ mod tests {
             offsets: offsets.iter().copied().collect(),
             registry: BTreeMap::from([(0, 7)]),
             bytes,
+            generation: None,
         }
     }
 
@@ -198,37 +246,67 @@ mod tests {
         let cfg = EngineConfig::default();
         let committed = HashMap::from([(0, 50), (1, 70)]);
         let expect = header(&[], 0);
-        assert!(store.load(&expect, &committed, &cfg).unwrap().is_none());
+        assert!(store
+            .load(&expect, &committed, None, &cfg)
+            .unwrap()
+            .is_none());
 
         let body = Engine::new(cfg.clone()).unwrap().checkpoint();
-        store.write(header(&[(0, 40), (1, 70)], body.len() as u64), body.clone());
+        let mut written = header(&[(0, 40), (1, 70)], body.len() as u64);
+        written.generation = Some(12);
+        store.write(written, body.clone());
         store.finish();
-        let r = store.load(&expect, &committed, &cfg).unwrap().unwrap();
+        let r = store
+            .load(&expect, &committed, None, &cfg)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.offsets, BTreeMap::from([(0, 40), (1, 70)]));
         assert_eq!(r.registry, BTreeMap::from([(0, 7)]));
+        assert_eq!((r.generation, r.from), (Some(12), "file"));
+        let r = store.load(&expect, &committed, Some(12), &cfg).unwrap();
+        assert!(r.is_some(), "the snapshot the commit names");
+        let e = store
+            .load(&expect, &committed, Some(13), &cfg)
+            .err()
+            .unwrap();
+        assert!(matches!(e, CheckpointError::NotNamed), "{e}");
 
         let other = Header {
             cluster_id: "c2".into(),
             ..expect.clone()
         };
-        let e = store.load(&other, &committed, &cfg).err().unwrap();
-        assert!(e.contains("cluster c1"), "{e}");
+        let e = store.load(&other, &committed, None, &cfg).err().unwrap();
+        assert!(e.to_string().contains("cluster c1"), "{e}");
         let behind = HashMap::from([(0, 30), (1, 70)]);
-        let e = store.load(&expect, &behind, &cfg).err().unwrap();
-        assert!(e.contains("offsets reset"), "{e}");
+        let e = store.load(&expect, &behind, None, &cfg).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                CheckpointError::Ahead {
+                    partition: 0,
+                    committed: 30,
+                    offset: 40
+                }
+            ),
+            "{e}"
+        );
         let lost = HashMap::from([(0, 50)]);
-        let e = store.load(&expect, &lost, &cfg).err().unwrap();
-        assert!(e.contains("partition 1 is no longer"), "{e}");
+        let e = store.load(&expect, &lost, None, &cfg).err().unwrap();
+        assert!(matches!(e, CheckpointError::Gone(1)), "{e}");
         let mut strict = cfg.clone();
         strict.lateness_horizon_s *= 2;
-        let e = store.load(&expect, &committed, &strict).err().unwrap();
-        assert!(e.contains("settings"), "{e}");
+        let e = store
+            .load(&expect, &committed, None, &strict)
+            .err()
+            .unwrap();
+        assert!(matches!(e, CheckpointError::Engine(_)), "{e}");
+        assert!(e.to_string().contains("settings"), "{e}");
 
         // A file cut short (a crash mid-write of a store without the atomic rename).
         let full = std::fs::read(store.path()).unwrap();
         std::fs::write(store.path(), &full[..full.len() - 3]).unwrap();
-        let e = store.load(&expect, &committed, &cfg).err().unwrap();
-        assert!(e.contains("cut short"), "{e}");
+        let e = store.load(&expect, &committed, None, &cfg).err().unwrap();
+        assert!(e.to_string().contains("cut short"), "{e}");
         assert!(
             Store::new("", "g", 0).is_none(),
             "an empty state_dir turns them off"

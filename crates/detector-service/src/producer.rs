@@ -3,8 +3,9 @@
 //! the rules for its errors — retriable ones waited out in place, a refused transaction
 //! aborted and judged again, anything else the end of the run.
 
+use crate::state::{records, Snapshot, StateRef};
 use crate::{ServiceConfig, TIMEOUT, TRANSIENT_PATIENCE};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::events::{Counters, DlqWriteFailed, InternalEvent, KafkaRetried};
 use gridwatch_core::kafka::{instance_id, producer_config, queue_full, retry_while_full};
 use gridwatch_core::{Alert, AlertStatus, KafkaConfig};
@@ -12,6 +13,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// An alert on its way out: to `gridwatch.alerts` keyed by target, and to the compacted
@@ -41,7 +44,15 @@ impl Outgoing {
 /// answers it — a commit refused during a rebalance by judging the batch again (normal when
 /// instances come and go, and nothing to page anyone about), anything else by ending the run,
 /// which the supervisor logs at ERROR.
-pub(crate) struct Producing;
+/// Where the broker put a record (partition, offset), or why not.
+type Placed = Result<(i32, i64), String>;
+
+#[derive(Default)]
+pub(crate) struct Producing {
+    /// Delivery reports of the records sent with a non-zero opaque (a snapshot's chunk 0):
+    /// where the broker put each, or why not.
+    placed: std::sync::Mutex<std::collections::HashMap<usize, Placed>>,
+}
 
 impl rdkafka::ClientContext for Producing {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
@@ -60,14 +71,27 @@ impl rdkafka::ClientContext for Producing {
 }
 
 impl rdkafka::producer::ProducerContext for Producing {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+    type DeliveryOpaque = usize;
+    fn delivery(&self, report: &rdkafka::message::DeliveryResult<'_>, opaque: usize) {
+        if opaque == 0 {
+            return;
+        }
+        use rdkafka::message::Message;
+        let placed = match report {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(opaque, placed);
+    }
 }
 
 pub(crate) type TxProducer = BaseProducer<Producing>;
 
 /// Sends in the open transaction, serving delivery reports while the queue is full.
-fn send_retrying(producer: &TxProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+fn send_retrying(producer: &TxProducer, rec: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
     let mut rec = Some(rec);
     retry_while_full(
         || {
@@ -85,29 +109,43 @@ fn send_retrying(producer: &TxProducer, rec: BaseRecord<'_, [u8], [u8]>) -> Resu
     .map_err(Into::into)
 }
 
+/// What a batch's transaction carries: alerts, DLQ records (their source and JSON), and the
+/// snapshots of the tasks whose state is due.
+pub(crate) struct Batch<'a> {
+    pub(crate) out: &'a [Outgoing],
+    pub(crate) dlq: &'a [(String, Vec<u8>)],
+    pub(crate) snapshots: &'a [Snapshot],
+}
+
 /// Writes a batch in one transaction: each alert to the alerts topic and the compacted
-/// suspects, the DLQ records, and every task's offset with the group's current metadata.
-/// Returns how many DLQ records the producer refused outright.
+/// suspects, the DLQ records, the snapshots to the state topic, and every task's offset with
+/// the group's current metadata — `position` makes them, knowing where each snapshot landed.
+/// Returns how many DLQ records the producer refused outright, and the snapshots' places.
 pub(crate) fn send_batch<C: rdkafka::consumer::ConsumerContext>(
     producer: &TxProducer,
     consumer: &rdkafka::consumer::BaseConsumer<C>,
     k: &KafkaConfig,
-    position: &TopicPartitionList,
-    (out, dlq): (&[Outgoing], &[(String, Vec<u8>)]),
+    batch: Batch<'_>,
+    position: impl FnOnce(&BTreeMap<i32, StateRef>) -> Result<TopicPartitionList>,
     counters: &Counters,
-) -> Result<usize> {
+) -> Result<(usize, BTreeMap<i32, StateRef>)> {
+    let Batch {
+        out,
+        dlq,
+        snapshots,
+    } = batch;
     txn_retrying("beginning a transaction", counters, || {
         producer.begin_transaction()
     })?;
     for o in out {
         send_retrying(
             producer,
-            BaseRecord::to(&k.topics.alerts)
+            BaseRecord::with_opaque_to(&k.topics.alerts, 0)
                 .key(o.target.as_bytes())
                 .payload(&o.json),
         )?;
         // The case's latest word, or its tombstone, on the compacted inspection list.
-        let case = BaseRecord::to(&k.topics.suspects).key(o.alert_id.as_bytes());
+        let case = BaseRecord::with_opaque_to(&k.topics.suspects, 0).key(o.alert_id.as_bytes());
         let case = if o.status.is_closed() {
             case
         } else {
@@ -120,7 +158,10 @@ pub(crate) fn send_batch<C: rdkafka::consumer::ConsumerContext>(
         // A record the producer refuses outright would be refused again on every replay: it
         // must not stop the detector. (Failures the broker reports later fail the
         // transaction, which is judged again from the checkpoints.)
-        if let Err(e) = send_retrying(producer, BaseRecord::to(&k.topics.dlq).payload(value)) {
+        if let Err(e) = send_retrying(
+            producer,
+            BaseRecord::with_opaque_to(&k.topics.dlq, 0).payload(value),
+        ) {
             DlqWriteFailed {
                 source,
                 error: &e.to_string(),
@@ -129,20 +170,87 @@ pub(crate) fn send_batch<C: rdkafka::consumer::ConsumerContext>(
             unwritten += 1;
         }
     }
+    let placed = send_snapshots(producer, k, snapshots)?;
+    let position = position(&placed)?;
     // The group's current generation: a commit from an instance the group has since moved on
     // from is refused (KIP-447), never applied over the new owner's.
     let group = consumer
         .group_metadata()
         .ok_or_else(|| anyhow!("no consumer group metadata"))?;
     txn_retrying("sending the offsets", counters, || {
-        producer.send_offsets_to_transaction(position, &group, TIMEOUT)
+        producer.send_offsets_to_transaction(&position, &group, TIMEOUT)
     })?;
     wait_for_acks(producer);
     pause_before_commit();
     txn_retrying("committing", counters, || {
         producer.commit_transaction(TIMEOUT)
     })?;
-    Ok(unwritten)
+    Ok((unwritten, placed))
+}
+
+/// Sends each snapshot's records to the state topic (readings partition `p` to its partition
+/// `p` modulo the topic's count) and waits for chunk 0 of each to be placed: its offset is
+/// what the commit's metadata names.
+fn send_snapshots(
+    producer: &TxProducer,
+    k: &KafkaConfig,
+    snapshots: &[Snapshot],
+) -> Result<BTreeMap<i32, StateRef>> {
+    static OPAQUE: AtomicUsize = AtomicUsize::new(1);
+    let mut asked = Vec::new();
+    for s in snapshots {
+        let generation = s.header.generation.unwrap_or(0);
+        for (i, (key, value)) in records(&s.group, s.partition, &s.header, &s.body)
+            .into_iter()
+            .enumerate()
+        {
+            let opaque = if i == 0 {
+                let o = OPAQUE.fetch_add(1, Ordering::Relaxed).max(1);
+                asked.push((s.partition, generation, o));
+                o
+            } else {
+                0
+            };
+            send_retrying(
+                producer,
+                BaseRecord::with_opaque_to(&k.topics.state, opaque)
+                    .partition(s.state_partition)
+                    .key(key.as_bytes())
+                    .payload(&value[..]),
+            )?;
+        }
+    }
+    let mut placed = BTreeMap::new();
+    let until = Instant::now() + TIMEOUT;
+    for (partition, generation, opaque) in asked {
+        let at = loop {
+            let got = producer
+                .context()
+                .placed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&opaque);
+            match got {
+                Some(Ok((p, offset))) => {
+                    break StateRef {
+                        partition: p,
+                        offset,
+                        generation,
+                    }
+                }
+                Some(Err(e)) => bail!("the snapshot of partition {partition} was not written: {e}"),
+                None if Instant::now() > until => {
+                    bail!("the snapshot of partition {partition} was not acknowledged in time")
+                }
+                None => {
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+        };
+        placed.insert(partition, at);
+    }
+    Ok(placed)
 }
 
 /// Calls a transaction step again while librdkafka says its error is retriable (the
@@ -221,7 +329,7 @@ pub(crate) fn transactional_producer(
     let mut pcfg = producer_config(k);
     pcfg.set("transactional.id", &transactional_id)
         .set("transaction.timeout.ms", "60000");
-    let producer: TxProducer = pcfg.create_with_context(Producing)?;
+    let producer: TxProducer = pcfg.create_with_context(Producing::default())?;
     // A transaction its killed predecessor left open is being aborted: while a broker of
     // several is down that takes the coordinator longer than one call waits.
     let asked = Instant::now();

@@ -2,8 +2,10 @@
 //! stand (replayed silently below the group's commit, judged live above it), and its
 //! checkpoint; and the judging of one batch's readings with it.
 
+use crate::assign::Committed;
 use crate::checkpoints::{Header, Restored, Store};
 use crate::producer::Outgoing;
+use crate::state::StateRef;
 use crate::stats::now_ms;
 use anyhow::Result;
 use gridwatch_anomaly_detector::{Engine, EngineConfig, ReadingUse, LATE_REASON};
@@ -11,16 +13,17 @@ use gridwatch_core::events::{
     Counters, InternalEvent, ReadingProcessed, ReadingReplayed, RecordRejected,
 };
 use gridwatch_core::{DlqRecord, Reading, Validation};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// The offset metadata's mark: what follows is the register offsets said ([`Task::said_metadata`]).
+/// The offset metadata's mark: what follows is the register offsets said ([`Task::metadata`]).
 const SAID_PREFIX: &str = "gw-said:";
 
 /// The register offsets a readings partition's committed offset carries as its metadata
 /// (`None`: a commit without them, from a release before, or none at all).
 pub(crate) fn said_of(metadata: &str) -> Option<BTreeMap<i32, i64>> {
-    let rows = metadata.strip_prefix(SAID_PREFIX)?;
+    let said = metadata.split(';').next().unwrap_or_default();
+    let rows = said.strip_prefix(SAID_PREFIX)?;
     rows.split(',')
         .filter(|r| !r.is_empty())
         .map(|r| {
@@ -49,7 +52,7 @@ pub(crate) struct Task {
     /// alerts, but for rows past `said` (after a rewind).
     pub(crate) taking_in: bool,
     /// Per register partition, the rows whose alerts were said: as the group's last commit of
-    /// this partition carries them in its offset metadata ([`Task::said_metadata`]), so a
+    /// this partition carries them in its offset metadata ([`Task::metadata`]), so a
     /// hand-over or a rewind says exactly the rows no committed transaction carried. `None`
     /// where Kafka does not know (a commit from a release before): a hand-over then takes the
     /// register in silently (the instance before may have sent its alerts) and counts what it
@@ -59,6 +62,13 @@ pub(crate) struct Task {
     pub(crate) last_checkpoint: Instant,
     /// The size and time (Unix seconds) of the last checkpoint written.
     pub(crate) checkpointed: Option<(u64, u64)>,
+    /// The state topic's snapshot the group's last commit of this partition names: every
+    /// commit names it again until a newer one is committed.
+    pub(crate) state: Option<StateRef>,
+    /// Where the engine stood at that snapshot (what a restart replays from).
+    pub(crate) snapshot_from: i64,
+    /// The next transaction carries a new snapshot.
+    pub(crate) snapshot_due: bool,
 }
 
 impl Task {
@@ -77,18 +87,24 @@ impl Task {
     /// A partition's task from its restored checkpoint (or from nothing): readings up to
     /// `committed` are replayed silently, and the side topics are still to be read into it.
     pub(crate) fn new(
-        (partition, committed, said): (i32, i64, Option<BTreeMap<i32, i64>>),
+        (partition, committed): (i32, Committed),
         restored: Option<Restored>,
         store: Option<Store>,
         cfg: &EngineConfig,
     ) -> Result<Task> {
+        let Committed {
+            offset: committed,
+            said,
+            state,
+        } = committed;
         let (engine, next, registry) = match restored {
             Some(r) => {
                 tracing::info!(
                     partition,
                     meters = r.engine.meters(),
                     from = ?r.offsets,
-                    "checkpoint restored"
+                    source = r.from,
+                    "state restored"
                 );
                 let next = r.offsets.get(&partition).copied().unwrap_or(0);
                 (r.engine, next, r.registry)
@@ -113,6 +129,9 @@ impl Task {
             store,
             last_checkpoint: Instant::now(),
             checkpointed: None,
+            state,
+            snapshot_from: next,
+            snapshot_due: false,
         })
     }
 
@@ -120,13 +139,55 @@ impl Task {
     /// offsets, as the readings partition's offset metadata (`rp:offset,…`). Committed in the
     /// same transaction as the offset, it tells the next owner, whoever it is, which register
     /// rows' alerts are in Kafka and which it must say.
-    pub(crate) fn said_metadata(&self) -> String {
+    /// `fresh`: the snapshot this transaction carries, if any; else the one the last commit
+    /// named is named again.
+    pub(crate) fn metadata(&self, fresh: Option<StateRef>) -> String {
         let rows: Vec<String> = self
             .registry
             .iter()
             .map(|(rp, o)| format!("{rp}:{o}"))
             .collect();
-        format!("{SAID_PREFIX}{}", rows.join(","))
+        let state = fresh.or(self.state).map(|s| s.encode()).unwrap_or_default();
+        format!("{SAID_PREFIX}{}{state}", rows.join(","))
+    }
+
+    /// The engine's state and what it covers, as the state topic's snapshot `generation`.
+    pub(crate) fn snapshot(
+        &self,
+        here: &Header,
+        partition: i32,
+        generation: u64,
+    ) -> (Header, Vec<u8>) {
+        let took = Instant::now();
+        let body = self.engine.checkpoint();
+        tracing::debug!(
+            partition,
+            bytes = body.len(),
+            millis = took.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
+        let header = Header {
+            offsets: BTreeMap::from([(partition, self.next)]),
+            registry: self.registry.clone(),
+            bytes: body.len() as u64,
+            generation: Some(generation),
+            ..here.clone()
+        };
+        (header, body)
+    }
+
+    /// After the transaction carrying snapshot `at` committed: it is the one to restore from,
+    /// and its file is written as a cache.
+    pub(crate) fn snapshot_committed(&mut self, at: StateRef, header: Header, body: Vec<u8>) {
+        self.state = Some(at);
+        self.snapshot_due = false;
+        self.snapshot_from = header.offsets.values().copied().next().unwrap_or(self.next);
+        self.last_checkpoint = Instant::now();
+        self.checkpointed = Some((body.len() as u64, (now_ms() / 1000) as u64));
+        if let Some(store) = self.store.as_mut() {
+            store.finish();
+            store.write(header, body);
+        }
     }
 
     /// Whether register row `offset` of register partition `rp`, applied now, sends its
@@ -139,30 +200,26 @@ impl Task {
                 .is_some_and(|said| offset >= said.get(&rp).copied().unwrap_or(0))
     }
 
-    /// Back to the last checkpoint (or to nothing), readings up to `committed` — the group's
-    /// committed offset as Kafka gives it after the transaction's end, never what this instance
-    /// believes it committed — to be replayed silently: after a refused transaction, what the
-    /// engine judged since the last commit that landed is judged again. The caller seeks the
-    /// consumer to `next` and reads the side topics into it.
+    /// Back to the state the group's commit names (`restored`, or to nothing), readings up to
+    /// `committed` — the group's committed offset as Kafka gives it after the transaction's
+    /// end, never what this instance believes it committed — to be replayed silently: after a
+    /// refused transaction, what the engine judged since the last commit that landed is judged
+    /// again. The caller seeks the consumer to `next` and reads the side topics into it.
     pub(crate) fn rewind(
         &mut self,
-        here: &Header,
-        (partition, committed, said): (i32, i64, Option<BTreeMap<i32, i64>>),
+        (partition, mut committed): (i32, Committed),
+        restored: Option<Restored>,
         cfg: &EngineConfig,
     ) -> Result<()> {
         let mut store = self.store.take();
         if let Some(s) = store.as_mut() {
             s.finish();
         }
-        let until = HashMap::from([(partition, committed)]);
-        let restored = store
-            .as_ref()
-            .and_then(|s| s.load(here, &until, cfg).ok().flatten());
         // What Kafka says was said, else (a commit without it) what this instance last
         // committed.
-        let said = said.or_else(|| std::mem::take(&mut self.said));
+        committed.said = committed.said.or_else(|| std::mem::take(&mut self.said));
         let checkpointed = self.checkpointed;
-        *self = Task::new((partition, committed, said), restored, store, cfg)?;
+        *self = Task::new((partition, committed), restored, store, cfg)?;
         self.checkpointed = checkpointed;
         Ok(())
     }
@@ -358,6 +415,9 @@ impl Task {
             store: None,
             last_checkpoint: Instant::now(),
             checkpointed: None,
+            state: None,
+            snapshot_from: 0,
+            snapshot_due: false,
         }
     }
 }
@@ -411,10 +471,10 @@ mod tests {
         let cfg = EngineConfig::default();
         let mut t = Task::for_tests(&cfg, 0, 0);
         t.registry = BTreeMap::from([(0, 12), (3, 7)]);
-        let m = t.said_metadata();
+        let m = t.metadata(None);
         assert_eq!(said_of(&m), Some(BTreeMap::from([(0, 12), (3, 7)])));
         t.registry.clear();
-        assert_eq!(said_of(&t.said_metadata()), Some(BTreeMap::new()));
+        assert_eq!(said_of(&t.metadata(None)), Some(BTreeMap::new()));
         assert_eq!(said_of(""), None, "a commit without it");
         assert_eq!(said_of("some tool's note"), None);
         assert_eq!(said_of("gw-said:0:x"), None, "damaged: not trusted");

@@ -315,6 +315,32 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// The detectors' state on the state topic (kafka.topics.state): what each partition would
+    /// restore from, and forgetting it.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Per readings partition: the group's committed offset, the snapshot its commit names
+    /// (the state topic's partition and offset), the readings offset the snapshot covers and so
+    /// how many readings a restart replays, its size, age and formats. A partition without a
+    /// snapshot is rebuilt from every retained reading when it next moves.
+    Inspect,
+    /// Forget one partition's saved state, after a damaged snapshot or a detector setting that
+    /// must not carry old state: its next owner rebuilds it from every retained reading (about
+    /// 1.7 s per million readings on a small machine). Stop every detector of the group first.
+    Reset {
+        /// The readings partition.
+        #[arg(long)]
+        partition: i32,
+        /// Don't ask (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// A share between 0 and 1.
@@ -694,6 +720,12 @@ fn real_main(cli: Cli) -> Result<()> {
                 std::process::exit(2);
             }
         }
+        Command::State {
+            command: StateCommand::Inspect,
+        } => services::state_inspect(&config)?,
+        Command::State {
+            command: StateCommand::Reset { partition, yes },
+        } => services::state_reset(&config, partition, yes)?,
     }
     Ok(())
 }

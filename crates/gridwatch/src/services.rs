@@ -120,6 +120,71 @@ pub fn topics_lag(cfg: &Config) -> Result<bool> {
     Ok(all_owned)
 }
 
+/// `gridwatch state inspect`.
+pub fn state_inspect(cfg: &Config) -> Result<()> {
+    use gridwatch_detector_service::state_admin::inspect;
+    let group = &cfg.detector.service.group_id;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    println!("group {group}, state topic {}", cfg.kafka.topics.state);
+    for row in inspect(&cfg.kafka, group)? {
+        let (p, committed) = (row.partition, row.committed);
+        let Some((at, info)) = row.snapshot else {
+            println!("partition={p} committed={committed} snapshot=none (a move replays every retained reading)");
+            continue;
+        };
+        let covers = info.covers.map_or("-".to_string(), |c| c.to_string());
+        let replay = info
+            .covers
+            .map_or("-".to_string(), |c| (committed - c).max(0).to_string());
+        let age = info.written_ms.map_or("-".to_string(), |w| {
+            format!("{}s", (now_ms - w).max(0) / 1000)
+        });
+        let engine = info
+            .engine_format
+            .map_or("-".to_string(), |f| f.to_string());
+        println!(
+            "partition={p} committed={committed} snapshot={}@{} covers={covers} replay={replay} bytes={} chunks={} age={age} format=record:{},engine:{engine}{}",
+            at.partition,
+            at.offset,
+            info.bytes,
+            info.chunks,
+            info.record_format,
+            info.problem.map(|e| format!(" problem={e:?}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `gridwatch state reset --partition N`.
+pub fn state_reset(cfg: &Config, partition: i32, yes: bool) -> Result<()> {
+    let group = &cfg.detector.service.group_id;
+    if !yes {
+        if !io::stdin().is_terminal() {
+            bail!("gridwatch state reset asks first: add --yes to reset without asking");
+        }
+        eprint!(
+            "Forget the saved state of partition {partition} of {} for group {group}? Its next owner \
+             rebuilds it from every retained reading. Type the partition number to go on: ",
+            cfg.kafka.topics.readings
+        );
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer)?;
+        if answer.trim() != partition.to_string() {
+            bail!("not confirmed: nothing was changed");
+        }
+    }
+    match gridwatch_detector_service::state_admin::reset(&cfg.kafka, group, partition)? {
+        Some(at) => println!(
+            "partition {partition}: snapshot {}@{} forgotten; the next detector to take it rebuilds its state from every retained reading",
+            at.partition, at.offset
+        ),
+        None => println!("partition {partition}: no snapshot saved, nothing to forget"),
+    }
+    Ok(())
+}
+
 /// `gridwatch ingest`: a readings file (or stdin) to Kafka.
 pub fn ingest_file(cfg: &Config, readings: &str, meter_id: Option<String>) -> Result<()> {
     let rt = runtime()?;

@@ -59,10 +59,19 @@ impl Detector<'_> {
     /// Everything consumed so far has its outputs committed: the state may be saved. Also the
     /// checkpoints' total size, and the time of the oldest (once every task has one): what a
     /// restart would replay from.
+    /// With the state in Kafka, a task's snapshot is due (for the next transaction) once
+    /// `checkpoint_interval_s` has passed or `checkpoint_max_replay` readings came since the
+    /// last: a restart, anywhere, replays at most that many, whatever the burst before it.
     pub(super) fn checkpoint_due(&mut self) {
         let interval = Duration::from_secs(self.d.checkpoint_interval_s);
+        let most = self.d.checkpoint_max_replay as i64;
+        let in_kafka = self.state_partitions > 0;
         for (&p, task) in self.tasks.iter_mut() {
-            if task.last_checkpoint.elapsed() >= interval {
+            let timely = task.last_checkpoint.elapsed() >= interval;
+            if in_kafka {
+                let moved = task.next > task.snapshot_from;
+                task.snapshot_due |= moved && (timely || task.next - task.snapshot_from >= most);
+            } else if timely {
                 task.checkpoint(&self.here, p, false);
             }
         }

@@ -5,30 +5,26 @@
 //! offsets, the [`Assigner`] the group's changes until taken, [`SideTopics`] the side
 //! consumers, the producer its transaction.
 
-use crate::assign::{committed_offsets, Assigner, Change};
+use crate::assign::{Assigner, Change};
 use crate::audit::GroupWatch;
 use crate::checkpoints::{Header, Store};
-use crate::producer::{refused, send_batch, transactional_producer, Outgoing, TxProducer};
+use crate::producer::{transactional_producer, Outgoing, TxProducer};
 use crate::side::SideTopics;
-use crate::stats::{log_progress, now_ms, Latencies};
+use crate::stats::{log_progress, Latencies};
 use crate::task::{judge, Fetched, Gathered, Task, Verdicts};
 use crate::{ServiceConfig, TIMEOUT};
 use anyhow::{anyhow, Context, Result};
 use gridwatch_anomaly_detector::EngineConfig;
-use gridwatch_core::events::{
-    AlertEmitted, Counters, DlqWritten, Gauge, Histogram, InternalEvent, RecordsConsumed,
-    RecordsProduced, TransactionCommitted,
-};
+use gridwatch_core::events::{Counters, Gauge, InternalEvent, RecordsConsumed, StateRestored};
 use gridwatch_core::kafka::{group_member_config, instance_id, partitions, ride_out};
 use gridwatch_core::{Alert, KafkaConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod commit;
 mod housekeeping;
 
 /// Runs until `stop` is set (then finishes the open batch) or an error occurs, counting in
@@ -91,6 +87,8 @@ struct Detector<'a> {
     producer: TxProducer,
     here: Header,
     partition_count: i32,
+    /// Partitions of the state topic (0: the state topic is off, checkpoint files only).
+    state_partitions: i32,
     tasks: BTreeMap<i32, Task>,
     side: Option<SideTopics>,
     joined: bool,
@@ -125,7 +123,7 @@ impl<'a> Detector<'a> {
             ccfg.set("max.partition.fetch.bytes", "4194304");
         }
         let consumer: BaseConsumer<Assigner> =
-            ccfg.create_with_context(Assigner::new(topic, d, engine))?;
+            ccfg.create_with_context(Assigner::new(k, d, engine))?;
         let here = Header {
             cluster_id: consumer
                 .client()
@@ -136,10 +134,15 @@ impl<'a> Detector<'a> {
             offsets: BTreeMap::new(),
             registry: BTreeMap::new(),
             bytes: 0,
+            generation: None,
         };
         consumer.context().set_here(here.clone());
         // The number of partitions decides which engine a register row belongs to.
         let partition_count = partitions(&consumer, topic).map_err(|e| anyhow!(e))?.len() as i32;
+        let state_partitions = match k.topics.state.as_str() {
+            "" => 0,
+            state => partitions(&consumer, state).map_err(|e| anyhow!(e))?.len() as i32,
+        };
         consumer.subscribe(&[topic])?;
         tracing::info!(instance, transactional_id, "joining the detector group");
         let now = Instant::now();
@@ -153,6 +156,7 @@ impl<'a> Detector<'a> {
             producer,
             here,
             partition_count,
+            state_partitions,
             tasks: BTreeMap::new(),
             side: None,
             joined: false,
@@ -183,7 +187,8 @@ impl<'a> Detector<'a> {
         let n = self.gather()?;
         self.take_changes()?;
         self.judge_gathered()?;
-        if (self.pending.live || !self.pending.out.is_empty()) && !self.commit()? {
+        let saying = self.pending.live || !self.pending.out.is_empty();
+        if (saying || self.snapshot_waiting()) && !self.commit()? {
             // Refused and rewound: the batch is judged again from the checkpoints.
             return Ok(());
         }
@@ -232,9 +237,17 @@ impl<'a> Detector<'a> {
                     self.joined = true;
                     let fresh = !handed.is_empty();
                     for h in handed {
+                        if let Some(r) = &h.restored {
+                            StateRestored {
+                                partition: h.partition,
+                                from: r.from,
+                                bytes: r.bytes,
+                                secs: r.took.as_secs_f64(),
+                            }
+                            .emit(self.counters);
+                        }
                         let store = Store::new(&self.d.state_dir, &self.d.group_id, h.partition);
-                        let c = h.committed;
-                        let at = (h.partition, c.offset, c.said);
+                        let at = (h.partition, h.committed);
                         let task = Task::new(at, h.restored, store, self.engine)?;
                         self.tasks.insert(h.partition, task);
                     }
@@ -256,8 +269,18 @@ impl<'a> Detector<'a> {
     /// gathered readings (its next owner reads them).
     fn revoke(&mut self, ps: &[i32]) -> Result<()> {
         self.gathered.by_partition.retain(|p, _| !ps.contains(p));
+        // With the state in Kafka, the partitions leave with a snapshot in that commit: their
+        // next owner, on any host, replays nothing.
+        let in_kafka = self.state_partitions > 0;
+        if in_kafka {
+            for &p in ps {
+                if let Some(task) = self.tasks.get_mut(&p) {
+                    task.snapshot_due = task.next > task.snapshot_from;
+                }
+            }
+        }
         let mut refused = false;
-        if !self.pending.out.is_empty() {
+        if !self.pending.out.is_empty() || self.snapshot_waiting() {
             refused = !self.commit_or_abort()?;
         }
         for &p in ps {
@@ -265,7 +288,7 @@ impl<'a> Detector<'a> {
             if let Some(mut task) = self.tasks.remove(&p) {
                 // Refused: its engine holds register rows no transaction carried, and its next
                 // owner starts from the previous checkpoint, which has not seen them.
-                if !refused {
+                if !refused && !in_kafka {
                     task.checkpoint(&self.here, p, true);
                 }
             }
@@ -413,138 +436,28 @@ impl<'a> Detector<'a> {
         Ok(())
     }
 
-    /// Where each task's readings stand, to commit with the batch.
-    fn position(&self) -> Result<TopicPartitionList> {
-        let mut position = TopicPartitionList::new();
-        for (&p, task) in &self.tasks {
-            if task.committable() > 0 {
-                let mut e = position.add_partition(self.topic, p);
-                e.set_offset(Offset::Offset(task.committable()))?;
-                e.set_metadata(task.said_metadata());
-            }
-        }
-        Ok(position)
-    }
-
-    /// Commits the batch in one transaction. `Ok(false)`: the transaction was refused, and the
-    /// tasks were rewound to what Kafka says the group committed, to judge again.
-    fn commit(&mut self) -> Result<bool> {
-        let landed = self.commit_or_abort()?;
-        if !landed {
-            self.rewind_all()?;
-        }
-        Ok(landed)
-    }
-
-    /// Sends the batch and commits it; a refused transaction is aborted and the batch dropped
-    /// (`Ok(false)`: the caller rewinds). Any other error ends the run.
-    fn commit_or_abort(&mut self) -> Result<bool> {
-        let committing = Instant::now();
-        let position = self.position()?;
-        let p = &self.pending;
-        let sent = send_batch(
-            &self.producer,
-            &self.consumer,
-            self.k,
-            &position,
-            (&p.out, &p.dlq),
-            self.counters,
-        );
-        match sent {
-            Ok(unwritten) => {
-                self.committed(unwritten, committing);
-                Ok(true)
-            }
-            Err(e) if refused(&e) => {
-                tracing::warn!("transaction refused, judging again from the checkpoints: {e}");
-                self.producer.abort_transaction(TIMEOUT)?;
-                self.gathered.clear();
-                self.pending.clear();
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// After a commit: what each task committed and said, and the figures.
-    fn committed(&mut self, unwritten: usize, committing: Instant) {
-        for task in self.tasks.values_mut() {
-            task.committed = task.committable();
-            task.said = Some(task.registry.clone());
-        }
-        let counters = self.counters;
-        TransactionCommitted {
-            millis: committing.elapsed().as_millis() as u64,
-        }
-        .emit(counters);
-        let at = now_ms();
-        for &t in &self.pending.produced_at {
-            self.latencies.record(at - t);
-        }
-        counters.observe_each(
-            Histogram::ReadingToCommit,
-            self.pending
-                .produced_at
-                .iter()
-                .map(|&t| (at - t) as f64 / 1000.0),
-        );
-        for o in &self.pending.out {
-            AlertEmitted {
-                kind: o.kind,
-                status: o.status.as_str(),
-            }
-            .emit(counters);
-        }
-        let (out, dlq) = (self.pending.out.len(), self.pending.dlq.len() - unwritten);
-        let k = self.k;
-        for (t, n) in [
-            (&k.topics.alerts, out),
-            (&k.topics.suspects, out),
-            (&k.topics.dlq, dlq),
-        ] {
-            RecordsProduced {
-                topic: t,
-                n: n as u64,
-            }
-            .emit(counters);
-        }
-        DlqWritten(dlq as u64).emit(counters);
-        self.pending.clear();
-    }
-
-    /// After a transaction refused (a rebalance moved the group's generation on, KIP-447, or the
-    /// transaction failed before its end) and aborted: every task goes back to its checkpoint
-    /// and replays silently up to the offset the group has committed — asked of Kafka after the
-    /// abort, never taken from this instance's own belief, so a transaction that landed after
-    /// all is neither said twice nor one that did not land lost — and says the register rows
-    /// past those the commit's metadata names.
-    fn rewind_all(&mut self) -> Result<()> {
-        if self.tasks.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for &p in self.tasks.keys() {
-            tpl.add_partition(self.topic, p);
-        }
-        let committed = committed_offsets(&self.consumer, self.topic, &tpl)?;
-        for (&p, task) in self.tasks.iter_mut() {
-            let c = committed.get(&p).cloned().unwrap_or_default();
-            task.rewind(&self.here, (p, c.offset, c.said), self.engine)?;
-            let from = match task.next {
-                0 => Offset::Beginning,
-                o => Offset::Offset(o),
-            };
-            self.consumer.seek(self.topic, p, from, TIMEOUT)?;
-        }
-        // Register rows applied since the last commit were in the refused transaction: their
-        // alerts are said again.
-        self.read_side()
-    }
-
-    /// Stopping: every task checkpointed, and the last word.
+    /// Stopping: every task's state saved (in a last transaction with the state in Kafka, so
+    /// a rolling restart replays nothing), and the last word.
     fn finish(mut self) {
-        for (&p, task) in self.tasks.iter_mut() {
-            task.checkpoint(&self.here, p, true);
+        if self.state_partitions > 0 {
+            for task in self.tasks.values_mut() {
+                task.snapshot_due = task.next > task.snapshot_from;
+            }
+            if self.snapshot_waiting() {
+                if let Err(e) = self.commit_or_abort() {
+                    tracing::warn!("the last snapshots were not committed: {e}");
+                }
+            }
+            // Their files too (the cache a restart on this host reads).
+            for task in self.tasks.values_mut() {
+                if let Some(store) = task.store.as_mut() {
+                    store.finish();
+                }
+            }
+        } else {
+            for (&p, task) in self.tasks.iter_mut() {
+                task.checkpoint(&self.here, p, true);
+            }
         }
         log_progress(
             "detector stopped",
