@@ -1363,6 +1363,55 @@ fn a_killed_detector_s_partitions_restore_from_the_state_topic_on_an_empty_disk_
 }
 
 #[test]
+fn a_state_record_of_another_format_is_replaced_by_a_replay_never_a_crash() {
+    let _one_at_a_time = serial();
+    let Some(bootstrap) = kafka() else { return };
+    let env = Env::new(&bootstrap, "state-format");
+    let (data, _, embedded) = simulated(&env, 60, 4, 21);
+    topics_and_register(&env, &data);
+    let parts = readings_in_parts(&data, 2);
+    env.run(&["ingest", "--readings", parts[0].to_str().unwrap()]);
+    // A release with another record layout saves the state and stops cleanly.
+    let newer = env.clone().with("GRIDWATCH_TEST_STATE_FORMAT", "99");
+    let mut detector = newer.spawn("newer", &["detect"]);
+    let metrics = env.var("GRIDWATCH__DETECTOR__METRICS_LISTEN").to_string();
+    wait_until("the first half judged", Duration::from_secs(120), || {
+        get(&metrics, "/readyz") == 200 && {
+            let (_, body) = get_text(&metrics, "/metrics");
+            metric(&body, "gridwatch_consumer_lag").unwrap_or(1) == 0
+                && metric(&body, "gridwatch_readings_total").unwrap_or(0) > 0
+        }
+    });
+    assert!(detector.stop(), "{}", detector.log_text());
+    let inspect = String::from_utf8(env.run(&["state", "inspect"]).stdout).unwrap();
+    assert!(inspect.contains("format=record:99"), "{inspect}");
+    env.run(&["ingest", "--readings", parts[1].to_str().unwrap()]);
+    // This release on another host: the snapshot is refused, saying why, and the partition is
+    // rebuilt from every retained reading; the alerts are those of the embedded run.
+    let host2 = env.dir.join("host2");
+    let this = env
+        .clone()
+        .with("GRIDWATCH__DETECTOR__STATE_DIR", host2.to_str().unwrap());
+    let mut detector = this.spawn("this", &["detect"]);
+    let kafka = env.tail("alerts", embedded.len(), Duration::from_secs(180));
+    std::thread::sleep(Duration::from_secs(3));
+    let kafka_all = env.tail("alerts", kafka.len(), Duration::ZERO);
+    assert!(detector.alive(), "{}", detector.log_text());
+    assert!(detector.stop(), "{}", detector.log_text());
+    let log = detector.log_text();
+    assert!(
+        log.contains("saved state not used") && log.contains("state record format 99"),
+        "{log}"
+    );
+    assert_eq!(
+        alert_counts(&kafka_all),
+        alert_counts(&embedded),
+        "after a refused snapshot"
+    );
+    assert_eq!(alert_ids(&kafka_all).len(), alert_ids(&embedded).len());
+}
+
+#[test]
 fn topics_are_created_with_the_configured_retention_and_min_insync_replicas() {
     let _one_at_a_time = serial();
     let Some(bootstrap) = kafka() else { return };

@@ -72,7 +72,10 @@ pub struct ServiceConfig {
     /// Folder of the engine checkpoint (created when missing; keep it on a persistent volume).
     /// Empty turns checkpoints off: every start then replays every retained reading.
     pub state_dir: String,
-    /// Seconds between engine checkpoints: a restart replays about this much of the stream.
+    /// Seconds between saves of a partition's state while its readings come (to the state
+    /// topic, or to `state_dir` with the topic off): a restart replays at most about this much
+    /// of the stream (or `checkpoint_max_replay` readings, whichever is less). Each save writes
+    /// the partition's whole state: longer writes less.
     pub checkpoint_interval_s: u64,
     /// Readings of a partition after which its state is saved again whatever the time (with
     /// the state topic on): a restart or a hand-over replays at most about this many per
@@ -98,7 +101,7 @@ impl Default for ServiceConfig {
             batch_size: 20_000,
             metrics_listen: "127.0.0.1:9641".into(),
             state_dir: "gridwatch-state".into(),
-            checkpoint_interval_s: 60,
+            checkpoint_interval_s: 300,
             checkpoint_max_replay: 1_000_000,
             max_future_s: 900,
             unowned_alert_s: 60,

@@ -3,7 +3,7 @@
 //! the rules for its errors — retriable ones waited out in place, a refused transaction
 //! aborted and judged again, anything else the end of the run.
 
-use crate::state::{records, Snapshot, StateRef};
+use crate::state::{records, written_format, Snapshot, StateRef};
 use crate::{ServiceConfig, TIMEOUT, TRANSIENT_PATIENCE};
 use anyhow::{anyhow, bail, Context, Result};
 use gridwatch_core::events::{Counters, DlqWriteFailed, InternalEvent, KafkaRetried};
@@ -198,9 +198,10 @@ fn send_snapshots(
 ) -> Result<BTreeMap<i32, StateRef>> {
     static OPAQUE: AtomicUsize = AtomicUsize::new(1);
     let mut asked = Vec::new();
+    let format = written_format();
     for s in snapshots {
         let generation = s.header.generation.unwrap_or(0);
-        for (i, (key, value)) in records(&s.group, s.partition, &s.header, &s.body)
+        for (i, (key, value)) in records(&s.group, s.partition, &s.header, &s.body, format)
             .into_iter()
             .enumerate()
         {

@@ -120,12 +120,22 @@ pub fn key(group: &str, partition: i32, index: u32) -> String {
     format!("{group}/{partition}/{index}")
 }
 
-/// A snapshot's records: key and value, chunk 0 first.
+/// The record format this detector writes: [`RECORD_FORMAT`], or for the upgrade tests the one
+/// `GRIDWATCH_TEST_STATE_FORMAT` names (standing in for a release with another layout).
+pub fn written_format() -> u32 {
+    std::env::var("GRIDWATCH_TEST_STATE_FORMAT")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(RECORD_FORMAT)
+}
+
+/// A snapshot's records in record format `format`: key and value, chunk 0 first.
 pub fn records(
     group: &str,
     partition: i32,
     header: &Header,
     body: &[u8],
+    format: u32,
 ) -> Vec<(String, Vec<u8>)> {
     let generation = header.generation.unwrap_or(0);
     let chunks: Vec<&[u8]> = if body.is_empty() {
@@ -139,7 +149,7 @@ pub fn records(
         .enumerate()
         .map(|(i, bytes)| {
             let head = ChunkHead {
-                format: RECORD_FORMAT,
+                format,
                 generation,
                 index: i as u32,
                 count,
@@ -442,11 +452,11 @@ mod tests {
         let body: Vec<u8> = (0..(2 * CHUNK_BYTES + 10))
             .map(|i| (i % 251) as u8)
             .collect();
-        let recs = records("g", 2, &header(body.len() as u64, 99), &body);
+        let recs = records("g", 2, &header(body.len() as u64, 99), &body, RECORD_FORMAT);
         assert_eq!(recs.len(), 3);
         assert!(recs.iter().all(|(_, v)| v.len() < CHUNK_BYTES + 1024));
-        let older = records("g", 2, &header(5, 98), b"stale");
-        let other = records("g", 3, &header(3, 99), b"abc");
+        let older = records("g", 2, &header(5, 98), b"stale", RECORD_FORMAT);
+        let other = records("g", 3, &header(3, 99), b"abc", RECORD_FORMAT);
         let at = StateRef {
             partition: 0,
             offset: 10,
@@ -466,7 +476,7 @@ mod tests {
     #[test]
     fn a_missing_chunk_a_newer_format_or_a_reset_is_an_error_never_a_panic() {
         let body = vec![7u8; CHUNK_BYTES + 1];
-        let recs = records("g", 0, &header(body.len() as u64, 5), &body);
+        let recs = records("g", 0, &header(body.len() as u64, 5), &body, RECORD_FORMAT);
         let at = StateRef {
             partition: 0,
             offset: 0,
