@@ -127,14 +127,99 @@ impl rdkafka::ClientContext for ErrorTrap {
 
 impl rdkafka::consumer::ConsumerContext for ErrorTrap {}
 
+/// Why one of gridwatch's Kafka operations failed. Callers branch on [`KafkaOpError::passing`]
+/// (a cluster out of reach, a coordinator or leader moving: waited out) against the rest (a
+/// refusal: reported).
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaOpError {
+    /// No broker answered; `why` is the client-wide reason librdkafka gave (a refused
+    /// password, an untrusted certificate), if any.
+    #[error("cannot reach Kafka at {servers}: {source}{why}")]
+    Unreachable {
+        servers: String,
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+        why: String,
+    },
+    /// A client call failed; `what` says which.
+    #[error("{what}: {source}")]
+    Call {
+        what: String,
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// A topic is missing, or the cluster reports it unusable.
+    #[error("topic {topic}: {problem}")]
+    Topic { topic: String, problem: String },
+    /// A partition's own error in an answer (an offset still unstable, a leader moving).
+    #[error("{topic} partition {partition}: {source}")]
+    Partition {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    #[error("cannot create topic {topic}: {code}")]
+    Create {
+        topic: String,
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
+    /// A setting the broker would refuse, named.
+    #[error("{0}")]
+    Config(String),
+    #[error("{topic} could not be read to its end within {timeout:?}")]
+    NotToEnd {
+        topic: String,
+        timeout: std::time::Duration,
+    },
+    /// A record the caller could not take, and why.
+    #[error("{topic} partition {partition} offset {offset}: {reason}")]
+    Record {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+}
+
+impl KafkaOpError {
+    /// Whether it is a passing condition (the cluster out of reach, a broker of several lost,
+    /// a coordinator or leader moving), worth waiting out rather than reporting.
+    pub fn passing(&self) -> bool {
+        match self {
+            KafkaOpError::Unreachable { .. } | KafkaOpError::NotToEnd { .. } => true,
+            KafkaOpError::Call { source, .. } | KafkaOpError::Partition { source, .. } => {
+                transient(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Names a failed client call.
+fn call(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaOpError {
+    let what = what.into();
+    move |source| KafkaOpError::Call {
+        what,
+        source: Box::new(source),
+    }
+}
+
+fn no_topic(topic: &str, problem: impl Into<String>) -> KafkaOpError {
+    KafkaOpError::Topic {
+        topic: topic.to_string(),
+        problem: problem.into(),
+    }
+}
+
 /// The cluster's metadata, from a short-lived client whose client-wide errors are kept: when
 /// the cluster can't be reached, the error says why (a refused password, an untrusted
 /// certificate) rather than only that a request timed out.
-pub fn metadata(k: &KafkaConfig) -> Result<rdkafka::metadata::Metadata, String> {
+pub fn metadata(k: &KafkaConfig) -> Result<rdkafka::metadata::Metadata, KafkaOpError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let probe: BaseConsumer<ErrorTrap> = client_config(k)
         .create_with_context(ErrorTrap::default())
-        .map_err(|e| format!("kafka client: {e}"))?;
+        .map_err(call("kafka client"))?;
     probe
         .fetch_metadata(None, std::time::Duration::from_secs(10))
         .map_err(|e| {
@@ -151,21 +236,25 @@ pub fn metadata(k: &KafkaConfig) -> Result<rdkafka::metadata::Metadata, String> 
                 .last()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
-            format!("cannot reach Kafka at {}: {e}{why}", k.bootstrap_servers)
+            KafkaOpError::Unreachable {
+                servers: k.bootstrap_servers.clone(),
+                source: Box::new(e),
+                why,
+            }
         })
 }
 
 /// Creates the gridwatch topics that don't exist yet: readings, alerts and the DLQ with
 /// `partitions` partitions, the registry and the suspects compacted, the weather and the
 /// holidays compacted on one partition (every detector reads all of them). Existing topics are left as they are.
-pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
+pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), KafkaOpError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
 
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config(k)
         .create()
-        .map_err(|e| format!("kafka admin client: {e}"))?;
-    k.validate()?;
+        .map_err(call("kafka admin client"))?;
+    k.validate().map_err(KafkaOpError::Config)?;
     let isr = k.min_insync().to_string();
     let retention_ms = (k.retention_s * 1000).to_string();
     let topic = |name, partitions| {
@@ -213,11 +302,14 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
     let results = admin
         .create_topics(&topics, &opts)
         .await
-        .map_err(|e| format!("cannot create topics at {}: {e}", k.bootstrap_servers))?;
+        .map_err(call(format!(
+            "cannot create topics at {}",
+            k.bootstrap_servers
+        )))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(format!("cannot create topic {topic}: {code}")),
+            Err((topic, code)) => return Err(KafkaOpError::Create { topic, code }),
         }
     }
     Ok(())
@@ -227,23 +319,23 @@ pub async fn ensure_topics(k: &KafkaConfig) -> Result<(), String> {
 pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
     consumer: &rdkafka::consumer::BaseConsumer<C>,
     topic: &str,
-) -> Result<Vec<i32>, String> {
+) -> Result<Vec<i32>, KafkaOpError> {
     use rdkafka::consumer::Consumer;
     let md = consumer
         .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
-        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        .map_err(call(format!("metadata of {topic}")))?;
     let t = md
         .topics()
         .iter()
         .find(|t| t.name() == topic)
-        .ok_or_else(|| format!("topic {topic} not found"))?;
+        .ok_or_else(|| no_topic(topic, "not found"))?;
     if let Some(e) = t.error() {
-        return Err(format!("topic {topic}: {e:?}"));
+        return Err(no_topic(topic, format!("{e:?}")));
     }
     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
     ids.sort_unstable();
     if ids.is_empty() {
-        return Err(format!("topic {topic} has no partitions"));
+        return Err(no_topic(topic, "has no partitions"));
     }
     Ok(ids)
 }
@@ -295,7 +387,7 @@ pub fn read_compacted(
     topic: &str,
     timeout: std::time::Duration,
     mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
-) -> Result<QuietConsumer, String> {
+) -> Result<QuietConsumer, KafkaOpError> {
     read_compacted_from(
         k,
         group_id,
@@ -317,7 +409,7 @@ pub fn read_compacted_from(
     from: &std::collections::BTreeMap<i32, i64>,
     timeout: std::time::Duration,
     mut apply: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>) -> Result<(), String>,
-) -> Result<(QuietConsumer, std::collections::BTreeMap<i32, i64>), String> {
+) -> Result<(QuietConsumer, std::collections::BTreeMap<i32, i64>), KafkaOpError> {
     use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
     use rdkafka::message::Message;
@@ -328,7 +420,7 @@ pub fn read_compacted_from(
     let consumer: QuietConsumer = consumer_config(k, group_id)
         .set("enable.partition.eof", "true")
         .create_with_context(Quiet)
-        .map_err(|e| format!("consumer for {topic}: {e}"))?;
+        .map_err(call(format!("consumer for {topic}")))?;
     let parts = partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut next = std::collections::BTreeMap::new();
@@ -337,10 +429,12 @@ pub fn read_compacted_from(
             .get(p)
             .map_or(Offset::Beginning, |&o| Offset::Offset(o));
         tpl.add_partition_offset(topic, *p, start)
-            .map_err(|e| e.to_string())?;
+            .map_err(call(format!("reading {topic}")))?;
         next.insert(*p, from.get(p).copied().unwrap_or(0));
     }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    consumer
+        .assign(&tpl)
+        .map_err(call(format!("reading {topic}")))?;
     // A partition with nothing past where reading starts is at its end already: the broker
     // would answer its first fetch only after `fetch.wait.max.ms` (half a second per empty
     // topic at every start and hand-over, for the weather and holidays most deployments
@@ -356,9 +450,10 @@ pub fn read_compacted_from(
     let deadline = Instant::now() + timeout;
     while at_end.len() < parts.len() {
         if Instant::now() > deadline {
-            return Err(format!(
-                "{topic} could not be read to its end within {timeout:?}"
-            ));
+            return Err(KafkaOpError::NotToEnd {
+                topic: topic.to_string(),
+                timeout,
+            });
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
@@ -368,17 +463,18 @@ pub fn read_compacted_from(
             Some(Err(e)) if transient(&e) => {
                 tracing::warn!("reading {topic}: {e} (retrying)");
             }
-            Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+            Some(Err(e)) => return Err(call(format!("reading {topic}"))(e)),
             Some(Ok(msg)) => {
                 at_end.remove(&msg.partition());
                 next.insert(msg.partition(), msg.offset() + 1);
-                apply(msg.partition(), msg.offset(), msg.key(), msg.payload()).map_err(|e| {
-                    format!(
-                        "{topic} partition {} offset {}: {e}",
-                        msg.partition(),
-                        msg.offset()
-                    )
-                })?;
+                apply(msg.partition(), msg.offset(), msg.key(), msg.payload()).map_err(
+                    |reason| KafkaOpError::Record {
+                        topic: topic.to_string(),
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        reason,
+                    },
+                )?;
             }
         }
     }
@@ -516,7 +612,7 @@ pub fn group_status<C: rdkafka::consumer::ConsumerContext>(
     group_id: &str,
     topic: &str,
     timeout: std::time::Duration,
-) -> Result<GroupStatus, String> {
+) -> Result<GroupStatus, KafkaOpError> {
     use rdkafka::consumer::Consumer;
     let parts = partitions(c, topic)?;
     let view = describe_group(c.client(), group_id, topic, timeout)?;
@@ -526,14 +622,16 @@ pub fn group_status<C: rdkafka::consumer::ConsumerContext>(
     }
     let committed = c
         .committed_offsets(tpl, timeout)
-        .map_err(|e| format!("committed offsets of group {group_id}: {e}"))?;
+        .map_err(call(format!("committed offsets of group {group_id}")))?;
     let mut out = Vec::with_capacity(parts.len());
     for &partition in &parts {
         let elem = committed.find_partition(topic, partition);
-        if let Some(Err(e)) = elem.as_ref().map(|e| e.error()) {
-            return Err(format!(
-                "committed offset of {topic} partition {partition}: {e}"
-            ));
+        if let Some(Err(source)) = elem.as_ref().map(|e| e.error()) {
+            return Err(KafkaOpError::Partition {
+                topic: topic.to_string(),
+                partition,
+                source: Box::new(source),
+            });
         }
         let committed = match elem.map(|e| e.offset()) {
             Some(rdkafka::Offset::Offset(o)) => Some(o),
@@ -541,7 +639,7 @@ pub fn group_status<C: rdkafka::consumer::ConsumerContext>(
         };
         let (low, high) = c
             .fetch_watermarks(topic, partition, timeout)
-            .map_err(|e| format!("offsets of {topic} partition {partition}: {e}"))?;
+            .map_err(call(format!("offsets of {topic} partition {partition}")))?;
         out.push(PartitionStatus {
             partition,
             committed,
@@ -561,10 +659,10 @@ pub fn describe_group<C: rdkafka::ClientContext>(
     group_id: &str,
     topic: &str,
     timeout: std::time::Duration,
-) -> Result<GroupView, String> {
+) -> Result<GroupView, KafkaOpError> {
     let list = client
         .fetch_group_list(Some(group_id), timeout)
-        .map_err(|e| format!("describing group {group_id}: {e}"))?;
+        .map_err(call(format!("describing group {group_id}")))?;
     let mut view = GroupView::default();
     for g in list.groups().iter().filter(|g| g.name() == group_id) {
         view.stable = g.state().eq_ignore_ascii_case("stable");
@@ -684,6 +782,39 @@ impl rdkafka::consumer::ConsumerContext for GroupEvents {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cluster_out_of_reach_or_an_unstable_offset_is_passing_a_refusal_is_not() {
+        use super::KafkaOpError as E;
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let unstable = E::Partition {
+            topic: "r".into(),
+            partition: 2,
+            source: Box::new(KafkaError::OffsetFetch(C::UnstableOffsetCommit)),
+        };
+        assert!(unstable.passing());
+        assert!(
+            unstable.to_string().starts_with("r partition 2: "),
+            "{unstable}"
+        );
+        let down = E::Call {
+            what: "metadata of r".into(),
+            source: Box::new(KafkaError::MetadataFetch(C::AllBrokersDown)),
+        };
+        assert!(down.passing());
+        let refused = E::Create {
+            topic: "r".into(),
+            code: C::PolicyViolation,
+        };
+        assert!(!refused.passing());
+        assert!(!E::Config("kafka.partitions: at least 1".into()).passing());
+        let denied = E::Call {
+            what: "describing group g".into(),
+            source: Box::new(KafkaError::GroupListFetch(C::GroupAuthorizationFailed)),
+        };
+        assert!(!denied.passing());
+    }
+
     use super::*;
     use std::collections::BTreeSet;
 

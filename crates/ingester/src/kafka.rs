@@ -35,6 +35,15 @@ impl Sender {
     }
 }
 
+/// Why the register could not be followed.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Kafka(#[from] gridwatch_core::kafka::KafkaOpError),
+    #[error("cannot start the register follower: {0}")]
+    Thread(std::io::Error),
+}
+
 /// Each registered meter's feeder, read from the compacted register topic and kept current by
 /// a background thread: readings that don't carry `feeder_id` are keyed by their register
 /// feeder, so every reading of a feeder shares a partition with its head meter's — the order
@@ -44,7 +53,7 @@ pub struct FeederIndex(Arc<RwLock<HashMap<String, String>>>);
 
 impl FeederIndex {
     /// Reads the register topic to its end, then follows it until the last clone is dropped.
-    pub fn follow(cfg: &KafkaConfig, group_id: &str) -> Result<FeederIndex, String> {
+    pub fn follow(cfg: &KafkaConfig, group_id: &str) -> Result<FeederIndex, FollowError> {
         let index = FeederIndex::default();
         let consumer = read_compacted(
             cfg,
@@ -66,7 +75,7 @@ impl FeederIndex {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the register follower: {e}"))?;
+            .map_err(FollowError::Thread)?;
         Ok(index)
     }
 
