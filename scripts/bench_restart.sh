@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Restart to first new alert: how long a SIGKILLed detector is blind, with its checkpoint and
-# without (checkpoints off: every retained reading replayed), at two retention sizes.
+# Takeover to first new alert: how long a SIGKILLed detector's partitions stay unjudged when
+# another instance, with an empty state directory (another host), takes them over: from the
+# state topic, and with the state topic off (every retained reading replayed).
 #
 #   scripts/bench_restart.sh [SITES...]      default: 8700 26000 sites x 3 days (about 2.5 M and
 #                                            7.5 M readings retained on the topic)
+#   DAYS=9 scripts/bench_restart.sh 26000    three times the retention
+#   BURST=2000000 (default)                  readings that arrive just before the kill
 #
-# For each size: the readings are ingested and a detector (checkpoint every 10 s) consumes them
-# all; once a checkpoint covering them is written, the detector is killed with SIGKILL (steady
-# state: the utility's stream is quiet between batches). A new detector starts and a reading
-# from a meter the register doesn't know is ingested at once; the time from the start to the
-# commit of that meter's alert is the blind time. Then the same with checkpoints off.
+# For each size: all but the last BURST readings are ingested and a detector consumes them;
+# then the burst arrives while it runs, and once it has consumed the burst it is killed with
+# SIGKILL at once — no checkpoint waited for: what the state saved by then, by time or by
+# count (`detector.checkpoint_max_replay`), is what the next owner gets. A new detector starts
+# on an empty state directory and a reading from a meter the register doesn't know is ingested
+# at once; the time from the start to the commit of that meter's alert is the blind time.
 # A benchmark, not a test: it asserts nothing. It starts the dev broker if none is running and
 # deletes its own topics at the end.
 set -euo pipefail
@@ -18,12 +22,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 sizes=("$@")
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(8700 26000)
-days=3
+days=${DAYS:-3}
+burst=${BURST:-2000000}
 source scripts/lib/bench.sh
 bench_start restart
 metrics=127.0.0.1:19641
 export GRIDWATCH__DETECTOR__METRICS_LISTEN=$metrics
-export GRIDWATCH__DETECTOR__CHECKPOINT_INTERVAL_S=10
 export GRIDWATCH_LOG=info
 
 detector=
@@ -59,43 +63,51 @@ restart_to_alert() {
   blind=$(awk -v a="$t0" -v b="$t" 'BEGIN { printf "%.1f", b - a }')
 }
 
+# Until the detector has counted at least $1 readings and restores nothing.
+consumed() {
+  until [[ $(metric gridwatch_restoring) == 0 ]] 2>/dev/null &&
+    [[ $(($(metric gridwatch_readings_total) + $(metric gridwatch_readings_duplicate_total) + $(metric gridwatch_readings_late_total))) -ge $1 ]] 2>/dev/null; do
+    kill -0 "$detector" 2>/dev/null || { echo "the detector died" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+
 results=()
 for sites in "${sizes[@]}"; do
   data=$work/$sites
   echo "simulating $sites sites x $days days" >&2
   $bin simulate --out "$data" --sites "$sites" --days "$days" --seed 3 >/dev/null
   n=$(($(wc -l <"$data/readings.csv") - 1))
+  b=$((burst < n / 2 ? burst : n / 2))
+  head -n $((n + 1 - b)) "$data/readings.csv" >"$data/before.csv"
+  { head -n 1 "$data/readings.csv"; tail -n "$b" "$data/readings.csv"; } >"$data/burst.csv"
   use_prefix "$prefix-$sites"
   export GRIDWATCH__DETECTOR__STATE_DIR=$work/state-$sites
   $bin topics create >/dev/null
   $bin registry load --registry "$data/registry.csv" >/dev/null
-  echo "ingesting $n readings" >&2
-  $bin ingest --readings "$data/readings.csv" >/dev/null
-  echo "first detector: consuming all of them" >&2
+  echo "ingesting $((n - b)) readings" >&2
+  $bin ingest --readings "$data/before.csv" >/dev/null
+  echo "first detector: consuming them, then a burst of $b" >&2
   $bin detect >"$work/first-$sites.log" 2>&1 &
   detector=$!
-  until [[ $(metric gridwatch_restoring) == 0 ]] 2>/dev/null &&
-    [[ $(($(metric gridwatch_readings_total) + $(metric gridwatch_readings_duplicate_total) + $(metric gridwatch_readings_late_total))) -ge $((n * 99 / 100)) ]] 2>/dev/null; do
-    sleep 1
-  done
-  caught_up=$(date +%s)
-  until [[ $(metric gridwatch_checkpoint_timestamp_seconds) -gt $caught_up ]] 2>/dev/null; do
-    sleep 1
-  done
-  bytes=$(metric gridwatch_checkpoint_bytes)
-  sleep 2
+  consumed $(((n - b) * 99 / 100))
+  $bin ingest --readings "$data/burst.csv" >/dev/null
+  consumed $((n * 99 / 100))
   kill_detector KILL
-  echo "restart with the checkpoint" >&2
+  bytes=$(cat "$root"/deploy/kafka/run/data/"$prefix-$sites".state-*/*.log 2>/dev/null | wc -c)
+  echo "takeover on an empty state directory, from the state topic" >&2
+  export GRIDWATCH__DETECTOR__STATE_DIR=$work/empty-$sites
   restart_to_alert "$work/with-$sites.log"
   with=$blind
+  replayed=$(metric gridwatch_readings_replayed_total)
   kill_detector KILL
-  echo "restart without (checkpoints off)" >&2
-  export GRIDWATCH__DETECTOR__STATE_DIR=
+  echo "takeover on an empty state directory, the state topic off" >&2
+  export GRIDWATCH__DETECTOR__STATE_DIR=$work/empty2-$sites GRIDWATCH__KAFKA__TOPICS__STATE=
   restart_to_alert "$work/without-$sites.log"
   without=$blind
   kill_detector KILL
-  results+=("$(printf '%9d readings retained (%6d sites x %d days): checkpoint %5.1f MB; restart to first new alert %5s s with it, %5s s replaying everything' \
-    "$n" "$sites" "$days" "$(awk -v b="$bytes" 'BEGIN { print b / 1e6 }')" "$with" "$without")")
+  results+=("$(printf '%9d readings retained (%6d sites x %d days, the last %d a burst): state topic %5.1f MB; takeover to first new alert %5s s from it (%d readings replayed), %5s s replaying everything' \
+    "$n" "$sites" "$days" "$b" "$(awk -v b="$bytes" 'BEGIN { print b / 1e6 }')" "$with" "$replayed" "$without")")
 done
 echo
 printf '%s\n' "${results[@]}"

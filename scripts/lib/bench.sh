@@ -22,7 +22,7 @@ bench_start() {
 
 use_prefix() {
   local t
-  for t in readings registry alerts dlq suspects weather holidays; do
+  for t in readings registry alerts dlq suspects weather holidays outcomes state; do
     export "GRIDWATCH__KAFKA__TOPICS__${t^^}=$1.$t"
   done
   export GRIDWATCH__DETECTOR__GROUP_ID=$1-detector
