@@ -2,7 +2,6 @@
 
 use gridwatch_e2e::helpers::*;
 use gridwatch_e2e::*;
-use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -171,31 +170,10 @@ fn the_pipeline_runs_against_a_sasl_ssl_broker_and_a_wrong_password_is_named() {
     let out = base.output(&["topics", "create"]);
     assert!(!out.status.success(), "no password, no topics");
 
-    let data = base.dir.join("data");
+    let (data, _, embedded) = simulated(&from_file, 30, 4, 17);
     let d = data.to_str().unwrap();
-    from_file.run(&[
-        "simulate", "--out", d, "--sites", "30", "--days", "4", "--seed", "17",
-    ]);
-    let emb = base.dir.join("embedded");
-    from_file.run(&[
-        "run",
-        "--registry",
-        &format!("{d}/registry.csv"),
-        "--readings",
-        &format!("{d}/readings.csv"),
-        "--out",
-        emb.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let embedded: Vec<Value> = alerts_in(&emb);
     assert!(!embedded.is_empty());
-    from_file.run(&["topics", "create"]);
-    from_file.run(&[
-        "registry",
-        "load",
-        "--registry",
-        &format!("{d}/registry.csv"),
-    ]);
+    topics_and_register(&from_file, &data);
     from_file.run(&["ingest", "--readings", &format!("{d}/readings.csv")]);
     let out = base.dir.join("kafka-out");
     let mut detector = from_env.spawn("detector", &["detect"]);
