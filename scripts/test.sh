@@ -50,6 +50,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build"
 cargo build -p gridwatch
 
+step "helm chart: lint, render, Kubernetes API types, gridwatch config check (offline)"
+if command -v go >/dev/null; then
+  GRIDWATCH_BIN="$root/target/debug/gridwatch" scripts/check_helm.sh
+elif [[ ${CI:-} == true ]]; then
+  echo "the chart check needs Go (helm is installed with go install)" >&2
+  exit 1
+else
+  echo "skipped: no Go on this machine (CI runs it)"
+fi
+
 step "tests (unit, and end to end against the broker on 127.0.0.1:$port)"
 export GRIDWATCH_TEST_KAFKA="127.0.0.1:$port"
 export GRIDWATCH_PYTHON="$root/.venv/bin/python"

@@ -321,6 +321,21 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// The configuration as every command reads it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration (defaults, --config FILE, GRIDWATCH__ variables) and check it as
+    /// the services would at start — unknown keys, values out of range, the detector's
+    /// settings, the Kafka settings, secret files readable — without connecting to anything.
+    /// Prints the effective settings that most often differ between deployments. Exits 1,
+    /// naming the key, on the first problem.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -719,6 +734,27 @@ fn real_main(cli: Cli) -> Result<()> {
             if !services::topics_lag(&config)? {
                 std::process::exit(2);
             }
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            config
+                .kafka
+                .validate()
+                .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+            let (k, d) = (&config.kafka, &config.detector.service);
+            println!(
+                "configuration OK: kafka {} ({} partitions, replication {}), state topic {}, detector group {} (metrics {}), ingester {}, sink {} to {}",
+                k.bootstrap_servers,
+                k.partitions,
+                k.replication_factor,
+                if k.topics.state.is_empty() { "off" } else { &k.topics.state },
+                d.group_id,
+                d.metrics_listen,
+                config.ingester.listen,
+                config.sink.metrics_listen,
+                config.sink.out
+            );
         }
         Command::State {
             command: StateCommand::Inspect,
