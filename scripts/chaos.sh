@@ -49,8 +49,9 @@ if [[ ${1:-} == cluster ]]; then
       "$test_bin" --exact two_detectors_killed_while_brokers_are_lost_leave_no_partition_unwatched \
       --nocapture >"$log" 2>&1; then
       passed=$((passed + 1))
-      printf 'seed %s: pass in %ss: %s\n' "$seed" "$(($(date +%s) - started))" \
-        "$(grep -m1 -o 'seed [0-9]*, .* alerts' "$log" | sed 's/^seed [0-9]*, //')"
+      printf 'seed %s: pass in %ss: %s, %s ingest retries\n' "$seed" "$(($(date +%s) - started))" \
+        "$(grep -m1 -o 'seed [0-9]*, .* alerts' "$log" | sed 's/^seed [0-9]*, //')" \
+        "$(grep -c 'ingest of part .* again' "$log" || true)"
       rm -f "$log"
     else
       failed+=("$seed")

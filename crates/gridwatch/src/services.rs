@@ -190,7 +190,7 @@ pub fn ingest_file(cfg: &Config, readings: &str, meter_id: Option<String>) -> Re
     let rt = runtime()?;
     rt.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
-        let sender = Sender::new(&cfg.kafka)?.with_feeders(register_feeders(cfg)?);
+        let sender = Sender::in_order(&cfg.kafka)?.with_feeders(register_feeders(cfg)?);
         let (mut input, name): (Box<dyn BufRead>, &str) = if readings == "-" {
             (Box::new(BufReader::new(io::stdin())), "stdin")
         } else {
@@ -274,7 +274,7 @@ pub fn registry_load(
         } else {
             Vec::new()
         };
-        let sender = Sender::new(&cfg.kafka)?;
+        let sender = Sender::in_order(&cfg.kafka)?;
         let mut acks = Vec::with_capacity(rows.len() + missing.len());
         for r in &rows {
             acks.push(sender.send_patiently(|s| s.send_registry(r))?.wait());
@@ -345,7 +345,7 @@ fn send_rows<T>(
 ) -> Result<()> {
     runtime()?.block_on(async {
         ensure_topics(&cfg.kafka).await.map_err(|e| anyhow!(e))?;
-        let sender = Sender::new(&cfg.kafka)?;
+        let sender = Sender::in_order(&cfg.kafka)?;
         let mut acks = Vec::with_capacity(rows.len());
         for row in rows {
             acks.push(sender.send_patiently(|s| send(s, row))?.wait());
@@ -670,7 +670,7 @@ pub fn simulate_to_kafka(
     crate::demo::write_truth(out, &utility)?;
     registry_load(cfg, &out.join("registry.csv"), false, None)?;
     let rt = runtime()?;
-    let sender = rt.block_on(async { Sender::new(&cfg.kafka) })?;
+    let sender = rt.block_on(async { Sender::in_order(&cfg.kafka) })?;
     let bar = if io::stderr().is_terminal() {
         ProgressBar::new(0)
     } else {
