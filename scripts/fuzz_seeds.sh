@@ -9,7 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root/fuzz"
 targets=("$@")
-((${#targets[@]})) || targets=(readings_csv readings_jsonl readings_json_body readings_xml reference_files topic_records engine_checkpoint)
+((${#targets[@]})) || targets=(readings_csv readings_jsonl readings_json_body readings_xml readings_nem12 reference_files topic_records engine_checkpoint)
 cargo +nightly fuzz build -s none >&2
 bin=target/x86_64-unknown-linux-gnu/release
 for t in "${targets[@]}"; do

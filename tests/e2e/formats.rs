@@ -1,6 +1,6 @@
 //! Formats in and out, through the `gridwatch` binary (no Kafka): Parquet output read natively
-//! by DuckDB (as docs/analysts.md shows it), pyarrow and polars; Green Button and IEC 61968-9
-//! files read by `gridwatch run`.
+//! by DuckDB (as docs/analysts.md shows it), pyarrow and polars; Green Button, IEC 61968-9 and
+//! NEM12 files read by `gridwatch run`.
 
 use gridwatch_e2e::{bin, python_check, repo_root};
 use std::path::Path;
@@ -122,6 +122,55 @@ fn gridwatch_run_reads_green_button_and_iec_files_by_their_content() {
     assert!(
         rejects.contains("iec_61968_9_meter_readings.xml:55"),
         "{rejects}"
+    );
+}
+
+#[test]
+fn a_real_nem12_rooftop_pv_month_finds_its_generation_unregistered_and_not_once_registered() {
+    let dir = tempfile_dir("nem12");
+    let nem12 = repo_root().join("crates/ingester/tests/data/nem12/Example_NEM12_month_solar.csv");
+    // The site's own time zone: its nights are Sydney's (in UTC they are its days).
+    let header = "site_id,meter_id,feeder_id,role,customer_class,permitted_kw,status,licensed_mining,lat,lon,region,generation_kw,timezone";
+    let run = |name: &str, generation_kw: &str| {
+        let reg = dir.join(format!("{name}.csv"));
+        std::fs::write(
+            &reg,
+            format!("{header}\nS1,NMI1234567,F1,customer,residential,10,active,false,,,NSW,{generation_kw},Australia/Sydney\n"),
+        )
+        .unwrap();
+        let out = dir.join(name);
+        let run = gridwatch(&[
+            "run",
+            "--registry",
+            s(&reg),
+            "--readings",
+            s(&nem12),
+            "--out",
+            s(&out),
+            "--quiet",
+        ]);
+        let text = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            text.contains("8928 records, 8928 used") && text.contains(" 0 rejected"),
+            "{text}"
+        );
+        std::fs::read_to_string(out.join("alerts.jsonl")).unwrap()
+    };
+    // Its import and export read (5-minute intervals, B1 as kwh_export): a site exporting with no
+    // generation in the register is found on the first sunny day of the month.
+    let alerts = run("unregistered", "");
+    let first = alerts.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("\"kind\":\"unregistered_generation\"")
+            && first.contains("\"status\":\"open\"")
+            && first.contains("\"detected_at\":\"2023-03-01T"),
+        "{alerts}"
+    );
+    // With its 5 kW registered, the same month raises nothing.
+    assert_eq!(
+        run("registered", "5"),
+        "",
+        "a registered PV system exporting within its permit"
     );
 }
 

@@ -47,7 +47,7 @@ struct Cli {
 enum Command {
     /// Run the whole pipeline on files, without Kafka.
     #[command(long_about = "Run the whole pipeline on files, without Kafka.\n\n\
-Reads the register (CSV) and readings (CSV, JSON Lines, Green Button or IEC 61968-9 XML, or - for standard input), and writes:\n  \
+Reads the register (CSV) and readings (CSV, JSON Lines, Green Button or IEC 61968-9 XML, NEM12, or - for standard input), and writes:\n  \
 DIR/alerts.jsonl     one alert JSON per line (open, update, resolved)\n  \
 DIR/flagged/         the same alerts as zstd Arrow IPC (or --format parquet) files, partitioned by date=YYYY-MM-DD\n  \
 DIR/rejects.jsonl    every record that could not be used, with its reason and file:line\n  \
@@ -58,8 +58,8 @@ Example: gridwatch run --registry registry.csv --readings readings.csv --out res
         #[arg(long)]
         registry: PathBuf,
         /// Readings: CSV (meter_id,ts,interval_s,kwh[,...]), JSON Lines (.jsonl), Green Button
-        /// (ESPI Atom XML) or IEC 61968-9 MeterReadings XML, told apart by content; - reads
-        /// standard input.
+        /// (ESPI Atom XML), IEC 61968-9 MeterReadings XML or AEMO NEM12 (the NMI as the meter),
+        /// told apart by content; - reads standard input.
         #[arg(long)]
         readings: String,
         /// Optional hourly outdoor temperature per region: CSV region,ts,temp_c (ts the hour's
@@ -261,7 +261,7 @@ with its id.\n\nExample: gridwatch eval --data sim --alerts results/alerts.jsonl
         #[arg(long)]
         json: bool,
     },
-    /// Send a readings file (CSV, JSON Lines, Green Button or IEC 61968-9 XML, or - for stdin) to Kafka; rejects go to the DLQ.
+    /// Send a readings file (CSV, JSON Lines, Green Button or IEC 61968-9 XML, NEM12, or - for stdin) to Kafka; rejects go to the DLQ.
     Ingest {
         #[arg(long)]
         readings: String,

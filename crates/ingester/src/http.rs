@@ -263,7 +263,11 @@ pub fn parse_body_each(
         | "application/xml"
         | "text/xml" => {
             let format = match kind {
-                "text/csv" => Format::Csv,
+                // A readings CSV, or NEM12 by its 100 header.
+                "text/csv" => match Format::sniff(body, Format::Csv) {
+                    Format::Nem12 => Format::Nem12,
+                    _ => Format::Csv,
+                },
                 "application/atom+xml" => Format::GreenButton,
                 // Plain XML: Green Button or IEC 61968-9, by its content.
                 "application/xml" | "text/xml" => Format::sniff(body, Format::IecMeterReadings),
@@ -774,6 +778,25 @@ mod tests {
             .unwrap_err()
             .contains("invalid JSON"));
         assert!(parse_body("application/json", b"42", "x", v).is_err());
+    }
+
+    #[test]
+    fn a_nem12_body_posted_as_text_csv_is_read_as_nem12() {
+        let v = Validation::default();
+        let body = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/nem12/Example_NEM12_month_solar.csv"),
+        )
+        .unwrap();
+        let (ok, bad) = parse_body("text/csv", &body, "http:r9", v).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(ok.len(), 8928);
+        assert!(ok
+            .iter()
+            .all(|r| r.meter_id == "NMI1234567" && r.kwh_export.is_some()));
+        let headless = b"200,N1,E1,1,E1,N1,M1,kWh,30,\n300,20040201,1\n";
+        let err = parse_body("text/csv", headless, "http:r10", v).unwrap_err();
+        assert!(err.contains("before the 100 header"), "{err}");
     }
 
     #[test]

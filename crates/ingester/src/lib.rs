@@ -5,6 +5,7 @@ pub mod auth;
 pub mod calendar;
 pub mod http;
 pub mod kafka;
+mod nem12;
 pub mod parse;
 pub mod registry;
 pub mod tls;

@@ -27,6 +27,8 @@ pub enum Format {
     GreenButton,
     /// IEC 61968-9 `MeterReadings` XML.
     IecMeterReadings,
+    /// AEMO's NEM12 interval data (CSV records `100`, `200`, `300`, `400`, `900`).
+    Nem12,
 }
 
 impl Format {
@@ -54,10 +56,17 @@ impl Format {
     /// anything else, `fallback` (from the file name).
     pub fn sniff(head: &[u8], fallback: Format) -> Format {
         let text = String::from_utf8_lossy(&head[..head.len().min(64 * 1024)]);
-        let xml = text
-            .trim_start_matches('\u{feff}')
-            .trim_start()
-            .starts_with('<');
+        let start = text.trim_start_matches('\u{feff}').trim_start();
+        // NEM12 by its 100 header; a file that starts with its 200 record is NEM12 without one
+        // (refused as such, rather than as a CSV with a strange header).
+        let first = start.lines().next().unwrap_or("");
+        let indicator = |i: &str| first.starts_with(&format!("{i},"));
+        if (indicator("100") && first.to_ascii_uppercase().starts_with("100,NEM12"))
+            || (indicator("200") && first.split(',').count() >= 9)
+        {
+            return Format::Nem12;
+        }
+        let xml = start.starts_with('<');
         if !xml {
             return fallback;
         }
@@ -120,6 +129,8 @@ enum Source<R> {
         input: R,
         buf: String,
     },
+    /// NEM12, an NMI at a time.
+    Nem12(Box<crate::nem12::Nem12<R>>),
     /// An XML document, read whole at the first `next()` into a queue of items.
     Xml {
         input: Option<R>,
@@ -145,6 +156,7 @@ impl<R: BufRead> Records<R> {
                 input,
                 buf: String::new(),
             },
+            Format::Nem12 => Source::Nem12(Box::new(crate::nem12::Nem12::new(input, validation))),
             Format::GreenButton | Format::IecMeterReadings => Source::Xml {
                 input: Some(input),
                 format,
@@ -251,6 +263,14 @@ impl<R: BufRead> Records<R> {
         };
         loop {
             match reader.read_byte_record(record) {
+                // An empty input is no readings file: refused, not read as nothing.
+                Ok(false) if columns.is_empty() => {
+                    return Some(Err(InputError::Header {
+                        line: self.line,
+                        msg: "empty: no header line (meter_id,ts,interval_s,kwh,…) and no records"
+                            .into(),
+                    }))
+                }
                 Ok(false) => return None,
                 Ok(true) => {}
                 Err(e) => {
@@ -425,6 +445,11 @@ impl<R: BufRead> Iterator for Records<R> {
             Source::Csv { .. } => self.next_csv_record(),
             Source::JsonLines { .. } => self.next_json_line(),
             Source::Xml { .. } => self.next_xml(),
+            Source::Nem12(ref mut n) => {
+                let item = n.next_item();
+                self.line = n.line;
+                item
+            }
         };
         // The end, a bad header or an I/O error ends the stream.
         if !matches!(item, Some(Ok(_))) {
