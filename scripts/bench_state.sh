@@ -54,6 +54,21 @@ snap=$(awk '/bytes=/ { for (i = 1; i <= NF; i++) if ($i ~ /^bytes=/) { split($i,
 meters=$(($(wc -l <"$run/data/registry.csv") - 1))
 disk=$(cat "$root"/deploy/kafka/run/data/"$p".state-*/*.log | wc -c)
 
+# 1b. The same readings judged by another group with the state topic off: what writing the
+# state costs the judging.
+GRIDWATCH__KAFKA__TOPICS__STATE= GRIDWATCH__DETECTOR__GROUP_ID=$p-detector-off \
+  GRIDWATCH__DETECTOR__STATE_DIR=$run/state-off "$gw" detect >"$run/off.log" 2>&1 &
+pid=$!
+started=$(date +%s.%N)
+until [[ $(metric gridwatch_restore_remaining_records) == 0 ]] && ready &&
+  GRIDWATCH__DETECTOR__GROUP_ID=$p-detector-off "$gw" topics lag 2>/dev/null |
+  awk '/lag=/ { split($NF, a, "="); s += a[2] } END { exit s != 0 }'; do
+  sleep 1
+done
+judged_off=$(echo "$(date +%s.%N) - $started" | bc)
+kill -TERM $pid
+wait $pid || true
+
 # 2. Another host: an empty state directory, the state from the topic.
 GRIDWATCH__DETECTOR__STATE_DIR=$run/state-b "$gw" detect >"$run/b.log" 2>&1 &
 pid=$!
@@ -74,10 +89,11 @@ replayed_in=$(echo "$(date +%s.%N) - $started" | bc)
 kill -TERM $pid
 wait $pid || true
 
-printf '\n%s readings of %s meters (%s sites x %s days), judged in %.1f s\n' "$readings" "$meters" "$sites" "$days" "$judged"
+printf '\n%s readings of %s meters (%s sites x %s days), judged in %.1f s with the state topic, %.1f s without (%.0f vs %.0f readings/s)\n' \
+  "$readings" "$meters" "$sites" "$days" "$judged" "$judged_off" "$(echo "$readings / $judged" | bc -l)" "$(echo "$readings / $judged_off" | bc -l)"
 printf 'state bytes written while judging (before the last snapshots): %s B, %.0f B per reading\n' \
   "$written" "$(echo "$written / $readings" | bc -l)"
-printf 'state: %s B in the last snapshots, %.0f B per meter; state topic's log segments: %s B (%.0f B per meter, compressed, before compaction)\n' \
+printf 'state: %s B in the last snapshots, %.0f B per meter; state topic log segments: %s B (%.0f B per meter, compressed, before compaction)\n' \
   "$snap" "$(echo "$snap / $meters" | bc -l)" "$disk" "$(echo "$disk / $meters" | bc -l)"
 printf 'restore on an empty disk: %.2f s reading and restoring (%.0f MB/s), ready %.2f s after start\n' \
   "$restore" "$(echo "$snap / $restore / 1000000" | bc -l)" "$restored_in"
