@@ -3,7 +3,8 @@
 //! loop to take up in order, and the group's committed offsets as Kafka gives them.
 
 use crate::checkpoints::{Header, Restored};
-use crate::state::{Restorer, StateRef};
+use crate::restore::Restorer;
+use crate::state::StateRef;
 use crate::task::said_of;
 use crate::{ServiceConfig, TIMEOUT, TRANSIENT_PATIENCE};
 use anyhow::Result;

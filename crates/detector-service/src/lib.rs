@@ -22,6 +22,7 @@
 //! - `side`: the register, weather, holidays and outcomes topics;
 //! - `producer`: the transactional producer and the rules for its errors;
 //! - [`state`]: the state in Kafka (snapshots on the state topic, named by the commits);
+//! - `restore`: where a handed-over or rewound partition's state comes from;
 //! - [`state_admin`]: `gridwatch state inspect` and `reset`;
 //! - [`checkpoints`]: the checkpoint files (the state's local cache);
 //! - `stats`: latencies and the progress line.
@@ -30,6 +31,7 @@ mod assign;
 mod audit;
 pub mod checkpoints;
 mod producer;
+mod restore;
 mod service;
 mod side;
 pub mod state;
