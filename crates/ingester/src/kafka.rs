@@ -135,16 +135,22 @@ impl Sender {
     }
 
     /// A sender for a one-shot load that is run again whole when it fails (`gridwatch ingest`,
-    /// the register, weather and holiday loads): a batch that fails in a way that could leave a
-    /// gap — its records unwritten while later ones of the same partition are written, as when
-    /// a broker's loss times a batch out — stops the producer (librdkafka's
-    /// `enable.gapless.guarantee`) instead of going on. Without it the run again writes the
-    /// missing records after their successors, and the detector judges their hours without
-    /// them: a different input than the file (issue 29's seed 8). With it, each partition holds
-    /// a prefix of the file and then the whole file again, in order (the repeats count once).
+    /// the register, weather and holiday loads): it keeps each partition's records in the
+    /// file's order through a broker's loss. A record that times out may or may not have been
+    /// written, and librdkafka then goes on with the partition's later records: a gap, which
+    /// the run again fills after their successors — another order than the file's, judged
+    /// otherwise (issue 29, seed 74151). So a record waits up to five minutes for its acks
+    /// (`message.timeout.ms`, librdkafka's own advice; `kafka.properties` wins), long past the
+    /// 30 s in which a lost broker leaves the in-sync replicas, and a failure that could leave
+    /// a gap for any other reason stops the producer (`enable.gapless.guarantee`). The run
+    /// then either completes in order or stops; run again, each partition holds a prefix of the
+    /// file and then the whole file, in order (the repeats count once).
     pub fn in_order(cfg: &KafkaConfig) -> Result<Sender, KafkaError> {
         let mut c = producer_config(cfg);
         c.set("enable.gapless.guarantee", "true");
+        if !cfg.properties.contains_key("message.timeout.ms") {
+            c.set("message.timeout.ms", "300000");
+        }
         Sender::with_config(cfg, c)
     }
 
