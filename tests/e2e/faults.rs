@@ -265,8 +265,10 @@ fn cluster_chaos(mut seed: u64, rounds: usize) {
             ));
             x = if next(3) == 0 { x } else { 1 - x };
         }
-        // Until the ISR drops the lost broker (replica.lag.time.max.ms, 30 s), acks=all can
-        // time out: `gridwatch ingest` then says to run it again (duplicates count once).
+        // Until the ISR drops the lost broker (replica.lag.time.max.ms, 30 s), acks=all waits,
+        // and `gridwatch ingest` waits with it (a record up to five minutes, so no record times
+        // out and leaves a gap). Should it still fail, it says to run it again (the repeats
+        // count once, in the file's order).
         let mut tries = 0;
         while !env
             .output(&["ingest", "--readings", part.to_str().unwrap()])
