@@ -140,14 +140,11 @@ impl Sender {
     /// written, and librdkafka then goes on with the partition's later records: a gap, which
     /// the run again fills after their successors — another order than the file's, judged
     /// otherwise (issue 29, seed 74151). So a record waits up to five minutes for its acks
-    /// (`message.timeout.ms`, librdkafka's own advice; `kafka.properties` wins), long past the
-    /// 30 s in which a lost broker leaves the in-sync replicas, and a failure that could leave
-    /// a gap for any other reason stops the producer (`enable.gapless.guarantee`). The run
-    /// then either completes in order or stops; run again, each partition holds a prefix of the
-    /// file and then the whole file, in order (the repeats count once).
+    /// (`message.timeout.ms`, librdkafka's own advice for idempotent producers;
+    /// `kafka.properties` wins), long past the 30 s in which a lost broker leaves the in-sync
+    /// replicas: a broker's loss delays the load instead of failing it.
     pub fn in_order(cfg: &KafkaConfig) -> Result<Sender, KafkaError> {
         let mut c = producer_config(cfg);
-        c.set("enable.gapless.guarantee", "true");
         if !cfg.properties.contains_key("message.timeout.ms") {
             c.set("message.timeout.ms", "300000");
         }
